@@ -1,0 +1,74 @@
+"""reprise: an async agent DSL with a hierarchical, reproducible run system.
+
+::
+
+    from reprise import FlowDefinition, FlowRunner, RunContext, Ref, Initial
+
+    flow = FlowDefinition().node("double", lambda x: x * 2, inputs={"x": Initial("n")})
+    result = FlowRunner(flow, RunContext(root_component_id="demo", project_root=".",
+                                         initial_inputs={"n": 21})).run_sync()
+"""
+
+__version__ = "0.1.0"
+
+from reprise.dsl import (  # noqa: E402
+    AgentDefinition,
+    Computed,
+    FlowDefinition,
+    FunctionNode,
+    HierarchyPath,
+    Initial,
+    Node,
+    NodeSettings,
+    Ref,
+    Var,
+    node,
+)
+from reprise.errors import (  # noqa: E402
+    DefinitionError,
+    NodeExecutionError,
+    NodeInputError,
+    RepriseError,
+    RerunError,
+    RunCancelledError,
+    RunFailedError,
+    RunSetupError,
+    StaticInputError,
+    TemplateError,
+)
+from reprise.observability import ObservabilitySettings  # noqa: E402
+from reprise.run import RunContext, RunDirectory, RunStatus  # noqa: E402
+from reprise.runners import AgentRunner, FlowRunner, NodeContext, RunResult  # noqa: E402
+
+__all__ = [
+    "AgentDefinition",
+    "AgentRunner",
+    "Computed",
+    "DefinitionError",
+    "FlowDefinition",
+    "FlowRunner",
+    "FunctionNode",
+    "HierarchyPath",
+    "Initial",
+    "Node",
+    "NodeContext",
+    "NodeExecutionError",
+    "NodeInputError",
+    "NodeSettings",
+    "ObservabilitySettings",
+    "Ref",
+    "RepriseError",
+    "RerunError",
+    "RunCancelledError",
+    "RunContext",
+    "RunDirectory",
+    "RunFailedError",
+    "RunResult",
+    "RunSetupError",
+    "RunStatus",
+    "StaticInputError",
+    "TemplateError",
+    "Var",
+    "__version__",
+    "node",
+]

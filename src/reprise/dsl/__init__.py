@@ -1,0 +1,43 @@
+"""What to run: nodes, flows, agents, hierarchy paths and value sources."""
+
+from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
+from reprise.dsl.definition import DefinitionIndex, definition_path, validate_definition
+from reprise.dsl.elements import (
+    ConditionalElement,
+    ContainerElement,
+    Element,
+    ForEachElement,
+    NodeElement,
+    ParallelElement,
+)
+from reprise.dsl.node import FunctionNode, Node, NodeSettings, node
+from reprise.dsl.paths import HierarchyPath
+from reprise.dsl.scope import Scope
+from reprise.dsl.sources import MISSING, Computed, Initial, Ref, Source, Var
+
+__all__ = [
+    "MISSING",
+    "AgentDefinition",
+    "Computed",
+    "ConditionalElement",
+    "Container",
+    "ContainerElement",
+    "DefinitionIndex",
+    "Element",
+    "FlowDefinition",
+    "ForEachElement",
+    "FunctionNode",
+    "HierarchyPath",
+    "Initial",
+    "Node",
+    "NodeElement",
+    "NodeSettings",
+    "ParallelElement",
+    "Ref",
+    "Scope",
+    "Source",
+    "Var",
+    "definition_path",
+    "node",
+    "validate_definition",
+]

@@ -1,0 +1,312 @@
+"""RunContext: everything one run needs besides the definition it runs.
+
+::
+
+    ctx = RunContext(root_component_id="agent", project_root=Path("."))
+    ctx.register_node_static_input("summarize", SummarizeInput(style="short"))
+    result = await AgentRunner(agent, ctx).run()      # sets the run up and completes it
+
+or by hand, as a context manager that records ``completed``, ``failed`` or ``cancelled``::
+
+    async with RunContext(root_component_id="agent", project_root=Path(".")) as ctx:
+        await AgentRunner(agent, ctx).run()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel, ValidationError
+
+from reprise import __version__
+from reprise.dsl.definition import DefinitionIndex
+from reprise.dsl.node import validation_summary
+from reprise.dsl.paths import HierarchyPath, validate_id
+from reprise.errors import DefinitionError, RunSetupError, StaticInputError
+from reprise.run.directory import (
+    INITIAL_INPUTS_FILE,
+    STATIC_INPUTS_FILE,
+    RunDirectory,
+    RunMetadata,
+    pid_info,
+)
+from reprise.run.files import read_json, write_json_atomic
+from reprise.run.status import HOST, RunStatus
+
+if TYPE_CHECKING:
+    from reprise.observability.settings import ObservabilitySettings
+    from reprise.observability.telemetry import RunTelemetry
+
+__all__ = ["RunContext"]
+
+CompletionHook = Callable[["RunContext", RunStatus], None]
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class RunContext:
+    """The environment of one run: ids, directories, inputs, observability, lineage.
+
+    Args:
+        root_component_id: id of the root agent or flow; the first segment of every path.
+        project_root: the project's directory.
+        run_root: where run directories go; default ``project_root / "runs"``.
+        observability_settings: tracing/metrics/logging settings; default: everything on,
+            written to ``.trace/``, no live export.
+        previous_run_id: re-run: the run to reuse results from.
+        start_hierarchy_path: re-run: the first element to execute again.
+        initial_inputs: values nodes read with :class:`~reprise.dsl.sources.Initial`.
+    """
+
+    def __init__(
+        self,
+        root_component_id: str,
+        project_root: Path | str,
+        run_root: Path | str | None = None,
+        observability_settings: ObservabilitySettings | None = None,
+        previous_run_id: str | None = None,
+        start_hierarchy_path: str | HierarchyPath | None = None,
+        initial_inputs: Mapping[str, Any] | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root_component_id = validate_id(root_component_id)
+        self.project_root = Path(project_root).resolve()
+        self.run_root = Path(run_root).resolve() if run_root is not None else self.project_root / "runs"
+        self.observability_settings = observability_settings
+        self.previous_run_id = previous_run_id
+        self.start_hierarchy_path = HierarchyPath(start_hierarchy_path) if start_hierarchy_path is not None else None
+        if self.start_hierarchy_path is not None and previous_run_id is None:
+            raise RunSetupError("start_hierarchy_path needs previous_run_id (the run to reuse results from)")
+        self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
+        self.tags: dict[str, str] = dict(tags or {})
+
+        self.run_dir: RunDirectory | None = None
+        self.telemetry: RunTelemetry | None = None
+        self.status: RunStatus | None = None
+        self.error_msg: str | None = None
+        self._metadata: RunMetadata | None = None
+        self._started = 0.0
+        # Static inputs as given (by node id or path), then resolved to definition paths by bind().
+        self._static_given: dict[str, BaseModel | Mapping[str, Any]] = {}
+        self._static: dict[str, BaseModel] = {}
+        self._completion_hooks: list[CompletionHook] = []
+        self._index: DefinitionIndex | None = None
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        """The run id (after :meth:`setup_run`)."""
+        return self.require_run_dir().run_id
+
+    @property
+    def is_setup(self) -> bool:
+        """Whether :meth:`setup_run` has been called."""
+        return self.run_dir is not None
+
+    @property
+    def is_rerun(self) -> bool:
+        """Whether this run reuses an earlier run's results."""
+        return self.previous_run_id is not None
+
+    def require_run_dir(self) -> RunDirectory:
+        """The run directory; :class:`RunSetupError` before :meth:`setup_run`."""
+        if self.run_dir is None:
+            raise RunSetupError("the run is not set up yet: call setup_run() or use a runner")
+        return self.run_dir
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def setup_run(self, run_id_prefix: str | None = None) -> RunDirectory:
+        """Create the run directory, write its metadata (status ``running``) and start
+        observability. Calling it twice is an error."""
+        if self.run_dir is not None:
+            raise RunSetupError(f"run {self.run_dir.run_id} is already set up")
+        if self.previous_run_id is not None:
+            # Fails early, before a directory is made, if the previous run does not exist.
+            RunDirectory.find(self.run_root, self.previous_run_id)
+        run_dir = RunDirectory.create(self.run_root, run_id_prefix, rerun=self.is_rerun)
+        self.run_dir = run_dir
+        self._started = time.perf_counter()
+        pid, pid_start = pid_info()
+        self._metadata = RunMetadata(
+            run_id=run_dir.run_id,
+            root_component_id=self.root_component_id,
+            status=RunStatus.RUNNING,
+            started_at=_now_iso(),
+            pid=pid,
+            pid_start=pid_start,
+            host=HOST,
+            previous_run_id=self.previous_run_id,
+            start_hierarchy_path=str(self.start_hierarchy_path) if self.start_hierarchy_path else None,
+            reprise_version=__version__,
+            tags=self.tags,
+        )
+        run_dir.write_metadata(self._metadata)
+        self.status = RunStatus.RUNNING
+        write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, _jsonable(self.initial_inputs))
+        from reprise.observability.telemetry import RunTelemetry
+
+        self.telemetry = RunTelemetry.start(self, self.observability_settings)
+        return run_dir
+
+    def complete_run(self, status: RunStatus | str = RunStatus.COMPLETED, error_msg: str | None = None) -> None:
+        """Record the final status, flush and close observability, run completion hooks (git).
+
+        Idempotent: once a run is completed, failed or cancelled, later calls change nothing."""
+        status = RunStatus(status)
+        if status in (RunStatus.RUNNING, RunStatus.CRASHED):
+            raise RunSetupError(f"complete_run cannot record status {status.value!r}")
+        run_dir = self.require_run_dir()
+        if self.status is not None and self.status.finished:
+            return
+        assert self._metadata is not None
+        self.status = status
+        self.error_msg = error_msg
+        try:
+            for hook in self._completion_hooks:
+                hook(self, status)
+        finally:
+            if self.telemetry is not None:
+                self.telemetry.finish(status, error_msg)
+            self._metadata.status = status
+            self._metadata.error_msg = error_msg
+            self._metadata.ended_at = _now_iso()
+            self._metadata.duration_s = round(time.perf_counter() - self._started, 6)
+            run_dir.write_metadata(self._metadata)
+
+    def add_completion_hook(self, hook: CompletionHook) -> None:
+        """Call ``hook(context, status)`` when the run completes (before metadata is final)."""
+        self._completion_hooks.append(hook)
+
+    def annotate(self, **fields: Any) -> None:
+        """Add fields to the run's metadata (written now and at completion)."""
+        meta = self._metadata
+        if meta is None:
+            raise RunSetupError("the run is not set up yet")
+        for k, v in fields.items():
+            setattr(meta, k, v)
+        self.require_run_dir().write_metadata(meta)
+
+    def __enter__(self) -> RunContext:
+        if not self.is_setup:
+            self.setup_run()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None:
+            self.complete_run(RunStatus.COMPLETED)
+        elif isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class())) or _is_cancellation(exc):
+            self.complete_run(RunStatus.CANCELLED, error_msg=f"cancelled ({type(exc).__name__})")
+        else:
+            self.complete_run(RunStatus.FAILED, error_msg=str(exc) or type(exc).__name__)
+
+    async def __aenter__(self) -> RunContext:
+        return self.__enter__()
+
+    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.__exit__(et, exc, tb)
+
+    # -- static inputs ---------------------------------------------------------------------
+    def register_node_static_input(self, node_id_or_path: str, model: BaseModel | Mapping[str, Any]) -> None:
+        """Give a node a fixed input (its whole input), by node id or hierarchy path.
+
+        A static input takes precedence over the node's bindings. It is validated against the
+        node's input model when a runner binds the definition, before anything runs."""
+        if not isinstance(model, (BaseModel, Mapping)):
+            raise StaticInputError(f"static input for {node_id_or_path!r} must be a pydantic model or a mapping")
+        self._static_given[node_id_or_path] = model
+        if self._index is not None:
+            self._bind_static(node_id_or_path, model)
+
+    def read_static_inputs(self, path: Path | str | None = None) -> dict[str, Any]:
+        """Register the static inputs in a JSON file ``{"node id or path": {...input...}}``.
+
+        Default file: ``project_root/static_inputs/static_inputs.json``. Returns what was read."""
+        file = Path(path) if path is not None else self.project_root / "static_inputs" / STATIC_INPUTS_FILE
+        try:
+            data = read_json(file)
+        except FileNotFoundError:
+            raise StaticInputError(f"static inputs file not found: {file}") from None
+        except ValueError as exc:
+            raise StaticInputError(f"{file}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise StaticInputError(f"{file}: expected an object mapping node ids to input objects")
+        for key, value in data.items():
+            try:
+                self.register_node_static_input(key, value)
+            except StaticInputError as exc:
+                raise StaticInputError(f"{file}: {exc}") from None
+        return data
+
+    def static_input(self, definition_path: str) -> BaseModel | None:
+        """The validated static input of the node at ``definition_path``, if any."""
+        return self._static.get(definition_path)
+
+    @property
+    def static_inputs(self) -> Mapping[str, BaseModel]:
+        """Validated static inputs by node definition path (after binding)."""
+        return self._static
+
+    def bind(self, index: DefinitionIndex) -> None:
+        """Attach the validated definition: check root id and static inputs. Runners call this
+        before anything runs; errors here leave no node executed."""
+        if index.root_id != self.root_component_id:
+            raise DefinitionError(
+                f"definition root id {index.root_id!r} does not match root_component_id {self.root_component_id!r}"
+            )
+        self._index = index
+        self._static = {}
+        for key, model in self._static_given.items():
+            self._bind_static(key, model)
+        if self.run_dir is not None:
+            self.save_static_inputs()
+
+    def _bind_static(self, key: str, model: BaseModel | Mapping[str, Any]) -> None:
+        assert self._index is not None
+        try:
+            path = self._index.resolve_node(key)
+        except DefinitionError as exc:
+            raise StaticInputError(f"static input: {exc.message}") from None
+        node = self._index.nodes[path].node
+        input_model = node.input_model
+        if input_model is None:
+            raise StaticInputError(f"static input given for {path}, but {node.name} takes no input", path=path)
+        data = model.model_dump() if isinstance(model, BaseModel) else model
+        try:
+            self._static[path] = (
+                model if type(model) is input_model else input_model.model_validate(data)  # type: ignore[arg-type]
+            )
+        except ValidationError as exc:
+            raise StaticInputError(
+                f"static input does not validate against {input_model.__name__}: {validation_summary(exc)}", path=path
+            ) from None
+
+    def save_static_inputs(self) -> None:
+        """Write the bound static inputs to ``static_inputs/static_inputs.json``."""
+        run_dir = self.require_run_dir()
+        data = {path: model.model_dump(mode="json") for path, model in self._static.items()}
+        write_json_atomic(run_dir.static_inputs_dir / STATIC_INPUTS_FILE, data)
+
+    def __repr__(self) -> str:
+        rid = self.run_dir.run_id if self.run_dir else "not set up"
+        return f"RunContext({self.root_component_id!r}, run={rid}, status={self.status})"
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    from reprise.errors import RunCancelledError
+
+    return isinstance(exc, RunCancelledError)
+
+
+def _jsonable(data: Mapping[str, Any]) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_python(dict(data), mode="json")

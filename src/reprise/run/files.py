@@ -1,0 +1,41 @@
+"""Atomic file writes: a reader sees the old file or the new one, never a torn one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["dump_json", "read_json", "write_bytes_atomic", "write_json_atomic"]
+
+
+def dump_json(data: Any) -> bytes:
+    """The bytes reprise writes for a JSON document: indented, UTF-8, trailing newline."""
+    return (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The rename is atomic on POSIX, so a concurrent reader never sees a partial file. No fsync:
+    the guarantee is against torn reads and process crashes, not power loss (the OS keeps
+    written pages), which keeps a node's bookkeeping cheap."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as JSON to ``path``."""
+    write_bytes_atomic(path, dump_json(data))
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file."""
+    with open(path, "rb") as f:
+        return json.loads(f.read())

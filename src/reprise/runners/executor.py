@@ -1,0 +1,429 @@
+"""The executor: walks a validated component tree on anyio and persists every node.
+
+For each element, in order: reuse (a re-run's elements before its start path), input
+(static input, else bindings), execute (span, timeout, retries), persist (``input.json``,
+``outcome.json``, ``result.json``, each atomic). Containers run their children in order;
+parallel blocks and concurrent loops run in task groups, where the first failure cancels the
+rest.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel, ValidationError
+
+from reprise.dsl.container import Container
+from reprise.dsl.definition import DefinitionIndex
+from reprise.dsl.elements import (
+    ConditionalElement,
+    ContainerElement,
+    Element,
+    ForEachElement,
+    NodeElement,
+    ParallelElement,
+)
+from reprise.dsl.node import validation_summary
+from reprise.dsl.paths import HierarchyPath
+from reprise.dsl.sources import Source, resolve_value
+from reprise.errors import NodeExecutionError, NodeInputError, RepriseError
+from reprise.run.directory import INPUT_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
+from reprise.run.files import dump_json, write_bytes_atomic
+from reprise.run.status import ElementStatus
+from reprise.runners.frame import Frame
+from reprise.runners.node_context import NodeContext
+
+if TYPE_CHECKING:
+    from reprise.run.context import RunContext
+    from reprise.runners.reuse import ReusePlan
+
+__all__ = ["Executor"]
+
+_CANCELLED = anyio.get_cancelled_exc_class
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _error_info(exc: BaseException) -> dict[str, Any]:
+    cause = exc.__cause__ if isinstance(exc, NodeExecutionError) and exc.__cause__ is not None else exc
+    return {
+        "type": type(cause).__name__,
+        "message": str(cause),
+        "traceback": "".join(traceback.format_exception(cause)),
+    }
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a task group: the first that is not a cancellation."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, _CANCELLED()):
+            return exc
+    return group.exceptions[0]
+
+
+class Executor:
+    """Runs one validated tree inside one set-up :class:`RunContext`."""
+
+    def __init__(self, ctx: RunContext, index: DefinitionIndex, reuse: ReusePlan | None = None) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.run_dir: RunDirectory = ctx.require_run_dir()
+        self.tel = ctx.telemetry
+        self.reuse = reuse
+        #: Outcomes of elements outside loop iterations, by hierarchy path.
+        self.outcomes: dict[str, Any] = {}
+        self.counts: dict[str, int] = {"executed": 0, "reused": 0, "failed": 0}
+        self.failed_path: str | None = None
+
+    async def run_root(self) -> Any:
+        """Execute the root component; returns its outcome."""
+        root = self.index.root
+        top = Frame(None, self.ctx.initial_inputs)
+        path = HierarchyPath(self.index.root_id)
+        frame = top.child(path.name)
+        root_span = self.tel.root_span if self.tel is not None else None
+        return await self._container_element(
+            root, path, path.name, frame, root.component_type, root_span, in_loop=False
+        )
+
+    # -- containers ------------------------------------------------------------------------
+    async def _run_body(
+        self, body: Container, path: HierarchyPath, dpath: str, frame: Frame, span: Any, in_loop: bool
+    ) -> Any:
+        last: Any = None
+        for el in body.elements:
+            last = await self._element(el, path.child(el.id), f"{dpath}.{el.id}", frame, span, in_loop)
+            frame.outcomes[el.id] = last
+            if not in_loop:
+                self.outcomes[f"{path}.{el.id}"] = last
+        return last
+
+    async def _element(
+        self, el: Element, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any, in_loop: bool
+    ) -> Any:
+        if isinstance(el, NodeElement):
+            return await self._node(el, path, dpath, frame, parent_span)
+        if isinstance(el, ContainerElement):
+            return await self._container_element(
+                el.body, path, dpath, frame.child(el.id), el.kind, parent_span, in_loop
+            )
+        if isinstance(el, ConditionalElement):
+            return await self._conditional(el, path, dpath, frame, parent_span, in_loop)
+        if isinstance(el, ForEachElement):
+            return await self._for_each(el, path, dpath, frame, parent_span)
+        if isinstance(el, ParallelElement):
+            return await self._parallel(el, path, dpath, frame, parent_span, in_loop)
+        raise TypeError(f"unknown element {el!r}")  # pragma: no cover
+
+    async def _composite(
+        self,
+        path: HierarchyPath,
+        element_type: str,
+        parent_span: Any,
+        body: Any,
+        extra: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run ``body(span)`` as a composite element: span, result.json, status on failure."""
+        started = time.time()
+        t0 = time.perf_counter()
+        tel = self.tel
+        span = tel.start_span(path, element_type, parent_span) if tel is not None else None
+        info: dict[str, Any] = dict(extra or {})
+        status = ElementStatus.FAILED
+        try:
+            outcome = await body(span, info)
+            status = ElementStatus.COMPLETED
+            return outcome
+        except _CANCELLED():
+            status = ElementStatus.CANCELLED
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                status = ElementStatus.CANCELLED
+            raise
+        finally:
+            result = {
+                "path": str(path),
+                "element_type": element_type,
+                "status": status.value,
+                "started_at": _iso(started),
+                "ended_at": _iso(time.time()),
+                "duration_s": round(time.perf_counter() - t0, 6),
+                **info,
+            }
+            directory = self.run_dir.ensure_dir(self.run_dir.element_dir(path))
+            write_bytes_atomic(directory / RESULT_FILE, dump_json(result))
+            if span is not None and tel is not None:
+                tel.end_span(span, status.value, None)
+
+    async def _container_element(
+        self, body: Container, path: HierarchyPath, dpath: str, frame: Frame, kind: str, parent_span: Any, in_loop: bool
+    ) -> Any:
+        async def run(span: Any, info: dict[str, Any]) -> Any:
+            return await self._run_body(body, path, dpath, frame, span, in_loop)
+
+        return await self._composite(path, kind, parent_span, run)
+
+    async def _conditional(
+        self, el: ConditionalElement, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any, in_loop: bool
+    ) -> Any:
+        async def run(span: Any, info: dict[str, Any]) -> Any:
+            value = self._resolve(el.condition, frame, path, "condition")
+            taken = "then" if value else "else"
+            info["branch"] = taken
+            info["condition"] = bool(value)
+            body = el.then_body if value else el.else_body
+            if body is None:
+                return None
+            bpath = path.child(taken)
+            return await self._run_body(body, bpath, f"{dpath}.{taken}", frame.child(el.id, keep=False), span, True)
+
+        return await self._composite(path, "conditional", parent_span, run)
+
+    async def _for_each(
+        self, el: ForEachElement, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any
+    ) -> Any:
+        async def run(span: Any, info: dict[str, Any]) -> Any:
+            items = self._resolve(el.items, frame, path, "items")
+            if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
+                raise NodeInputError(f"loop items must be a list, got {type(items).__name__}", path=str(path))
+            items = list(items)
+            limit = el.max_iterations or len(items)
+            if len(items) > limit:
+                raise NodeInputError(
+                    f"loop has {len(items)} items, more than max_iterations={limit}", path=str(path)
+                )
+            info["iterations"] = len(items)
+            results: list[Any] = [None] * len(items)
+            body_dpath = f"{dpath}.*"
+            tel = self.tel
+
+            async def iteration(i: int) -> None:
+                ipath = path.child(i)
+                iframe = frame.child(el.id, {el.item_var: items[i], el.index_var: i}, keep=False)
+                ispan = tel.start_span(ipath, "iteration", span) if tel is not None else None
+                status = "failed"
+                try:
+                    results[i] = await self._run_body(el.body, ipath, body_dpath, iframe, ispan, True)
+                    status = "completed"
+                except _CANCELLED():
+                    status = "cancelled"
+                    raise
+                finally:
+                    if ispan is not None and tel is not None:
+                        tel.end_span(ispan, status, None)
+
+            if el.max_concurrency <= 1 or len(items) <= 1:
+                for i in range(len(items)):
+                    await iteration(i)
+            else:
+                await self._gather([lambda i=i: iteration(i) for i in range(len(items))], el.max_concurrency)
+            return results
+
+        return await self._composite(path, "loop", parent_span, run)
+
+    async def _parallel(
+        self, el: ParallelElement, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any, in_loop: bool
+    ) -> Any:
+        pframe = frame.child(el.id)
+
+        async def run(span: Any, info: dict[str, Any]) -> Any:
+            outcomes: dict[str, Any] = {}
+
+            def branch(bid: str, body: Container) -> Any:
+                async def go() -> None:
+                    bframe = pframe.child(bid)
+                    bpath = path.child(bid)
+
+                    async def inner(bspan: Any, binfo: dict[str, Any]) -> Any:
+                        return await self._run_body(body, bpath, f"{dpath}.{bid}", bframe, bspan, in_loop)
+
+                    outcomes[bid] = await self._composite(bpath, "branch", span, inner)
+                    pframe.outcomes[bid] = outcomes[bid]
+
+                return go
+
+            try:
+                await self._gather([branch(b, body) for b, body in el.branches.items()], len(el.branches))
+            finally:
+                info["branches"] = {
+                    b: ("completed" if b in outcomes else "failed" if self._failed_under(path.child(b)) else "cancelled")
+                    for b in el.branches
+                }
+            return {b: outcomes[b] for b in el.branches}
+
+        return await self._composite(path, "parallel", parent_span, run)
+
+    def _failed_under(self, path: HierarchyPath) -> bool:
+        return self.failed_path is not None and self.failed_path.startswith(f"{path}.")
+
+    async def _gather(self, jobs: list[Any], limit: int) -> None:
+        """Run ``jobs`` (async callables) with at most ``limit`` at once; the first failure
+        cancels the others and is re-raised as itself (not as an exception group)."""
+        limiter = anyio.CapacityLimiter(limit) if limit < len(jobs) else None
+
+        async def guarded(job: Any) -> None:
+            if limiter is None:
+                await job()
+            else:
+                async with limiter:
+                    await job()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for job in jobs:
+                    tg.start_soon(guarded, job)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    # -- nodes -----------------------------------------------------------------------------
+    def _resolve(self, value: Any, frame: Frame, path: HierarchyPath, what: str) -> Any:
+        try:
+            return resolve_value(value, frame)
+        except RepriseError as exc:
+            raise NodeInputError(f"{what}: {exc.message}", path=str(path)) from None
+        except Exception as exc:
+            raise NodeInputError(f"{what}: {type(exc).__name__}: {exc}", path=str(path)) from exc
+
+    def _build_input(self, el: NodeElement, dpath: str, frame: Frame, path: HierarchyPath) -> BaseModel | None:
+        static = self.ctx.static_input(dpath)
+        if static is not None:
+            return static
+        model = el.node.input_model
+        if model is None:
+            return None
+        bindings = el.inputs
+        if bindings is None:
+            data: Any = {}
+        elif isinstance(bindings, Source):
+            data = self._resolve(bindings, frame, path, "input")
+        else:
+            data = {k: self._resolve(v, frame, path, f"input {k!r}") for k, v in bindings.items()}
+        try:
+            if isinstance(data, model):
+                return data
+            if isinstance(data, BaseModel):
+                data = data.model_dump()
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise NodeInputError(
+                f"input does not validate against {model.__name__}: {validation_summary(exc)}", path=str(path)
+            ) from None
+
+    async def _node(self, el: NodeElement, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any) -> Any:
+        run_dir = self.run_dir
+        node_dir = run_dir.ensure_dir(run_dir.element_dir(path))
+        node = el.node
+        tel = self.tel
+
+        if self.reuse is not None:
+            reused = self.reuse.reuse_node(path, node, node_dir)
+            if reused is not None:
+                outcome, result = reused
+                self.counts["reused"] += 1
+                if tel is not None:
+                    tel.reused_node(path, node.kind, parent_span, result)
+                return outcome
+
+        started = time.time()
+        t0 = time.perf_counter()
+        span = tel.start_span(path, "node", parent_span, node.kind) if tel is not None else None
+        settings = node.settings
+        attempts = 0
+        status = ElementStatus.FAILED
+        error: BaseException | None = None
+        outcome: Any = None
+        nctx: NodeContext | None = None
+        try:
+            inp = self._build_input(el, dpath, frame, path)
+            write_bytes_atomic(
+                node_dir / INPUT_FILE, dump_json(inp.model_dump(mode="json") if inp is not None else None)
+            )
+            nctx = NodeContext(path, self.ctx, node_dir, span)
+            max_attempts = settings.retries + 1
+            while True:
+                attempts += 1
+                nctx.attempt = attempts
+                try:
+                    if settings.timeout is not None:
+                        with anyio.fail_after(settings.timeout):
+                            raw = await node.run(inp, nctx)
+                    else:
+                        raw = await node.run(inp, nctx)
+                    try:
+                        outcome = node.validate_outcome(raw)
+                    except ValidationError as exc:
+                        raise NodeExecutionError(
+                            f"outcome does not validate: {validation_summary(exc)}", path=str(path)
+                        ) from exc
+                    break
+                except TimeoutError as exc:
+                    failure: BaseException = NodeExecutionError(
+                        f"timed out after {settings.timeout}s (attempt {attempts})", path=str(path)
+                    )
+                    failure.__cause__ = exc
+                except NodeExecutionError as exc:
+                    failure = exc
+                except Exception as exc:
+                    failure = exc
+                retryable = attempts < max_attempts and isinstance(
+                    failure.__cause__ if isinstance(failure, NodeExecutionError) and failure.__cause__ else failure,
+                    settings.retry_on,
+                )
+                if not retryable:
+                    raise failure
+                if tel is not None:
+                    tel.retry(path, node.kind, attempts, failure, span)
+                await anyio.sleep(settings.delay_before(attempts + 1))
+            write_bytes_atomic(node_dir / OUTCOME_FILE, dump_json(node.dump_outcome(outcome)))
+            status = ElementStatus.COMPLETED
+            self.counts["executed"] += 1
+            return outcome
+        except _CANCELLED():
+            status = ElementStatus.CANCELLED
+            raise
+        except KeyboardInterrupt:
+            status = ElementStatus.CANCELLED
+            raise
+        except BaseException as exc:
+            error = exc
+            self.counts["failed"] += 1
+            if self.failed_path is None:
+                self.failed_path = str(path)
+            if isinstance(exc, RepriseError):
+                if exc.path is None:
+                    exc.path = str(path)
+                raise
+            raise NodeExecutionError(f"{type(exc).__name__}: {exc}", path=str(path)) from exc
+        finally:
+            duration = time.perf_counter() - t0
+            result: dict[str, Any] = {
+                "path": str(path),
+                "element_type": "node",
+                "node_kind": node.kind,
+                "node": node.name,
+                "status": status.value,
+                "started_at": _iso(started),
+                "ended_at": _iso(time.time()),
+                "duration_s": round(duration, 6),
+                "attempts": attempts,
+                "reused": False,
+            }
+            if error is not None:
+                result["error"] = _error_info(error)
+            if nctx is not None and nctx.result_fields:
+                result.update(nctx.result_fields)
+            write_bytes_atomic(node_dir / RESULT_FILE, dump_json(result))
+            if tel is not None:
+                tel.node_finished(path, node.kind, status.value, duration, attempts)
+                if span is not None:
+                    tel.end_span(span, status.value, error, attempts=attempts)

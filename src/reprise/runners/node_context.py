@@ -1,0 +1,94 @@
+"""NodeContext: what a running node can reach (its ``ctx`` parameter)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reprise.dsl.paths import HierarchyPath
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from reprise.run.context import RunContext
+
+__all__ = ["NodeContext"]
+
+
+class NodeContext:
+    """Handed to a node function that declares a ``ctx`` parameter.
+
+    >>> async def fetch(url: str, ctx: NodeContext) -> str:
+    ...     ctx.logger.info("fetching", url=url)
+    ...     ctx.metric("bytes", 1234)
+    ...     with ctx.span("parse"):
+    ...         ...
+    """
+
+    __slots__ = ("path", "run", "attempt", "_node_dir", "_span", "_logger", "result_fields")
+
+    def __init__(self, path: HierarchyPath, run: RunContext, node_dir: Path, span: Span | None) -> None:
+        self.path = path
+        self.run = run
+        self.attempt = 1
+        self._node_dir = node_dir
+        self._span = span
+        self._logger: Any = None
+        #: Extra fields for this node's ``result.json`` (see :meth:`annotate_result`).
+        self.result_fields: dict[str, Any] = {}
+
+    def annotate_result(self, **fields: Any) -> None:
+        """Add fields to this node's ``result.json`` (e.g. token usage, cost, return code)."""
+        self.result_fields.update(fields)
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run this node executes in."""
+        return self.run.run_id
+
+    @property
+    def node_dir(self) -> Path:
+        """This node's directory in the run; files written here travel with re-runs."""
+        return self._node_dir
+
+    @property
+    def initial_inputs(self) -> Mapping[str, Any]:
+        """The run's initial inputs."""
+        return self.run.initial_inputs
+
+    @property
+    def logger(self) -> Any:
+        """A structlog logger bound to this node (run id, path, trace and span ids); its lines go
+        to ``.trace/logs.jsonl`` and, with live export on, to OpenTelemetry logs."""
+        if self._logger is None:
+            tel = self.run.telemetry
+            self._logger = tel.node_logger(self.path, self._span) if tel is not None else _NullLogger()
+        return self._logger
+
+    @property
+    def current_span(self) -> Span | None:
+        """The node's OpenTelemetry span (``None`` with tracing off)."""
+        return self._span
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[Span | None]:
+        """Open a child span of this node's span."""
+        tel = self.run.telemetry
+        if tel is None or self._span is None:
+            yield None
+            return
+        with tel.child_span(name, self._span, attributes) as span:
+            yield span
+
+    def metric(self, name: str, value: float, **attributes: Any) -> None:
+        """Record a value of the user metric ``name`` (exported to ``.trace/metrics.jsonl``)."""
+        tel = self.run.telemetry
+        if tel is not None:
+            tel.user_metric(name, value, {"reprise.hierarchy_path": str(self.path), **attributes})
+
+
+class _NullLogger:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: None

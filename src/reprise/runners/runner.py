@@ -1,0 +1,137 @@
+"""FlowRunner and AgentRunner: run a definition under a RunContext.
+
+::
+
+    result = await FlowRunner(flow, RunContext(root_component_id="flow", project_root=".")).run()
+    result.status, result.run_dir, result.outcomes["flow.summarize"]
+
+``run()`` sets the run up if the caller has not, executes, completes the run (``completed``,
+``failed`` or ``cancelled``) and returns a :class:`RunResult`. A failing node fails the run and
+raises :class:`~reprise.errors.RunFailedError` carrying the node's path; a cancelled run
+(Ctrl-C, an enclosing cancel scope) is recorded as ``cancelled`` and the cancellation goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import anyio
+
+from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
+from reprise.dsl.definition import DefinitionIndex, validate_definition
+from reprise.errors import DefinitionError, RepriseError, RunFailedError
+from reprise.run.context import RunContext
+from reprise.run.status import RunStatus
+from reprise.runners.executor import Executor
+from reprise.runners.result import RunResult
+
+__all__ = ["AgentRunner", "ComponentRunner", "FlowRunner"]
+
+C = TypeVar("C", bound=Container)
+
+
+class ComponentRunner(Generic[C]):
+    """Runs a flow or agent definition. The definition is checked when the runner is made."""
+
+    component_class: type[Container] = Container
+
+    def __init__(self, component: C, run_context: RunContext) -> None:
+        if not isinstance(component, self.component_class):
+            raise DefinitionError(
+                f"{type(self).__name__} runs a {self.component_class.__name__}, got {type(component).__name__}"
+            )
+        self.component = component
+        self.run_context = run_context
+        self.index: DefinitionIndex = validate_definition(component, run_context.root_component_id)
+        self.result: RunResult | None = None
+
+    def setup_run(self, run_id_prefix: str | None = None) -> None:
+        """Set up the run now (optional: :meth:`run` does it when needed)."""
+        self._prepare()
+        self.run_context.setup_run(run_id_prefix)
+        self.run_context.save_static_inputs()
+
+    def _prepare(self) -> Any:
+        ctx = self.run_context
+        ctx.bind(self.index)
+        if ctx.previous_run_id is None:
+            return None
+        from reprise.runners.reuse import ReusePlan
+
+        return ReusePlan.prepare(ctx, self.index)
+
+    async def run(self) -> RunResult:
+        """Execute the definition; see the module docstring."""
+        ctx = self.run_context
+        if ctx.status is not None and ctx.status.finished:
+            raise RepriseError(f"run {ctx.run_id} is already {ctx.status.value}; make a new RunContext", run_id=ctx.run_id)
+        reuse = self._prepare()
+        if not ctx.is_setup:
+            ctx.setup_run()
+        ctx.save_static_inputs()
+        if reuse is not None:
+            reuse.attach(ctx)
+        executor = Executor(ctx, self.index, reuse)
+        try:
+            outcome = await executor.run_root()
+        except BaseException as exc:
+            self._finish_after_error(executor, exc)
+            raise self._error_to_raise(executor, exc) from exc
+        ctx.complete_run(RunStatus.COMPLETED)
+        self.result = self._result(executor, RunStatus.COMPLETED, outcome)
+        return self.result
+
+    def _finish_after_error(self, executor: Executor, exc: BaseException) -> None:
+        ctx = self.run_context
+        cancelled = isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
+        status = RunStatus.CANCELLED if cancelled else RunStatus.FAILED
+        message = f"cancelled ({type(exc).__name__})" if cancelled else str(exc) or type(exc).__name__
+        # Shielded: the run must be recorded even while an enclosing scope is cancelling us.
+        with anyio.CancelScope(shield=True):
+            ctx.complete_run(status, message)
+        self.result = self._result(executor, status, None, error=message)
+
+    def _error_to_raise(self, executor: Executor, exc: BaseException) -> BaseException:
+        if isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class())):
+            return exc
+        run_id = self.run_context.run_id
+        path = getattr(exc, "path", None) or executor.failed_path
+        error = RunFailedError(
+            f"run {run_id} failed: {exc.message if isinstance(exc, RepriseError) else exc}", path=path, run_id=run_id
+        )
+        error.result = self.result  # type: ignore[attr-defined]
+        return error
+
+    def _result(self, executor: Executor, status: RunStatus, outcome: Any, error: str | None = None) -> RunResult:
+        ctx = self.run_context
+        return RunResult(
+            run_id=ctx.run_id,
+            status=status,
+            run_dir=ctx.require_run_dir().path,
+            outcome=outcome,
+            outcomes=executor.outcomes,
+            executed=executor.counts["executed"],
+            reused=executor.counts["reused"],
+            failed_path=executor.failed_path,
+            error=error,
+            previous_run_id=ctx.previous_run_id,
+            start_hierarchy_path=str(ctx.start_hierarchy_path) if ctx.start_hierarchy_path else None,
+        )
+
+    def run_sync(self, *, backend: str = "asyncio") -> RunResult:
+        """Run from synchronous code (a script): ``FlowRunner(flow, ctx).run_sync()``."""
+        return anyio.run(self.run, backend=backend)
+
+
+class FlowRunner(ComponentRunner[FlowDefinition]):
+    """Runs a :class:`FlowDefinition`."""
+
+    component_class = FlowDefinition
+
+
+class AgentRunner(ComponentRunner[AgentDefinition]):
+    """Runs an :class:`AgentDefinition`."""
+
+    component_class = AgentDefinition
+
+
