@@ -348,7 +348,7 @@ class Executor:
             write_bytes_atomic(
                 node_dir / INPUT_FILE, dump_json(inp.model_dump(mode="json") if inp is not None else None)
             )
-            nctx = NodeContext(path, self.ctx, node_dir, span)
+            nctx = NodeContext(path, self.ctx, node_dir, span, frame)
             max_attempts = settings.retries + 1
             while True:
                 attempts += 1

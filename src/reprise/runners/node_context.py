@@ -12,6 +12,7 @@ from reprise.dsl.paths import HierarchyPath
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from reprise.dsl.scope import Scope
     from reprise.run.context import RunContext
 
 __all__ = ["NodeContext"]
@@ -27,11 +28,16 @@ class NodeContext:
     ...         ...
     """
 
-    __slots__ = ("path", "run", "attempt", "_node_dir", "_span", "_logger", "result_fields")
+    __slots__ = ("path", "run", "attempt", "scope", "_node_dir", "_span", "_logger", "result_fields")
 
-    def __init__(self, path: HierarchyPath, run: RunContext, node_dir: Path, span: Span | None) -> None:
+    def __init__(
+        self, path: HierarchyPath, run: RunContext, node_dir: Path, span: Span | None, scope: Scope | None = None
+    ) -> None:
         self.path = path
         self.run = run
+        #: The values visible to this node (earlier outcomes, loop variables, initial inputs);
+        #: built-in nodes render their templates against it.
+        self.scope = scope
         self.attempt = 1
         self._node_dir = node_dir
         self._span = span
