@@ -56,6 +56,35 @@ class DefinitionIndex:
         """The valid paths closest to ``path``, for error messages."""
         return difflib.get_close_matches(definition_path(path), list(self.elements), n=n, cutoff=0.4)
 
+    def outline(self) -> dict[str, dict[str, str]]:
+        """Each element's type (and node kind), by definition path: what a later re-run checks
+        to tell whether the definition before its start path still matches this one."""
+        out: dict[str, dict[str, str]] = {}
+        for path, el in self.elements.items():
+            entry = {"type": _element_type(el, path)}
+            if isinstance(el, NodeElement):
+                entry["kind"] = el.node.kind
+            out[path] = entry
+        return out
+
+    def container_at(self, path: str) -> Container | None:
+        """The container whose children sit directly below definition path ``path`` (a flow,
+        agent, loop body, branch or conditional branch), or ``None`` if ``path`` is a node or a
+        loop/conditional/parallel element itself."""
+        if path == self.root_id:
+            return self.root
+        el = self.elements.get(path)
+        last = path.rsplit(".", 1)[-1]
+        if isinstance(el, ContainerElement):
+            return el.body
+        if isinstance(el, ForEachElement) and last == "*":
+            return el.body
+        if isinstance(el, ConditionalElement) and last in ("then", "else") and last != el.id:
+            return el.then_body if last == "then" else el.else_body
+        if isinstance(el, ParallelElement) and last != el.id:
+            return el.branches.get(last)
+        return None
+
     def resolve_node(self, node_id_or_path: str) -> str:
         """The definition path of a node named by id (if unique) or by path."""
         key = definition_path(node_id_or_path)
@@ -71,11 +100,25 @@ class DefinitionIndex:
         raise DefinitionError(f"unknown node {node_id_or_path!r}; valid nodes: {valid}")
 
 
+def _element_type(el: Element, path: str) -> str:
+    last = path.rsplit(".", 1)[-1]
+    if isinstance(el, ContainerElement):
+        return el.kind
+    if isinstance(el, ForEachElement) and last == "*":
+        return "iteration"
+    if isinstance(el, ConditionalElement) and last != el.id:
+        return f"branch:{last}"
+    if isinstance(el, ParallelElement) and last != el.id:
+        return "branch"
+    return el.element_type
+
+
 def validate_definition(root: Container, root_id: str) -> DefinitionIndex:
     """Check ``root`` as a run's root component with id ``root_id``; return its index."""
     validate_id(root_id)
     index = DefinitionIndex(root_id=root_id, root=root)
     top = _Top(root_id, root)
+    index.elements[root_id] = top.elements[0]
     _Checker(index, top).container(root, root_id, [(top, 0)], {})
     return index
 

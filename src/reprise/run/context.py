@@ -28,7 +28,7 @@ from reprise import __version__
 from reprise.dsl.definition import DefinitionIndex
 from reprise.dsl.node import validation_summary
 from reprise.dsl.paths import HierarchyPath, validate_id
-from reprise.errors import DefinitionError, RunSetupError, StaticInputError
+from reprise.errors import DefinitionError, RepriseError, RunSetupError, StaticInputError
 from reprise.run.directory import (
     INITIAL_INPUTS_FILE,
     STATIC_INPUTS_FILE,
@@ -37,6 +37,7 @@ from reprise.run.directory import (
     pid_info,
 )
 from reprise.run.files import read_json, write_json_atomic
+from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings, collect_outcome_files
 from reprise.run.status import HOST, RunStatus
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class RunContext:
         previous_run_id: re-run: the run to reuse results from.
         start_hierarchy_path: re-run: the first element to execute again.
         initial_inputs: values nodes read with :class:`~reprise.dsl.sources.Initial`.
+        tags: free-form labels stored in the metadata (experiments use them).
+        outcome_repo: commit outcomes to git (default ``True``: ``<run_root>/outcome/<project>``);
+            ``False`` turns it off; an :class:`OutcomeSettings` configures it.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class RunContext:
         initial_inputs: Mapping[str, Any] | None = None,
         *,
         tags: Mapping[str, str] | None = None,
+        outcome_repo: OutcomeSettings | bool = True,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = Path(project_root).resolve()
@@ -100,6 +105,11 @@ class RunContext:
         self._static: dict[str, BaseModel] = {}
         self._completion_hooks: list[CompletionHook] = []
         self._index: DefinitionIndex | None = None
+        if isinstance(outcome_repo, bool):
+            outcome_repo = OutcomeSettings(enabled=outcome_repo)
+        self.outcome_settings = outcome_repo
+        #: Files nodes declared as outcomes (committed to git with the outcome.json files).
+        self.declared_outcome_files: list[OutcomeFile] = []
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -155,7 +165,17 @@ class RunContext:
         from reprise.observability.telemetry import RunTelemetry
 
         self.telemetry = RunTelemetry.start(self, self.observability_settings)
+        if self.outcome_settings.enabled:
+            self._completion_hooks.append(_commit_outcomes)
         return run_dir
+
+    @property
+    def outcome_repository(self) -> OutcomeRepository | None:
+        """The git repository this run commits its outcomes to (``None`` when turned off)."""
+        if not self.outcome_settings.enabled:
+            return None
+        path = self.outcome_settings.path or self.run_root / "outcome" / self.project_root.name
+        return OutcomeRepository(path, self.outcome_settings)
 
     def complete_run(self, status: RunStatus | str = RunStatus.COMPLETED, error_msg: str | None = None) -> None:
         """Record the final status, flush and close observability, run completion hooks (git).
@@ -188,12 +208,16 @@ class RunContext:
 
     def annotate(self, **fields: Any) -> None:
         """Add fields to the run's metadata (written now and at completion)."""
+        self._set_metadata(**fields)
+        assert self._metadata is not None
+        self.require_run_dir().write_metadata(self._metadata)
+
+    def _set_metadata(self, **fields: Any) -> None:
         meta = self._metadata
         if meta is None:
             raise RunSetupError("the run is not set up yet")
         for k, v in fields.items():
             setattr(meta, k, v)
-        self.require_run_dir().write_metadata(meta)
 
     def __enter__(self) -> RunContext:
         if not self.is_setup:
@@ -255,6 +279,11 @@ class RunContext:
         """Validated static inputs by node definition path (after binding)."""
         return self._static
 
+    @property
+    def bound_index(self) -> DefinitionIndex | None:
+        """The definition bound by a runner, if any."""
+        return self._index
+
     def bind(self, index: DefinitionIndex) -> None:
         """Attach the validated definition: check root id and static inputs. Runners call this
         before anything runs; errors here leave no node executed."""
@@ -282,7 +311,7 @@ class RunContext:
         data = model.model_dump() if isinstance(model, BaseModel) else model
         try:
             self._static[path] = (
-                model if type(model) is input_model else input_model.model_validate(data)  # type: ignore[arg-type]
+                model if isinstance(model, BaseModel) and type(model) is input_model else input_model.model_validate(data)
             )
         except ValidationError as exc:
             raise StaticInputError(
@@ -298,6 +327,34 @@ class RunContext:
     def __repr__(self) -> str:
         rid = self.run_dir.run_id if self.run_dir else "not set up"
         return f"RunContext({self.root_component_id!r}, run={rid}, status={self.status})"
+
+
+def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
+    """Completion hook: commit the run's outcomes to ``run/<run_id>``. A failure to commit is
+    recorded in the metadata and logged; it does not change the run's status."""
+    repo = ctx.outcome_repository
+    run_dir = ctx.require_run_dir()
+    if repo is None:
+        return
+    duration = time.perf_counter() - ctx._started
+    lines = [f"run {run_dir.run_id}: {status.value} in {duration:.3f}s", "", f"root: {ctx.root_component_id}"]
+    if ctx.previous_run_id:
+        lines.append(f"previous run: {ctx.previous_run_id}")
+        lines.append(f"start path: {ctx.start_hierarchy_path}")
+    if ctx.error_msg:
+        lines.append(f"error: {ctx.error_msg}")
+    try:
+        files = collect_outcome_files(
+            run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
+        )
+        commit = repo.commit_run(run_dir.run_id, files, message="\n".join(lines), parent_run_id=ctx.previous_run_id)
+    except (RepriseError, OSError) as exc:
+        message = exc.message if isinstance(exc, RepriseError) else str(exc)
+        ctx._set_metadata(outcome_commit_error=message)
+        if ctx.telemetry is not None:
+            ctx.telemetry.logger.error("outcome commit failed", error=message)
+        return
+    ctx._set_metadata(outcome_commit=commit, outcome_branch=repo.branch(run_dir.run_id), outcome_repo=str(repo.path))
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -328,11 +328,10 @@ class Executor:
         if self.reuse is not None:
             reused = self.reuse.reuse_node(path, node, node_dir)
             if reused is not None:
-                outcome, result = reused
                 self.counts["reused"] += 1
                 if tel is not None:
-                    tel.reused_node(path, node.kind, parent_span, result)
-                return outcome
+                    tel.reused_node(path, node.kind, parent_span, reused[1])
+                return reused[0]
 
         started = time.time()
         t0 = time.perf_counter()
@@ -406,7 +405,7 @@ class Executor:
             raise NodeExecutionError(f"{type(exc).__name__}: {exc}", path=str(path)) from exc
         finally:
             duration = time.perf_counter() - t0
-            result: dict[str, Any] = {
+            record: dict[str, Any] = {
                 "path": str(path),
                 "element_type": "node",
                 "node_kind": node.kind,
@@ -419,10 +418,10 @@ class Executor:
                 "reused": False,
             }
             if error is not None:
-                result["error"] = _error_info(error)
+                record["error"] = _error_info(error)
             if nctx is not None and nctx.result_fields:
-                result.update(nctx.result_fields)
-            write_bytes_atomic(node_dir / RESULT_FILE, dump_json(result))
+                record.update(nctx.result_fields)
+            write_bytes_atomic(node_dir / RESULT_FILE, dump_json(record))
             if tel is not None:
                 tel.node_finished(path, node.kind, status.value, duration, attempts)
                 if span is not None:

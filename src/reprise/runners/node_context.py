@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from reprise.dsl.paths import HierarchyPath
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+    from opentelemetry.sdk.trace import Span
 
     from reprise.dsl.scope import Scope
     from reprise.run.context import RunContext
@@ -87,6 +87,28 @@ class NodeContext:
             return
         with tel.child_span(name, self._span, attributes) as span:
             yield span
+
+    def declare_outcome_file(self, path: Path | str, *, name: str | None = None) -> str:
+        """Commit ``path`` with the run's outcomes to git; returns its path in the repository.
+
+        A file inside this node's directory keeps its relative place (``<node path>/<rel>``);
+        one elsewhere is stored as ``<node path>/files/<name or file name>``. Files inside the
+        node directory also travel with re-runs that reuse this node."""
+        from reprise.run.outcome_repo import OutcomeFile
+
+        file = Path(path)
+        if not file.is_absolute():
+            file = self._node_dir / file
+        file = file.resolve()
+        node_dir = self._node_dir.resolve()
+        if file.is_relative_to(node_dir):
+            rel = file.relative_to(node_dir).as_posix()
+        else:
+            rel = f"files/{name or file.name}"
+        repo_path = "/".join(self.path.parts) + "/" + rel
+        self.run.declared_outcome_files.append(OutcomeFile(file, repo_path, str(self.path)))
+        self.result_fields.setdefault("outcome_files", []).append({"source": str(file), "repo_path": repo_path})
+        return repo_path
 
     def metric(self, name: str, value: float, **attributes: Any) -> None:
         """Record a value of the user metric ``name`` (exported to ``.trace/metrics.jsonl``)."""

@@ -13,7 +13,7 @@ raises :class:`~reprise.errors.RunFailedError` carrying the node's path; a cance
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
@@ -21,9 +21,15 @@ from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
 from reprise.dsl.definition import DefinitionIndex, validate_definition
 from reprise.errors import DefinitionError, RepriseError, RunFailedError
 from reprise.run.context import RunContext
+from reprise.run.files import write_json_atomic
 from reprise.run.status import RunStatus
 from reprise.runners.executor import Executor
 from reprise.runners.result import RunResult
+
+if TYPE_CHECKING:
+    from reprise.runners.reuse import ReusePlan
+
+DEFINITION_FILE = "definition.json"
 
 __all__ = ["AgentRunner", "ComponentRunner", "FlowRunner"]
 
@@ -44,14 +50,20 @@ class ComponentRunner(Generic[C]):
         self.run_context = run_context
         self.index: DefinitionIndex = validate_definition(component, run_context.root_component_id)
         self.result: RunResult | None = None
+        self._reuse: ReusePlan | None = None
 
     def setup_run(self, run_id_prefix: str | None = None) -> None:
-        """Set up the run now (optional: :meth:`run` does it when needed)."""
-        self._prepare()
+        """Set up the run now (optional: :meth:`run` does it when needed). Re-run requests are
+        checked here, before the run directory is made."""
+        self._reuse = self._prepare()
         self.run_context.setup_run(run_id_prefix)
-        self.run_context.save_static_inputs()
+        self._record_setup()
 
-    def _prepare(self) -> Any:
+    @property
+    def _prepared(self) -> bool:
+        return self.run_context.bound_index is self.index
+
+    def _prepare(self) -> ReusePlan | None:
         ctx = self.run_context
         ctx.bind(self.index)
         if ctx.previous_run_id is None:
@@ -60,18 +72,28 @@ class ComponentRunner(Generic[C]):
 
         return ReusePlan.prepare(ctx, self.index)
 
+    def _record_setup(self) -> None:
+        ctx = self.run_context
+        run_dir = ctx.require_run_dir()
+        ctx.save_static_inputs()
+        write_json_atomic(run_dir.trace_dir / DEFINITION_FILE, self.index.outline())
+        if self._reuse is not None:
+            self._reuse.attach(ctx)
+
     async def run(self) -> RunResult:
         """Execute the definition; see the module docstring."""
         ctx = self.run_context
         if ctx.status is not None and ctx.status.finished:
             raise RepriseError(f"run {ctx.run_id} is already {ctx.status.value}; make a new RunContext", run_id=ctx.run_id)
-        reuse = self._prepare()
         if not ctx.is_setup:
+            self._reuse = self._prepare()
             ctx.setup_run()
-        ctx.save_static_inputs()
-        if reuse is not None:
-            reuse.attach(ctx)
-        executor = Executor(ctx, self.index, reuse)
+            self._record_setup()
+        elif not self._prepared:
+            # The caller set the run up through the context itself.
+            self._reuse = self._prepare()
+            self._record_setup()
+        executor = Executor(ctx, self.index, self._reuse)
         try:
             outcome = await executor.run_root()
         except BaseException as exc:

@@ -1,0 +1,247 @@
+"""The outcome repository: every run's outcomes committed to git, one branch per run.
+
+``<run_root>/outcome/<project>/`` is an ordinary git repository. Run ``R`` gets the branch
+``run/R`` whose tree mirrors the run directory's element paths: every node's ``outcome.json``
+at its hierarchy path, plus files nodes declared as outcomes. A re-run's first commit has the
+previous run's commit as parent, so ``git diff run/A run/B`` shows what changed.
+
+No working tree is ever checked out and no shared index is used: each commit is built with
+plumbing (``hash-object``, ``update-index`` on a private temporary index, ``write-tree``,
+``commit-tree``) and published with ``update-ref`` given the expected old value, so many
+processes can commit under one run root at the same time without ``index.lock`` failures or
+lost commits. Commits carry the configured author (default ``reprise``), never the machine's
+git identity.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import git
+
+from reprise.errors import RunSetupError
+
+__all__ = ["OutcomeFile", "OutcomeRepository", "OutcomeSettings"]
+
+_ZERO = "0" * 40
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeSettings:
+    """How (and whether) a run's outcomes are committed to git.
+
+    Args:
+        enabled: commit outcomes at all.
+        path: the repository; default ``<run_root>/outcome/<project_root name>``.
+        author_name / author_email: the identity on every commit.
+        commit_per_node: also make one commit per node (in the order nodes finished), before
+            the run's final commit, so ``git log run/<id>`` tells the run's story.
+    """
+
+    enabled: bool = True
+    path: Path | None = None
+    author_name: str = "reprise"
+    author_email: str = "reprise@localhost"
+    commit_per_node: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeFile:
+    """A file to commit: ``source`` on disk, stored at ``repo_path`` in the run's tree."""
+
+    source: Path
+    repo_path: str
+    node_path: str = ""
+    order: float = 0.0
+
+
+class OutcomeRepository:
+    """A git repository of run outcomes (see the module docstring)."""
+
+    def __init__(self, path: Path, settings: OutcomeSettings | None = None) -> None:
+        self.path = Path(path)
+        self.settings = settings or OutcomeSettings()
+        self._repo: git.Repo | None = None
+
+    # -- set-up ----------------------------------------------------------------------------
+    def ensure(self) -> git.Repo:
+        """Open the repository, creating it (safely against concurrent creators) if needed."""
+        if self._repo is not None:
+            return self._repo
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.parent / f".{self.path.name}.init.lock"
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if (self.path / ".git").is_dir() or (self.path / "HEAD").is_file():
+                    repo = git.Repo(self.path)
+                else:
+                    repo = git.Repo.init(self.path, initial_branch="main")
+            except git.GitError as exc:
+                raise RunSetupError(f"cannot open outcome repository {self.path}: {exc}") from exc
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        self._repo = repo
+        return repo
+
+    def _env(self, index_file: str | None = None, when: str | None = None) -> dict[str, str]:
+        s = self.settings
+        env = {
+            "GIT_AUTHOR_NAME": s.author_name,
+            "GIT_AUTHOR_EMAIL": s.author_email,
+            "GIT_COMMITTER_NAME": s.author_name,
+            "GIT_COMMITTER_EMAIL": s.author_email,
+            # Never read the machine's or the user's git configuration for identity or hooks.
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+        }
+        if index_file is not None:
+            env["GIT_INDEX_FILE"] = index_file
+        if when is not None:
+            env["GIT_AUTHOR_DATE"] = when
+            env["GIT_COMMITTER_DATE"] = when
+        return env
+
+    # -- reading ---------------------------------------------------------------------------
+    @staticmethod
+    def branch(run_id: str) -> str:
+        """The branch name of a run."""
+        return f"run/{run_id}"
+
+    def head_of(self, run_id: str) -> str | None:
+        """The commit at the tip of ``run/<run_id>``, or ``None``."""
+        repo = self.ensure()
+        try:
+            out: str = repo.git.rev_parse("--verify", "-q", f"refs/heads/{self.branch(run_id)}^{{commit}}")
+        except git.GitCommandError:
+            return None
+        return out.strip() or None
+
+    def changed_files(self, run_a: str, run_b: str) -> list[tuple[str, str]]:
+        """``(status, path)`` for every file that differs between two runs' branches
+        (status ``A`` added, ``D`` deleted, ``M`` modified)."""
+        repo = self.ensure()
+        for rid in (run_a, run_b):
+            if self.head_of(rid) is None:
+                raise RunSetupError(f"no outcome branch for run {rid} in {self.path}", run_id=rid)
+        out: str = repo.git.diff("--name-status", "--no-renames", self.branch(run_a), self.branch(run_b), "--")
+        rows = []
+        for line in out.splitlines():
+            status, _, path = line.partition("\t")
+            rows.append((status.strip(), path))
+        return rows
+
+    # -- writing ---------------------------------------------------------------------------
+    def commit_run(
+        self,
+        run_id: str,
+        files: Sequence[OutcomeFile],
+        *,
+        message: str,
+        parent_run_id: str | None = None,
+    ) -> str:
+        """Commit ``files`` as the tree of ``run/<run_id>`` and return the final commit.
+
+        The branch must not exist yet (``update-ref`` with the all-zero old value enforces it),
+        so two processes can never overwrite each other's run."""
+        repo = self.ensure()
+        parent = self.head_of(parent_run_id) if parent_run_id else None
+        fd, index_file = tempfile.mkstemp(prefix=f"reprise-index-{run_id}-", dir=repo.git_dir)
+        os.close(fd)
+        os.unlink(index_file)  # git wants to create the index itself; a private path is enough
+        env = self._env(index_file)
+        try:
+            shas = self._hash_files(repo, [f.source for f in files], env)
+            commit = parent
+            if self.settings.commit_per_node:
+                ordered = sorted(zip(files, shas), key=lambda fs: (fs[0].order, fs[0].repo_path))
+                for f, sha in ordered:
+                    self._update_index(repo, [(f.repo_path, sha)], env)
+                    commit = self._commit(repo, env, f"node {f.node_path or f.repo_path}", commit)
+            self._update_index(repo, [(f.repo_path, sha) for f, sha in zip(files, shas)], env)
+            commit = self._commit(repo, env, message, commit)
+            assert commit is not None
+            repo.git.update_ref(
+                "-m", f"reprise: {run_id}", f"refs/heads/{self.branch(run_id)}", commit, _ZERO, env=env
+            )
+            return commit
+        except git.GitCommandError as exc:
+            raise RunSetupError(f"cannot commit outcomes of {run_id} to {self.path}: {exc.stderr or exc}") from exc
+        finally:
+            for leftover in (index_file, index_file + ".lock"):
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
+
+    def _hash_files(self, repo: git.Repo, sources: Iterable[Path], env: dict[str, str]) -> list[str]:
+        paths = [str(p) for p in sources]
+        if not paths:
+            return []
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write(("\n".join(paths) + "\n").encode())
+            stdin.seek(0)
+            out: str = repo.git.hash_object("-w", "--no-filters", "--stdin-paths", istream=stdin, env=env)
+        return out.split()
+
+    def _update_index(self, repo: git.Repo, entries: Sequence[tuple[str, str]], env: dict[str, str]) -> None:
+        if not entries:
+            return
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write("".join(f"100644 {sha}\t{path}\n" for path, sha in entries).encode())
+            stdin.seek(0)
+            repo.git.update_index("--add", "--index-info", istream=stdin, env=env)
+
+    def _commit(self, repo: git.Repo, env: dict[str, str], message: str, parent: str | None) -> str:
+        tree: str = repo.git.write_tree(env=env)
+        args: list[Any] = [tree.strip()]
+        if parent:
+            args += ["-p", parent]
+        out: str = repo.git.commit_tree(*args, "-m", message, env=env)
+        return out.strip()
+
+
+def collect_outcome_files(run_root_dir: Path, declared: Iterable[OutcomeFile] = (), *, with_order: bool = False) -> list[OutcomeFile]:
+    """Every node's ``outcome.json`` under a run directory (at its path relative to the run
+    directory), plus ``declared`` files. ``with_order`` reads each node's end time so
+    per-node commits follow the order nodes finished."""
+    from reprise.run.files import read_json
+
+    files: list[OutcomeFile] = []
+    top_skip = {".trace", "static_inputs"}
+    base = str(run_root_dir)
+    for dirpath, dirnames, filenames in os.walk(base):
+        if dirpath == base:
+            dirnames[:] = [d for d in dirnames if d not in top_skip]
+        dirnames.sort()
+        if "outcome.json" not in filenames:
+            continue
+        rel = os.path.relpath(dirpath, base)
+        order = 0.0
+        if with_order:
+            try:
+                result = read_json(Path(dirpath) / "result.json")
+                order = float(result.get("duration_s", 0.0)) + _epoch(result.get("started_at"))
+            except (OSError, ValueError):
+                order = 0.0
+        files.append(OutcomeFile(Path(dirpath) / "outcome.json", f"{rel}/outcome.json", rel.replace(os.sep, "."), order))
+    seen = {f.repo_path for f in files}
+    for f in declared:
+        if f.repo_path not in seen and f.source.is_file():
+            files.append(f)
+            seen.add(f.repo_path)
+    return files
+
+
+def _epoch(stamp: Any) -> float:
+    from datetime import datetime
+
+    if not isinstance(stamp, str):
+        return 0.0
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,113 @@
+"""Lookups into an earlier run: its results, outcomes, files and lineage."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from reprise.dsl.paths import HierarchyPath
+from reprise.errors import RunSetupError
+from reprise.run.directory import RESULT_FILE, RunDirectory, RunMetadata
+from reprise.run.files import read_json
+
+__all__ = ["PreviousRun", "ancestors", "link_tree"]
+
+
+def link_tree(src: Path, dst: Path, *, skip: frozenset[str] = frozenset()) -> None:
+    """Recreate the files under ``src`` in ``dst`` as hard links (copies where linking is not
+    possible, e.g. across file systems). Names in ``skip`` at the top level are left out."""
+    for entry in os.scandir(src):
+        if entry.name in skip or entry.name.endswith(".tmp"):
+            continue
+        target = dst / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            target.mkdir(exist_ok=True)
+            link_tree(Path(entry.path), target)
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                os.link(entry.path, target)
+            except FileExistsError:
+                pass
+            except OSError:
+                shutil.copy2(entry.path, target)
+
+
+class PreviousRun:
+    """Read access to a finished (or crashed) run that a new run reuses results from."""
+
+    def __init__(self, run_dir: RunDirectory) -> None:
+        self.dir = run_dir
+        self.run_id = run_dir.run_id
+        self.metadata: RunMetadata = run_dir.read_metadata()
+
+    @classmethod
+    def open(cls, run_root: Path, run_id: str) -> PreviousRun:
+        """The run ``run_id`` under ``run_root``; :class:`RunSetupError` naming it if absent."""
+        return cls(RunDirectory.find(run_root, run_id))
+
+    def result(self, path: HierarchyPath) -> dict[str, Any] | None:
+        """The element's ``result.json`` in the earlier run."""
+        return self.dir.read_result(path)
+
+    def executed(self, path: HierarchyPath) -> bool:
+        """Whether the element at ``path`` ran (or started) in the earlier run."""
+        return self.dir.element_dir(path).is_dir()
+
+    def outcome_data(self, path: HierarchyPath) -> Any:
+        """The element's ``outcome.json`` data."""
+        return self.dir.read_outcome(path)
+
+    def copy_node_files(self, path: HierarchyPath, dst: Path) -> None:
+        """Bring the node's files (outcome, input, anything it wrote) into ``dst``, linked."""
+        link_tree(self.dir.element_dir(path), dst, skip=frozenset({RESULT_FILE}))
+
+    def iteration_count(self, path: HierarchyPath) -> int:
+        """How many iterations of the loop at ``path`` left a directory in the earlier run."""
+        directory = self.dir.element_dir(path)
+        try:
+            return sum(1 for e in os.scandir(directory) if e.is_dir() and e.name.isdigit())
+        except FileNotFoundError:
+            return 0
+
+    def static_inputs(self) -> dict[str, Any]:
+        """The static inputs the earlier run used, by node definition path."""
+        try:
+            data: dict[str, Any] = read_json(self.dir.static_inputs_dir / "static_inputs.json")
+        except FileNotFoundError:
+            return {}
+        return data
+
+    def initial_inputs(self) -> dict[str, Any]:
+        """The earlier run's initial inputs."""
+        try:
+            data: dict[str, Any] = read_json(self.dir.static_inputs_dir / "initial_inputs.json")
+        except FileNotFoundError:
+            return {}
+        return data
+
+    def definition(self) -> dict[str, Any] | None:
+        """The earlier run's definition outline (``.trace/definition.json``), if recorded."""
+        try:
+            data: dict[str, Any] = read_json(self.dir.trace_dir / "definition.json")
+        except FileNotFoundError:
+            return None
+        return data
+
+
+def ancestors(run_root: Path, run_id: str, *, limit: int = 1000) -> list[RunMetadata]:
+    """The chain of runs ``run_id`` was re-run from, nearest first (not including itself)."""
+    chain: list[RunMetadata] = []
+    seen = {run_id}
+    current = RunDirectory.find(run_root, run_id).read_metadata()
+    while current.previous_run_id and len(chain) < limit:
+        if current.previous_run_id in seen:
+            raise RunSetupError(f"lineage of {run_id} loops at {current.previous_run_id}")
+        seen.add(current.previous_run_id)
+        try:
+            current = RunDirectory.find(run_root, current.previous_run_id).read_metadata()
+        except RunSetupError:
+            break  # an ancestor was deleted: the chain ends there
+        chain.append(current)
+    return chain
