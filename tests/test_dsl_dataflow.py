@@ -86,8 +86,10 @@ async def test_initial_inputs_with_fields_and_defaults(tmp_path: Path) -> None:
 
 
 async def test_static_input_overrides_bindings_and_is_recorded(tmp_path: Path) -> None:
-    flow = FlowDefinition().node("greet", greet, inputs={"name": Initial("who")}).node(
-        "other", greet, inputs={"name": Initial("who")}
+    flow = (
+        FlowDefinition()
+        .node("greet", greet, inputs={"name": Initial("who")})
+        .node("other", greet, inputs={"name": Initial("who")})
     )
     ctx = RunContext(root_component_id="flow", project_root=tmp_path, initial_inputs={"who": "bound"})
     ctx.register_node_static_input("greet", Greeting(name="static", punctuation="?"))
@@ -193,16 +195,18 @@ async def test_var_item_index_fields_and_nested_loops(tmp_path: Path) -> None:
     inner = FlowDefinition().node(
         "cell",
         echo,
-        inputs={"value": Computed(lambda row, col, i, j: f"{row}{col}:{i}{j}", Var("row", "name"), Var("col"), Var("i"), Var("j"))},
+        inputs={
+            "value": Computed(
+                lambda row, col, i, j: f"{row}{col}:{i}{j}", Var("row", "name"), Var("col"), Var("i"), Var("j")
+            )
+        },
     )
     outer = (
         FlowDefinition()
         .node("label", echo, inputs={"value": Var("row", "name")})
         .for_each("cols", ["x", "y"], inner, item_var="col", index_var="j")
     )
-    flow = FlowDefinition().for_each(
-        "rows", Initial("rows"), outer, item_var="row", index_var="i", max_iterations=5
-    )
+    flow = FlowDefinition().for_each("rows", Initial("rows"), outer, item_var="row", index_var="i", max_iterations=5)
     result = await _run(flow, tmp_path, initial_inputs={"rows": [{"name": "A"}, {"name": "B"}]})
     assert result.outcomes["flow.rows"] == [["Ax:00", "Ay:01"], ["Bx:10", "By:11"]]
     # Iterations appear in paths as <loop>.<index>, nested loops as <loop>.<i>.<inner>.<j>.
@@ -214,8 +218,10 @@ async def test_var_item_index_fields_and_nested_loops(tmp_path: Path) -> None:
 
 
 async def test_loop_outcome_and_refs_within_an_iteration(tmp_path: Path) -> None:
-    body = FlowDefinition().node("double", add, inputs={"a": Var("item"), "b": Var("item")}).node(
-        "plus_index", add, inputs={"a": Ref("double"), "b": Var("index")}
+    body = (
+        FlowDefinition()
+        .node("double", add, inputs={"a": Var("item"), "b": Var("item")})
+        .node("plus_index", add, inputs={"a": Ref("double"), "b": Var("index")})
     )
     flow = FlowDefinition().for_each("loop", [1, 2, 3], body).node("sum", _sum, inputs={"values": Ref("loop")})
     result = await _run(flow, tmp_path)
@@ -264,8 +270,10 @@ async def test_computed_and_conditional_branch_paths(tmp_path: Path) -> None:
 
 
 async def test_conditional_without_else_skips_to_none(tmp_path: Path) -> None:
-    flow = FlowDefinition().conditional("maybe", Initial("go"), FlowDefinition().node("n", lambda: 1)).node(
-        "after", echo, inputs={"value": Ref("maybe")}
+    flow = (
+        FlowDefinition()
+        .conditional("maybe", Initial("go"), FlowDefinition().node("n", lambda: 1))
+        .node("after", echo, inputs={"value": Ref("maybe")})
     )
     result = await _run(flow, tmp_path, initial_inputs={"go": False})
     assert result.outcomes["flow.after"] is None
@@ -305,9 +313,7 @@ async def test_parallel_branch_paths_and_outcome(tmp_path: Path) -> None:
 async def test_agent_flows_subagents_and_agent_level_control_flow(tmp_path: Path) -> None:
     collect = FlowDefinition().node("names", echo, inputs={"value": Initial("names")})
     greet_each = FlowDefinition().node("greet", greet, inputs={"name": Var("item")})
-    summarise = AgentDefinition().flow(
-        "sum", FlowDefinition().node("n", _count, inputs={"values": Ref("agent.each")})
-    )
+    summarise = AgentDefinition().flow("sum", FlowDefinition().node("n", _count, inputs={"values": Ref("agent.each")}))
     agent = (
         AgentDefinition()
         .flow("collect", collect)

@@ -263,17 +263,19 @@ def _cases() -> list[tuple[str, Builder, str, str]]:
         ),
         (
             "ref into a loop body",
-            lambda: FlowDefinition()
-            .for_each("loop", [1, 2], FlowDefinition().node("sq", inc, inputs={"x": Var("item")}))
-            .node("use", inc, inputs={"x": Ref("loop.sq")}),
+            lambda: (
+                FlowDefinition()
+                .for_each("loop", [1, 2], FlowDefinition().node("sq", inc, inputs={"x": Var("item")}))
+                .node("use", inc, inputs={"x": Ref("loop.sq")})
+            ),
             "root.use",
             "reaches inside loop 'loop'",
         ),
         (
             "ref into a conditional branch",
-            lambda: FlowDefinition()
-            .conditional("check", True, leaf("t"))
-            .node("use", inc, inputs={"x": Ref("check.t")}),
+            lambda: (
+                FlowDefinition().conditional("check", True, leaf("t")).node("use", inc, inputs={"x": Ref("check.t")})
+            ),
             "root.use",
             "reaches inside conditional 'check'",
         ),
@@ -371,9 +373,11 @@ def _cases() -> list[tuple[str, Builder, str, str]]:
         ),
         (
             "Var of a loop used after the loop",
-            lambda: FlowDefinition()
-            .for_each("loop", [1], FlowDefinition().node("n", inc, inputs={"x": Var("item")}))
-            .node("after", inc, inputs={"x": Var("item")}),
+            lambda: (
+                FlowDefinition()
+                .for_each("loop", [1], FlowDefinition().node("n", inc, inputs={"x": Var("item")}))
+                .node("after", inc, inputs={"x": Var("item")})
+            ),
             "root.after",
             "loop variable 'item' is not defined",
         ),
@@ -464,8 +468,10 @@ def _any(v: object) -> object:
 
 
 def test_agent_runner_checks_the_agent_too(tmp_path: Path) -> None:
-    agent = AgentDefinition().flow("f", FlowDefinition().node("n", inc, inputs={"x": Initial("x")})).flow(
-        "g", FlowDefinition().node("m", inc, inputs={"x": Ref("f.z")})
+    agent = (
+        AgentDefinition()
+        .flow("f", FlowDefinition().node("n", inc, inputs={"x": Initial("x")}))
+        .flow("g", FlowDefinition().node("m", inc, inputs={"x": Ref("f.z")}))
     )
     with pytest.raises(DefinitionError) as info:
         AgentRunner(agent, RunContext(root_component_id="agent", project_root=tmp_path))
@@ -479,6 +485,6 @@ def test_agent_runner_checks_the_agent_too(tmp_path: Path) -> None:
 def test_ambiguous_node_ids() -> None:
     flow = FlowDefinition().node("n", one).subflow("sub", FlowDefinition().node("n", one))
     index = validate_definition(flow, "root")
-    with pytest.raises(DefinitionError, match="ambiguous; use one of the paths: root.n, root.sub.n"):
+    with pytest.raises(DefinitionError, match=r"ambiguous; use one of the paths: root\.n, root\.sub\.n"):
         index.resolve_node("n")
     assert index.resolve_node("root.sub.n") == "root.sub.n"

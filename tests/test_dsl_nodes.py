@@ -168,8 +168,10 @@ async def test_invalid_input_is_a_node_input_error_naming_the_path(tmp_path: Pat
         marker.write_text("called")
         return 0
 
-    flow = FlowDefinition().node("ok", lambda: 1).subflow(
-        "sub", FlowDefinition().node("count", never, inputs={"text": Initial("n")})
+    flow = (
+        FlowDefinition()
+        .node("ok", lambda: 1)
+        .subflow("sub", FlowDefinition().node("count", never, inputs={"text": Initial("n")}))
     )
     with pytest.raises(RunFailedError) as info:
         await _run(flow, tmp_path, initial_inputs={"n": 12})
