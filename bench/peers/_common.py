@@ -1,0 +1,113 @@
+"""Shared by every per-peer script: argument parsing, timing and the JSON they print.
+
+Standard library only: each peer script runs inside its peer's own venv (and dhenara-agent on
+another Python), where neither reprise nor the bench package is importable. A peer script is
+started as ``python bench/peers/<peer>.py --benchmark chain-200 --runs 5 --tmp DIR`` and prints
+one JSON object on its last stdout line::
+
+    {"system": "langgraph", "versions": {...}, "python": "3.11.7",
+     "results": [{"benchmark": "chain-200", "config": "no-checkpointer", "units": 200,
+                  "samples_s": [...], "extra": {...}}]}
+
+``samples_s`` are wall-clock seconds of whole runs; the orchestrator divides by ``units`` (nodes
+or branches) to get µs per node. A config that cannot run reports ``"error"`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata
+import json
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["CHAIN_SIZES", "FANOUT", "Report", "main_args", "time_async", "versions"]
+
+CHAIN_SIZES = {"chain-200": 200, "chain-2000": 2000}
+FANOUT = 1000
+
+
+def main_args() -> argparse.Namespace:
+    """The arguments every peer script takes."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--benchmark", required=True)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tmp", required=True, help="a scratch directory this process may fill")
+    return parser.parse_args()
+
+
+def versions(*dists: str) -> dict[str, str | None]:
+    """Installed versions of ``dists`` (``None`` when absent)."""
+    out: dict[str, str | None] = {}
+    for d in dists:
+        try:
+            out[d] = importlib.metadata.version(d)
+        except importlib.metadata.PackageNotFoundError:
+            out[d] = None
+    return out
+
+
+async def time_async(
+    make: Callable[[Any], Awaitable[Any]],
+    runs: int,
+    warmup: int = 1,
+    prepare: Callable[[int], Any] | None = None,
+) -> list[float]:
+    """Seconds per ``await make(x)``, ``runs`` times after ``warmup`` untimed calls.
+
+    ``x`` is ``prepare(i)`` (built before the clock starts: a new application, a new run
+    context) or, without ``prepare``, the call number ``i``. The garbage collector runs between
+    calls, not during them, so one run does not pay for the garbage of the one before (every
+    system gets the same treatment)."""
+    samples: list[float] = []
+    for i in range(warmup + runs):
+        arg = prepare(i) if prepare is not None else i
+        gc.collect()
+        t0 = time.perf_counter()
+        await make(arg)
+        elapsed = time.perf_counter() - t0
+        if i >= warmup:
+            samples.append(elapsed)
+    return samples
+
+
+class Report:
+    """Collects results and prints the JSON line the orchestrator reads."""
+
+    def __init__(self, system: str, dists: tuple[str, ...]) -> None:
+        self.system = system
+        self.dists = dists
+        self.results: list[dict[str, Any]] = []
+
+    def add(self, benchmark: str, config: str, units: int, samples: list[float], **extra: Any) -> None:
+        """Record the samples of one (benchmark, config)."""
+        self.results.append(
+            {"benchmark": benchmark, "config": config, "units": units, "samples_s": samples, "extra": extra}
+        )
+
+    def error(self, benchmark: str, config: str, exc: BaseException | str) -> None:
+        """Record that a (benchmark, config) could not run."""
+        text = exc if isinstance(exc, str) else "".join(traceback.format_exception_only(exc)).strip()
+        if not isinstance(exc, str):
+            traceback.print_exc(file=sys.stderr)
+        self.results.append({"benchmark": benchmark, "config": config, "error": text[-2000:]})
+
+    def emit(self) -> None:
+        """Print the report as the last line of stdout."""
+        sys.stdout.flush()
+        print(
+            json.dumps(
+                {
+                    "system": self.system,
+                    "python": platform.python_version(),
+                    "versions": versions(*self.dists),
+                    "results": self.results,
+                }
+            ),
+            flush=True,
+        )
