@@ -117,11 +117,30 @@ class _Signature:
     output: Any = field(default=None)
 
 
+def _caller_namespace() -> dict[str, Any]:
+    """The local variables of the nearest frame outside reprise (the user's code)."""
+    import sys
+
+    frame = sys._getframe(1)
+    package = __name__.split(".", 1)[0]
+    while frame is not None and frame.f_globals.get("__name__", "").split(".", 1)[0] == package:
+        frame = frame.f_back  # type: ignore[assignment]
+    return dict(frame.f_locals) if frame is not None else {}
+
+
 def _analyse(fn: Callable[..., Any]) -> _Signature:
     name = getattr(fn, "__qualname__", repr(fn))
     try:
         hints = typing.get_type_hints(fn)
-    except Exception as exc:  # unresolved forward references
+    except NameError:
+        # String annotations (``from __future__ import annotations``) naming classes local to
+        # the function that built the flow: resolve them in the caller's namespace, as pydantic
+        # does for models defined inside functions.
+        try:
+            hints = typing.get_type_hints(fn, localns=_caller_namespace())
+        except Exception as exc:
+            raise DefinitionError(f"cannot read the type hints of {name}: {exc}") from exc
+    except Exception as exc:
         raise DefinitionError(f"cannot read the type hints of {name}: {exc}") from exc
     sig = inspect.signature(fn)
     ctx_param = None

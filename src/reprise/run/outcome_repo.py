@@ -160,10 +160,9 @@ class OutcomeRepository:
             shas = self._hash_files(repo, [f.source for f in files], env)
             commit = parent
             if self.settings.commit_per_node:
-                ordered = sorted(zip(files, shas), key=lambda fs: (fs[0].order, fs[0].repo_path))
-                for f, sha in ordered:
-                    self._update_index(repo, [(f.repo_path, sha)], env)
-                    commit = self._commit(repo, env, f"node {f.node_path or f.repo_path}", commit)
+                for node_path, entries in _by_node(files, shas):
+                    self._update_index(repo, entries, env)
+                    commit = self._commit(repo, env, f"node {node_path}", commit)
             self._update_index(repo, [(f.repo_path, sha) for f, sha in zip(files, shas)], env)
             commit = self._commit(repo, env, message, commit)
             assert commit is not None
@@ -205,6 +204,17 @@ class OutcomeRepository:
             args += ["-p", parent]
         out: str = repo.git.commit_tree(*args, "-m", message, env=env)
         return out.strip()
+
+
+def _by_node(files: Sequence[OutcomeFile], shas: Sequence[str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Index entries grouped by node, nodes in the order they finished."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    order: dict[str, float] = {}
+    for f, sha in zip(files, shas):
+        key = f.node_path or f.repo_path
+        groups.setdefault(key, []).append((f.repo_path, sha))
+        order[key] = max(order.get(key, 0.0), f.order)
+    return sorted(groups.items(), key=lambda item: (order[item[0]], item[0]))
 
 
 def collect_outcome_files(run_root_dir: Path, declared: Iterable[OutcomeFile] = (), *, with_order: bool = False) -> list[OutcomeFile]:

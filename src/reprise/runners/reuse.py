@@ -178,17 +178,17 @@ class ReusePlan:
         result["reused_from"] = previous.run_id
         # The run whose node actually executed, however many re-runs ago.
         result["origin_run_id"] = old.get("origin_run_id", previous.run_id) if old.get("reused") else previous.run_id
-        self._carry_declared_files(old, previous.dir.element_dir(path).resolve(), node_dir)
+        self._carry_declared_files(old, previous.dir.element_dir(path).resolve(), node_dir, str(path))
         write_bytes_atomic(node_dir / RESULT_FILE, dump_json(result))
         return outcome, result
 
 
-    def _carry_declared_files(self, old: dict[str, Any], old_dir: Path, node_dir: Path) -> None:
+    def _carry_declared_files(self, old: dict[str, Any], old_dir: Path, node_dir: Path, node_path: str) -> None:
         for entry in old.get("outcome_files") or ():
             source = Path(entry["source"])
             if source.is_relative_to(old_dir):
                 source = node_dir / source.relative_to(old_dir)
-            self._declared.append(OutcomeFile(source, entry["repo_path"]))
+            self._declared.append(OutcomeFile(source, entry["repo_path"], node_path))
 
 
 def _index_segments_ok(path: HierarchyPath, index: DefinitionIndex) -> bool:

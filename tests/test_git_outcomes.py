@@ -1,0 +1,159 @@
+"""Outcomes committed to git: one branch per run, re-run parents, concurrency (issue 4)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import git
+import pytest
+
+from reprise import FlowDefinition, FlowRunner, Initial, NodeContext, Ref, RunContext, RunFailedError
+from reprise.run.outcome_repo import OutcomeSettings
+
+pytestmark = pytest.mark.anyio
+
+
+def repo_of(tmp_path: Path) -> git.Repo:
+    return git.Repo(tmp_path / "runs" / "outcome" / tmp_path.name)
+
+
+def make_flow(factor: int = 2) -> FlowDefinition:
+    def load(x: int) -> int:
+        return x
+
+    def scale(n: int) -> int:
+        return n * factor
+
+    return (
+        FlowDefinition()
+        .node("load", load, inputs={"x": Initial("x")})
+        .subflow("work", FlowDefinition().node("scale", scale, inputs={"n": Ref("load")}))
+    )
+
+
+async def test_each_run_gets_a_branch_with_its_outcomes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The machine's identity must never leak into commits.
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Somebody Else")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "else@example.invalid")
+    result = await FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": 3})).run()
+    repo = repo_of(tmp_path)
+    commit = repo.commit(f"run/{result.run_id}")
+    files = sorted(b.path for b in commit.tree.traverse() if b.type == "blob")
+    assert files == ["root/load/outcome.json", "root/work/scale/outcome.json"]
+    assert (commit.tree / "root/work/scale/outcome.json").data_stream.read().strip() == b"6"
+    assert commit.author.name == "reprise" and commit.committer.email == "reprise@localhost"
+    assert result.run_id in commit.message and "completed" in commit.message
+    assert commit.parents == ()
+    meta = (result.run_dir / ".trace/metadata.json").read_text()
+    assert commit.hexsha in meta
+
+
+async def test_rerun_branch_starts_from_previous_commit_and_diff_shows_changes(tmp_path: Path) -> None:
+    r1 = await FlowRunner(make_flow(2), RunContext("root", tmp_path, initial_inputs={"x": 3})).run()
+    # The scale node's code changed: re-run from it.
+    r2 = await FlowRunner(
+        make_flow(10), RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.work.scale")
+    ).run()
+    repo = repo_of(tmp_path)
+    c1, c2 = repo.commit(f"run/{r1.run_id}"), repo.commit(f"run/{r2.run_id}")
+    assert c2.parents == (c1,)
+    diff = repo.git.diff("--name-only", f"run/{r1.run_id}", f"run/{r2.run_id}")
+    assert diff.split() == ["root/work/scale/outcome.json"]
+    assert f"previous run: {r1.run_id}" in c2.message
+
+
+async def test_failed_run_is_committed_with_its_status(tmp_path: Path) -> None:
+    def boom(n: int) -> int:
+        raise ValueError("no")
+
+    flow = FlowDefinition().node("ok", lambda: 1).node("bad", boom, inputs={"n": Ref("ok")})
+    with pytest.raises(RunFailedError) as info:
+        await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    commit = repo_of(tmp_path).commit(f"run/{info.value.run_id}")
+    assert "failed" in commit.message.splitlines()[0]
+    assert [b.path for b in commit.tree.traverse() if b.type == "blob"] == ["root/ok/outcome.json"]
+
+
+async def test_outcome_repository_can_be_turned_off(tmp_path: Path) -> None:
+    await FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": 1}, outcome_repo=False)).run()
+    assert not (tmp_path / "runs" / "outcome").exists()
+
+
+async def test_declared_files_and_commit_per_node(tmp_path: Path) -> None:
+    outside = tmp_path / "report.md"
+
+    def write(ctx: NodeContext) -> str:
+        (ctx.node_dir / "notes.txt").write_text("inside")
+        ctx.declare_outcome_file("notes.txt")
+        outside.write_text("# report")
+        ctx.declare_outcome_file(outside)
+        return "ok"
+
+    flow = FlowDefinition().node("a", lambda: 1).node("write", write).node("c", lambda: 3)
+    settings = OutcomeSettings(commit_per_node=True, author_name="bot", author_email="bot@x.invalid")
+    result = await FlowRunner(flow, RunContext("root", tmp_path, outcome_repo=settings)).run()
+    repo = repo_of(tmp_path)
+    tip = repo.commit(f"run/{result.run_id}")
+    blobs = sorted(b.path for b in tip.tree.traverse() if b.type == "blob")
+    assert blobs == [
+        "root/a/outcome.json",
+        "root/c/outcome.json",
+        "root/write/files/report.md",
+        "root/write/notes.txt",
+        "root/write/outcome.json",
+    ]
+    history = list(repo.iter_commits(f"run/{result.run_id}"))
+    assert len(history) == 4  # one per node, then the run's commit
+    assert history[-1].message.startswith("node root.a")
+    assert all(c.author.name == "bot" for c in history)
+    # A re-run that reuses 'write' commits its declared files too.
+    r2 = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=result.run_id, start_hierarchy_path="root.c", outcome_repo=settings)).run()
+    blobs2 = sorted(b.path for b in repo.commit(f"run/{r2.run_id}").tree.traverse() if b.type == "blob")
+    assert blobs2 == blobs
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from reprise import FlowDefinition, FlowRunner, RunContext, Initial, Ref
+    flow = FlowDefinition().node("a", lambda x: x, inputs={"x": Initial("x")})
+    for i in range(1, 6):
+        flow.node(f"n{i}", lambda n: n + 1, inputs={"n": Ref(f"n{i-1}" if i > 1 else "a")})
+    for k in range(int(sys.argv[3])):
+        r = FlowRunner(flow, RunContext("root", sys.argv[1], run_root=sys.argv[2], initial_inputs={"x": k})).run_sync()
+        print(r.run_id)
+    """
+)
+
+
+def test_eight_processes_commit_concurrently_without_losing_anything(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    project = tmp_path / "proj"
+    project.mkdir()
+    run_root = tmp_path / "runs"
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(project), str(run_root), "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    run_ids: list[str] = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        run_ids += out.split()
+    assert len(run_ids) == len(set(run_ids)) == 24
+    repo = git.Repo(run_root / "outcome" / "proj")
+    branches = {h.name for h in repo.heads}
+    assert branches == {f"run/{r}" for r in run_ids}
+    for r in run_ids:
+        commit = repo.commit(f"run/{r}")
+        assert r in commit.message
+        assert len([b for b in commit.tree.traverse() if b.type == "blob"]) == 6
+    fsck = subprocess.run(["git", "fsck", "--strict"], cwd=repo.working_dir, capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert not list((run_root / "outcome" / "proj" / ".git").glob("*.lock"))
+    assert os.listdir(run_root / "outcome" / "proj") == [".git"]  # no working tree was ever checked out
