@@ -227,7 +227,7 @@ class RunContext:
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is None:
             self.complete_run(RunStatus.COMPLETED)
-        elif isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class())) or _is_cancellation(exc):
+        elif _is_cancellation(exc):
             self.complete_run(RunStatus.CANCELLED, error_msg=f"cancelled ({type(exc).__name__})")
         else:
             self.complete_run(RunStatus.FAILED, error_msg=str(exc) or type(exc).__name__)
@@ -360,7 +360,13 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
 def _is_cancellation(exc: BaseException) -> bool:
     from reprise.errors import RunCancelledError
 
-    return isinstance(exc, RunCancelledError)
+    if isinstance(exc, (KeyboardInterrupt, RunCancelledError)):
+        return True
+    try:
+        return isinstance(exc, anyio.get_cancelled_exc_class())
+    except RuntimeError:
+        # No event loop: the sync context manager in a plain script, where nothing is cancelled.
+        return False
 
 
 def _jsonable(data: Mapping[str, Any]) -> Any:
