@@ -91,8 +91,13 @@ class ComponentRunner(Generic[C]):
             self._record_setup()
         elif not self._prepared:
             # The caller set the run up through the context itself.
-            self._reuse = self._prepare()
-            self._record_setup()
+            try:
+                self._reuse = self._prepare()
+                self._record_setup()
+            except Exception as exc:
+                # The run directory exists already: record that the run failed before raising.
+                ctx.complete_run(RunStatus.FAILED, str(exc) or type(exc).__name__)
+                raise
         executor = Executor(ctx, self.index, self._reuse)
         try:
             outcome = await executor.run_root()
