@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,22 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     The rename is atomic on POSIX, so a concurrent reader never sees a partial file. No fsync:
     the guarantee is against torn reads and process crashes, not power loss (the OS keeps
     written pages), which keeps a node's bookkeeping cheap."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # A name of its own per write (not just per process): two threads rewriting the same file
+    # would otherwise share one temporary and rename each other's half-written bytes.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                # os.write may write less than asked; loop until every byte is out.
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
