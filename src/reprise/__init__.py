@@ -21,6 +21,7 @@ from reprise.dsl import (  # noqa: E402
     Node,
     NodeSettings,
     Ref,
+    Template,
     Var,
     node,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "RunSetupError",
     "RunStatus",
     "StaticInputError",
+    "Template",
     "TemplateError",
     "Var",
     "__version__",

@@ -14,6 +14,7 @@ from reprise.dsl.node import FunctionNode, Node, NodeSettings, node
 from reprise.dsl.paths import HierarchyPath
 from reprise.dsl.scope import Scope
 from reprise.dsl.sources import MISSING, Computed, Initial, Ref, Source, Var
+from reprise.dsl.template import Template, compile_value, render
 
 __all__ = [
     "MISSING",
@@ -36,8 +37,11 @@ __all__ = [
     "Ref",
     "Scope",
     "Source",
+    "Template",
     "Var",
+    "compile_value",
     "definition_path",
     "node",
+    "render",
     "validate_definition",
 ]

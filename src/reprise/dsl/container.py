@@ -30,6 +30,7 @@ from reprise.dsl.elements import (
 )
 from reprise.dsl.node import Node, as_node
 from reprise.dsl.paths import validate_id
+from reprise.dsl.template import compile_value
 from reprise.errors import DefinitionError
 
 __all__ = ["AgentDefinition", "Container", "FlowDefinition"]
@@ -93,6 +94,7 @@ class Container:
         _check_body(then_flow, id, "then_flow")
         if else_flow is not None:
             _check_body(else_flow, id, "else_flow")
+        condition = compile_value(condition, path=id)
         return self._add(ConditionalElement(id, condition, then_flow, else_flow))
 
     def for_each(
@@ -111,6 +113,7 @@ class Container:
         ``max_iterations`` bounds the loop; it is required unless ``items`` is a literal list, and
         a run whose items exceed it fails. Up to ``max_concurrency`` iterations run at once."""
         _check_body(body, id, "body")
+        items = compile_value(list(items) if isinstance(items, tuple) else items, path=id)
         validate_id(item_var, where=id)
         validate_id(index_var, where=id)
         if max_concurrency < 1:
@@ -126,7 +129,7 @@ class Container:
         return self._add(
             ForEachElement(
                 id,
-                list(items) if isinstance(items, tuple) else items,
+                items,
                 body,
                 item_var=item_var,
                 index_var=index_var,
@@ -176,6 +179,8 @@ class FlowDefinition(Container):
         }
         if changes:
             the_node = the_node.with_settings(**changes)
+        # Template strings among the bindings become Template sources now, once.
+        inputs = compile_value(dict(inputs) if isinstance(inputs, Mapping) else inputs, path=id)
         return self._add(NodeElement(id, the_node, inputs))
 
     def subflow(self, id: str, flow: FlowDefinition) -> Self:

@@ -31,7 +31,7 @@ from reprise.dsl.elements import (
 from reprise.dsl.node import validation_summary
 from reprise.dsl.paths import HierarchyPath
 from reprise.dsl.sources import Source, resolve_value
-from reprise.errors import NodeExecutionError, NodeInputError, RepriseError
+from reprise.errors import NodeExecutionError, NodeInputError, RepriseError, TemplateError
 from reprise.run.directory import INPUT_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
 from reprise.run.files import dump_json, write_bytes_atomic
 from reprise.run.status import ElementStatus
@@ -289,6 +289,9 @@ class Executor:
     def _resolve(self, value: Any, frame: Frame, path: HierarchyPath, what: str) -> Any:
         try:
             return resolve_value(value, frame)
+        except TemplateError as exc:
+            # Stays a TemplateError (with its expression); it only lacks the element's path.
+            raise TemplateError(f"{what}: {exc.message}", path=str(path), expression=exc.expression) from exc.__cause__
         except RepriseError as exc:
             raise NodeInputError(f"{what}: {exc.message}", path=str(path)) from None
         except Exception as exc:
