@@ -346,6 +346,12 @@ def _cases() -> list[tuple[str, Builder, str, str]]:
             "inputs ['c'] are not fields of Two (fields: a, b)",
         ),
         (
+            "model parameter bound by its name",
+            lambda: FlowDefinition().node("sum", two, inputs={"inp": {"a": 1, "b": 2}}),
+            "root.sum",
+            "inputs ['inp'] are not fields of Two (fields: a, b); to give the whole input from one source",
+        ),
+        (
             "unknown annotation-style field",
             lambda: FlowDefinition().node("n", inc, inputs={"y": 1}),
             "root.n",

@@ -176,9 +176,11 @@ class _Checker:
                 return
             unknown = sorted(set(el.inputs) - set(model.model_fields))
             if unknown:
+                # A lone unknown key is usually the parameter name of ``def f(inp: Model)``.
+                hint = "; to give the whole input from one source, pass inputs=Ref(...)" if len(el.inputs) == 1 else ""
                 raise DefinitionError(
                     f"inputs {unknown} are not fields of {model.__name__} "
-                    f"(fields: {', '.join(model.model_fields) or 'none'})",
+                    f"(fields: {', '.join(model.model_fields) or 'none'}){hint}",
                     path=path,
                 )
 
