@@ -131,7 +131,7 @@ def test_run_sync(tmp_path: Path, backend: str) -> None:
     ctx = RunContext(root_component_id="flow", project_root=tmp_path, initial_inputs={"text": "sync run"})
     result = FlowRunner(_flow(), ctx).run_sync(backend=backend)
     assert result.ok and result.outcome == Summary(words=2, title="Sync")
-    with pytest.raises(RunFailedError, match="flow.bad: run .* failed: ValueError: bad"):
+    with pytest.raises(RunFailedError, match=r"flow\.bad: run .* failed: ValueError: bad"):
         FlowRunner(FlowDefinition().node("bad", _bad), RunContext("flow", tmp_path)).run_sync(backend=backend)
 
 

@@ -11,7 +11,7 @@ loop iteration written ``*`` (``agent.flow.loop.*.node``).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reprise.dsl.container import Container
@@ -222,7 +222,9 @@ class _Checker:
                     return target
                 part = rest[i]
             elif isinstance(el, (ForEachElement, ConditionalElement)):
-                what = "the list of iteration outcomes" if isinstance(el, ForEachElement) else "the taken branch's outcome"
+                what = (
+                    "the list of iteration outcomes" if isinstance(el, ForEachElement) else "the taken branch's outcome"
+                )
                 raise DefinitionError(
                     f"{ref} reaches inside {el.element_type} {el.id!r}, whose inner outcomes are not kept; "
                     f"reference {el.id!r} itself (its outcome is {what})",
@@ -239,7 +241,7 @@ class _Checker:
         return target
 
     def check_order(self, ref: Ref, path: str, chain: list[_Pos], target: list[_Pos]) -> None:
-        for (tc, ti), (cc, ci) in zip(target, chain):
+        for (tc, ti), (cc, ci) in zip(target, chain, strict=False):  # the shorter one decides
             if tc is not cc:
                 raise DefinitionError(f"{ref} runs concurrently with this element, not before it", path=path)
             if ti < ci:
