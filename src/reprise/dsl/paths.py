@@ -94,6 +94,12 @@ class HierarchyPath:
         return self._parts[0]
 
     @property
+    def relpath(self) -> str:
+        """The path as a relative file-system path (``agent/flow1/node3``): ids never contain
+        dots, so this is a plain character swap."""
+        return self._text.replace(".", "/")
+
+    @property
     def parent(self) -> HierarchyPath | None:
         """The enclosing path, or ``None`` for the root."""
         if len(self._parts) == 1:

@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
+
+import pydantic_core
 
 __all__ = ["dump_json", "read_json", "write_bytes_atomic", "write_json_atomic"]
 
 
 def dump_json(data: Any) -> bytes:
-    """The bytes reprise writes for a JSON document: indented, UTF-8, trailing newline."""
-    return (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+    """The bytes reprise writes for a JSON document: indented, UTF-8, trailing newline.
+
+    pydantic-core's encoder: about 8x faster than ``json.dumps`` with ``indent`` (which falls back
+    to the pure-Python encoder), and it is on every node's hot path."""
+    return pydantic_core.to_json(data, indent=2, fallback=str) + b"\n"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+# Per-process sequence for temporary names; next() on itertools.count is atomic under the GIL.
+_SEQUENCE = itertools.count()
+_PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
 
     The rename is atomic on POSIX, so a concurrent reader never sees a partial file. No fsync:
@@ -24,7 +42,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     written pages), which keeps a node's bookkeeping cheap."""
     # A name of its own per write (not just per process): two threads rewriting the same file
     # would otherwise share one temporary and rename each other's half-written bytes.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    target = os.fspath(path)
+    head, name = os.path.split(target)
+    tmp = os.path.join(head, f".{name}.{_PID}.{next(_SEQUENCE)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
@@ -34,9 +54,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
 
 

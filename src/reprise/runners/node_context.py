@@ -31,7 +31,7 @@ class NodeContext:
     __slots__ = ("path", "run", "attempt", "scope", "_node_dir", "_span", "_logger", "result_fields")
 
     def __init__(
-        self, path: HierarchyPath, run: RunContext, node_dir: Path, span: Span | None, scope: Scope | None = None
+        self, path: HierarchyPath, run: RunContext, node_dir: Path | str, span: Span | None, scope: Scope | None = None
     ) -> None:
         self.path = path
         self.run = run
@@ -57,7 +57,7 @@ class NodeContext:
     @property
     def node_dir(self) -> Path:
         """This node's directory in the run; files written here travel with re-runs."""
-        return self._node_dir
+        return Path(self._node_dir)
 
     @property
     def initial_inputs(self) -> Mapping[str, Any]:
@@ -98,9 +98,9 @@ class NodeContext:
 
         file = Path(path)
         if not file.is_absolute():
-            file = self._node_dir / file
+            file = self.node_dir / file
         file = file.resolve()
-        node_dir = self._node_dir.resolve()
+        node_dir = self.node_dir.resolve()
         if file.is_relative_to(node_dir):
             rel = file.relative_to(node_dir).as_posix()
         else:
