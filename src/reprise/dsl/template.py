@@ -186,18 +186,19 @@ class Template(Source):
         parts, refs = _parse(text)
         self.text = text
         self._parts = tuple(parts)
-        first = parts[0] if len(parts) == 1 else None
-        self._single: _Hole | None = first if isinstance(first, _Hole) else None
+        # A lone part is returned as it is: the raw value of a hole, or the text of a template
+        # without holes (render() treats every text as a template).
+        self._single: str | _Hole | None = parts[0] if len(parts) == 1 else None
         self._refs = tuple(refs)
 
     def render(self, scope: Scope | None, *, path: str | None = None) -> Any:
         """The template's value in ``scope``: the raw value of a lone ``$var{}``/``$expr{}``/
         ``$hier{}``, else a string. Errors are :class:`TemplateError` naming ``path``."""
-        ev = Evaluation(scope)
         try:
             single = self._single
             if single is not None:
-                return single.value(ev)
+                return single if isinstance(single, str) else single.value(Evaluation(scope))
+            ev = Evaluation(scope)
             return "".join(p if isinstance(p, str) else to_text(p.value(ev)) for p in self._parts)
         except TemplateError as exc:
             if exc.path is None:
