@@ -45,7 +45,8 @@ _SHOWN_FIELDS = {
     "attempts", "reused", "reused_from", "error",
 }  # fmt: skip
 # Worst first: a container shows the worst status among its children when it has none itself.
-_STATUS_RANK = {"failed": 0, "cancelled": 1, "running": 2, "crashed": 3, "completed": 4, "skipped": 5}
+_STATUS_RANK = {"failed": 0, "cancelled": 1, "crashed": 2, "unfinished": 2, "running": 3, "completed": 4, "skipped": 5}
+_USER_SPAN_TYPES = {"user_span", "span"}
 _LOG_NOISE = {"run_id", "trace_id", "span_id", "hierarchy_path"}
 
 
@@ -517,11 +518,13 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
     builder = _Builder(run, max_value_bytes)
     for span in iter_spans(run.trace_dir / "trace.jsonl"):
         path = span.attributes.get("reprise.hierarchy_path")
-        if span.attributes.get("reprise.element_type") == "run":
+        element_type = span.attributes.get("reprise.element_type")
+        if element_type == "run":
             builder.run_span = span
-        elif isinstance(path, str):
-            builder.spans[path] = span
+        elif isinstance(path, str) and isinstance(element_type, str) and element_type not in _USER_SPAN_TYPES:
+            builder.spans.setdefault(path, span)
         elif span.parent_id:
+            # A span a node opened itself (it may carry the node's path, but is not the node).
             builder.user_spans.setdefault(span.parent_id, []).append(span)
 
     root_dir = run.path / meta.root_component_id
