@@ -1,0 +1,38 @@
+"""Built-in node kinds: AI model, command, file operations, folder analyzer, human input.
+
+::
+
+    from reprise.dsl.nodes import AIModelNode, CommandNode, FileOperationNode, FolderAnalyzerNode
+
+Importing this package imports no model SDK: ``openai`` and ``anthropic`` load when an
+:class:`AIModelNode` makes its first call.
+"""
+
+from reprise.dsl.nodes.ai_model import AIModelNode, PromptVariables
+from reprise.dsl.nodes.credentials import Credentials, resolve_credentials
+from reprise.dsl.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
+from reprise.dsl.nodes.providers import (
+    AnthropicMessagesProvider,
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    ModelTransientError,
+    OpenAIChatProvider,
+)
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "AIModelNode",
+    "AnthropicMessagesProvider",
+    "Credentials",
+    "ModelPrice",
+    "ModelProvider",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelTransientError",
+    "OpenAIChatProvider",
+    "PriceTable",
+    "PromptVariables",
+    "register_price",
+    "resolve_credentials",
+]

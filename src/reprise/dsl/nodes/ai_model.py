@@ -1,0 +1,310 @@
+"""AIModelNode: one call to a language model, with usage, cost and GenAI telemetry.
+
+::
+
+    class Plan(BaseModel):
+        steps: list[str]
+
+    planner = AIModelNode(
+        provider="openai",                      # or "anthropic", or a ModelProvider
+        model="gpt-4o-mini",
+        system="You plan small software tasks.",
+        prompt="Plan how to: $var{task}",       # a template; input fields are variables
+        output=Plan,                            # structured output: the outcome is a Plan
+        temperature=0.2, max_tokens=800, timeout=60, retries=3,
+    )
+    flow = FlowDefinition().node("plan", planner, inputs={"task": Initial("task")})
+
+The outcome is the answer's text, or an instance of ``output``. Each call records, in
+``result.json`` (``usage``, ``cost_usd``, ``ai``), as metrics (``gen_ai.client.token.usage``,
+``gen_ai.client.operation.duration``, ``ai.cost_usd``) and on a ``chat <model>`` child
+span with the OpenTelemetry GenAI attributes, which model answered and what it cost. The API key
+never leaves the SDK client: see :mod:`reprise.dsl.nodes.credentials`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from reprise.dsl.node import Node, NodeSettings, validation_summary
+from reprise.dsl.nodes._render import input_variables, render_text
+from reprise.dsl.nodes.credentials import resolve_credentials
+from reprise.dsl.nodes.pricing import DEFAULT_PRICES, PriceTable
+from reprise.dsl.nodes.providers import (
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    ModelTransientError,
+    provider_named,
+    server_address,
+)
+from reprise.errors import DefinitionError, NodeExecutionError, NodeInputError, RepriseError
+
+if TYPE_CHECKING:
+    from reprise.runners.node_context import NodeContext
+
+__all__ = ["AIModelNode", "PromptVariables"]
+
+_DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+
+
+class PromptVariables(BaseModel):
+    """The input of an :class:`AIModelNode`: any fields, which its templates read as
+    ``$var{name}``. A ``prompt`` field is the prompt when the node has no ``prompt=`` template."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str | None = None
+
+
+class AIModelNode(Node):
+    """Calls a language model once per attempt; see the module docstring.
+
+    Args:
+        model: the model name (a template).
+        provider: ``"openai"`` (also any OpenAI-compatible server, with ``base_url``),
+            ``"anthropic"``, or a :class:`~reprise.dsl.nodes.providers.ModelProvider`.
+        prompt: the user message (a template); default: the input's ``prompt`` field.
+        system: system instructions (a template).
+        output: a pydantic model for structured output; the outcome is an instance of it.
+        temperature, max_tokens: sampling settings (left to the server when ``None``).
+        base_url: the API's base URL (e.g. ``http://127.0.0.1:8000/v1`` for vLLM).
+        api_key_env: read the key from this environment variable instead of the provider's.
+        credentials_profile, credentials_file: read the key (and base URL) from this table of a
+            credentials file; see :mod:`reprise.dsl.nodes.credentials`.
+        timeout: seconds per attempt (the whole call, and the SDK's request timeout).
+        retries, backoff, max_backoff: retries after rate limits (429), timeouts and server
+            errors (5xx), with exponential backoff; other errors fail at once.
+        prices: the price table for ``cost_usd`` (default :data:`~reprise.dsl.nodes.pricing.DEFAULT_PRICES`).
+        extra: more request fields passed to the API as they are (``top_p``, ``seed``, ...).
+    """
+
+    kind = "ai_model"
+    input_model: type[BaseModel] | None = PromptVariables
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        provider: str | ModelProvider = "openai",
+        prompt: str | None = None,
+        system: str | None = None,
+        output: type[BaseModel] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        credentials_profile: str | None = None,
+        credentials_file: str | Path | None = None,
+        timeout: float | None = 120.0,
+        retries: int = 2,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        prices: PriceTable | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not model:
+            raise DefinitionError("AIModelNode needs a model name")
+        if output is not None and not (isinstance(output, type) and issubclass(output, BaseModel)):
+            raise DefinitionError(f"output must be a pydantic model class, got {output!r}")
+        if max_tokens is not None and max_tokens < 1:
+            raise DefinitionError(f"max_tokens must be >= 1, got {max_tokens}")
+        try:
+            self.provider: ModelProvider = provider_named(provider) if isinstance(provider, str) else provider
+        except ValueError as exc:
+            raise DefinitionError(str(exc)) from None
+        self.model = model
+        self.prompt = prompt
+        self.system = system
+        self.output = output
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.credentials_profile = credentials_profile
+        self.credentials_file = credentials_file
+        self.timeout = timeout
+        self.prices = prices if prices is not None else DEFAULT_PRICES
+        self.extra = dict(extra or {})
+        self.settings = NodeSettings(
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            # Only failures a later attempt can fix; a 400 or a bad schema fails at once.
+            retry_on=(ModelTransientError, TimeoutError),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"AIModelNode({self.provider.name}:{self.model})"
+
+    # -- running ---------------------------------------------------------------------------
+    def _request(self, input: BaseModel | None, ctx: NodeContext) -> ModelRequest:
+        variables = input_variables(input)
+        model = render_text(self.model, ctx, variables)
+        if self.prompt is not None:
+            prompt = render_text(self.prompt, ctx, variables)
+        else:
+            prompt = variables.get("prompt") or ""
+        if not prompt:
+            raise NodeInputError("no prompt: give the node prompt= or bind an input field named 'prompt'")
+        system = render_text(self.system, ctx, variables) if self.system is not None else None
+        output = self.output
+        return ModelRequest(
+            model=model,
+            prompt=str(prompt),
+            system=system,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            output_schema=output.model_json_schema() if output is not None else None,
+            output_name=output.__name__ if output is not None else "output",
+            timeout=self.timeout,
+            base_url=self.base_url,
+            extra=self.extra,
+        )
+
+    async def run(self, input: BaseModel | None, ctx: NodeContext) -> Any:
+        request = self._request(input, ctx)
+        provider = self.provider
+        credentials = resolve_credentials(
+            provider.name,
+            api_key_env=self.api_key_env,
+            profile=self.credentials_profile,
+            credentials_file=self.credentials_file,
+        )
+        host, port = server_address(request.base_url or credentials.base_url, _DEFAULT_HOSTS.get(provider.name, ""))
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider.name,
+            # The pre-1.37 name of the provider attribute, still read by many backends.
+            "gen_ai.system": provider.name,
+            "gen_ai.request.model": request.model,
+            "gen_ai.output.type": "json" if self.output is not None else "text",
+            "server.address": host,
+        }
+        if port is not None:
+            attributes["server.port"] = port
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        started = time.perf_counter()
+        with ctx.span(f"chat {request.model}", **attributes) as span:
+            try:
+                response = await provider.complete(request, credentials)
+            except RepriseError as exc:
+                if span is not None:
+                    span.set_attribute("error.type", type(exc).__name__)
+                if exc.path is None:
+                    exc.path = str(ctx.path)
+                raise
+            duration = time.perf_counter() - started
+            cost = self._record(ctx, span, request, response, duration, attributes, credentials.source)
+            if span is not None and cost is not None:
+                span.set_attribute("reprise.ai.cost_usd", cost)
+        return self._outcome(response, ctx)
+
+    def _record(
+        self,
+        ctx: NodeContext,
+        span: Any,
+        request: ModelRequest,
+        response: ModelResponse,
+        duration: float,
+        attributes: Mapping[str, Any],
+        credentials_source: str,
+    ) -> float | None:
+        """Usage and cost into the span, the metrics and ``result.json``; returns the cost."""
+        response_model = response.model or request.model
+        cost = self.prices.cost(response_model, response.input_tokens, response.output_tokens)
+        if cost is None and response_model != request.model:
+            cost = self.prices.cost(request.model, response.input_tokens, response.output_tokens)
+        if span is not None:
+            span.set_attribute("gen_ai.response.model", response_model)
+            if response.response_id:
+                span.set_attribute("gen_ai.response.id", str(response.response_id))
+            if response.finish_reasons:
+                span.set_attribute("gen_ai.response.finish_reasons", list(response.finish_reasons))
+            if response.input_tokens is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", response.input_tokens)
+            if response.output_tokens is not None:
+                span.set_attribute("gen_ai.usage.output_tokens", response.output_tokens)
+        metric_attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": attributes["gen_ai.provider.name"],
+            "gen_ai.request.model": request.model,
+            "gen_ai.response.model": response_model,
+        }
+        for token_type, tokens in (("input", response.input_tokens), ("output", response.output_tokens)):
+            if tokens is not None:
+                ctx.metric("gen_ai.client.token.usage", tokens, **metric_attrs, **{"gen_ai.token.type": token_type})
+        ctx.metric("gen_ai.client.operation.duration", duration, **metric_attrs)
+        if cost is not None:
+            ctx.metric("ai.cost_usd", cost, **metric_attrs)
+
+        # Summed over this execution's attempts: a retried call still used (and cost) tokens.
+        usage = ctx.result_fields.get("usage") or {"input_tokens": 0, "output_tokens": 0, "calls": 0}
+        usage = {
+            "input_tokens": usage["input_tokens"] + (response.input_tokens or 0),
+            "output_tokens": usage["output_tokens"] + (response.output_tokens or 0),
+            "calls": usage["calls"] + 1,
+        }
+        previous_cost = ctx.result_fields.get("cost_usd", 0.0)
+        total_cost = None if cost is None or previous_cost is None else round(previous_cost + cost, 10)
+        ctx.annotate_result(
+            usage=usage,
+            cost_usd=total_cost,
+            ai={
+                "provider": attributes["gen_ai.provider.name"],
+                "request_model": request.model,
+                "response_model": response_model,
+                "response_id": response.response_id,
+                "finish_reasons": list(response.finish_reasons),
+                "output_type": attributes["gen_ai.output.type"],
+                "server": attributes["server.address"],
+                "credentials_source": credentials_source,
+                "price_known": cost is not None,
+            },
+        )
+        ctx.logger.info(
+            "model call finished",
+            model=response_model,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost_usd=cost,
+        )
+        return cost
+
+    def _outcome(self, response: ModelResponse, ctx: NodeContext) -> Any:
+        if self.output is None:
+            return response.text or ""
+        try:
+            return self.output.model_validate(response.data)
+        except ValidationError as exc:
+            raise NodeExecutionError(
+                f"structured output does not validate against {self.output.__name__}: {validation_summary(exc)}",
+                path=str(ctx.path),
+            ) from None
+
+    # -- outcomes --------------------------------------------------------------------------
+    def validate_outcome(self, outcome: Any) -> Any:
+        if self.output is None:
+            if not isinstance(outcome, str):
+                raise NodeExecutionError(f"expected text from the model, got {type(outcome).__name__}")
+            return outcome
+        return outcome if isinstance(outcome, self.output) else self.output.model_validate(outcome)
+
+    def dump_outcome(self, outcome: Any) -> Any:
+        return outcome.model_dump(mode="json") if isinstance(outcome, BaseModel) else outcome
+
+    def load_outcome(self, data: Any) -> Any:
+        return self.output.model_validate(data) if self.output is not None else str(data)
+
+    def __repr__(self) -> str:
+        return self.name

@@ -1,0 +1,486 @@
+"""AIModelNode against real OpenAI- and Anthropic-compatible HTTP servers on 127.0.0.1.
+
+The servers speak the real wire formats (``/v1/chat/completions``, ``/v1/messages``) and the
+node drives the real SDK clients against them, on asyncio and on trio.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFailedError
+from reprise.dsl.nodes import AIModelNode, PriceTable, register_price
+from reprise.dsl.nodes.pricing import DEFAULT_PRICES
+
+pytestmark = pytest.mark.anyio
+
+CANARY = "sk-canary-7f3a9c1e-do-not-leak"
+
+
+# -- a loopback model server ---------------------------------------------------------------------
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict -> JSON; str/bytes -> sent as is
+    content_type: str = "application/json"
+
+
+@dataclass
+class ModelServer:
+    """Answers like OpenAI and Anthropic do. Queued replies go first; then a default answer."""
+
+    replies: list[Reply] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    text: str = "Hello from the model."
+    structured: dict[str, Any] | None = None
+    url: str = ""
+
+    def queue(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def respond(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        self.requests.append({"path": path, "body": body, "headers": headers})
+        if self.replies:
+            return self.replies.pop(0)
+        if body.get("model") == "echo-key-401":
+            # A misbehaving server that echoes the credentials it received in its error.
+            key = headers.get("authorization", "") + headers.get("x-api-key", "")
+            return Reply(401, {"error": {"message": f"invalid key {key}", "type": "authentication_error"}})
+        if path.endswith("/chat/completions"):
+            content = json.dumps(self.structured) if body.get("response_format") else self.text
+            return Reply(
+                body={
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "created": 1700000000,
+                    "model": body["model"] + "-2024-08-06",
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+                }
+            )
+        if path.endswith("/messages"):
+            if body.get("tools"):
+                block: dict[str, Any] = {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": body["tools"][0]["name"],
+                    "input": self.structured,
+                }
+                stop = "tool_use"
+            else:
+                block, stop = {"type": "text", "text": self.text}, "end_turn"
+            return Reply(
+                body={
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": [block],
+                    "stop_reason": stop,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 20, "output_tokens": 7},
+                }
+            )
+        return Reply(404, {"error": {"message": "not found"}})
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelServer]:
+    state = ModelServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+            reply = state.respond(self.path, json.loads(raw), {k.lower(): v for k, v in self.headers.items()})
+            data = (
+                reply.body
+                if isinstance(reply.body, bytes)
+                else (reply.body.encode() if isinstance(reply.body, str) else json.dumps(reply.body).encode())
+            )
+            self.send_response(reply.status)
+            self.send_header("content-type", reply.content_type)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(autouse=True)
+def _keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
+    # Never read a real credentials file of the person running the tests.
+    monkeypatch.setenv("REPRISE_CREDENTIALS", str(tmp_path / "no-credentials.toml"))
+    for var in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def openai_node(server: ModelServer, **kw: Any) -> AIModelNode:
+    kw.setdefault("model", "gpt-4o")
+    kw.setdefault("prompt", "Say hello.")
+    kw.setdefault("backoff", 0.01)
+    return AIModelNode(provider="openai", base_url=server.url + "/v1", **kw)
+
+
+def anthropic_node(server: ModelServer, **kw: Any) -> AIModelNode:
+    kw.setdefault("model", "claude-haiku-4-5")
+    kw.setdefault("prompt", "Say hello.")
+    kw.setdefault("backoff", 0.01)
+    return AIModelNode(provider="anthropic", base_url=server.url, **kw)
+
+
+async def run_flow(flow: FlowDefinition, ctx: RunContext) -> Any:
+    return await FlowRunner(flow, ctx).run()
+
+
+def read_result(run_dir: Path, node: str) -> dict[str, Any]:
+    return dict(json.loads((run_dir / "f" / node / "result.json").read_text()))
+
+
+def spans(run_dir: Path) -> list[dict[str, Any]]:
+    """Every span in ``.trace/trace.jsonl`` with its attributes decoded to a plain dict."""
+    out = []
+    for line in (run_dir / ".trace" / "trace.jsonl").read_text().splitlines():
+        for rs in json.loads(line)["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    span["attrs"] = {a["key"]: _value(a["value"]) for a in span.get("attributes", [])}
+                    out.append(span)
+    return out
+
+
+def _value(v: dict[str, Any]) -> Any:
+    if "arrayValue" in v:
+        return [_value(x) for x in v["arrayValue"].get("values", [])]
+    if "intValue" in v:
+        return int(v["intValue"])
+    return next(iter(v.values()))
+
+
+class Plan(BaseModel):
+    title: str
+    steps: list[str]
+
+
+# -- plain text ------------------------------------------------------------------------------------
+async def test_openai_plain_text(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
+    node = openai_node(model_server, system="Be brief.", temperature=0.2, max_tokens=50)
+    result = await run_flow(FlowDefinition().node("ask", node), make_context("f"))
+
+    assert result.outcome == "Hello from the model."
+    sent = model_server.requests[0]
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["body"]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Say hello."},
+    ]
+    assert sent["body"]["temperature"] == 0.2
+    assert sent["body"]["max_tokens"] == 50  # compatible servers get max_tokens
+    assert sent["headers"]["authorization"] == f"Bearer {CANARY}"
+
+    res = read_result(result.run_dir, "ask")
+    assert res["attempts"] == 1
+    assert res["usage"] == {"input_tokens": 12, "output_tokens": 5, "calls": 1}
+    # gpt-4o-2024-08-06 is priced as gpt-4o: 12 * 2.50 / 1e6 + 5 * 10.00 / 1e6
+    assert res["cost_usd"] == pytest.approx(12 * 2.5e-6 + 5 * 10e-6)
+    assert res["ai"]["response_model"] == "gpt-4o-2024-08-06"
+    assert res["ai"]["credentials_source"] == "env:OPENAI_API_KEY"
+    assert json.loads((result.run_dir / "f" / "ask" / "outcome.json").read_text()) == "Hello from the model."
+
+
+async def test_anthropic_plain_text(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
+    node = anthropic_node(model_server, system="Be brief.", temperature=0.0)
+    result = await run_flow(FlowDefinition().node("ask", node), make_context("f"))
+
+    assert result.outcome == "Hello from the model."
+    sent = model_server.requests[0]
+    assert sent["path"] == "/v1/messages"
+    assert sent["body"]["system"] == "Be brief."
+    assert sent["body"]["max_tokens"] == 1024  # required by the Messages API
+    assert sent["body"]["messages"] == [{"role": "user", "content": "Say hello."}]
+    res = read_result(result.run_dir, "ask")
+    assert res["usage"]["input_tokens"] == 20 and res["usage"]["output_tokens"] == 7
+    assert res["cost_usd"] == pytest.approx(20 * 1e-6 + 7 * 5e-6)
+
+
+async def test_prompt_from_input_field(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
+    node = openai_node(model_server, prompt=None)
+    flow = FlowDefinition().node("ask", node, inputs={"prompt": Initial("question")})
+    await run_flow(flow, make_context("f", initial_inputs={"question": "What is 2+2?"}))
+    assert model_server.requests[0]["body"]["messages"][-1]["content"] == "What is 2+2?"
+
+
+async def test_prompt_and_system_are_templates(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    pytest.importorskip("reprise.dsl.template")
+
+    def load() -> dict[str, str]:
+        return {"story": "a long story", "style": "terse"}
+
+    node = openai_node(
+        model_server,
+        system="Write in a $var{style} style.",  # a field of the node's input
+        prompt="Summarize for $var{reader}: $expr{$hier{load}.story.upper()}",
+    )
+    flow = FlowDefinition().node("load", load).node("ask", node, inputs=Ref("load"))
+    await run_flow(flow, make_context("f", initial_inputs={"reader": "kids"}))
+    messages = model_server.requests[0]["body"]["messages"]
+    assert messages[0]["content"] == "Write in a terse style."
+    assert messages[1]["content"] == "Summarize for kids: A LONG STORY"
+
+
+# -- structured output -----------------------------------------------------------------------------
+async def test_openai_structured_output(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
+    model_server.structured = {"title": "Ship it", "steps": ["build", "test"]}
+    node = openai_node(model_server, output=Plan)
+    result = await run_flow(FlowDefinition().node("plan", node), make_context("f"))
+
+    assert result.outcome == Plan(title="Ship it", steps=["build", "test"])
+    fmt = model_server.requests[0]["body"]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["name"] == "Plan"
+    assert set(fmt["json_schema"]["schema"]["properties"]) == {"title", "steps"}
+    # outcome.json round-trips through the node (a re-run reuses it this way).
+    data = json.loads((result.run_dir / "f" / "plan" / "outcome.json").read_text())
+    assert node.load_outcome(data) == result.outcome
+    assert node.load_outcome(node.dump_outcome(result.outcome)) == result.outcome
+
+
+async def test_anthropic_structured_output_uses_a_forced_tool(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    model_server.structured = {"title": "Ship it", "steps": ["build"]}
+    node = anthropic_node(model_server, output=Plan)
+    result = await run_flow(FlowDefinition().node("plan", node), make_context("f"))
+
+    assert result.outcome == Plan(title="Ship it", steps=["build"])
+    body = model_server.requests[0]["body"]
+    assert body["tool_choice"] == {"type": "tool", "name": "Plan"}
+    assert body["tools"][0]["input_schema"]["required"] == ["title", "steps"]
+
+
+async def test_structured_output_that_does_not_validate_fails_once(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    model_server.structured = {"title": "no steps"}
+    node = openai_node(model_server, output=Plan, retries=3)
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("plan", node), make_context("f"))
+    assert info.value.path == "f.plan"
+    assert "does not validate against Plan" in str(info.value)
+    assert len(model_server.requests) == 1  # not a transient failure: no retry
+
+
+# -- retries ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make_node", [openai_node, anthropic_node], ids=["openai", "anthropic"])
+async def test_rate_limit_then_success_counts_two_attempts(
+    make_node: Callable[..., AIModelNode], model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    model_server.queue(Reply(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}))
+    result = await run_flow(FlowDefinition().node("ask", make_node(model_server, retries=2)), make_context("f"))
+
+    assert result.outcome == "Hello from the model."
+    assert len(model_server.requests) == 2
+    res = read_result(result.run_dir, "ask")
+    assert res["attempts"] == 2
+    assert res["usage"]["calls"] == 1
+    node_span = next(s for s in spans(result.run_dir) if s["name"] == "node f.ask")
+    assert [e["name"] for e in node_span.get("events", [])] == ["retry"]
+
+
+async def test_server_error_is_retried_client_error_is_not(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    model_server.queue(
+        Reply(503, {"error": {"message": "overloaded"}}), Reply(400, {"error": {"message": "bad request"}})
+    )
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("ask", openai_node(model_server, retries=5)), make_context("f"))
+    assert "HTTP 400" in str(info.value)
+    assert len(model_server.requests) == 2
+    assert read_result(info.value.result.run_dir, "ask")["attempts"] == 2  # type: ignore[attr-defined]
+
+
+async def test_retries_exhausted(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
+    model_server.queue(*[Reply(429, {"error": {"message": "slow down"}})] * 3)
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("ask", openai_node(model_server, retries=2)), make_context("f"))
+    assert "HTTP 429" in str(info.value)
+    assert read_result(info.value.result.run_dir, "ask")["attempts"] == 3  # type: ignore[attr-defined]
+
+
+# -- malformed responses ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("make_node", "reply", "message"),
+    [
+        (openai_node, Reply(body={"id": "x", "object": "chat.completion"}), "no 'choices'"),
+        (openai_node, Reply(body="{not json"), "not valid JSON"),
+        (openai_node, Reply(body="<html>gateway</html>", content_type="text/html"), "body is not JSON"),
+        (anthropic_node, Reply(body={"id": "x", "type": "message"}), "no 'content'"),
+        (anthropic_node, Reply(body="{not json"), "not valid JSON"),
+    ],
+    ids=["openai-shape", "openai-json", "openai-html", "anthropic-shape", "anthropic-json"],
+)
+async def test_malformed_response_is_a_clear_error(
+    make_node: Callable[..., AIModelNode],
+    reply: Reply,
+    message: str,
+    model_server: ModelServer,
+    make_context: Callable[..., RunContext],
+) -> None:
+    model_server.queue(reply)
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("ask", make_node(model_server)), make_context("f"))
+    error = info.value
+    assert error.path == "f.ask"
+    assert "malformed response" in str(error) and message in str(error)
+    res = read_result(error.result.run_dir, "ask")  # type: ignore[attr-defined]
+    assert res["status"] == "failed" and res["attempts"] == 1
+    assert res["error"]["type"] == "NodeExecutionError"
+    assert "f.ask: malformed response" in res["error"]["message"]
+
+
+# -- telemetry -------------------------------------------------------------------------------------
+async def test_genai_attributes_and_metrics(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
+    node = openai_node(model_server, temperature=0.5, max_tokens=64)
+    result = await run_flow(FlowDefinition().node("ask", node), make_context("f"))
+
+    chat = next(s for s in spans(result.run_dir) if s["name"] == "chat gpt-4o")
+    attrs = chat["attrs"]
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "openai"
+    assert attrs["gen_ai.request.model"] == "gpt-4o"
+    assert attrs["gen_ai.response.model"] == "gpt-4o-2024-08-06"
+    assert attrs["gen_ai.usage.input_tokens"] == 12
+    assert attrs["gen_ai.usage.output_tokens"] == 5
+    assert attrs["gen_ai.request.temperature"] == 0.5
+    assert attrs["gen_ai.request.max_tokens"] == 64
+    assert attrs["gen_ai.response.finish_reasons"] == ["stop"]
+    assert attrs["server.address"] == "127.0.0.1"
+    node_span = next(s for s in spans(result.run_dir) if s["name"] == "node f.ask")
+    assert chat["parentSpanId"] == node_span["spanId"]
+
+    metrics = (result.run_dir / ".trace" / "metrics.jsonl").read_text()
+    names = {
+        m["name"]
+        for line in metrics.splitlines()
+        for rm in json.loads(line)["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    }
+    assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration", "ai.cost_usd"} <= names
+
+
+# -- credentials -----------------------------------------------------------------------------------
+async def test_canary_key_never_reaches_the_run_directory(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    """A key planted in the environment: a successful call, a retried one and a failing call whose
+    server echoes the key in its error. No file of the run (trace, logs, results) may hold it."""
+    model_server.queue(Reply(500, {"error": {"message": "boom"}}))
+    ok = (
+        FlowDefinition()
+        .node("ok", openai_node(model_server))
+        .node("echo", openai_node(model_server, model="echo-key-401"))
+    )
+    ctx = make_context("f")
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(ok, ctx)
+    assert CANARY not in str(info.value)
+    assert "[redacted]" in str(info.value)
+    run_dir = ctx.require_run_dir().path
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {".trace/trace.jsonl", ".trace/logs.jsonl", "f/ok/result.json", "f/echo/result.json"} <= {
+        str(p.relative_to(run_dir)) for p in files
+    }
+    for path in files:
+        assert CANARY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+
+
+async def test_credentials_file_profile(
+    model_server: ModelServer, make_context: Callable[..., RunContext], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    creds = tmp_path / "credentials.toml"
+    creds.write_text(f'[local]\napi_key = "file-key"\nbase_url = "{model_server.url}/v1"\n')
+    node = AIModelNode(model="llama3", prompt="hi", credentials_profile="local", credentials_file=creds)
+    result = await run_flow(FlowDefinition().node("ask", node), make_context("f"))
+    assert result.outcome == "Hello from the model."
+    assert model_server.requests[0]["headers"]["authorization"] == "Bearer file-key"
+    res = read_result(result.run_dir, "ask")
+    assert res["ai"]["credentials_source"] == f"file:{creds}[local]"
+    assert res["cost_usd"] is None and res["ai"]["price_known"] is False  # llama3 has no price
+
+
+async def test_api_key_env_must_be_set(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
+    node = openai_node(model_server, api_key_env="REPRISE_TEST_UNSET_KEY")
+    with pytest.raises(RunFailedError, match="REPRISE_TEST_UNSET_KEY"):
+        await run_flow(FlowDefinition().node("ask", node), make_context("f"))
+    assert model_server.requests == []
+
+
+async def test_api_key_env_is_used(
+    model_server: ModelServer, make_context: Callable[..., RunContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_GATEWAY_KEY", "gateway-key")
+    node = anthropic_node(model_server, api_key_env="MY_GATEWAY_KEY")
+    await run_flow(FlowDefinition().node("ask", node), make_context("f"))
+    headers = model_server.requests[0]["headers"]
+    assert "gateway-key" in headers.get("x-api-key", "") + headers.get("authorization", "")
+
+
+# -- pricing and imports ---------------------------------------------------------------------------
+def test_price_table_matching() -> None:
+    table = PriceTable({"gpt-4o": (2.5, 10.0), "gpt-4o-mini": (0.15, 0.6), "claude-opus-4": (15.0, 75.0)})
+    assert table.cost("gpt-4o-mini-2024-07-18", 1_000_000, 0) == pytest.approx(0.15)
+    assert table.cost("gpt-4o-2024-08-06", 0, 1_000_000) == pytest.approx(10.0)
+    assert table.cost("claude-opus-4-20250514", 1_000_000, 0) == pytest.approx(15.0)
+    assert table.cost("gpt-4-0613", 1, 1) is None
+    # A newer model is not priced as an older one whose name it starts with.
+    assert table.cost("gpt-4o-audio", 10, 10) is None
+    assert table.cost("claude-opus-4-6", 10, 10) is None
+    assert table.cost("llama3", 10, 10) is None
+    assert table.cost("gpt-4o", None, 10) is None
+    table.register("llama3", 0.0, 0.0)
+    assert table.cost("llama3", 10, 10) == 0.0
+
+
+def test_register_price_extends_the_default_table() -> None:
+    assert "reprise-test-model" not in DEFAULT_PRICES
+    register_price("reprise-test-model", 1.0, 2.0)
+    assert DEFAULT_PRICES.cost("reprise-test-model", 1_000_000, 1_000_000) == pytest.approx(3.0)
+
+
+def test_import_reprise_imports_no_model_sdk() -> None:
+    code = (
+        "import reprise, reprise.dsl.nodes, sys; "
+        "assert 'openai' not in sys.modules and 'anthropic' not in sys.modules, "
+        "[m for m in sys.modules if m.startswith(('openai', 'anthropic'))]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
