@@ -624,3 +624,53 @@ async def test_nodes_render_their_own_templates_with_the_node_scope(tmp_path: Pa
     with pytest.raises(RunFailedError) as info:
         await _run(FlowDefinition().node("broken", broken), tmp_path)
     assert info.value.path == "flow.broken" and isinstance(info.value.__cause__, TemplateError)
+
+
+@pytest.mark.anyio
+async def test_documented_example(tmp_path: Path) -> None:
+    # The example in docs/templates.md, run as written.
+    def do_task(task: Task, label: str) -> str:
+        return f"{label} [{task.hours}]"
+
+    flow = (
+        FlowDefinition()
+        .node("planner", make_plan)
+        .node(
+            "summary",
+            echo,
+            inputs={
+                "value": "$var{user} has $expr{len($hier{planner}.tasks)} tasks, "
+                "$expr{sum([$hier{planner}.tasks[0].hours, 1])}h for the first with review",
+            },
+        )
+        .conditional(
+            "long",
+            "$expr{$hier{planner}.outcome.tasks[0].hours > 2 && !$var{dry_run}}",
+            FlowDefinition().node("warn", echo, inputs={"value": "first task: $hier{planner}"}),
+        )
+        .for_each(
+            "per_task",
+            "$expr{$hier{planner}.tasks[:$var{limit}]}",
+            FlowDefinition().node(
+                "do",
+                do_task,
+                inputs={"task": "$var{task}", "label": "$expr{$var{index} + 1}/$var{limit}: $var{task.title}"},
+            ),
+            item_var="task",
+            max_iterations=20,
+        )
+    )
+    result = await _run(flow, tmp_path, user="Ann", dry_run=False, limit=2)
+    assert result["flow.summary"] == "Ann has 3 tasks, 4.0h for the first with review"
+    assert result["flow.long"].startswith('first task: {"tasks":[{"title":"design","hours":3.0}')
+    assert result["flow.per_task"] == ["1/2: design [3.0]", "2/2: build [5.0]"]
+
+
+@pytest.mark.anyio
+async def test_template_as_the_whole_input(tmp_path: Path) -> None:
+    def greet(name: str, times: int) -> str:
+        return name * times
+
+    flow = FlowDefinition().node("greet", greet, inputs="$expr{{'name': $var{who}, 'times': 2}}")
+    result = await _run(flow, tmp_path, who="ab")
+    assert result["flow.greet"] == "abab"
