@@ -170,8 +170,9 @@ class FunctionNode(Node):
     """A node that calls a plain Python function (sync or async).
 
     Sync functions run in a worker thread by default so a slow one neither blocks parallel
-    branches nor escapes its timeout; pass ``thread=False`` for cheap sync functions to skip the
-    thread hop.
+    branches nor escapes its timeout (on timeout or cancellation the node stops waiting; the
+    thread itself cannot be stopped and finishes in the background); pass ``thread=False`` for
+    cheap sync functions to skip the thread hop.
     """
 
     kind = "python"
@@ -222,7 +223,9 @@ class FunctionNode(Node):
         if self.thread:
             import anyio.to_thread
 
-            return await anyio.to_thread.run_sync(self._call, input, ctx)
+            # A thread cannot be interrupted: on timeout or cancellation the node stops waiting
+            # for it (and fails or is cancelled) while the thread runs to its end unobserved.
+            return await anyio.to_thread.run_sync(self._call, input, ctx, abandon_on_cancel=True)
         result = self._call(input, ctx)
         if inspect.isawaitable(result):
             return await result

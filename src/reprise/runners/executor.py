@@ -55,9 +55,11 @@ def _iso(ts: float) -> str:
 
 def _error_info(exc: BaseException) -> dict[str, Any]:
     cause = exc.__cause__ if isinstance(exc, NodeExecutionError) and exc.__cause__ is not None else exc
+    # A bare cause (a TimeoutError says nothing) gets the message of the error that wraps it.
+    message = str(cause) or (exc.message if isinstance(exc, RepriseError) else str(exc))
     return {
         "type": type(cause).__name__,
-        "message": str(cause),
+        "message": message,
         "traceback": "".join(traceback.format_exception(cause)),
     }
 
