@@ -9,6 +9,7 @@ Importing this package imports no model SDK: ``openai`` and ``anthropic`` load w
 """
 
 from reprise.dsl.nodes.ai_model import AIModelNode, PromptVariables
+from reprise.dsl.nodes.command import CommandNode, CommandResult
 from reprise.dsl.nodes.credentials import Credentials, resolve_credentials
 from reprise.dsl.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
 from reprise.dsl.nodes.providers import (
@@ -24,6 +25,8 @@ __all__ = [
     "DEFAULT_PRICES",
     "AIModelNode",
     "AnthropicMessagesProvider",
+    "CommandNode",
+    "CommandResult",
     "Credentials",
     "ModelPrice",
     "ModelProvider",

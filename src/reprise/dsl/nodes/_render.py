@@ -63,17 +63,21 @@ def input_variables(input: BaseModel | None) -> dict[str, Any]:
 
 
 def render_setting(value: Any, ctx: NodeContext, variables: Mapping[str, Any]) -> Any:
-    """``value`` rendered as a template if it is a string containing ``$``; else unchanged.
+    """``value`` rendered if it is a template, else unchanged.
 
-    The template module is imported lazily: strings without ``$`` never need it."""
+    As for node inputs, a string is a template only if it contains ``$var{``, ``$expr{`` or
+    ``$hier{``: other text (a shell's ``$$`` or ``$HOME``, a price) is used as it is. The template
+    module is imported lazily: strings without ``$`` never need it."""
     if not isinstance(value, str) or "$" not in value:
         return value
     try:
         # Imported by name so this module type-checks whether or not the template module exists.
-        render = importlib.import_module("reprise.dsl.template").render
+        template = importlib.import_module("reprise.dsl.template")
     except ImportError:  # pragma: no cover - the template language ships with reprise
         return value
-    return render(value, NodeScope(ctx.scope, variables), path=str(ctx.path))
+    if not template.is_template(value):
+        return value
+    return template.render(value, NodeScope(ctx.scope, variables), path=str(ctx.path))
 
 
 def render_text(value: Any, ctx: NodeContext, variables: Mapping[str, Any]) -> str:
