@@ -11,6 +11,17 @@ Importing this package imports no model SDK: ``openai`` and ``anthropic`` load w
 from reprise.dsl.nodes.ai_model import AIModelNode, PromptVariables
 from reprise.dsl.nodes.command import CommandNode, CommandResult
 from reprise.dsl.nodes.credentials import Credentials, resolve_credentials
+from reprise.dsl.nodes.file_ops import (
+    CreateFile,
+    DeleteFile,
+    FileChange,
+    FileChanges,
+    FileOperation,
+    FileOperationNode,
+    MoveFile,
+    PatchFile,
+    UpdateFile,
+)
 from reprise.dsl.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
 from reprise.dsl.nodes.providers import (
     AnthropicMessagesProvider,
@@ -27,15 +38,24 @@ __all__ = [
     "AnthropicMessagesProvider",
     "CommandNode",
     "CommandResult",
+    "CreateFile",
     "Credentials",
+    "DeleteFile",
+    "FileChange",
+    "FileChanges",
+    "FileOperation",
+    "FileOperationNode",
     "ModelPrice",
     "ModelProvider",
     "ModelRequest",
     "ModelResponse",
     "ModelTransientError",
+    "MoveFile",
     "OpenAIChatProvider",
+    "PatchFile",
     "PriceTable",
     "PromptVariables",
+    "UpdateFile",
     "register_price",
     "resolve_credentials",
 ]

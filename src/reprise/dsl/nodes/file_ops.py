@@ -1,0 +1,461 @@
+"""FileOperationNode: create, update, delete, move and patch text files under a base directory.
+
+::
+
+    edit = FileOperationNode(
+        [
+            CreateFile(path="src/app.py", content="print('hi')\\n"),
+            PatchFile(path="README.md", search="Version 1", replace="Version 2"),
+        ],
+        base_dir="$var{repo}",
+    )
+    # or operations as data from an earlier node (a model's proposed edits):
+    FlowDefinition().node("apply", FileOperationNode(base_dir="work"), inputs={"operations": Ref("plan", "edits")})
+
+**Confinement.** Every path is relative to the base directory and must stay inside it: an
+absolute path, a ``..`` segment, or a path that resolves outside through a symlink (a linked file
+or a linked directory on the way) is an error, checked for every operation before any is applied.
+
+**Patches** are search/replace edits, not unified diffs: ``search`` must occur exactly
+``expected`` times (default once) and every occurrence is replaced. A model rarely gets a diff's
+line numbers and context exactly right; an exact search text either matches or fails clearly.
+
+**All or nothing.** The operations of one execution run in order; if one fails, the files touched
+so far are restored to what they were, so a retried or re-run node starts from the same state.
+
+**Outcome.** A :class:`FileChanges`: one :class:`FileChange` per operation with a unified diff,
+and ``declared_outcome_files``, the files that exist after the operations (created, updated,
+patched, moved-to), relative to the base directory. With ``declare_outcomes=True`` (default)
+they are declared as outcome files of the run and committed to git with its outcomes.
+
+The base directory defaults to the node's own directory in the run; a relative one is taken
+from the project root. Operations given to the constructor may use templates in their text
+fields; operations that arrive as input data are used exactly as they are.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import stat
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from reprise.dsl.node import Node, NodeSettings
+from reprise.dsl.nodes._render import input_variables, render_text
+from reprise.errors import DefinitionError, NodeExecutionError
+from reprise.run.files import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from reprise.runners.node_context import NodeContext
+
+__all__ = [
+    "CreateFile",
+    "DeleteFile",
+    "FileChange",
+    "FileChanges",
+    "FileOperation",
+    "FileOperationNode",
+    "FileOperationsInput",
+    "MoveFile",
+    "PatchFile",
+    "UpdateFile",
+    "confine",
+]
+
+#: Longest diff kept per change, in characters (a rewrite of a large file is summarized).
+MAX_DIFF_CHARS = 200_000
+
+
+class _Op(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+
+
+class CreateFile(_Op):
+    """Create a file (and its parent directories). Fails if it exists, unless ``overwrite``."""
+
+    op: Literal["create"] = "create"
+    content: str
+    overwrite: bool = False
+
+
+class UpdateFile(_Op):
+    """Replace the content of an existing file."""
+
+    op: Literal["update"] = "update"
+    content: str
+
+
+class DeleteFile(_Op):
+    """Delete a file (not a directory). Fails if it is missing, unless ``missing_ok``."""
+
+    op: Literal["delete"] = "delete"
+    missing_ok: bool = False
+
+
+class MoveFile(_Op):
+    """Move (rename) a file to ``to``. Fails if ``to`` exists, unless ``overwrite``."""
+
+    op: Literal["move"] = "move"
+    to: str
+    overwrite: bool = False
+
+
+class PatchFile(_Op):
+    """Replace ``search`` by ``replace`` in a file; ``search`` must occur exactly ``expected`` times."""
+
+    op: Literal["patch"] = "patch"
+    search: str = Field(min_length=1)
+    replace: str
+    expected: int = Field(default=1, ge=1)
+
+
+FileOperation = Annotated[CreateFile | UpdateFile | DeleteFile | MoveFile | PatchFile, Field(discriminator="op")]
+_OPERATIONS: TypeAdapter[list[FileOperation]] = TypeAdapter(list[FileOperation])
+
+
+class FileOperationsInput(BaseModel):
+    """The input of a :class:`FileOperationNode`: operations to run after the node's own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    operations: list[FileOperation] = []
+
+
+class FileChange(BaseModel):
+    """What one operation changed. ``diff`` is a unified diff (``a/<path>`` -> ``b/<path>``)."""
+
+    op: str
+    path: str
+    to: str | None = None
+    diff: str
+    bytes_before: int | None
+    bytes_after: int | None
+
+
+class FileChanges(BaseModel):
+    """The outcome of a :class:`FileOperationNode`."""
+
+    base_dir: str
+    changes: list[FileChange]
+    #: Files that exist after the operations, relative to ``base_dir``.
+    declared_outcome_files: list[str]
+
+
+def confine(base: Path, relative: str, *, link: bool = False) -> Path:
+    """The path ``relative`` names inside the (resolved) directory ``base``.
+
+    Raises :class:`NodeExecutionError` for an empty, absolute or ``..`` path, and for one that
+    leaves ``base`` through a symlink. With ``link=True`` a final symlink is not followed (the
+    path of the link itself is returned, for delete and move), but its target must still be
+    inside ``base``."""
+    if not relative or not relative.strip():
+        raise NodeExecutionError("empty path")
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or relative.startswith("~"):
+        raise NodeExecutionError(f"{relative!r}: absolute paths are not allowed; give a path inside the base directory")
+    if ".." in pure.parts:
+        raise NodeExecutionError(f"{relative!r}: '..' is not allowed in paths")
+    candidate = base.joinpath(*pure.parts)
+    parent = candidate.parent.resolve()
+    if not parent.is_relative_to(base):
+        raise NodeExecutionError(f"{relative!r} leaves the base directory through a symlink")
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(base):
+        raise NodeExecutionError(f"{relative!r} is a symlink pointing outside the base directory")
+    if resolved == base:
+        raise NodeExecutionError(f"{relative!r} names the base directory itself")
+    return parent / candidate.name if link else resolved
+
+
+def _diff(relative: str, before: str | None, after: str | None, to: str | None = None) -> str:
+    old = (before or "").splitlines(keepends=True)
+    new = (after or "").splitlines(keepends=True)
+    lines = difflib.unified_diff(
+        old,
+        new,
+        fromfile="/dev/null" if before is None else f"a/{relative}",
+        tofile="/dev/null" if after is None else f"b/{to or relative}",
+    )
+    out: list[str] = []
+    size = 0
+    for line in lines:
+        if not line.endswith("\n"):
+            line += "\n\\ No newline at end of file\n"
+        size += len(line)
+        if size > MAX_DIFF_CHARS:
+            out.append(f"[... diff truncated at {MAX_DIFF_CHARS} characters ...]\n")
+            break
+        out.append(line)
+    return "".join(out)
+
+
+def _read_text(path: Path, relative: str) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NodeExecutionError(f"{relative!r} does not exist") from None
+    except IsADirectoryError:
+        raise NodeExecutionError(f"{relative!r} is a directory, not a file") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NodeExecutionError(f"{relative!r} is not UTF-8 text") from None
+
+
+class _Journal:
+    """The original state of every path an execution touched, to undo a failed batch."""
+
+    def __init__(self) -> None:
+        self._saved: dict[Path, tuple[bytes, int] | None] = {}
+        self._made_dirs: list[Path] = []
+
+    def save(self, path: Path) -> None:
+        if path in self._saved:
+            return
+        try:
+            if path.is_symlink():
+                self._saved[path] = (os.readlink(path).encode(), -1)
+            else:
+                self._saved[path] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+        except FileNotFoundError:
+            self._saved[path] = None
+
+    def make_parents(self, path: Path, base: Path) -> None:
+        missing = [p for p in path.parents if p.is_relative_to(base) and not p.exists()]
+        for directory in reversed(missing):
+            directory.mkdir()
+            self._made_dirs.append(directory)
+
+    def undo(self) -> None:
+        for path, state in reversed(list(self._saved.items())):
+            if path.is_symlink() or path.exists():
+                path.unlink()
+            if state is None:
+                continue
+            data, mode = state
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if mode == -1:
+                os.symlink(data.decode(), path)
+            else:
+                write_bytes_atomic(path, data)
+                os.chmod(path, mode)
+        for directory in reversed(self._made_dirs):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+
+
+def _write(path: Path, text: str) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+    write_bytes_atomic(path, text.encode())
+    if mode is not None:
+        os.chmod(path, mode)  # an update keeps the file's permissions (an executable stays one)
+
+
+class FileOperationNode(Node):
+    """Applies file operations under a base directory; see the module docstring.
+
+    Args:
+        operations: operations to run on every execution (their text fields are templates).
+        base_dir: the directory all paths are relative to (a template); created if missing.
+        declare_outcomes: declare the written files as outcome files of the run (git).
+        retries: retry a failed execution (each attempt starts from the restored files).
+    """
+
+    kind = "file_operations"
+    input_model: type[BaseModel] | None = FileOperationsInput
+
+    def __init__(
+        self,
+        operations: Sequence[FileOperation | dict[str, Any]] = (),
+        *,
+        base_dir: str | Path | None = None,
+        declare_outcomes: bool = True,
+        retries: int = 0,
+    ) -> None:
+        try:
+            self.operations: list[FileOperation] = _OPERATIONS.validate_python(
+                [op.model_dump() if isinstance(op, BaseModel) else op for op in operations]
+            )
+        except ValueError as exc:
+            raise DefinitionError(f"invalid file operation: {exc}") from None
+        self.base_dir = base_dir
+        self.declare_outcomes = declare_outcomes
+        self.settings = NodeSettings(retries=retries)
+
+    def _base(self, ctx: NodeContext, variables: dict[str, Any]) -> Path:
+        if self.base_dir is None:
+            return ctx.node_dir.resolve()
+        base = Path(render_text(str(self.base_dir), ctx, variables)).expanduser()
+        if not base.is_absolute():
+            base = ctx.run.project_root / base
+        base.mkdir(parents=True, exist_ok=True)
+        return base.resolve()
+
+    def _rendered(self, ctx: NodeContext, variables: dict[str, Any]) -> list[FileOperation]:
+        rendered: list[FileOperation] = []
+        for op in self.operations:
+            changes = {
+                k: render_text(v, ctx, variables)
+                for k, v in op.model_dump().items()
+                if isinstance(v, str) and k != "op"
+            }
+            rendered.append(op.model_copy(update=changes))
+        return rendered
+
+    async def run(self, input: BaseModel | None, ctx: NodeContext) -> FileChanges:
+        variables = input_variables(input)
+        operations = self._rendered(ctx, variables)
+        if isinstance(input, FileOperationsInput):
+            operations += input.operations
+        base = self._base(ctx, variables)
+        # Worker thread: file I/O would block the event loop. Not abandoned on cancellation, so
+        # a batch is always finished or undone, never left half applied.
+        changes, written = await anyio.to_thread.run_sync(_apply, operations, base)
+        declared = sorted(written)
+        if self.declare_outcomes:
+            for relative in declared:
+                ctx.declare_outcome_file(base / relative, name=relative)
+        ctx.annotate_result(file_changes=len(changes), base_dir=str(base))
+        return FileChanges(base_dir=str(base), changes=changes, declared_outcome_files=declared)
+
+    def validate_outcome(self, outcome: Any) -> FileChanges:
+        return outcome if isinstance(outcome, FileChanges) else FileChanges.model_validate(outcome)
+
+    def dump_outcome(self, outcome: Any) -> Any:
+        return outcome.model_dump(mode="json")
+
+    def load_outcome(self, data: Any) -> FileChanges:
+        return FileChanges.model_validate(data)
+
+
+def _apply(operations: list[FileOperation], base: Path) -> tuple[list[FileChange], set[str]]:
+    # Every path is checked before anything is touched.
+    for i, op in enumerate(operations):
+        try:
+            confine(base, op.path, link=isinstance(op, (DeleteFile, MoveFile)))
+            if isinstance(op, MoveFile):
+                confine(base, op.to, link=True)
+        except NodeExecutionError as exc:
+            raise NodeExecutionError(f"operation {i + 1} ({op.op}): {exc.message}") from None
+    journal = _Journal()
+    changes: list[FileChange] = []
+    written: set[str] = set()
+    try:
+        for i, op in enumerate(operations):
+            try:
+                changes.append(_apply_one(op, base, journal, written))
+            except NodeExecutionError as exc:
+                raise NodeExecutionError(f"operation {i + 1} ({op.op} {op.path!r}): {exc.message}") from None
+            except OSError as exc:
+                raise NodeExecutionError(f"operation {i + 1} ({op.op} {op.path!r}): {exc.strerror or exc}") from None
+    except BaseException:
+        journal.undo()
+        raise
+    return changes, written
+
+
+def _apply_one(op: FileOperation, base: Path, journal: _Journal, written: set[str]) -> FileChange:
+    rel = op.path
+    if isinstance(op, CreateFile):
+        path = confine(base, rel)
+        before = None
+        if path.exists():
+            if not op.overwrite:
+                raise NodeExecutionError("file exists (set overwrite=True to replace it)")
+            before = _read_text(path, rel)
+        journal.save(path)
+        journal.make_parents(path, base)
+        _write(path, op.content)
+        written.add(path.relative_to(base).as_posix())
+        return FileChange(
+            op="create",
+            path=rel,
+            diff=_diff(rel, before, op.content),
+            bytes_before=len(before.encode()) if before is not None else None,
+            bytes_after=len(op.content.encode()),
+        )
+    if isinstance(op, UpdateFile):
+        path = confine(base, rel)
+        before = _read_text(path, rel)
+        journal.save(path)
+        _write(path, op.content)
+        written.add(path.relative_to(base).as_posix())
+        return FileChange(
+            op="update",
+            path=rel,
+            diff=_diff(rel, before, op.content),
+            bytes_before=len(before.encode()),
+            bytes_after=len(op.content.encode()),
+        )
+    if isinstance(op, PatchFile):
+        path = confine(base, rel)
+        before = _read_text(path, rel)
+        found = before.count(op.search)
+        if found != op.expected:
+            raise NodeExecutionError(f"search text found {found} times, expected {op.expected}: {op.search[:200]!r}")
+        after = before.replace(op.search, op.replace)
+        journal.save(path)
+        _write(path, after)
+        written.add(path.relative_to(base).as_posix())
+        return FileChange(
+            op="patch",
+            path=rel,
+            diff=_diff(rel, before, after),
+            bytes_before=len(before.encode()),
+            bytes_after=len(after.encode()),
+        )
+    if isinstance(op, DeleteFile):
+        path = confine(base, rel, link=True)
+        if not (path.exists() or path.is_symlink()):
+            if op.missing_ok:
+                return FileChange(op="delete", path=rel, diff="", bytes_before=None, bytes_after=None)
+            raise NodeExecutionError("file does not exist (set missing_ok=True to allow that)")
+        if path.is_dir() and not path.is_symlink():
+            raise NodeExecutionError("is a directory; only files are deleted")
+        before = None if path.is_symlink() else _read_text(path, rel)
+        journal.save(path)
+        path.unlink()
+        written.discard(path.relative_to(base).as_posix())
+        return FileChange(
+            op="delete",
+            path=rel,
+            diff=_diff(rel, before, None) if before is not None else "",
+            bytes_before=len(before.encode()) if before is not None else None,
+            bytes_after=None,
+        )
+    assert isinstance(op, MoveFile)
+    source = confine(base, rel, link=True)
+    target = confine(base, op.to, link=True)
+    if not (source.exists() or source.is_symlink()):
+        raise NodeExecutionError("file does not exist")
+    if source.is_dir() and not source.is_symlink():
+        raise NodeExecutionError("is a directory; only files are moved")
+    if target.exists() and not op.overwrite:
+        raise NodeExecutionError(f"target {op.to!r} exists (set overwrite=True to replace it)")
+    if target.is_dir():
+        raise NodeExecutionError(f"target {op.to!r} is a directory")
+    size = source.lstat().st_size
+    journal.save(source)
+    journal.save(target)
+    journal.make_parents(target, base)
+    shutil.move(source, target)
+    written.discard(source.relative_to(base).as_posix())
+    written.add(target.relative_to(base).as_posix())
+    return FileChange(
+        op="move",
+        path=rel,
+        to=op.to,
+        diff=f"rename from {rel}\nrename to {op.to}\n",
+        bytes_before=size,
+        bytes_after=size,
+    )
