@@ -647,7 +647,7 @@ class _Compiler:
         self.hier_names = hier_names
 
     def compile(self, node: ast.AST, depth: int) -> Evaluator:
-        if depth > MAX_DEPTH:
+        if depth >= MAX_DEPTH:
             raise TemplateError(f"expression is nested too deeply (the limit is {MAX_DEPTH} levels)")
         kind = type(node).__name__
         method: Callable[[Any, int], Evaluator] | None = getattr(self, f"c_{kind}", None)
