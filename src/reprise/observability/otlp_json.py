@@ -1,15 +1,24 @@
 """OTLP/JSON encoding of SDK spans and metrics: the format of the OpenTelemetry Collector's file
 exporter, which its ``otlpjsonfile`` receiver reads back.
 
-The protobuf JSON mapping with OTLP's exceptions: trace and span ids are lowercase hex (not
-base64), field names are lowerCamelCase, 64-bit integers (times in nanoseconds, counts,
-``intValue``) are decimal strings, enums are integers, and empty fields are left out.
+This is the protobuf JSON mapping with OTLP's deviations ("JSON Protobuf Encoding" in the OTLP
+specification): trace and span ids are lowercase hex (not base64), enums are integers (never
+names), keys are lowerCamelCase. As in the protobuf mapping, 64-bit integers (times in
+nanoseconds, counts, ``intValue``) are decimal strings, doubles are JSON numbers or ``"NaN"``,
+``"Infinity"``, ``"-Infinity"``, and empty fields are left out. Output is ASCII (non-ASCII text
+is ``\\u`` escaped), so a line is valid UTF-8 whatever a user puts in an attribute.
+
+A span line is built from strings rather than dicts: it is written for every element of every
+run, and building it by hand is about four times faster than ``json.dumps`` of a dict.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -24,13 +33,28 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 __all__ = [
+    "SpanLineEncoder",
     "any_value",
     "encode_attributes",
     "encode_metrics",
     "encode_span",
-    "spans_request_line",
-    "SpanLineEncoder",
+    "metrics_request_line",
 ]
+
+_COMPACT = (",", ":")
+
+# OTLP SpanFlags: bit 8 says "bit 9 is known", bit 9 says "the parent is remote".
+_FLAG_HAS_IS_REMOTE = 0x100
+_FLAG_IS_REMOTE = 0x200
+
+
+def _double(value: float) -> float | str:
+    """A double as the protobuf JSON mapping wants it: non-finite values are strings."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def any_value(value: Any) -> dict[str, Any]:
@@ -40,12 +64,10 @@ def any_value(value: Any) -> dict[str, Any]:
     if isinstance(value, int):
         return {"intValue": str(value)}
     if isinstance(value, float):
-        return {"doubleValue": value}
+        return {"doubleValue": _double(value)}
     if isinstance(value, str):
         return {"stringValue": value}
     if isinstance(value, bytes):
-        import base64
-
         return {"bytesValue": base64.b64encode(value).decode()}
     if isinstance(value, Mapping):
         return {"kvlistValue": {"values": encode_attributes(value)}}
@@ -55,15 +77,18 @@ def any_value(value: Any) -> dict[str, Any]:
 
 
 def encode_attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """OTLP ``KeyValue`` list."""
+    """An OTLP ``KeyValue`` list."""
     if not attributes:
         return []
-    return [{"key": k, "value": any_value(v)} for k, v in attributes.items()]
+    return [{"key": str(k), "value": any_value(v)} for k, v in attributes.items()]
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=_COMPACT, ensure_ascii=True, allow_nan=False)
 
 
 def _resource(resource: Resource) -> dict[str, Any]:
-    out: dict[str, Any] = {"attributes": encode_attributes(resource.attributes)}
-    return out
+    return {"attributes": encode_attributes(resource.attributes)}
 
 
 def _scope(scope: InstrumentationScope | None) -> dict[str, Any]:
@@ -75,17 +100,58 @@ def _scope(scope: InstrumentationScope | None) -> dict[str, Any]:
     return out
 
 
-def encode_span(span: ReadableSpan) -> dict[str, Any]:
-    """One OTLP ``Span``."""
+def _span_flags(span: ReadableSpan) -> int:
     ctx = span.context
     assert ctx is not None
-    out: dict[str, Any] = {
-        "traceId": f"{ctx.trace_id:032x}",
-        "spanId": f"{ctx.span_id:016x}",
-    }
+    flags = int(ctx.trace_flags) | _FLAG_HAS_IS_REMOTE
+    if span.parent is not None and span.parent.is_remote:
+        flags |= _FLAG_IS_REMOTE
+    return flags
+
+
+def _events(span: ReadableSpan) -> list[dict[str, Any]]:
+    return [
+        {
+            "timeUnixNano": str(e.timestamp),
+            "name": e.name,
+            **({"attributes": encode_attributes(e.attributes)} if e.attributes else {}),
+        }
+        for e in span.events
+    ]
+
+
+def _links(span: ReadableSpan) -> list[dict[str, Any]]:
+    return [
+        {
+            "traceId": f"{link.context.trace_id:032x}",
+            "spanId": f"{link.context.span_id:016x}",
+            **({"attributes": encode_attributes(link.attributes)} if link.attributes else {}),
+        }
+        for link in span.links
+    ]
+
+
+def _status(span: ReadableSpan) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    code = span.status.status_code.value
+    if code:
+        status["code"] = code
+    if span.status.description:
+        status["message"] = span.status.description
+    return status
+
+
+def encode_span(span: ReadableSpan) -> dict[str, Any]:
+    """One OTLP ``Span`` as a dict (the reference form; :class:`SpanLineEncoder` writes the
+    same thing faster)."""
+    ctx = span.context
+    assert ctx is not None
+    out: dict[str, Any] = {"traceId": f"{ctx.trace_id:032x}", "spanId": f"{ctx.span_id:016x}"}
+    if ctx.trace_state:
+        out["traceState"] = ctx.trace_state.to_header()
     if span.parent is not None:
         out["parentSpanId"] = f"{span.parent.span_id:016x}"
-    out["flags"] = int(ctx.trace_flags) | 0x100 | (0x200 if span.parent is not None and span.parent.is_remote else 0)
+    out["flags"] = _span_flags(span)
     out["name"] = span.name
     # Python's SpanKind starts at INTERNAL=0; OTLP's at UNSPECIFIED=0, INTERNAL=1.
     out["kind"] = span.kind.value + 1
@@ -96,31 +162,68 @@ def encode_span(span: ReadableSpan) -> dict[str, Any]:
     if span.dropped_attributes:
         out["droppedAttributesCount"] = span.dropped_attributes
     if span.events:
-        out["events"] = [
-            {
-                "timeUnixNano": str(e.timestamp),
-                "name": e.name,
-                **({"attributes": encode_attributes(e.attributes)} if e.attributes else {}),
-            }
-            for e in span.events
-        ]
+        out["events"] = _events(span)
+    if span.dropped_events:
+        out["droppedEventsCount"] = span.dropped_events
     if span.links:
-        out["links"] = [
-            {
-                "traceId": f"{link.context.trace_id:032x}",
-                "spanId": f"{link.context.span_id:016x}",
-                **({"attributes": encode_attributes(link.attributes)} if link.attributes else {}),
-            }
-            for link in span.links
-        ]
-    status: dict[str, Any] = {}
-    code = span.status.status_code.value
-    if code:
-        status["code"] = code
-    if span.status.description:
-        status["message"] = span.status.description
-    out["status"] = status
+        out["links"] = _links(span)
+    if span.dropped_links:
+        out["droppedLinksCount"] = span.dropped_links
+    out["status"] = _status(span)
     return out
+
+
+def _key_value(key: str, value: Any) -> str:
+    """One ``KeyValue`` as JSON text; the common scalar types without building a dict."""
+    t = type(value)
+    if t is str:
+        return f'{{"key":{_quote(key)},"value":{{"stringValue":{_quote(value)}}}}}'
+    if t is bool:
+        return f'{{"key":{_quote(key)},"value":{{"boolValue":{"true" if value else "false"}}}}}'
+    if t is int:
+        return f'{{"key":{_quote(key)},"value":{{"intValue":"{value}"}}}}'
+    return _dumps({"key": key, "value": any_value(value)})
+
+
+def _span_json(span: ReadableSpan) -> str:
+    ctx = span.context
+    assert ctx is not None
+    parts = [f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"']
+    if ctx.trace_state:
+        parts.append(f',"traceState":{_quote(ctx.trace_state.to_header())}')
+    parent = span.parent
+    if parent is not None:
+        parts.append(f',"parentSpanId":"{parent.span_id:016x}"')
+    parts.append(
+        f',"flags":{_span_flags(span)},"name":{_quote(span.name)},"kind":{span.kind.value + 1}'
+        f',"startTimeUnixNano":"{span.start_time or 0}","endTimeUnixNano":"{span.end_time or 0}"'
+    )
+    # ``_attributes`` avoids the MappingProxy the public property builds on every access.
+    attributes = getattr(span, "_attributes", None)
+    if attributes is None:
+        attributes = span.attributes
+    if attributes:
+        parts.append(',"attributes":[')
+        # BoundedAttributes iterates through the Mapping ABC; its plain dict is much faster.
+        items = getattr(attributes, "_dict", attributes).items()
+        parts.append(",".join([_key_value(k, v) for k, v in items]))
+        parts.append("]")
+        if span.dropped_attributes:
+            parts.append(f',"droppedAttributesCount":{span.dropped_attributes}')
+    if span.events:
+        parts.append(f',"events":{_dumps(_events(span))}')
+    if span.dropped_events:
+        parts.append(f',"droppedEventsCount":{span.dropped_events}')
+    if span.links:
+        parts.append(f',"links":{_dumps(_links(span))}')
+    if span.dropped_links:
+        parts.append(f',"droppedLinksCount":{span.dropped_links}')
+    status = span.status
+    if status.status_code.value or status.description:
+        parts.append(f',"status":{_dumps(_status(span))}}}')
+    else:
+        parts.append(',"status":{}}')
+    return "".join(parts)
 
 
 class SpanLineEncoder:
@@ -130,84 +233,106 @@ class SpanLineEncoder:
     __slots__ = ("_prefix", "_suffix")
 
     def __init__(self, resource: Resource, scope: InstrumentationScope | None) -> None:
-        resource_json = json.dumps(_resource(resource), separators=(",", ":"))
-        scope_json = json.dumps(_scope(scope), separators=(",", ":"))
+        resource_json = _dumps(_resource(resource))
+        scope_json = _dumps(_scope(scope))
         self._prefix = f'{{"resourceSpans":[{{"resource":{resource_json},"scopeSpans":[{{"scope":{scope_json},"spans":['
         self._suffix = "]}]}]}\n"
 
     def line(self, spans: Iterable[ReadableSpan]) -> bytes:
-        """One line holding ``spans``."""
-        body = ",".join(json.dumps(encode_span(s), separators=(",", ":"), ensure_ascii=False) for s in spans)
-        return f"{self._prefix}{body}{self._suffix}".encode()
+        """One line holding ``spans`` (which must share this encoder's resource and scope)."""
+        body = ",".join([_span_json(s) for s in spans])
+        return f"{self._prefix}{body}{self._suffix}".encode("ascii")
+
+    def line_safe(self, spans: Iterable[ReadableSpan]) -> bytes:
+        """Like :meth:`line` through the slower dict path; for a span the fast path rejected."""
+        body = ",".join([json.dumps(encode_span(s), separators=_COMPACT, default=str) for s in spans])
+        return f"{self._prefix}{body}{self._suffix}".encode("ascii")
 
 
-def spans_request_line(spans: Sequence[ReadableSpan]) -> bytes:
-    """Spans (possibly from several resources and scopes) as one request line."""
-    groups: dict[tuple[int, int], tuple[Resource, InstrumentationScope | None, list[ReadableSpan]]] = {}
-    for s in spans:
-        key = (id(s.resource), id(s.instrumentation_scope))
-        groups.setdefault(key, (s.resource, s.instrumentation_scope, []))[2].append(s)
-    by_resource: dict[int, dict[str, Any]] = {}
-    for resource, scope, group in groups.values():
-        entry = by_resource.setdefault(id(resource), {"resource": _resource(resource), "scopeSpans": []})
-        entry["scopeSpans"].append({"scope": _scope(scope), "spans": [encode_span(s) for s in group]})
-    return (json.dumps({"resourceSpans": list(by_resource.values())}, separators=(",", ":")) + "\n").encode()
+# -- metrics -------------------------------------------------------------------------------
 
 
-def _number_point(point: Any) -> dict[str, Any]:
+def _point_base(point: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if point.attributes:
         out["attributes"] = encode_attributes(point.attributes)
     out["startTimeUnixNano"] = str(point.start_time_unix_nano or 0)
     out["timeUnixNano"] = str(point.time_unix_nano)
+    return out
+
+
+def _exemplars(point: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for ex in getattr(point, "exemplars", None) or ():
+        item: dict[str, Any] = {}
+        if ex.filtered_attributes:
+            item["filteredAttributes"] = encode_attributes(ex.filtered_attributes)
+        item["timeUnixNano"] = str(ex.time_unix_nano)
+        if isinstance(ex.value, int) and not isinstance(ex.value, bool):
+            item["asInt"] = str(ex.value)
+        else:
+            item["asDouble"] = _double(float(ex.value))
+        if ex.span_id:
+            item["spanId"] = f"{ex.span_id:016x}"
+        if ex.trace_id:
+            item["traceId"] = f"{ex.trace_id:032x}"
+        out.append(item)
+    return out
+
+
+def _number_point(point: Any) -> dict[str, Any]:
+    out = _point_base(point)
     if isinstance(point.value, int) and not isinstance(point.value, bool):
         out["asInt"] = str(point.value)
     else:
-        out["asDouble"] = float(point.value)
+        out["asDouble"] = _double(float(point.value))
+    exemplars = _exemplars(point)
+    if exemplars:
+        out["exemplars"] = exemplars
     return out
 
 
 def _histogram_point(point: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if point.attributes:
-        out["attributes"] = encode_attributes(point.attributes)
-    out["startTimeUnixNano"] = str(point.start_time_unix_nano or 0)
-    out["timeUnixNano"] = str(point.time_unix_nano)
+    out = _point_base(point)
     out["count"] = str(point.count)
-    out["sum"] = float(point.sum)
+    out["sum"] = _double(float(point.sum))
     out["bucketCounts"] = [str(c) for c in point.bucket_counts]
-    out["explicitBounds"] = [float(b) for b in point.explicit_bounds]
+    out["explicitBounds"] = [_double(float(b)) for b in point.explicit_bounds]
+    exemplars = _exemplars(point)
+    if exemplars:
+        out["exemplars"] = exemplars
     if point.count:
-        out["min"] = float(point.min)
-        out["max"] = float(point.max)
+        out["min"] = _double(float(point.min))
+        out["max"] = _double(float(point.max))
     return out
 
 
 def _exp_histogram_point(point: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if point.attributes:
-        out["attributes"] = encode_attributes(point.attributes)
-    out["startTimeUnixNano"] = str(point.start_time_unix_nano or 0)
-    out["timeUnixNano"] = str(point.time_unix_nano)
+    out = _point_base(point)
     out["count"] = str(point.count)
-    out["sum"] = float(point.sum)
+    out["sum"] = _double(float(point.sum))
     out["scale"] = point.scale
     out["zeroCount"] = str(point.zero_count)
     out["positive"] = {"offset": point.positive.offset, "bucketCounts": [str(c) for c in point.positive.bucket_counts]}
     out["negative"] = {"offset": point.negative.offset, "bucketCounts": [str(c) for c in point.negative.bucket_counts]}
+    exemplars = _exemplars(point)
+    if exemplars:
+        out["exemplars"] = exemplars
     if point.count:
-        out["min"] = float(point.min)
-        out["max"] = float(point.max)
+        out["min"] = _double(float(point.min))
+        out["max"] = _double(float(point.max))
     return out
 
 
-def _metric(metric: Any) -> dict[str, Any]:
+def _metric(metric: Any) -> dict[str, Any] | None:
     out: dict[str, Any] = {"name": metric.name}
     if metric.description:
         out["description"] = metric.description
     if metric.unit:
         out["unit"] = metric.unit
     data = metric.data
+    if not data.data_points:
+        return None
     if isinstance(data, Sum):
         out["sum"] = {
             "dataPoints": [_number_point(p) for p in data.data_points],
@@ -226,20 +351,31 @@ def _metric(metric: Any) -> dict[str, Any]:
             "dataPoints": [_exp_histogram_point(p) for p in data.data_points],
             "aggregationTemporality": int(data.aggregation_temporality.value),
         }
+    else:  # pragma: no cover - a data type newer than this encoder
+        return None
     return out
 
 
 def encode_metrics(data: MetricsData) -> dict[str, Any]:
-    """An ``ExportMetricsServiceRequest``."""
-    return {
-        "resourceMetrics": [
-            {
-                "resource": _resource(rm.resource),
-                "scopeMetrics": [
-                    {"scope": _scope(sm.scope), "metrics": [_metric(m) for m in sm.metrics]}
-                    for sm in rm.scope_metrics
-                ],
-            }
-            for rm in data.resource_metrics
-        ]
-    }
+    """An ``ExportMetricsServiceRequest``, without empty envelopes (the OTLP specification asks
+    senders not to create them)."""
+    resource_metrics = []
+    for rm in data.resource_metrics:
+        scope_metrics = []
+        for sm in rm.scope_metrics:
+            metrics = [m for m in (_metric(x) for x in sm.metrics) if m is not None]
+            if metrics:
+                scope_metrics.append({"scope": _scope(sm.scope), "metrics": metrics})
+        if scope_metrics:
+            resource_metrics.append({"resource": _resource(rm.resource), "scopeMetrics": scope_metrics})
+    return {"resourceMetrics": resource_metrics}
+
+
+def metrics_request_line(data: MetricsData | None) -> bytes | None:
+    """``data`` as one ``metrics.jsonl`` line, or ``None`` when it holds no data point."""
+    if data is None:
+        return None
+    request = encode_metrics(data)
+    if not request["resourceMetrics"]:
+        return None
+    return (_dumps(request) + "\n").encode("ascii")

@@ -6,18 +6,24 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote
+
+from reprise.errors import RunSetupError
 
 __all__ = ["ObservabilitySettings"]
 
 Protocol = Literal["http/protobuf", "grpc"]
+_PROTOCOLS = ("http/protobuf", "grpc")
+_SIGNALS = ("traces", "metrics", "logs")
 
 
 def _env_headers(raw: str | None) -> dict[str, str]:
+    """``key1=value1,key2=value2`` with URL-encoded values, as the OTLP exporter spec says."""
     headers: dict[str, str] = {}
     for item in (raw or "").split(","):
         if "=" in item:
             k, v = item.split("=", 1)
-            headers[k.strip()] = v.strip()
+            headers[unquote(k.strip())] = unquote(v.strip())
     return headers
 
 
@@ -27,8 +33,14 @@ class ObservabilitySettings:
 
     Everything is written to the run's ``.trace/`` by default. Live OTLP export is off unless
     ``otlp_endpoint`` is set here or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the signal-specific
-    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` etc.) is set in the environment; ``otlp_protocol``
-    falls back to ``OTEL_EXPORTER_OTLP_PROTOCOL`` and then ``http/protobuf``.
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` etc.) is set in the environment. Each setting left
+    ``None`` falls back to its standard variable (signal-specific first): ``otlp_protocol`` to
+    ``OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL`` and then ``http/protobuf``, ``otlp_headers`` to
+    ``OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS``, ``service_name`` to ``OTEL_SERVICE_NAME`` and then
+    ``reprise``.
+
+    >>> ObservabilitySettings(otlp_endpoint="http://127.0.0.1:4318",
+    ...                       otlp_headers={"authorization": "Bearer ..."})  # doctest: +SKIP
 
     Args:
         tracing: write spans to ``.trace/trace.jsonl`` (and export them live if configured).
@@ -36,27 +48,36 @@ class ObservabilitySettings:
         logging: write ``.trace/logs.jsonl``.
         service_name: the ``service.name`` resource attribute.
         resource_attributes: more resource attributes.
-        otlp_endpoint: base URL (HTTP, e.g. ``http://127.0.0.1:4318``) or ``host:port`` (gRPC).
+        otlp_endpoint: base URL: ``http://127.0.0.1:4318`` for HTTP (``/v1/<signal>`` is
+            appended), ``http://127.0.0.1:4317`` for gRPC (``https://`` or no scheme: TLS).
         otlp_protocol: ``http/protobuf`` or ``grpc``.
-        otlp_headers: headers for the exporter (e.g. an auth token; never written to the run).
+        otlp_headers: headers for the exporter (e.g. an auth token). Never written to the run
+            directory, and left out of ``repr()``.
         forward_to_global: also hand our spans to the span processors of the global
             ``TracerProvider`` if the application installed an SDK one (opt-in; the global
-            provider itself is never replaced).
-        span_processors: extra SDK span processors for this run's provider.
+            provider itself is never replaced or shut down).
+        span_processors: extra SDK span processors for this run's provider. They are flushed
+            when the run ends but not shut down: the caller owns them and may reuse them.
         log_level: minimum level for ``logs.jsonl`` (``debug``, ``info``, ``warning``, ``error``).
     """
 
     tracing: bool = True
     metrics: bool = True
     logging: bool = True
-    service_name: str = "reprise"
+    service_name: str | None = None
     resource_attributes: Mapping[str, Any] = field(default_factory=dict)
     otlp_endpoint: str | None = None
     otlp_protocol: Protocol | None = None
-    otlp_headers: Mapping[str, str] | None = None
+    otlp_headers: Mapping[str, str] | None = field(default=None, repr=False)
     forward_to_global: bool = False
     span_processors: Sequence[Any] = ()
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.otlp_protocol is not None and self.otlp_protocol not in _PROTOCOLS:
+            raise RunSetupError(f"unsupported OTLP protocol {self.otlp_protocol!r}: use 'http/protobuf' or 'grpc'")
+        if self.log_level.lower() not in ("debug", "info", "warning", "warn", "error", "critical"):
+            raise RunSetupError(f"unknown log level {self.log_level!r}: use debug, info, warning or error")
 
     @classmethod
     def disabled(cls) -> ObservabilitySettings:
@@ -68,25 +89,45 @@ class ObservabilitySettings:
 
         For HTTP, a base endpoint (from settings or ``OTEL_EXPORTER_OTLP_ENDPOINT``) gets
         ``/v1/<signal>`` appended; a signal-specific variable is used as it is."""
+        _check_signal(signal)
         base = self.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         specific = None if self.otlp_endpoint else os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
         if specific:
             return specific
         if not base:
             return None
-        if self.resolved_protocol() == "grpc":
+        if self.resolved_protocol(signal) == "grpc":
             return base
         return f"{base.rstrip('/')}/v1/{signal}"
 
-    def resolved_protocol(self) -> Protocol:
-        """The live export protocol."""
-        proto = self.otlp_protocol or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
-        if proto not in ("http/protobuf", "grpc"):
-            raise ValueError(f"unsupported OTLP protocol {proto!r}: use 'http/protobuf' or 'grpc'")
+    def resolved_protocol(self, signal: str | None = None) -> Protocol:
+        """The live export protocol (for ``signal``, if given)."""
+        proto = self.otlp_protocol or _env(signal, "PROTOCOL") or "http/protobuf"
+        if proto not in _PROTOCOLS:
+            raise RunSetupError(f"unsupported OTLP protocol {proto!r}: use 'http/protobuf' or 'grpc'")
         return proto  # type: ignore[return-value]
 
-    def resolved_headers(self) -> dict[str, str]:
-        """Exporter headers (from settings, else ``OTEL_EXPORTER_OTLP_HEADERS``)."""
-        if self.otlp_headers is not None:
-            return dict(self.otlp_headers)
-        return _env_headers(os.environ.get("OTEL_EXPORTER_OTLP_HEADERS"))
+    def resolved_headers(self, signal: str | None = None) -> dict[str, str]:
+        """Exporter headers (from settings, else ``OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS``)."""
+        headers = dict(self.otlp_headers) if self.otlp_headers is not None else _env_headers(_env(signal, "HEADERS"))
+        # gRPC metadata keys must be lowercase; HTTP header names are case-insensitive.
+        return {k.lower(): v for k, v in headers.items()}
+
+    def resolved_service_name(self) -> str:
+        """``service_name``, else ``OTEL_SERVICE_NAME``, else ``reprise``."""
+        return self.service_name or os.environ.get("OTEL_SERVICE_NAME") or "reprise"
+
+
+def _check_signal(signal: str) -> None:
+    if signal not in _SIGNALS:
+        raise ValueError(f"unknown signal {signal!r}: use one of {', '.join(_SIGNALS)}")
+
+
+def _env(signal: str | None, what: str) -> str | None:
+    """``OTEL_EXPORTER_OTLP_<SIGNAL>_<WHAT>``, else ``OTEL_EXPORTER_OTLP_<WHAT>``."""
+    if signal is not None:
+        _check_signal(signal)
+        value = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{what}")
+        if value:
+            return value
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_{what}")

@@ -1,58 +1,78 @@
 """RunTelemetry: the tracer, meter and loggers of one run, and the files in its ``.trace/``.
 
 Every run gets its own ``TracerProvider``, ``MeterProvider`` and structlog logger; nothing global
-is read or replaced, so two runs in one process (one after the other or at the same time) never
-see each other's spans, metrics or logs.
+is read or replaced (unless the user opts in to ``forward_to_global``), so two runs in one
+process, one after the other or at the same time, never see each other's spans, metrics or logs.
 
 * Spans go to ``trace.jsonl`` as they end, synchronously, one ``ExportTraceServiceRequest`` per
   line: no queue, so nothing is dropped under bursts and a crash loses only spans still open.
 * Metrics are collected from an in-memory reader and written to ``metrics.jsonl`` when the run
-  completes (and exported live every few seconds when an OTLP endpoint is set).
+  ends (and exported live every few seconds when an OTLP endpoint is set).
 * Logs are structlog events rendered as JSON lines in ``logs.jsonl``, each with run id,
-  hierarchy path, trace id and span id; with live export on they are bridged to OpenTelemetry
-  logs as well.
+  hierarchy path, trace id and span id; with live export on they become OpenTelemetry log
+  records as well.
+* Live exporters are shut down on background (non-daemon) threads when the run ends, so a slow
+  or unreachable collector never blocks the event loop; the interpreter waits for them at exit
+  and :meth:`RunTelemetry.wait_exported` waits for them explicitly.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import trace as trace_api
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Status, StatusCode
 
 from reprise import __version__
+from reprise.dsl.definition import definition_path
 from reprise.dsl.paths import HierarchyPath
-from reprise.observability.otlp_json import SpanLineEncoder, encode_metrics
+from reprise.errors import RepriseError
+from reprise.observability.otlp_json import SpanLineEncoder, metrics_request_line
 from reprise.observability.settings import ObservabilitySettings
 
 if TYPE_CHECKING:
+    from reprise.observability.export import LiveLogs
     from reprise.run.context import RunContext
 
-__all__ = ["JsonlSink", "RunTelemetry", "SpanFileProcessor"]
+__all__ = ["LOGS_FILE", "METRICS_FILE", "TRACE_FILE", "JsonlSink", "RunTelemetry", "SpanFileProcessor"]
 
 TRACE_FILE = "trace.jsonl"
 METRICS_FILE = "metrics.jsonl"
 LOGS_FILE = "logs.jsonl"
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
+# Seconds. The SDK's default boundaries (0, 5, 10, 25, ... 10000) would put almost every node in
+# one bucket; these resolve from a millisecond to ten minutes.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# OpenTelemetry's instrument name syntax.
+_METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,254}\Z")
+# The user span open in the current task or thread, with the span id of the node it belongs to,
+# so ``with ctx.span("a"): with ctx.span("b"):`` nests b under a.
+_USER_SPAN: ContextVar[tuple[int, Span] | None] = ContextVar("reprise_user_span", default=None)
 
 
 class JsonlSink:
-    """An append-only JSON-lines file. Each line is one ``write`` on an ``O_APPEND`` descriptor,
-    so lines from several threads never interleave and a reader never sees half a line."""
+    """An append-only JSON-lines file. Each line is one ``write`` on an ``O_APPEND`` descriptor
+    under a lock, so lines from several threads never interleave, a reader never sees half a
+    line, and a write racing with :meth:`close` never lands in a reused descriptor."""
 
-    __slots__ = ("path", "_fd", "_lock")
+    __slots__ = ("_fd", "_lock", "path")
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -60,10 +80,10 @@ class JsonlSink:
         self._lock = threading.Lock()
 
     def write(self, line: bytes) -> None:
-        """Append one line (``line`` ends with a newline)."""
-        fd = self._fd
-        if fd is not None:
-            os.write(fd, line)
+        """Append one line (``line`` ends with a newline); ignored once closed."""
+        with self._lock:
+            if self._fd is not None:
+                os.write(self._fd, line)
 
     def close(self) -> None:
         """Close the file; later writes are ignored."""
@@ -80,17 +100,48 @@ class SpanFileProcessor(SpanProcessor):
         self._sink = sink
         self._encoder = encoder
 
-    def on_start(self, span: Span, parent_context: Any = None) -> None:
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._sink.write(self._encoder.line((span,)))
+        # The SDK does not catch errors from processors: one here would fail the node whose
+        # span ended. The fast encoder handles every attribute type the SDK accepts; the
+        # fallback is for the unforeseen.
+        try:
+            line = self._encoder.line((span,))
+        except Exception:
+            line = self._encoder.line_safe((span,))
+        self._sink.write(line)
 
     def shutdown(self) -> None:
         self._sink.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+class _BorrowedProcessor(SpanProcessor):
+    """A span processor owned by someone else (the global provider's, or one passed in the
+    settings): spans go to it, but it is never shut down with the run. Processors from the
+    settings are flushed when the run ends; the global provider's are left to their owner, whose
+    exporter may be slow and whose provider flushes them at its own shutdown."""
+
+    def __init__(self, processor: SpanProcessor, *, flush_at_end: bool) -> None:
+        self._processor = processor
+        self._flush_at_end = flush_at_end
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._processor.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._processor.on_end(span)
+
+    def shutdown(self) -> None:
+        if self._flush_at_end:
+            self._processor.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._processor.force_flush(timeout_millis)
 
 
 class _SinkLogger:
@@ -108,8 +159,26 @@ class _SinkLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
+def _lead_keys(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Put timestamp, level and message first in each line, for people reading the file."""
+    lead: dict[str, Any] = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
+    lead.update(event)
+    return lead
+
+
+def _hex_ids(span: Span) -> dict[str, str]:
+    sc = span.get_span_context()
+    return {"trace_id": f"{sc.trace_id:032x}", "span_id": f"{sc.span_id:016x}"}
+
+
 class RunTelemetry:
-    """Tracing, metrics and logging for one run. Made by :meth:`RunContext.setup_run`."""
+    """Tracing, metrics and logging for one run. Made by :meth:`RunContext.setup_run`.
+
+    The executor calls :meth:`start_span` / :meth:`end_span` around every element,
+    :meth:`node_finished`, :meth:`retry` and :meth:`reused_node` for nodes, and
+    :meth:`finish` once at the end. Nodes reach :meth:`node_logger`, :meth:`child_span` and
+    :meth:`user_metric` through their ``NodeContext``.
+    """
 
     def __init__(self, ctx: RunContext, settings: ObservabilitySettings) -> None:
         run_dir = ctx.require_run_dir()
@@ -117,7 +186,7 @@ class RunTelemetry:
         self.run_id = run_dir.run_id
         self.trace_dir = run_dir.trace_dir
         attrs: dict[str, Any] = {
-            "service.name": settings.service_name,
+            "service.name": settings.resolved_service_name(),
             "service.version": __version__,
             "reprise.run_id": self.run_id,
             "reprise.root_component_id": ctx.root_component_id,
@@ -126,21 +195,25 @@ class RunTelemetry:
         self.resource = Resource.create(attrs)
         self._closed = False
         self._lock = threading.Lock()
+        self._live = False
+        self._shutdown_threads: list[threading.Thread] = []
+        self._notes: list[str] = []
+        scope = InstrumentationScope("reprise", __version__)
 
         # -- traces
         self.tracer_provider: TracerProvider | None = None
         self.tracer: trace_api.Tracer | None = None
         self.root_span: Span | None = None
+        self._trace_sink: JsonlSink | None = None
         if settings.tracing:
-            provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+            # ALWAYS_ON: a sampler from OTEL_TRACES_SAMPLER must not thin out the run's record.
+            provider = TracerProvider(sampler=ALWAYS_ON, resource=self.resource, shutdown_on_exit=False)
             self._trace_sink = JsonlSink(self.trace_dir / TRACE_FILE)
-            scope_tracer = provider.get_tracer("reprise", __version__)
-            encoder = SpanLineEncoder(self.resource, scope_tracer.instrumentation_info)  # type: ignore[attr-defined]
-            provider.add_span_processor(SpanFileProcessor(self._trace_sink, encoder))
+            provider.add_span_processor(SpanFileProcessor(self._trace_sink, SpanLineEncoder(self.resource, scope)))
             for processor in self._extra_span_processors(settings):
                 provider.add_span_processor(processor)
             self.tracer_provider = provider
-            self.tracer = scope_tracer
+            self.tracer = provider.get_tracer(scope.name, scope.version)
             root_attrs: dict[str, Any] = {
                 "reprise.run_id": self.run_id,
                 "reprise.hierarchy_path": ctx.root_component_id,
@@ -150,34 +223,49 @@ class RunTelemetry:
                 root_attrs["reprise.previous_run_id"] = ctx.previous_run_id
             if ctx.start_hierarchy_path:
                 root_attrs["reprise.start_hierarchy_path"] = str(ctx.start_hierarchy_path)
-            self.root_span = scope_tracer.start_span(f"run {self.run_id}", attributes=root_attrs)  # type: ignore[assignment]
+            self.root_span = self.tracer.start_span(f"run {self.run_id}", attributes=root_attrs)  # type: ignore[assignment]
 
         # -- metrics
         self.meter_provider: MeterProvider | None = None
         self._metric_reader: InMemoryMetricReader | None = None
         self._user_instruments: dict[str, Any] = {}
+        # Node counts are kept here and observed at collection time: a plain dict increment
+        # per node instead of an SDK counter call (about 5 µs each).
+        self._counts: dict[tuple[str, str], int] = {}
+        self._attr_cache: dict[tuple[str, str], dict[str, str]] = {}
         if settings.metrics:
             self._metric_reader = InMemoryMetricReader()
             readers: list[MetricReader] = [self._metric_reader, *self._live_metric_readers(settings)]
             self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
-            meter = self.meter_provider.get_meter("reprise", __version__)
+            meter = self.meter_provider.get_meter(scope.name, scope.version)
             self._meter = meter
             self._duration = meter.create_histogram(
-                "reprise.node.duration", unit="s", description="Wall time of each node execution"
+                "reprise.node.duration",
+                unit="s",
+                description="Wall time of each node execution",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             )
-            self._count = meter.create_counter("reprise.node.count", description="Nodes finished, by status")
+            meter.create_observable_counter(
+                "reprise.node.count", callbacks=[self._observe_counts], description="Nodes finished, by status"
+            )
             self._retries = meter.create_counter("reprise.node.retries", description="Retried node attempts")
 
         # -- logs
         self._log_sink: JsonlSink | None = JsonlSink(self.trace_dir / LOGS_FILE) if settings.logging else None
-        self._otel_logs = self._live_log_provider(settings)
+        self._otel_logs: LiveLogs | None = self._live_logs(settings)
         root_ids: dict[str, Any] = {"run_id": self.run_id, "hierarchy_path": ctx.root_component_id}
         if self.root_span is not None:
-            sc = self.root_span.get_span_context()
-            root_ids["trace_id"] = f"{sc.trace_id:032x}"
-            root_ids["span_id"] = f"{sc.span_id:016x}"
+            root_ids.update(_hex_ids(self.root_span))
+        #: The run's logger (bound to the run's root span); nodes get :meth:`node_logger`.
         self.logger: Any = self._make_logger().bind(**root_ids)
-        self.logger.info("run started", root_component_id=ctx.root_component_id, previous_run_id=ctx.previous_run_id)
+        started: dict[str, Any] = {"root_component_id": ctx.root_component_id}
+        if ctx.previous_run_id:
+            started["previous_run_id"] = ctx.previous_run_id
+        if ctx.start_hierarchy_path:
+            started["start_hierarchy_path"] = str(ctx.start_hierarchy_path)
+        self.logger.info("run started", **started)
+        for note in self._notes:
+            self.logger.warning(note)
 
     @classmethod
     def start(cls, ctx: RunContext, settings: ObservabilitySettings | None) -> RunTelemetry | None:
@@ -189,17 +277,24 @@ class RunTelemetry:
 
     # -- live export ---------------------------------------------------------------------------
     def _extra_span_processors(self, settings: ObservabilitySettings) -> list[SpanProcessor]:
-        processors: list[SpanProcessor] = list(settings.span_processors)
+        processors: list[SpanProcessor] = [_BorrowedProcessor(p, flush_at_end=True) for p in settings.span_processors]
         endpoint = settings.resolved_endpoint("traces")
         if endpoint:
             from reprise.observability.export import live_span_processor
 
             processors.append(live_span_processor(settings, endpoint))
+            self._live = True
         if settings.forward_to_global:
             global_provider = trace_api.get_tracer_provider()
+            # Private, but the only way to reach an SDK provider's pipeline without replacing it.
             active = getattr(global_provider, "_active_span_processor", None)
             if isinstance(global_provider, TracerProvider) and active is not None:
-                processors.append(active)
+                processors.append(_BorrowedProcessor(active, flush_at_end=False))
+            else:
+                self._notes.append(
+                    "forward_to_global is on, but the global tracer provider is not an SDK TracerProvider; "
+                    "spans are not forwarded"
+                )
         return processors
 
     def _live_metric_readers(self, settings: ObservabilitySettings) -> list[MetricReader]:
@@ -208,29 +303,29 @@ class RunTelemetry:
             return []
         from reprise.observability.export import live_metric_reader
 
+        self._live = True
         return [live_metric_reader(settings, endpoint)]
 
-    def _live_log_provider(self, settings: ObservabilitySettings) -> Any:
+    def _live_logs(self, settings: ObservabilitySettings) -> LiveLogs | None:
         endpoint = settings.resolved_endpoint("logs") if settings.logging else None
         if not endpoint:
             return None
-        from reprise.observability.export import live_logger
+        from reprise.observability.export import live_logs
 
-        return live_logger(settings, endpoint, self.resource)
+        self._live = True
+        return live_logs(settings, endpoint, self.resource)
 
     # -- logging ---------------------------------------------------------------------------
     def _make_logger(self) -> Any:
         processors: list[Any] = [
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            structlog.processors.format_exc_info,
         ]
         if self._otel_logs is not None:
             processors.append(self._otel_logs.processor)
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=False, default=str),
-        ]
-        level = _LEVELS.get(self.settings.log_level.lower(), 20)
+        processors += [_lead_keys, structlog.processors.JSONRenderer(default=str)]
+        level = _LEVELS[self.settings.log_level.lower()]
         return structlog.wrap_logger(
             _SinkLogger(self._log_sink),
             processors=processors,
@@ -243,9 +338,7 @@ class RunTelemetry:
         """A logger bound to the node at ``path`` (and its span)."""
         fields: dict[str, Any] = {"hierarchy_path": str(path)}
         if span is not None:
-            sc = span.get_span_context()
-            fields["trace_id"] = f"{sc.trace_id:032x}"
-            fields["span_id"] = f"{sc.span_id:016x}"
+            fields.update(_hex_ids(span))
         return self.logger.bind(**fields)
 
     # -- spans -----------------------------------------------------------------------------
@@ -256,25 +349,33 @@ class RunTelemetry:
         tracer = self.tracer
         if tracer is None:
             return None
+        text = str(path)
         attrs: dict[str, Any] = {
             "reprise.run_id": self.run_id,
-            "reprise.hierarchy_path": str(path),
+            "reprise.hierarchy_path": text,
             "reprise.element_type": element_type,
         }
         if node_kind is not None:
             attrs["reprise.node_kind"] = node_kind
         context = trace_api.set_span_in_context(parent) if parent is not None else None
-        return tracer.start_span(f"{element_type} {path}", context=context, attributes=attrs)  # type: ignore[return-value]
+        return tracer.start_span(f"{element_type} {text}", context=context, attributes=attrs)  # type: ignore[return-value]
 
     def end_span(self, span: Span, status: str, error: BaseException | None, *, attempts: int | None = None) -> None:
-        """End an element's span, marking failures as errors with the exception recorded."""
-        span.set_attribute("reprise.status", status)
-        if attempts is not None:
-            span.set_attribute("reprise.attempts", attempts)
+        """End an element's span: status attribute, and for a failure status ERROR with the
+        exception recorded (the original one, when reprise wrapped it)."""
+        if attempts is None:
+            span.set_attribute("reprise.status", status)
+        else:
+            span.set_attributes({"reprise.status": status, "reprise.attempts": attempts})
         if error is not None:
             cause = error.__cause__ if error.__cause__ is not None else error
             span.record_exception(cause)
-            span.set_status(Status(StatusCode.ERROR, f"{type(cause).__name__}: {cause}"))
+            description = f"{type(cause).__name__}: {cause}" if str(cause) else str(error) or type(error).__name__
+            span.set_status(Status(StatusCode.ERROR, description))
+            path = span.attributes.get("reprise.hierarchy_path") if span.attributes else None
+            self.logger.bind(hierarchy_path=path, **_hex_ids(span)).error(
+                "node failed", attempts=attempts, error=description
+            )
         elif status == "failed":
             span.set_status(Status(StatusCode.ERROR, "failed"))
         span.end()
@@ -283,45 +384,96 @@ class RunTelemetry:
         """Record a node reused from an earlier run: a span marked ``reprise.reused``."""
         span = self.start_span(path, "node", parent, node_kind)
         if span is not None:
-            span.set_attribute("reprise.reused", True)
-            span.set_attribute("reprise.reused_from_run", str(result.get("reused_from", "")))
-            span.set_attribute("reprise.attempts", 0)
+            attrs: dict[str, Any] = {"reprise.reused": True, "reprise.attempts": 0}
+            for key in ("reused_from", "origin_run_id"):
+                if result.get(key):
+                    attrs[f"reprise.{key}"] = str(result[key])
+            span.set_attributes(attrs)
             self.end_span(span, "completed", None)
-        if self.meter_provider is not None:
-            self._count.add(1, {"reprise.status": "reused", "reprise.node_kind": node_kind})
+        self._count("reused", node_kind)
 
     @contextmanager
     def child_span(self, name: str, parent: Span, attributes: Mapping[str, Any]) -> Iterator[Span | None]:
-        """A user span under ``parent``; an exception marks it as an error and propagates."""
+        """A user span under ``parent`` (a node's span), or under the user span already open
+        for that node in this task; it is the current OpenTelemetry span inside the block, and
+        an exception marks it as an error and propagates."""
         tracer = self.tracer
         if tracer is None:
             yield None
             return
-        context = trace_api.set_span_in_context(parent)
-        with tracer.start_as_current_span(name, context=context, attributes=dict(attributes)) as span:
-            yield span  # type: ignore[misc]
+        node_span_id = parent.get_span_context().span_id
+        open_span = _USER_SPAN.get()
+        under = open_span[1] if open_span is not None and open_span[0] == node_span_id else parent
+        parent_attrs = parent.attributes or {}
+        attrs: dict[str, Any] = {
+            "reprise.run_id": self.run_id,
+            "reprise.hierarchy_path": parent_attrs.get("reprise.hierarchy_path", ""),
+            "reprise.element_type": "user_span",
+            **attributes,
+        }
+        context = trace_api.set_span_in_context(under)
+        with tracer.start_as_current_span(name, context=context, attributes=attrs) as span:
+            token = _USER_SPAN.set((node_span_id, span))  # type: ignore[arg-type]
+            try:
+                yield span  # type: ignore[misc]
+            finally:
+                _USER_SPAN.reset(token)
 
     # -- metrics ---------------------------------------------------------------------------
+    def _attrs(self, status: str, node_kind: str) -> dict[str, str]:
+        key = (status, node_kind)
+        attrs = self._attr_cache.get(key)
+        if attrs is None:
+            attrs = self._attr_cache[key] = {"reprise.status": status, "reprise.node_kind": node_kind}
+        return attrs
+
+    def _count(self, status: str, node_kind: str) -> None:
+        key = (status, node_kind)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _observe_counts(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            counts = list(self._counts.items())
+        return [Observation(n, self._attrs(status, kind)) for (status, kind), n in counts]
+
     def node_finished(self, path: HierarchyPath, node_kind: str, status: str, duration_s: float, attempts: int) -> None:
         """Count a finished node and record its duration."""
         if self.meter_provider is None:
             return
-        attrs = {"reprise.status": status, "reprise.node_kind": node_kind}
-        self._count.add(1, attrs)
-        self._duration.record(duration_s, attrs)
-        if status == "failed":
-            self.logger.error("node failed", hierarchy_path=str(path), attempts=attempts)
+        self._count(status, node_kind)
+        self._duration.record(duration_s, self._attrs(status, node_kind))
 
     def retry(self, path: HierarchyPath, node_kind: str, attempt: int, error: BaseException, span: Span | None) -> None:
         """Record that attempt ``attempt`` failed and another follows."""
         if self.meter_provider is not None:
-            self._retries.add(1, {"reprise.node_kind": node_kind})
+            # The definition path (loop indexes as ``*``) keeps the number of series bounded.
+            self._retries.add(1, {"reprise.node_kind": node_kind, "reprise.definition_path": definition_path(path)})
+        cause = error.__cause__ if error.__cause__ is not None else error
+        message = f"{type(cause).__name__}: {cause}" if str(cause) else str(error)
         if span is not None:
-            span.add_event("retry", {"reprise.attempt": attempt, "exception.type": type(error).__name__, "exception.message": str(error)})
-        self.logger.warning("node attempt failed; retrying", hierarchy_path=str(path), attempt=attempt, error=str(error))
+            span.add_event(
+                "retry",
+                {"reprise.attempt": attempt, "exception.type": type(cause).__name__, "exception.message": message},
+            )
+        ids = _hex_ids(span) if span is not None else {}
+        self.logger.bind(hierarchy_path=str(path), **ids).warning(
+            "node attempt failed; retrying", attempt=attempt, error=message
+        )
 
     def user_metric(self, name: str, value: float, attributes: Mapping[str, Any]) -> None:
-        """Record a value of a user metric (a histogram named ``name``)."""
+        """Record a value of the user metric ``name`` (a histogram)."""
+        path = attributes.get("reprise.hierarchy_path")
+        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+            raise RepriseError(
+                f"invalid metric name {name!r}: use letters, digits, '_', '.', '-', '/', starting with a letter",
+                path=path,
+                run_id=self.run_id,
+            )
+        if name.startswith("reprise."):
+            raise RepriseError(f"metric names starting with 'reprise.' are reserved: {name!r}", path=path)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RepriseError(f"metric {name!r}: value must be a number, got {type(value).__name__}", path=path)
         if self.meter_provider is None:
             return
         instrument = self._user_instruments.get(name)
@@ -335,36 +487,60 @@ class RunTelemetry:
 
     # -- completion ------------------------------------------------------------------------
     def finish(self, status: str, error_msg: str | None) -> None:
-        """End the root span, write metrics, flush and close every file. Idempotent."""
+        """End the root span, write metrics, close every file. Idempotent.
+
+        The files are complete when this returns. Live exporters are flushed and shut down on
+        background threads (see :meth:`wait_exported`)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        log = self.logger.error if status == "failed" else self.logger.info
-        log("run finished", status=status, error=error_msg)
-        if self.root_span is not None:
-            self.root_span.set_attribute("reprise.status", status)
-            if status == "failed":
-                self.root_span.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
-            self.root_span.end()
+        fields: dict[str, Any] = {"status": status}
+        if error_msg:
+            fields["error"] = error_msg
+        (self.logger.error if status == "failed" else self.logger.info)("run finished", **fields)
+        try:
+            if self.root_span is not None:
+                self.root_span.set_attribute("reprise.status", status)
+                if status == "failed":
+                    self.root_span.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
+                self.root_span.end()
+            if self._metric_reader is not None:
+                line = metrics_request_line(self._metric_reader.get_metrics_data())
+                if line is not None:
+                    sink = JsonlSink(self.trace_dir / METRICS_FILE)
+                    sink.write(line)
+                    sink.close()
+        finally:
+            if self._trace_sink is not None:
+                self._trace_sink.close()
+            if self._log_sink is not None:
+                self._log_sink.close()
+            self._shutdown_providers()
+
+    def _shutdown_providers(self) -> None:
+        jobs: list[Any] = []
         if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.meter_provider is not None and self._metric_reader is not None:
-            import json
-
-            data = self._metric_reader.get_metrics_data()
-            if data is not None:
-                line = json.dumps(encode_metrics(data), separators=(",", ":")) + "\n"
-                sink = JsonlSink(self.trace_dir / METRICS_FILE)
-                sink.write(line.encode())
-                sink.close()
-            self.meter_provider.shutdown(timeout_millis=5_000)
+            jobs.append(self.tracer_provider.shutdown)
+        if self.meter_provider is not None:
+            meter_provider = self.meter_provider
+            jobs.append(lambda: meter_provider.shutdown(timeout_millis=10_000))
         if self._otel_logs is not None:
-            self._otel_logs.shutdown()
-        if self._log_sink is not None:
-            self._log_sink.close()
+            jobs.append(self._otel_logs.shutdown)
+        if not self._live:
+            for job in jobs:  # nothing goes over the network: cheap, do it now
+                job()
+            return
+        # Not daemon threads: the interpreter waits for them at exit, so data is delivered even
+        # when a script ends right after its run.
+        for job in jobs:
+            thread = threading.Thread(target=job, name=f"reprise-otlp-shutdown-{self.run_id}", daemon=False)
+            thread.start()
+            self._shutdown_threads.append(thread)
 
-
-def now_ns() -> int:
-    """The current time in nanoseconds since the epoch."""
-    return time.time_ns()
+    def wait_exported(self, timeout: float | None = None) -> bool:
+        """Wait until live exporters have delivered (or given up on) everything after
+        :meth:`finish`; True if they are done. Without live export, True at once."""
+        for thread in self._shutdown_threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in self._shutdown_threads)
