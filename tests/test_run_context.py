@@ -156,7 +156,8 @@ def test_run_ids_unique_across_processes_starting_in_the_same_second(tmp_path: P
         printed.extend(out.split())
     assert len(printed) == processes * per_process
     assert len(set(printed)) == len(printed), "two processes were handed the same run id"
-    on_disk = sorted(p.name for p in run_root.iterdir())
+    # Other entries (an index of runs, say) may live in the run root too; run directories are these.
+    on_disk = sorted(p.name for p in run_root.iterdir() if p.is_dir() and RUN_ID_PATTERN.match(p.name))
     assert on_disk == sorted(printed)
     for run_id in printed:
         assert RUN_ID_PATTERN.match(run_id) and run_id.startswith("load_run_")
