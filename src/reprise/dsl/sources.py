@@ -8,7 +8,8 @@ A node's input fields, a conditional's condition and a loop's items are *value s
 * :class:`Var` - a loop variable (the current item or index): ``Var("file")``;
 * :class:`Computed` - a plain Python function of other sources:
   ``Computed(lambda n: n > 3, Ref("count", "total"))``;
-* a template string, once :mod:`reprise.dsl.template` is wired in (see :class:`Template`);
+* a template string with ``$var{}``, ``$expr{}`` or ``$hier{}`` (compiled to a
+  :class:`~reprise.dsl.template.Template` when the flow is built);
 * anything else is a literal value.
 
 Reference resolution (documented in the README): a relative path ``a.b`` is looked up first in
@@ -21,6 +22,7 @@ than the referencing one; the definition check rejects anything else before the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -69,21 +71,29 @@ def _split_field(field: str | None) -> tuple[str, ...]:
 
 
 def access(value: Any, fields: Sequence[str], *, what: str) -> Any:
-    """Follow ``fields`` into ``value``: attributes of models and objects, keys of mappings,
-    integer indexes of sequences. Never calls anything and never touches dunder names."""
+    """Follow ``fields`` into ``value``: fields of pydantic models and dataclasses, keys of
+    mappings, integer indexes of sequences. Never calls anything, never reads a name starting
+    with ``_``, and never reads methods or arbitrary object attributes."""
     for name in fields:
-        if name.startswith("__"):
+        if name.startswith("_"):
             raise NodeInputError(f"{what}: access to {name!r} is not allowed")
         try:
             if isinstance(value, Mapping):
                 value = value[name]
-            elif isinstance(value, (list, tuple)) and (name.isdigit() or name.startswith("-")):
+            elif isinstance(value, (list, tuple)):
                 value = value[int(name)]
             elif isinstance(value, BaseModel):
+                if name not in type(value).model_fields and name not in (value.model_extra or {}):
+                    if name not in type(value).model_computed_fields:
+                        raise AttributeError(name)
+                value = getattr(value, name)
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                if name not in {f.name for f in dataclasses.fields(value)}:
+                    raise AttributeError(name)
                 value = getattr(value, name)
             else:
-                value = getattr(value, name)
-        except (KeyError, IndexError, AttributeError, ValueError):
+                raise AttributeError(name)
+        except (KeyError, IndexError, AttributeError, ValueError, TypeError):
             raise NodeInputError(f"{what}: no field {name!r} in {type(value).__name__}") from None
     return value
 
