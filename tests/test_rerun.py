@@ -322,22 +322,3 @@ def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path)
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "clean"), str(log)], env=os.environ, capture_output=True, text=True, timeout=60)
     assert proc.stdout.split()[2] == final  # same outcome as an uninterrupted run
 
-
-def test_ref_field_access_reads_data_fields_only() -> None:
-    from dataclasses import dataclass
-
-    from reprise.dsl.sources import access
-    from reprise.errors import NodeInputError
-
-    class Model(BaseModel):
-        name: str
-
-    @dataclass
-    class Point:
-        x: int
-
-    assert access({"a": [Model(name="n")]}, ["a", "0", "name"], what="t") == "n"
-    assert access(Point(3), ["x"], what="t") == 3
-    for value, field in [(Model(name="n"), "model_dump"), (Model(name="n"), "_private"), ("text", "upper"), (Point(1), "__class__")]:
-        with pytest.raises(NodeInputError):
-            access(value, [field], what="t")
