@@ -40,10 +40,14 @@ from reprise.errors import (  # noqa: E402
 from reprise.observability import ObservabilitySettings  # noqa: E402
 from reprise.run import RunContext, RunDirectory, RunStatus  # noqa: E402
 from reprise.runners import AgentRunner, FlowRunner, NodeContext, RunResult  # noqa: E402
+from reprise.tracking import AlertLevel, alert, log  # noqa: E402
+from reprise.api import Api  # noqa: E402
 
 __all__ = [
     "AgentDefinition",
     "AgentRunner",
+    "AlertLevel",
+    "Api",
     "Computed",
     "DefinitionError",
     "FlowDefinition",
@@ -72,5 +76,7 @@ __all__ = [
     "TemplateError",
     "Var",
     "__version__",
+    "alert",
+    "log",
     "node",
 ]

@@ -37,8 +37,10 @@ from reprise.run.directory import (
     pid_info,
 )
 from reprise.run.files import read_json, write_json_atomic
+from reprise.run.index import record_run
 from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings, collect_outcome_files
 from reprise.run.status import HOST, RunStatus
+from reprise.tracking import enter_scope, exit_scope
 
 if TYPE_CHECKING:
     from reprise.observability.settings import ObservabilitySettings
@@ -160,6 +162,7 @@ class RunContext:
             tags=self.tags,
         )
         run_dir.write_metadata(self._metadata)
+        record_run(run_dir, self._metadata)  # the run root's index; never fails the run
         self.status = RunStatus.RUNNING
         write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, _jsonable(self.initial_inputs))
         from reprise.observability.telemetry import RunTelemetry
@@ -201,6 +204,7 @@ class RunContext:
             self._metadata.ended_at = _now_iso()
             self._metadata.duration_s = round(time.perf_counter() - self._started, 6)
             run_dir.write_metadata(self._metadata)
+            record_run(run_dir, self._metadata)
 
     def add_completion_hook(self, hook: CompletionHook) -> None:
         """Call ``hook(context, status)`` when the run completes (before metadata is final)."""
@@ -222,9 +226,14 @@ class RunContext:
     def __enter__(self) -> RunContext:
         if not self.is_setup:
             self.setup_run()
+        # reprise.log()/alert() inside the block write to this run.
+        self._current_token = enter_scope(self)
         return self
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        token = self.__dict__.pop("_current_token", None)
+        if token is not None:
+            exit_scope(token)
         if exc is None:
             self.complete_run(RunStatus.COMPLETED)
         elif _is_cancellation(exc):

@@ -39,6 +39,7 @@ from reprise.run.files import dump_json, write_bytes_atomic
 from reprise.run.status import ElementStatus
 from reprise.runners.frame import Frame
 from reprise.runners.node_context import NodeContext
+from reprise.tracking import enter_scope, exit_scope
 
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
@@ -361,12 +362,14 @@ class Executor:
         error: BaseException | None = None
         outcome: Any = None
         nctx: NodeContext | None = None
+        scope: Any = None
         try:
             inp = self._build_input(el, dpath, frame, path)
             write_bytes_atomic(
                 f"{node_dir}/{INPUT_FILE}", dump_json(inp.model_dump(mode="json") if inp is not None else None)
             )
             nctx = NodeContext(path, self.ctx, node_dir, span, frame)
+            scope = enter_scope(nctx)  # reprise.log()/alert() called by the node name this node
             max_attempts = settings.retries + 1
             while True:
                 attempts += 1
@@ -423,6 +426,8 @@ class Executor:
                 raise
             raise NodeExecutionError(f"{type(exc).__name__}: {exc}", path=str(path)) from exc
         finally:
+            if scope is not None:
+                exit_scope(scope)
             duration = time.perf_counter() - t0
             record: dict[str, Any] = {
                 "path": str(path),

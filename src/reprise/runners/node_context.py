@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from reprise.dsl.scope import Scope
     from reprise.run.context import RunContext
+    from reprise.tracking import AlertLevel
 
 __all__ = ["NodeContext"]
 
@@ -115,6 +116,19 @@ class NodeContext:
         tel = self.run.telemetry
         if tel is not None:
             tel.user_metric(name, value, {"reprise.hierarchy_path": str(self.path), **attributes})
+
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> int:
+        """Record user metrics at ``step`` (see :func:`reprise.log`); returns the step."""
+        from reprise.tracking import log
+
+        return log(metrics, step, run=self)
+
+    def alert(self, title: str, text: str = "", level: AlertLevel | str = "info") -> dict[str, Any]:
+        """Raise an alert from this node (see :func:`reprise.alert`); returns the stored record."""
+        from reprise.tracking import alert
+
+        return alert(title, text, level, run=self)
 
 
 class _NullLogger:

@@ -25,6 +25,7 @@ from reprise.run.files import write_json_atomic
 from reprise.run.status import RunStatus
 from reprise.runners.executor import Executor
 from reprise.runners.result import RunResult
+from reprise.tracking import enter_scope, exit_scope
 
 if TYPE_CHECKING:
     from reprise.runners.reuse import ReusePlan
@@ -99,11 +100,15 @@ class ComponentRunner(Generic[C]):
                 ctx.complete_run(RunStatus.FAILED, str(exc) or type(exc).__name__)
                 raise
         executor = Executor(ctx, self.index, self._reuse)
+        # reprise.log()/alert() called while the run executes write to this run.
+        scope = enter_scope(ctx)
         try:
             outcome = await executor.run_root()
         except BaseException as exc:
             self._finish_after_error(executor, exc)
             raise self._error_to_raise(executor, exc) from exc
+        finally:
+            exit_scope(scope)
         ctx.complete_run(RunStatus.COMPLETED)
         self.result = self._result(executor, RunStatus.COMPLETED, outcome)
         return self.result

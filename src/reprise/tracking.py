@@ -1,0 +1,463 @@
+"""Metrics and alerts a run records on purpose: ``reprise.log`` and ``reprise.alert``.
+
+Inside a node (the runner makes its run the *current* run for as long as it runs)::
+
+    import reprise
+
+    @reprise.node
+    async def evaluate(answer: str) -> float:
+        score = grade(answer)
+        reprise.log({"score": score, "length": len(answer)})
+        if score < 0.2:
+            reprise.alert("Low score", f"score={score:.2f}; the prompt may be too vague",
+                          level=reprise.AlertLevel.WARN)
+        return score
+
+or explicitly through the node's context (``ctx.log(...)``, ``ctx.alert(...)``), or in the code
+around a run by passing the run (``reprise.log({...}, run=ctx)``) or inside
+``with RunContext(...) as ctx:``.
+
+Each call appends one JSON line to the run directory (``.trace/user_metrics.jsonl``,
+``.trace/alerts.jsonl``; the files are append-only, one ``write`` per line so concurrent writers
+never interleave), records numeric metrics as OpenTelemetry histograms through the run's
+telemetry, and emits a structlog event into ``.trace/logs.jsonl`` (and live OTLP logs when
+configured). An alert at or above a configured level is also POSTed to a webhook
+(``REPRISE_ALERT_WEBHOOK``, see :class:`AlertSettings`), on a background thread: a slow or
+failing webhook never slows or fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reprise.errors import RepriseError
+
+if TYPE_CHECKING:
+    from reprise.run.context import RunContext
+    from reprise.runners.node_context import NodeContext
+
+__all__ = [
+    "ALERTS_FILE",
+    "USER_METRICS_FILE",
+    "AlertLevel",
+    "AlertSettings",
+    "alert",
+    "current_run",
+    "log",
+    "parse_instant",
+    "read_alerts",
+    "read_metrics",
+    "set_alert_settings",
+    "wait_for_webhooks",
+]
+
+USER_METRICS_FILE = "user_metrics.jsonl"
+ALERTS_FILE = "alerts.jsonl"
+
+#: The run (or the node, which knows its run) that ``log``/``alert`` write to when no run is
+#: passed. Set by the runner for a run's duration, by the executor around each node and by
+#: ``with RunContext(...)``; task groups and worker threads inherit it, so parallel branches
+#: and sync nodes see the right run, and two runs in one process never see each other's.
+_CURRENT: ContextVar[RunContext | NodeContext | None] = ContextVar("reprise_current_run", default=None)
+
+
+class AlertLevel(StrEnum):
+    """How serious an alert is. ``ERROR``: stop and change approach; ``WARN``: something
+    should change; ``INFO``: a milestone."""
+
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        """0, 1, 2 for info, warn, error: ``a.rank >= b.rank`` means at least as serious."""
+        return _RANKS[self]
+
+    @classmethod
+    def parse(cls, value: AlertLevel | str) -> AlertLevel:
+        """``info``/``warn``/``error`` in any case (``warning`` is accepted for ``warn``)."""
+        if isinstance(value, AlertLevel):
+            return value
+        text = str(value).strip().lower()
+        if text == "warning":
+            text = "warn"
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(f"unknown alert level {value!r}: use info, warn or error") from None
+
+
+_RANKS = {AlertLevel.INFO: 0, AlertLevel.WARN: 1, AlertLevel.ERROR: 2}
+_LOG_METHOD = {AlertLevel.INFO: "info", AlertLevel.WARN: "warning", AlertLevel.ERROR: "error"}
+
+
+# -- the current run ---------------------------------------------------------------------------
+def current_run() -> RunContext | None:
+    """The run ``log``/``alert`` write to when none is passed, or ``None`` outside a run."""
+    scope = _CURRENT.get()
+    if scope is None:
+        return None
+    return _split(scope)[0]
+
+
+@contextmanager
+def running_in(scope: RunContext | NodeContext) -> Iterator[None]:
+    """Make ``scope`` the current run (or node) inside the ``with`` block."""
+    token = _CURRENT.set(scope)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def enter_scope(scope: RunContext | NodeContext) -> Token[RunContext | NodeContext | None]:
+    """Make ``scope`` current until :func:`exit_scope` with the returned token (for code that
+    cannot use a ``with`` block, such as ``RunContext.__enter__``)."""
+    return _CURRENT.set(scope)
+
+
+def exit_scope(token: Token[RunContext | NodeContext | None]) -> None:
+    """Undo :func:`enter_scope`. A token from another context (a ``with RunContext`` entered in
+    one task and left in another) is ignored rather than raising in the user's exit path."""
+    try:
+        _CURRENT.reset(token)
+    except ValueError:
+        pass
+
+
+def _split(scope: RunContext | NodeContext) -> tuple[RunContext, NodeContext | None]:
+    from reprise.run.context import RunContext
+
+    if isinstance(scope, RunContext):
+        return scope, None
+    return scope.run, scope
+
+
+def _resolve(run: RunContext | NodeContext | None, what: str) -> tuple[RunContext, NodeContext | None]:
+    scope = run if run is not None else _CURRENT.get()
+    if scope is None:
+        raise RepriseError(
+            f"reprise.{what}() found no current run: call it inside a node, inside "
+            f"'with RunContext(...)', or pass run=<RunContext>"
+        )
+    ctx, node = _split(scope)
+    if not ctx.is_setup:
+        raise RepriseError(f"reprise.{what}(): the run is not set up yet (no run directory to write to)")
+    return ctx, node
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _append_line(path: Path, record: Mapping[str, Any]) -> None:
+    # One write on an O_APPEND descriptor: lines from concurrent writers never interleave and
+    # a reader never sees half a line (the file is append-only).
+    line = (json.dumps(record, ensure_ascii=False, default=str, allow_nan=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+class _StepCounter:
+    """The next automatic step of each run in this process (like ``wandb.log``)."""
+
+    def __init__(self) -> None:
+        self._next: weakref.WeakKeyDictionary[RunContext, int] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def take(self, ctx: RunContext, step: int | None) -> int:
+        with self._lock:
+            if step is None:
+                step = self._next.get(ctx, 0)
+            self._next[ctx] = max(self._next.get(ctx, 0), step + 1)
+            return step
+
+
+_STEPS = _StepCounter()
+_INSTRUMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,254}\Z")
+
+
+def _instrument_name(name: str) -> str:
+    """An OpenTelemetry-valid instrument name for a user metric key (which may hold spaces)."""
+    if _INSTRUMENT_NAME.match(name):
+        return name
+    cleaned = re.sub(r"[^A-Za-z0-9_./-]", "_", name)
+    if not cleaned or not cleaned[0].isalpha():
+        cleaned = f"m_{cleaned}"
+    return cleaned[:255]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def log(
+    metrics: Mapping[str, Any], step: int | None = None, *, run: RunContext | NodeContext | None = None
+) -> int:
+    """Record ``metrics`` (name to value) at ``step`` in the current run (or ``run``).
+
+    ``step`` defaults to one more than the last step logged in this run by this process.
+    Numeric values become OpenTelemetry histogram points named after the key; every value
+    (numbers, strings, lists) is kept in ``.trace/user_metrics.jsonl``. Returns the step."""
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise RepriseError("reprise.log() takes a non-empty mapping of metric names to values")
+    if any(not isinstance(k, str) or not k for k in metrics):
+        raise RepriseError("reprise.log(): metric names must be non-empty strings")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+        raise RepriseError(f"reprise.log(): step must be a non-negative integer, got {step!r}")
+    ctx, node = _resolve(run, "log")
+    run_dir = ctx.require_run_dir()
+    step = _STEPS.take(ctx, step)
+    path = str(node.path) if node is not None else None
+    record: dict[str, Any] = {"timestamp": _now_iso(), "run_id": run_dir.run_id, "step": step}
+    if path is not None:
+        record["hierarchy_path"] = path
+    record["metrics"] = dict(metrics)
+    _append_line(run_dir.trace_dir / USER_METRICS_FILE, record)
+
+    tel = ctx.telemetry
+    if tel is not None and ctx.status is not None and not ctx.status.finished:
+        # After completion the run's meter is shut down: the JSONL line is the record then.
+        attrs: dict[str, Any] = {"reprise.hierarchy_path": path or ctx.root_component_id}
+        for name, value in metrics.items():
+            if _is_number(value):
+                tel.user_metric(_instrument_name(name), float(value), attrs)
+        numeric = {k: v for k, v in metrics.items() if _is_number(v) or isinstance(v, str)}
+        _logger(tel, node).info("metrics", step=step, **{f"metric.{k}": v for k, v in numeric.items()})
+    return step
+
+
+def _logger(tel: Any, node: NodeContext | None) -> Any:
+    return node.logger if node is not None else tel.logger
+
+
+def alert(
+    title: str,
+    text: str = "",
+    level: AlertLevel | str = AlertLevel.INFO,
+    *,
+    run: RunContext | NodeContext | None = None,
+) -> dict[str, Any]:
+    """Raise an alert in the current run (or ``run``): a structured signal a person or an agent
+    reads later with ``reprise alerts`` or :meth:`reprise.Api.alerts`.
+
+    Put numbers and a suggestion in ``text`` ("loss=9.3 at step 120; lower the learning rate").
+    Returns the stored record."""
+    if not isinstance(title, str) or not title.strip():
+        raise RepriseError("reprise.alert() needs a non-empty title")
+    try:
+        lvl = AlertLevel.parse(level)
+    except ValueError as exc:
+        raise RepriseError(f"reprise.alert(): {exc}") from None
+    ctx, node = _resolve(run, "alert")
+    run_dir = ctx.require_run_dir()
+    record: dict[str, Any] = {
+        "timestamp": _now_iso(),
+        "run_id": run_dir.run_id,
+        "level": lvl.value,
+        "title": title,
+        "text": str(text),
+        "hierarchy_path": str(node.path) if node is not None else None,
+    }
+    _append_line(run_dir.trace_dir / ALERTS_FILE, record)
+
+    tel = ctx.telemetry
+    if tel is not None and ctx.status is not None and not ctx.status.finished:
+        getattr(_logger(tel, node), _LOG_METHOD[lvl])("alert", alert_title=title, alert_text=str(text), alert_level=lvl.value)
+        span = node.current_span if node is not None else tel.root_span
+        if span is not None and span.is_recording():
+            span.add_event("reprise.alert", {"reprise.alert.title": title, "reprise.alert.level": lvl.value})
+    _maybe_post(ctx, record)
+    return record
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertSettings:
+    """Where alerts are pushed as they happen.
+
+    Args:
+        webhook_url: an ``http(s)://`` URL that receives a JSON POST per alert: ``{"text":
+            "[WARN] title: text", "alert": {...the stored record...}}`` (``text`` makes it a
+            valid Slack or Mattermost incoming-webhook message). It is never written to the run.
+        min_level: alerts below this level are not posted.
+        timeout_s: how long one POST may take.
+
+    :meth:`from_env` reads ``REPRISE_ALERT_WEBHOOK`` and ``REPRISE_ALERT_WEBHOOK_LEVEL``
+    (default ``warn``); :func:`set_alert_settings` gives one run its own settings.
+    """
+
+    webhook_url: str | None = None
+    min_level: AlertLevel = AlertLevel.WARN
+    timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls) -> AlertSettings:
+        """Settings from the environment."""
+        url = os.environ.get("REPRISE_ALERT_WEBHOOK") or None
+        raw_level = os.environ.get("REPRISE_ALERT_WEBHOOK_LEVEL")
+        try:
+            level = AlertLevel.parse(raw_level) if raw_level else AlertLevel.WARN
+        except ValueError:
+            level = AlertLevel.WARN
+        return cls(webhook_url=url, min_level=level)
+
+
+_RUN_SETTINGS: weakref.WeakKeyDictionary[RunContext, AlertSettings] = weakref.WeakKeyDictionary()
+_PENDING: set[threading.Thread] = set()
+_PENDING_LOCK = threading.Lock()
+
+
+def set_alert_settings(run: RunContext, settings: AlertSettings) -> None:
+    """Use ``settings`` for the alerts of ``run`` instead of the environment's."""
+    _RUN_SETTINGS[run] = settings
+
+
+def _maybe_post(ctx: RunContext, record: Mapping[str, Any]) -> None:
+    settings = _RUN_SETTINGS.get(ctx) or AlertSettings.from_env()
+    url = settings.webhook_url
+    if not url or AlertLevel.parse(record["level"]).rank < settings.min_level.rank:
+        return
+    # A non-daemon thread: the POST neither blocks the event loop nor is cut off when a short
+    # script exits right after alerting (the interpreter waits for it, at most timeout_s).
+    thread = threading.Thread(
+        target=_post, args=(url, dict(record), settings.timeout_s, ctx), name="reprise-alert-webhook"
+    )
+    with _PENDING_LOCK:
+        _PENDING.add(thread)
+    thread.start()
+
+
+def _post(url: str, record: dict[str, Any], timeout_s: float, ctx: RunContext) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the webhook URL must start with http:// or https://")
+        text = f"[{record['level'].upper()}] {record['title']}" + (f": {record['text']}" if record["text"] else "")
+        body = json.dumps({"text": text, "alert": record}, default=str).encode()
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "reprise"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - scheme checked above
+            response.read()
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        # Never fail (or even slow) the run for a webhook; say so in the run's log, without the
+        # URL, which often carries a secret token.
+        tel = ctx.telemetry
+        if tel is not None and ctx.status is not None and not ctx.status.finished:
+            tel.logger.warning("alert webhook failed", error=f"{type(exc).__name__}: {_redact(str(exc), url)}")
+    finally:
+        with _PENDING_LOCK:
+            _PENDING.discard(threading.current_thread())
+
+
+def _redact(message: str, url: str) -> str:
+    return message.replace(url, "<webhook>")
+
+
+def wait_for_webhooks(timeout: float | None = None) -> bool:
+    """Wait until every alert POST started so far has finished; ``False`` on timeout."""
+    with _PENDING_LOCK:
+        threads = list(_PENDING)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in threads:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        thread.join(remaining)
+        if thread.is_alive():
+            return False
+    return True
+
+
+# -- reading -----------------------------------------------------------------------------------
+def parse_instant(value: str | datetime | float | int) -> datetime:
+    """An aware UTC datetime from an ISO 8601 timestamp (``...Z``, ``...+02:00`` or naive, which
+    is taken as UTC), a ``datetime`` (naive taken as UTC) or seconds since the epoch.
+
+    Timestamps are compared as instants, never as strings: ``12:00Z`` is after ``13:30+02:00``."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+        except ValueError:
+            raise ValueError(
+                f"not a timestamp: {value!r} (use ISO 8601, e.g. 2025-06-15T14:30:00Z, "
+                "2025-06-15T16:30:00+02:00 or 2025-06-15T14:30:00 for UTC)"
+            ) from None
+    else:
+        raise ValueError(f"not a timestamp: {value!r}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return
+    for raw in data.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            continue  # a line cut by a crash mid-write: skip it, keep the rest
+        if isinstance(item, dict):
+            yield item
+
+
+def read_alerts(
+    run_dir: Path,
+    *,
+    since: datetime | None = None,
+    level: AlertLevel | None = None,
+) -> list[dict[str, Any]]:
+    """The alerts in ``run_dir/.trace/alerts.jsonl`` strictly after ``since`` (an aware
+    datetime) and at or above ``level``, oldest first."""
+    out: list[dict[str, Any]] = []
+    min_rank = level.rank if level is not None else 0
+    for item in _read_jsonl(Path(run_dir) / ".trace" / ALERTS_FILE):
+        try:
+            lvl = AlertLevel.parse(item.get("level", "info"))
+            moment = parse_instant(item["timestamp"])
+        except (KeyError, ValueError):
+            continue
+        if lvl.rank < min_rank or (since is not None and moment <= since):
+            continue
+        out.append(item)
+    return out
+
+
+def read_metrics(run_dir: Path, *, name: str | None = None) -> list[dict[str, Any]]:
+    """The lines of ``run_dir/.trace/user_metrics.jsonl`` (only those holding ``name``, if
+    given), in the order they were logged."""
+    lines = list(_read_jsonl(Path(run_dir) / ".trace" / USER_METRICS_FILE))
+    if name is None:
+        return lines
+    return [line for line in lines if isinstance(line.get("metrics"), dict) and name in line["metrics"]]
