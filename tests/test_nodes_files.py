@@ -10,17 +10,22 @@ from typing import Any
 
 import pytest
 
-from reprise import FlowDefinition, FlowRunner, Ref, RunContext, RunFailedError
+from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFailedError
 from reprise.dsl.nodes import (
     CreateFile,
     DeleteFile,
+    ExtensionStats,
     FileChanges,
     FileOperationNode,
+    FolderAnalysis,
+    FolderAnalyzerNode,
     MoveFile,
     PatchFile,
     UpdateFile,
 )
 from reprise.dsl.nodes.file_ops import confine
+from reprise.dsl.nodes.folder_analyzer import analyze_folder
+from reprise.dsl.nodes.gitignore import IgnoreRules, parse_gitignore
 from reprise.errors import DefinitionError, NodeExecutionError
 
 pytestmark = pytest.mark.anyio
@@ -235,3 +240,187 @@ async def test_no_operation_escapes_the_base(
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
     assert (outside / "secret.txt").read_text() == "secret\n"
     assert not (base / "first.txt").exists()  # paths are checked before anything is written
+
+
+# -- .gitignore rules ----------------------------------------------------------------------------
+def ignored(patterns: str, path: str, is_dir: bool = False, nested: dict[str, str] | None = None) -> bool:
+    rules = IgnoreRules()
+    rules.add("", patterns)
+    for directory, text in (nested or {}).items():
+        rules.add(directory, text)
+    return rules.ignored(path, is_dir)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "path", "is_dir", "expected"),
+    [
+        # globs match the name at any depth
+        ("*.log", "debug.log", False, True),
+        ("*.log", "a/b/debug.log", False, True),
+        ("*.log", "debug.log.txt", False, False),
+        ("debug?.log", "debug1.log", False, True),
+        ("debug?.log", "debug10.log", False, False),
+        ("debug[0-9].log", "debug7.log", False, True),
+        ("debug[!0-9].log", "debuga.log", False, True),
+        ("debug[!0-9].log", "debug7.log", False, False),
+        # directory-only patterns
+        ("build/", "build", True, True),
+        ("build/", "build", False, False),
+        ("build/", "src/build", True, True),
+        # anchored patterns: a leading or middle slash
+        ("/todo.txt", "todo.txt", False, True),
+        ("/todo.txt", "sub/todo.txt", False, False),
+        ("doc/frotz", "doc/frotz", True, True),
+        ("doc/frotz", "a/doc/frotz", True, False),
+        ("doc/*.txt", "doc/notes.txt", False, True),
+        ("doc/*.txt", "doc/sub/notes.txt", False, False),
+        # '**'
+        ("**/logs", "logs", True, True),
+        ("**/logs", "deep/down/logs", True, True),
+        ("**/logs/debug.log", "x/logs/debug.log", False, True),
+        ("abc/**", "abc/x/y.txt", False, True),
+        ("abc/**", "abc", True, False),
+        ("a/**/b", "a/b", False, True),
+        ("a/**/b", "a/x/y/b", False, True),
+        ("a/**/b", "a/x/c", False, False),
+        # negation: the last matching rule wins
+        ("*.log\n!keep.log", "keep.log", False, False),
+        ("*.log\n!keep.log", "drop.log", False, True),
+        ("!keep.log\n*.log", "keep.log", False, True),
+        # comments, escapes, blank lines, trailing spaces
+        ("# comment\n\n*.tmp   ", "x.tmp", False, True),
+        ("\\#file", "#file", False, True),
+        ("\\!important", "!important", False, True),
+        ("name\\ ", "name ", False, True),
+    ],
+)
+def test_gitignore_rules(patterns: str, path: str, is_dir: bool, expected: bool) -> None:
+    assert ignored(patterns, path, is_dir) is expected
+
+
+def test_nested_gitignore_overrides_and_is_relative() -> None:
+    nested = {"pkg": "!important.log\n/local.txt\n"}
+    assert ignored("*.log", "pkg/important.log", nested=nested) is False
+    assert ignored("*.log", "pkg/other.log", nested=nested) is True
+    assert ignored("*.log", "important.log", nested=nested) is True  # only below pkg/
+    assert ignored("", "pkg/local.txt", nested=nested) is True
+    assert ignored("", "pkg/sub/local.txt", nested=nested) is False  # anchored to pkg/
+
+
+def test_parse_skips_comments_and_blanks() -> None:
+    rules = parse_gitignore("# c\n\n   \n!a/\n/b\n")
+    assert [(r.pattern, r.negated, r.dir_only, r.anchored) for r in rules] == [
+        ("!a/", True, True, False),
+        ("/b", False, False, True),
+    ]
+
+
+# -- the folder analyzer -------------------------------------------------------------------------
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    files = {
+        ".gitignore": "*.log\nbuild/\n/secret.txt\n!keep.log\n",
+        "README.md": "# Title\n\nsome words here\n",
+        "secret.txt": "top secret\n",
+        "keep.log": "kept\n",
+        "debug.log": "noise\n",
+        "build/out.bin": "compiled\n",
+        "src/app.py": "print('hi')\n",
+        "src/util.py": "x = 1\n",
+        "src/.gitignore": "generated/\n!debug.log\n",
+        "src/generated/g.py": "g = 1\n",
+        "src/debug.log": "wanted here\n",
+        "src/nested/secret.txt": "not anchored here\n",
+        "data/blob.dat": "",
+        ".git/config": "[core]\n",
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / "data" / "blob.dat").write_bytes(b"\x00\x01binary" * 10)
+    return root
+
+
+async def test_folder_analysis_respects_gitignore(project: Path, make_context: Callable[..., RunContext]) -> None:
+    node = FolderAnalyzerNode()
+    result = await FlowRunner(
+        FlowDefinition().node("scan", node, inputs={"root": Initial("folder")}),
+        make_context("f", initial_inputs={"folder": str(project)}),
+    ).run()
+    analysis = result.outcome
+    assert isinstance(analysis, FolderAnalysis)
+    assert [f.path for f in analysis.files] == [
+        ".gitignore",
+        "README.md",
+        "data/blob.dat",
+        "keep.log",
+        "src/.gitignore",
+        "src/app.py",
+        "src/debug.log",
+        "src/nested/secret.txt",
+        "src/util.py",
+    ]
+    assert analysis.directories == ["data", "src", "src/nested"]
+    assert analysis.file_count == 9 and analysis.dir_count == 3
+    # .git, secret.txt, debug.log, build/, src/generated/
+    assert analysis.ignored == 5
+    assert analysis.extensions[".py"] == ExtensionStats(files=2, bytes=len("print('hi')\n") + len("x = 1\n"))
+    assert analysis.extensions[""].files == 2  # the two .gitignore files
+    assert analysis.total_bytes == sum(f.size for f in analysis.files)
+    assert all(f.content is None for f in analysis.files)
+    assert analysis.tree.splitlines()[:4] == ["project/", "  .gitignore", "  README.md", "  data/"]
+    assert node.load_outcome(node.dump_outcome(analysis)) == analysis
+
+
+def test_contents_with_limits(project: Path) -> None:
+    analysis = analyze_folder(project, include_contents=True, max_words=2)
+    by_path = {f.path: f for f in analysis.files}
+    readme = by_path["README.md"]
+    assert readme.content == "# Title" and readme.words == 2 and readme.content_truncated
+    app = by_path["src/app.py"]
+    assert app.content == "print('hi')\n" and app.words == 1 and not app.content_truncated
+    blob = by_path["data/blob.dat"]
+    assert blob.binary and blob.content is None
+
+    small = analyze_folder(project, include_contents=True, max_file_bytes=4)
+    assert {f.path: f.content for f in small.files}["README.md"] == "# Ti"
+
+    budget = analyze_folder(project, include_contents=True, max_total_content_bytes=20)
+    assert budget.contents_truncated
+    assert sum(len((f.content or "").encode()) for f in budget.files) <= 20
+
+
+def test_gitignore_off_extra_ignores_and_max_files(project: Path) -> None:
+    everything = analyze_folder(project, respect_gitignore=False)
+    assert "debug.log" in {f.path for f in everything.files}
+    assert "build/out.bin" in {f.path for f in everything.files}
+    assert ".git/config" not in {f.path for f in everything.files}  # .git is always skipped
+
+    extra = analyze_folder(project, ignore=["*.py", "data/"])
+    assert not {f.path for f in extra.files} & {"src/app.py", "src/util.py", "data/blob.dat"}
+
+    limited = analyze_folder(project, max_files=2)
+    assert len(limited.files) == 2 and limited.files_not_listed == 7 and limited.file_count == 9
+
+
+def test_symlinked_directories_are_not_followed(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "private.txt").write_text("private\n")
+    (project / "link-out").symlink_to(outside)
+    (project / "loop").symlink_to(project)
+    (project / "file-out").symlink_to(outside / "private.txt")
+    analysis = analyze_folder(project, include_contents=True)
+    paths = {f.path: f for f in analysis.files}
+    assert not any("private" in p for p in paths)
+    assert paths["file-out"].symlink and paths["file-out"].content is None  # points outside: not read
+    assert paths["loop"].symlink and "loop" not in analysis.directories
+    assert all("private" not in (f.content or "") for f in analysis.files)
+
+
+async def test_missing_root_is_an_error(tmp_path: Path, make_context: Callable[..., RunContext]) -> None:
+    node = FolderAnalyzerNode(str(tmp_path / "nope"))
+    with pytest.raises(RunFailedError, match="not a directory"):
+        await FlowRunner(FlowDefinition().node("scan", node), make_context("f")).run()

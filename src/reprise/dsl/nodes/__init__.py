@@ -22,6 +22,8 @@ from reprise.dsl.nodes.file_ops import (
     PatchFile,
     UpdateFile,
 )
+from reprise.dsl.nodes.folder_analyzer import ExtensionStats, FileInfo, FolderAnalysis, FolderAnalyzerNode
+from reprise.dsl.nodes.gitignore import IgnoreRules
 from reprise.dsl.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
 from reprise.dsl.nodes.providers import (
     AnthropicMessagesProvider,
@@ -41,10 +43,15 @@ __all__ = [
     "CreateFile",
     "Credentials",
     "DeleteFile",
+    "ExtensionStats",
     "FileChange",
     "FileChanges",
     "FileOperation",
+    "FileInfo",
     "FileOperationNode",
+    "FolderAnalysis",
+    "FolderAnalyzerNode",
+    "IgnoreRules",
     "ModelPrice",
     "ModelProvider",
     "ModelRequest",
