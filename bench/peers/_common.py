@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["CHAIN_SIZES", "FANOUT", "Report", "main_args", "time_async", "versions"]
+__all__ = ["CHAIN_SIZES", "FANOUT", "Report", "interleaved", "main_args", "time_async", "versions"]
 
 CHAIN_SIZES = {"chain-200": 200, "chain-2000": 2000}
 FANOUT = 1000
@@ -76,6 +76,36 @@ async def time_async(
     return samples
 
 
+async def interleaved(
+    jobs: dict[str, tuple[Callable[[int], Any], Callable[[Any], Awaitable[Any]]]],
+    runs: int,
+    warmup: int = 1,
+) -> dict[str, list[float] | BaseException]:
+    """Like :func:`time_async` for several jobs ``{name: (prepare, make)}``, taking turns: run
+    ``i`` of every job happens before run ``i + 1`` of any, so a burst of load from elsewhere on
+    the machine hits all of them alike and their ratios stay meaningful. A job that raises is
+    reported as its exception and dropped from later rounds."""
+    out: dict[str, list[float] | BaseException] = {name: [] for name in jobs}
+    for i in range(warmup + runs):
+        for name, (prepare, make) in jobs.items():
+            samples = out[name]
+            if isinstance(samples, BaseException):
+                continue
+            try:
+                arg = prepare(i)
+                gc.collect()
+                t0 = time.perf_counter()
+                await make(arg)
+                elapsed = time.perf_counter() - t0
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                out[name] = exc
+                continue
+            if i >= warmup:
+                samples.append(elapsed)
+    return out
+
+
 class Report:
     """Collects results and prints the JSON line the orchestrator reads."""
 
@@ -84,18 +114,40 @@ class Report:
         self.dists = dists
         self.results: list[dict[str, Any]] = []
 
-    def add(self, benchmark: str, config: str, units: int, samples: list[float], **extra: Any) -> None:
-        """Record the samples of one (benchmark, config)."""
+    def add(
+        self, benchmark: str, config: str, units: int, samples: list[float], system: str | None = None, **extra: Any
+    ) -> None:
+        """Record the samples of one (benchmark, config); ``system`` overrides the report's."""
         self.results.append(
-            {"benchmark": benchmark, "config": config, "units": units, "samples_s": samples, "extra": extra}
+            {
+                "system": system or self.system,
+                "benchmark": benchmark,
+                "config": config,
+                "units": units,
+                "samples_s": samples,
+                "extra": extra,
+            }
         )
 
-    def error(self, benchmark: str, config: str, exc: BaseException | str) -> None:
+    def add_all(
+        self, benchmark: str, units: int, samples: dict[str, list[float] | BaseException], **extra: Any
+    ) -> None:
+        """Record the outcome of :func:`interleaved`; a job name ``system:config`` names another system."""
+        for name, got in samples.items():
+            system, _, config = name.rpartition(":")
+            if isinstance(got, BaseException):
+                self.error(benchmark, config, got, system=system or None)
+            else:
+                self.add(benchmark, config, units, got, system=system or None, **extra)
+
+    def error(self, benchmark: str, config: str, exc: BaseException | str, system: str | None = None) -> None:
         """Record that a (benchmark, config) could not run."""
         text = exc if isinstance(exc, str) else "".join(traceback.format_exception_only(exc)).strip()
         if not isinstance(exc, str):
-            traceback.print_exc(file=sys.stderr)
-        self.results.append({"benchmark": benchmark, "config": config, "error": text[-2000:]})
+            traceback.print_exception(exc, file=sys.stderr)
+        self.results.append(
+            {"system": system or self.system, "benchmark": benchmark, "config": config, "error": text[-2000:]}
+        )
 
     def emit(self) -> None:
         """Print the report as the last line of stdout."""
