@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import reprise.view
-from reprise import FlowDefinition, FlowRunner, NodeContext, Ref, RunContext, RunFailedError, Var, node
+from reprise import FlowDefinition, FlowRunner, NodeContext, RunContext, RunFailedError, Var, node
 from reprise.errors import RepriseError, RunSetupError
 from reprise.view import (
     RunViewData,
@@ -47,11 +47,20 @@ async def start(n: int, ctx: NodeContext) -> dict[str, Any]:
     return {"v": n * 2, "text": EVIL}
 
 
+_meetings: dict[str, tuple[anyio.Event, anyio.Event]] = {}
+
+
 @node
-async def slow(x: int) -> int:
-    # Long enough that the two parallel branches' spans overlap by a wide margin.
-    await anyio.sleep(0.05)
-    return x + 1
+async def meet(side: str, ctx: NodeContext) -> str:
+    """The two parallel branches wait for each other, so they overlap in time whatever the
+    machine's load; then both stay a while, so the overlap is wide enough to see."""
+    left, right = _meetings.setdefault(ctx.run_id, (anyio.Event(), anyio.Event()))
+    mine, other = (left, right) if side == "left" else (right, left)
+    mine.set()
+    with anyio.fail_after(30):
+        await other.wait()
+    await anyio.sleep(0.03)
+    return side
 
 
 @node
@@ -66,15 +75,15 @@ async def boom(x: int) -> int:
 
 
 def demo_flow() -> FlowDefinition:
-    left = FlowDefinition().node("s1", slow, inputs={"x": Ref("start", "v")})
-    right = FlowDefinition().node("s2", slow, inputs={"x": 3})
+    left = FlowDefinition().node("s1", meet, inputs={"side": "left"})
+    right = FlowDefinition().node("s2", meet, inputs={"side": "right"})
     body = FlowDefinition().node("step", step, inputs={"item": Var("item")})
     return (
         FlowDefinition()
         .node("start", start, inputs={"n": 3})
         .parallel("par", {"left": left, "right": right})
         .for_each("loop", [1, 2, 3], body)
-        .node("boom", boom, inputs={"x": Ref("par", "left")})
+        .node("boom", boom, inputs={"x": 7})
     )
 
 

@@ -554,10 +554,10 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
         t1 = builder.run_span.end_ms if builder.run_span.end_ms is not None else t1
     starts = [e["a"] for e in builder.elements if e.get("a") is not None]
     ends = [e["b"] for e in builder.elements if e.get("b") is not None]
-    if starts:
-        t0 = min([*starts, *([t0] if t0 is not None else [])])
-    if ends:
-        t1 = max([*ends, *([t1] if t1 is not None else [])])
+    if starts and ends:
+        # The axis fits the elements: set-up before the root starts and the git commit after it
+        # ends are part of the run's duration (in the header), not of the waterfall.
+        t0, t1 = min(starts), max(ends)
     if t0 is not None:
         for e in builder.elements:
             if e.get("a") is not None:

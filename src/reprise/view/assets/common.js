@@ -51,7 +51,9 @@ function fmtDuration(seconds) {
 function fmtCost(cost) {
   if (cost === null || cost === undefined) return "";
   if (cost === 0) return "$0";
-  return "$" + (cost < 0.01 ? cost.toPrecision(2) : cost.toFixed(cost < 10 ? 3 : 2));
+  // Three significant digits below $1 (model calls cost fractions of a cent), cents above $10.
+  if (cost < 1) return "$" + String(Number(cost.toPrecision(3)));
+  return "$" + cost.toFixed(cost < 10 ? 3 : 2);
 }
 
 function fmtTokens(tokens) {

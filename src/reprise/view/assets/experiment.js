@@ -77,7 +77,7 @@
 
   function durationChart() {
     const values = runs.filter((r) => r.d !== null && r.d !== undefined);
-    const W = 440, H = 170, left = 34, bottom = 22, top = 14;
+    const W = 440, H = 190, left = 34, bottom = 22, top = 34;
     const g = svg("svg", { width: W, height: H, id: "chart-duration", role: "img", "aria-label": "duration histogram" });
     if (!values.length) {
       g.appendChild(svg("text", { x: 10, y: 20, text: "no durations" }));
@@ -104,11 +104,15 @@
     g.appendChild(svg("text", { x: left, y: H - 6, text: "0" }));
     g.appendChild(svg("text", { x: left + plotW, y: H - 6, "text-anchor": "end", text: fmtDuration(max) }));
     g.appendChild(svg("text", { x: left - 4, y: top + 8, "text-anchor": "end", text: String(peak) }));
-    for (const [label, value] of [["p50", F.p50], ["p95", F.p95]]) {
-      if (value === null || value === undefined) continue;
-      g.appendChild(svg("line", { x1: x(value), y1: top - 4, x2: x(value), y2: top + plotH, stroke: "#1d2330", "stroke-dasharray": "3 3" }));
-      g.appendChild(svg("text", { x: x(value) + 3, y: top + 2, text: label + " " + fmtDuration(value) }));
-    }
+    [["p50", F.p50], ["p95", F.p95]].forEach(([label, value], k) => {
+      if (value === null || value === undefined) return;
+      const lx = x(value);
+      // On the left of its line near the right edge, so the label stays inside the chart.
+      const right = lx > left + plotW * 0.7;
+      // Labels above the bars, each on its own line.
+      g.appendChild(svg("line", { x1: lx, y1: 4 + k * 12, x2: lx, y2: top + plotH, stroke: "#1d2330", "stroke-dasharray": "3 3" }));
+      g.appendChild(svg("text", { x: right ? lx - 3 : lx + 3, y: 12 + k * 12, "text-anchor": right ? "end" : "start", text: label + " " + fmtDuration(value) }));
+    });
     return h("div", { class: "chart" }, [h("h3", { text: "Duration (green: succeeded, red: failed)" }), g]);
   }
 
@@ -142,7 +146,8 @@
   }));
   const spacer = h("div", { style: "position:relative" });
   const rowsEl = h("div", { id: "runs-rows" }, [spacer]);
-  body.appendChild(h("div", { id: "runs" }, [h("div", { id: "runs-head", class: "rgrid" }, headCells), rowsEl]));
+  const runsBox = h("div", { id: "runs" }, [h("div", { id: "runs-head", class: "rgrid" }, headCells), rowsEl]);
+  body.appendChild(runsBox);
   if (X.config) body.appendChild(h("details", null, [h("summary", { text: "config.yaml" }), h("pre", { class: "config", text: X.config })]));
   if (Object.keys(S).length) body.appendChild(h("details", null, [h("summary", { text: "summary.json" }), h("pre", { class: "config", text: JSON.stringify(S, null, 2) })]));
 
@@ -155,6 +160,8 @@
     }
     for (const [name, button] of Object.entries(buttons)) button.classList.toggle("on", name === filter);
     countHint.textContent = shown.length + " of " + runs.length + " runs";
+    // As tall as its rows, up to a screenful; beyond that the rows scroll (and stay virtual).
+    runsBox.style.height = Math.max(120, Math.min(480, 30 + shown.length * ROW)) + "px";
     rowsEl.scrollTop = 0;
     render();
   }
