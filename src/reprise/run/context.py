@@ -43,6 +43,7 @@ from reprise.run.status import HOST, RunStatus
 from reprise.tracking import enter_scope, exit_scope
 
 if TYPE_CHECKING:
+    from reprise.dsl.nodes.human_input import InputHandler
     from reprise.observability.settings import ObservabilitySettings
     from reprise.observability.telemetry import RunTelemetry
 
@@ -112,6 +113,8 @@ class RunContext:
         self.outcome_settings = outcome_repo
         #: Files nodes declared as outcomes (committed to git with the outcome.json files).
         self.declared_outcome_files: list[OutcomeFile] = []
+        # Handlers supplying the input of nodes that require it, by node id or path (None: any).
+        self._input_handlers: dict[str | None, InputHandler] = {}
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -282,6 +285,32 @@ class RunContext:
     def static_input(self, definition_path: str) -> BaseModel | None:
         """The validated static input of the node at ``definition_path``, if any."""
         return self._static.get(definition_path)
+
+    # -- human input -----------------------------------------------------------------------
+    def register_input_handler(self, handler: InputHandler, node: str | None = None) -> None:
+        """Supply the input of nodes with ``input_required`` (see ``reprise.dsl.nodes.human_input``):
+        ``handler`` is ``async (InputRequest) -> mapping | model``, for the node ``node`` (id or
+        path) or, with ``node=None``, for every node without a handler of its own. A static input
+        still wins: the handler is only asked for nodes that have none."""
+        if not callable(handler):
+            raise RunSetupError(f"an input handler must be callable, got {type(handler).__name__}")
+        self._input_handlers[node] = handler
+
+    def input_handler_for(self, definition_path: str) -> InputHandler | None:
+        """The handler for the node at ``definition_path``: its own, else the default, else ``None``."""
+        handlers = self._input_handlers
+        for key, handler in handlers.items():
+            if key is None:
+                continue
+            if key == definition_path:
+                return handler
+            if self._index is not None:
+                try:
+                    if self._index.resolve_node(key) == definition_path:
+                        return handler
+                except DefinitionError:
+                    continue
+        return handlers.get(None)
 
     @property
     def static_inputs(self) -> Mapping[str, BaseModel]:

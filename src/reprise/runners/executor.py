@@ -314,7 +314,7 @@ class Executor:
         except Exception as exc:
             raise NodeInputError(f"{what}: {type(exc).__name__}: {exc}", path=str(path)) from exc
 
-    def _build_input(self, el: NodeElement, dpath: str, frame: Frame, path: HierarchyPath) -> BaseModel | None:
+    async def _build_input(self, el: NodeElement, dpath: str, frame: Frame, path: HierarchyPath) -> BaseModel | None:
         static = self.ctx.static_input(dpath)
         if static is not None:
             return static
@@ -328,6 +328,11 @@ class Executor:
             data = self._resolve(bindings, frame, path, "input")
         else:
             data = {k: self._resolve(v, frame, path, f"input {k!r}") for k, v in bindings.items()}
+        if getattr(el.node, "input_required", False):
+            # The node asks for its input (a person, through the run's input handler).
+            from reprise.dsl.nodes.human_input import request_input
+
+            data = await request_input(self.ctx, el.node, path, dpath, data, frame)
         try:
             if isinstance(data, model):
                 return data
@@ -364,7 +369,7 @@ class Executor:
         nctx: NodeContext | None = None
         scope: Any = None
         try:
-            inp = self._build_input(el, dpath, frame, path)
+            inp = await self._build_input(el, dpath, frame, path)
             write_bytes_atomic(
                 f"{node_dir}/{INPUT_FILE}", dump_json(inp.model_dump(mode="json") if inp is not None else None)
             )

@@ -24,6 +24,13 @@ from reprise.dsl.nodes.file_ops import (
 )
 from reprise.dsl.nodes.folder_analyzer import ExtensionStats, FileInfo, FolderAnalysis, FolderAnalyzerNode
 from reprise.dsl.nodes.gitignore import IgnoreRules
+from reprise.dsl.nodes.human_input import (
+    HumanInputNode,
+    InputHandler,
+    InputRequest,
+    TerminalInputHandler,
+    terminal_input_handler,
+)
 from reprise.dsl.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
 from reprise.dsl.nodes.providers import (
     AnthropicMessagesProvider,
@@ -51,7 +58,10 @@ __all__ = [
     "FileOperationNode",
     "FolderAnalysis",
     "FolderAnalyzerNode",
+    "HumanInputNode",
     "IgnoreRules",
+    "InputHandler",
+    "InputRequest",
     "ModelPrice",
     "ModelProvider",
     "ModelRequest",
@@ -62,7 +72,9 @@ __all__ = [
     "PatchFile",
     "PriceTable",
     "PromptVariables",
+    "TerminalInputHandler",
     "UpdateFile",
     "register_price",
     "resolve_credentials",
+    "terminal_input_handler",
 ]

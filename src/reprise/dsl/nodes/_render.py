@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from reprise.dsl.scope import Scope
     from reprise.runners.node_context import NodeContext
 
-__all__ = ["NodeScope", "input_variables", "render_setting", "render_text"]
+__all__ = ["NodeScope", "input_variables", "render_in", "render_setting", "render_text"]
 
 
 class NodeScope:
@@ -63,7 +63,12 @@ def input_variables(input: BaseModel | None) -> dict[str, Any]:
 
 
 def render_setting(value: Any, ctx: NodeContext, variables: Mapping[str, Any]) -> Any:
-    """``value`` rendered if it is a template, else unchanged.
+    """``value`` rendered if it is a template, else unchanged (see :func:`render_in`)."""
+    return render_in(value, ctx.scope, str(ctx.path), variables)
+
+
+def render_in(value: Any, scope: Scope | None, path: str, variables: Mapping[str, Any]) -> Any:
+    """``value`` rendered against ``scope`` (plus ``variables``) if it is a template.
 
     As for node inputs, a string is a template only if it contains ``$var{``, ``$expr{`` or
     ``$hier{``: other text (a shell's ``$$`` or ``$HOME``, a price) is used as it is. The template
@@ -77,7 +82,7 @@ def render_setting(value: Any, ctx: NodeContext, variables: Mapping[str, Any]) -
         return value
     if not template.is_template(value):
         return value
-    return template.render(value, NodeScope(ctx.scope, variables), path=str(ctx.path))
+    return template.render(value, NodeScope(scope, variables), path=path)
 
 
 def render_text(value: Any, ctx: NodeContext, variables: Mapping[str, Any]) -> str:
