@@ -18,6 +18,8 @@ process, one after the other or at the same time, never see each other's spans, 
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import threading
@@ -164,6 +166,25 @@ def _lead_keys(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any
     lead: dict[str, Any] = {k: event.pop(k) for k in ("timestamp", "level", "event") if k in event}
     lead.update(event)
     return lead
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as strings (``"nan"``, ``"inf"``): they are not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps_log(event: Any, **kwargs: Any) -> str:
+    """Strict JSON for a log line; the slow path only for the rare non-finite float."""
+    try:
+        return json.dumps(event, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(event), default=str, allow_nan=False)
 
 
 def _hex_ids(span: Span) -> dict[str, str]:
@@ -324,7 +345,7 @@ class RunTelemetry:
         ]
         if self._otel_logs is not None:
             processors.append(self._otel_logs.processor)
-        processors += [_lead_keys, structlog.processors.JSONRenderer(default=str)]
+        processors += [_lead_keys, structlog.processors.JSONRenderer(serializer=_dumps_log)]
         level = _LEVELS[self.settings.log_level.lower()]
         return structlog.wrap_logger(
             _SinkLogger(self._log_sink),
@@ -475,6 +496,12 @@ class RunTelemetry:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RepriseError(f"metric {name!r}: value must be a number, got {type(value).__name__}", path=path)
         if self.meter_provider is None:
+            return
+        if not math.isfinite(value):
+            # The SDK drops it too, but only tells stdlib logging; say so where the run logs.
+            self.logger.bind(hierarchy_path=path).warning(
+                "metric value is not finite; dropped", metric=name, value=value
+            )
             return
         instrument = self._user_instruments.get(name)
         if instrument is None:

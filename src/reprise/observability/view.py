@@ -159,7 +159,7 @@ def _describe(span: SpanRecord) -> str:
     attempts = attrs.get("reprise.attempts")
     if isinstance(attempts, int) and attempts > 1:
         parts.append(f"attempts={attempts}")
-    if status == "failed" and span.status_message:
+    if status == "failed" and span.status_message and span.status_message != "failed":
         parts.append(span.status_message.splitlines()[0][:200])
     return "  ".join(parts)
 
