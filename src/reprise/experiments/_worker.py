@@ -29,6 +29,7 @@ from reprise.experiments._wire import HEADER, decode_header, encode_message
 
 __all__ = ["main"]
 
+
 def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
     chunks: list[bytes] = []
     remaining = n
@@ -87,10 +88,8 @@ def _run_job(job: Any, out: IO[bytes]) -> Any:
         _write_message(out, ("started", run_id))
 
     try:
-        return anyio.run(
-            partial(run_item, job, on_started=started, on_cancelled=holder.append), backend=job.backend
-        )
-    except BaseException:  # noqa: BLE001 - Ctrl-C from the parent: report the item cancelled
+        return anyio.run(partial(run_item, job, on_started=started, on_cancelled=holder.append), backend=job.backend)
+    except BaseException:
         if holder:
             return holder[0]
         return lost_result(

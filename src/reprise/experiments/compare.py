@@ -101,7 +101,7 @@ def _read(folder: ExperimentFolder) -> tuple[SideFigures, dict[str, _PerInput]]:
             entry.successes += 1
             successes += 1
             text = json.dumps(line.get("outcome"), sort_keys=True, ensure_ascii=False, default=str)
-            # A digest, not the outcome: inputs × distinct outcomes stays small in memory.
+            # A digest, not the outcome: inputs x distinct outcomes stays small in memory.
             entry.outcomes.add(hashlib.sha1(text.encode()).hexdigest())
             if entry.example is None:
                 entry.example = text[:_EXAMPLE_CHARS]

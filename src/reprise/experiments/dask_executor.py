@@ -59,7 +59,9 @@ def _import_distributed() -> Any:
     try:
         import distributed
     except ImportError:
-        raise ExperimentError("the Dask executor needs the 'distributed' package: pip install 'reprise[dask]'") from None
+        raise ExperimentError(
+            "the Dask executor needs the 'distributed' package: pip install 'reprise[dask]'"
+        ) from None
     return distributed
 
 
@@ -123,18 +125,17 @@ class DaskExecutor(ItemExecutor):
 
 def _wait(future: Future[ItemResult], timeout: float | None) -> tuple[str, Any]:
     """Block until the task ends (or ``timeout``): ``("result", ItemResult)``,
-    ``("error", exception)``, ``("cancelled", None)`` or ``("timeout", None)``."""
-    from distributed import wait
-
+    ``("error", exception)`` (the remote exception, with its type), ``("cancelled", None)`` or
+    ``("timeout", None)``."""
     try:
-        wait([future], timeout=timeout)  # type: ignore[no-untyped-call]
-    except TimeoutError:
+        return ("result", future.result(timeout=timeout))
+    except BaseException as exc:
+        status = future.status
+        if status == "error":
+            return ("error", exc)
+        if status == "cancelled":
+            return ("cancelled", None)
         return ("timeout", None)
-    if future.status == "finished":
-        return ("result", future.result())
-    if future.status == "error":
-        return ("error", future.exception())  # type: ignore[no-untyped-call]
-    return ("cancelled", None)
 
 
 class _DaskSession(ExecutorSession):
@@ -159,8 +160,11 @@ class _DaskSession(ExecutorSession):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(future.cancel)
                 result = lost_result(
-                    job, "cancelled", RunCancelledError("experiment stopped; Dask task cancelled"),
-                    started_at=started_at, duration_s=anyio.current_time() - t0,
+                    job,
+                    "cancelled",
+                    RunCancelledError("experiment stopped; Dask task cancelled"),
+                    started_at=started_at,
+                    duration_s=anyio.current_time() - t0,
                 )
                 await report(result)
             raise
@@ -174,8 +178,8 @@ class _DaskSession(ExecutorSession):
             result = lost_result(job, "timeout", error, started_at=started_at, duration_s=duration)
         elif outcome == "error" and isinstance(value, KilledWorker):
             error = WorkerCrashedError(f"the Dask worker running this item died ({value})")
-            error.__cause__ = value
             result = lost_result(job, "crashed", error, started_at=started_at, duration_s=duration)
+            error.__cause__ = value  # after the record is written: its type stays WorkerCrashedError
         elif outcome == "error":
             result = lost_result(job, "failed", value, started_at=started_at, duration_s=duration)
         else:

@@ -130,7 +130,9 @@ class Experiment:
         except DefinitionError as exc:
             raise ExperimentError(f"invalid root id: {exc.message}; pass root_id=") from None
         self.name = check_name(name or self.target_object.id or (self.target.name if self.target.ref else "experiment"))
-        self.outcome_settings = outcome_repo if isinstance(outcome_repo, OutcomeSettings) else OutcomeSettings(enabled=outcome_repo)
+        self.outcome_settings = (
+            outcome_repo if isinstance(outcome_repo, OutcomeSettings) else OutcomeSettings(enabled=outcome_repo)
+        )
         self.observability = observability
         self.progress: Progress | None = auto_progress() if progress is True else (progress or None)
         self.on_result = on_result
@@ -143,7 +145,7 @@ class Experiment:
     # -- configuration -----------------------------------------------------------------------
     @property
     def total(self) -> int:
-        """Planned runs: inputs × iterations."""
+        """Planned runs: inputs x iterations."""
         return len(self.inputs) * self.iterations
 
     def config(self) -> dict[str, Any]:
@@ -371,7 +373,12 @@ class Experiment:
                     result.payload = None
                 if result.lost:
                     await anyio.to_thread.run_sync(
-                        finalize_lost_run, job, result, self.run_root, self.outcome_settings, self.project_root,
+                        finalize_lost_run,
+                        job,
+                        result,
+                        self.run_root,
+                        self.outcome_settings,
+                        self.project_root,
                         limiter=io_limiter,
                     )
                 elif not self.executor.workers_commit and record.run_id is not None:
@@ -421,4 +428,3 @@ def _executor_from_config(config: dict[str, Any]) -> ItemExecutor:
             raise ExperimentError("config.yaml names a Dask executor without an address; pass executor=")
         return DaskExecutor(str(address), shared_filesystem=bool(config.get("shared_filesystem", False)))
     raise ExperimentError(f"unknown executor kind {kind!r} in config.yaml")
-

@@ -84,7 +84,9 @@ class ExperimentFolder:
             return cls._checked(base / name)
         check_name(name)
         matches = sorted(
-            p for p in (base.iterdir() if base.is_dir() else ()) if (m := FOLDER_PATTERN.match(p.name)) and m["name"] == name
+            p
+            for p in (base.iterdir() if base.is_dir() else ())
+            if (m := FOLDER_PATTERN.match(p.name)) and m["name"] == name
         )
         if not matches:
             raise ExperimentError(f"no experiment named {name!r} under {base}")

@@ -27,6 +27,7 @@ from reprise.experiments.errors import ExperimentInputError
 
 __all__ = ["ExperimentInput", "InputsSource", "load_inputs", "normalize_inputs", "write_inputs_jsonl"]
 
+
 class ExperimentInput(BaseModel):
     """One input of an experiment (run ``iterations`` times)."""
 
@@ -54,7 +55,9 @@ class ExperimentInput(BaseModel):
 InputsSource = Sequence[ExperimentInput | Mapping[str, Any]] | Path | str
 
 
-def normalize_inputs(items: Iterable[ExperimentInput | Mapping[str, Any]], *, source: str = "inputs") -> list[ExperimentInput]:
+def normalize_inputs(
+    items: Iterable[ExperimentInput | Mapping[str, Any]], *, source: str = "inputs"
+) -> list[ExperimentInput]:
     """Validate items, number those without an id and check ids are unique."""
     out: list[ExperimentInput] = []
     seen: set[str] = set()

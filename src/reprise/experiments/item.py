@@ -14,6 +14,7 @@ process was killed or died (and commits what it had to git), :func:`unpack_run_d
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import pickle
@@ -211,7 +212,7 @@ def run_job_sync(job: ItemJob) -> ItemResult:
         holder: list[ItemResult] = []
         try:
             result = anyio.run(_run_collecting, job, holder, backend=job.backend)
-        except BaseException:  # noqa: BLE001 - a cancelled item still reports
+        except BaseException:
             if not holder:
                 raise
             result = holder[0]
@@ -349,20 +350,24 @@ def error_chain(error: BaseException) -> list[BaseException]:
         try:
             pickle.loads(pickle.dumps(link))
             chain.append(link)
-        except Exception:  # noqa: BLE001 - anything may fail to pickle
+        except Exception:
             chain.append(RepriseError(f"{type(link).__module__}.{type(link).__qualname__}: {link}"))
         link = link.__cause__
     return chain
 
 
 def _relink(chain: list[BaseException]) -> BaseException | None:
-    for exc, cause in zip(chain, chain[1:]):
+    for exc, cause in itertools.pairwise(chain):
         exc.__cause__ = cause
     return chain[0] if chain else None
 
 
 def _rebuild_result(
-    record: RunRecord, chain: list[BaseException], payload: bytes | None, declared: tuple[tuple[str, str, str], ...], lost: bool
+    record: RunRecord,
+    chain: list[BaseException],
+    payload: bytes | None,
+    declared: tuple[tuple[str, str, str], ...],
+    lost: bool,
 ) -> ItemResult:
     return ItemResult(record=record, error=_relink(chain), payload=payload, declared=declared, lost=lost)
 
@@ -375,7 +380,7 @@ def json_outcome(outcome: Any) -> Any:
     try:
         data = TypeAdapter(Any).dump_python(outcome, mode="json")
         size = len(json.dumps(data, ensure_ascii=False))
-    except Exception:  # noqa: BLE001 - an outcome that is not JSON-able is still recorded
+    except Exception:
         data = repr(outcome)
         size = len(data)
     if size > OUTCOME_LIMIT:
@@ -481,7 +486,11 @@ def commit_run_outcomes(
         [OutcomeFile(run_dir / rel, repo_path, node_path) for rel, repo_path, node_path in declared],
         with_order=settings.commit_per_node,
     )
-    lines = [f"run {run.run_id}: {meta.status.value} in {meta.duration_s or 0.0:.3f}s", "", f"root: {meta.root_component_id}"]
+    lines = [
+        f"run {run.run_id}: {meta.status.value} in {meta.duration_s or 0.0:.3f}s",
+        "",
+        f"root: {meta.root_component_id}",
+    ]
     if meta.error_msg:
         lines.append(f"error: {meta.error_msg}")
     try:
@@ -490,7 +499,11 @@ def commit_run_outcomes(
         setattr(meta, "outcome_commit_error", exc.message)  # noqa: B010 - an extra metadata field
         run.write_metadata(meta)
         return None
-    for name, value in (("outcome_commit", commit), ("outcome_branch", repo.branch(run.run_id)), ("outcome_repo", str(repo.path))):
+    for name, value in (
+        ("outcome_commit", commit),
+        ("outcome_branch", repo.branch(run.run_id)),
+        ("outcome_repo", str(repo.path)),
+    ):
         setattr(meta, name, value)
     run.write_metadata(meta)
     return commit
@@ -518,6 +531,8 @@ def finalize_lost_run(
         if candidate.metadata_path.is_file():
             run = candidate
     if run is None:
+        if record.status == "cancelled":
+            return  # stopped before its run began: resume runs it, nothing to record
         run = RunDirectory.create(run_root, job.run_id_prefix)
         pid, pid_start = pid_info()
         from reprise import __version__

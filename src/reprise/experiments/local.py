@@ -38,6 +38,10 @@ __all__ = ["LocalExecutor"]
 Isolation = Literal["process", "inline"]
 
 
+#: Seconds a worker may take to start an item (start-up, importing the target) before its run exists.
+STARTUP_LIMIT = 60.0
+
+
 def kill_grace(timeout: float) -> float:
     """How long after an item's timeout its worker is killed if the item has not stopped."""
     return min(max(1.0, timeout * 0.1), 30.0)
@@ -53,7 +57,9 @@ class LocalExecutor(ItemExecutor):
             experiment is stopped, before it is killed.
     """
 
-    def __init__(self, isolation: Isolation = "process", *, workers: int | None = None, interrupt_grace: float = 5.0) -> None:
+    def __init__(
+        self, isolation: Isolation = "process", *, workers: int | None = None, interrupt_grace: float = 5.0
+    ) -> None:
         if isolation not in ("process", "inline"):
             raise ExperimentError(f"unknown isolation {isolation!r}: use 'process' or 'inline'")
         if workers is not None and workers < 1:
@@ -182,38 +188,55 @@ class _ProcessSession(ExecutorSession):
         hard_limit = job.timeout + kill_grace(job.timeout) if job.timeout else None
         try:
             await worker.send(("job", job))
-            with anyio.move_on_after(hard_limit):
-                while True:
-                    kind, body = await worker.receive()
-                    if kind == "started":
-                        run_id = body
-                        continue
+            # Until the run exists the worker may still be starting (interpreter, imports of the
+            # target's module): that time is not the item's. The item's clock starts with its run.
+            with anyio.move_on_after(max(STARTUP_LIMIT, hard_limit or 0.0)):
+                kind, body = await worker.receive()
+                if kind == "started":
+                    run_id = body
+                else:
                     result = body
-                    break
+            if result is None and run_id is not None:
+                with anyio.move_on_after(hard_limit):
+                    kind, body = await worker.receive()
+                    result = body
             if result is None:
                 # The item ignored its in-worker timeout (it blocks its event loop): kill it.
                 await worker.kill()
                 assert job.timeout is not None
-                error = ItemTimeoutError(
-                    f"timed out after {job.timeout:g}s; worker process killed", run_id=run_id
-                )
+                error = ItemTimeoutError(f"timed out after {job.timeout:g}s; worker process killed", run_id=run_id)
                 result = lost_result(
-                    job, "timeout", error, run_id=run_id, started_at=started_at,
-                    duration_s=time.perf_counter() - t0, worker=worker.label,
+                    job,
+                    "timeout",
+                    error,
+                    run_id=run_id,
+                    started_at=started_at,
+                    duration_s=time.perf_counter() - t0,
+                    worker=worker.label,
                 )
             else:
                 self.idle.append(worker)
         except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             code = await worker.kill()
             result = lost_result(
-                job, "crashed", crashed_error(code, run_id), run_id=run_id, started_at=started_at,
-                duration_s=time.perf_counter() - t0, worker=worker.label,
+                job,
+                "crashed",
+                crashed_error(code, run_id),
+                run_id=run_id,
+                started_at=started_at,
+                duration_s=time.perf_counter() - t0,
+                worker=worker.label,
             )
-        except Exception as exc:  # noqa: BLE001 - e.g. a result that does not unpickle here
+        except Exception as exc:
             await worker.kill()
             result = lost_result(
-                job, "failed", exc, run_id=run_id, started_at=started_at,
-                duration_s=time.perf_counter() - t0, worker=worker.label,
+                job,
+                "failed",
+                exc,
+                run_id=run_id,
+                started_at=started_at,
+                duration_s=time.perf_counter() - t0,
+                worker=worker.label,
             )
         except BaseException:
             # The experiment is being cancelled: let the worker record its run as cancelled.
@@ -225,7 +248,9 @@ class _ProcessSession(ExecutorSession):
         self.busy.discard(worker)
         await report(result)
 
-    async def _interrupt(self, worker: _Worker, job: ItemJob, run_id: str | None, started_at: str, t0: float) -> ItemResult:
+    async def _interrupt(
+        self, worker: _Worker, job: ItemJob, run_id: str | None, started_at: str, t0: float
+    ) -> ItemResult:
         worker.signal_group(signal.SIGINT)
         result: ItemResult | None = None
         with anyio.move_on_after(self.interrupt_grace):
@@ -243,8 +268,13 @@ class _ProcessSession(ExecutorSession):
         if result is not None:
             return result
         return lost_result(
-            job, "cancelled", RunCancelledError("experiment stopped; worker process killed", run_id=run_id),
-            run_id=run_id, started_at=started_at, duration_s=time.perf_counter() - t0, worker=worker.label,
+            job,
+            "cancelled",
+            RunCancelledError("experiment stopped; worker process killed", run_id=run_id),
+            run_id=run_id,
+            started_at=started_at,
+            duration_s=time.perf_counter() - t0,
+            worker=worker.label,
         )
 
     async def aclose(self) -> None:
@@ -258,7 +288,9 @@ class _ProcessSession(ExecutorSession):
 
 
 @asynccontextmanager
-async def _process_session(size: int, options: SessionOptions, interrupt_grace: float) -> AsyncIterator[ExecutorSession]:
+async def _process_session(
+    size: int, options: SessionOptions, interrupt_grace: float
+) -> AsyncIterator[ExecutorSession]:
     options.log_path.parent.mkdir(parents=True, exist_ok=True)
     log_fd = os.open(options.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     session = _ProcessSession(size, options, log_fd, interrupt_grace)

@@ -12,7 +12,6 @@ import json
 import math
 import os
 from array import array
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -31,7 +30,7 @@ class ExperimentSummary(BaseModel):
     target: str | None = None
     started_at: str
     ended_at: str
-    #: Planned runs: inputs × iterations.
+    #: Planned runs: inputs x iterations.
     total: int
     #: Runs with a final status (completed, failed, timeout, crashed).
     finished: int

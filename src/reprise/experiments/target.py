@@ -78,7 +78,9 @@ class TargetSpec:
             else:
                 spec = cls(ref=None, local_id=secrets.token_hex(8))
         else:
-            raise ExperimentError(f"an experiment runs a FlowDefinition or AgentDefinition, got {type(target).__name__}")
+            raise ExperimentError(
+                f"an experiment runs a FlowDefinition or AgentDefinition, got {type(target).__name__}"
+            )
         # This process already has the object: items run here use it as it is.
         _RESOLVED[spec.key] = obj
         return spec
@@ -118,7 +120,7 @@ def _find_reference(target: Container) -> tuple[str, str | None] | None:
     """``("module:name", main file or None)`` for a module-level name bound to ``target``."""
     # __main__ last: a flow imported into a script is found in its own (importable) module;
     # one defined in the script itself is then loaded from the script's file in workers.
-    modules = [(n, m) for n, m in list(sys.modules.items()) if n != "__main__"]
+    modules: list[tuple[str, object]] = [(n, m) for n, m in list(sys.modules.items()) if n != "__main__"]
     modules.append(("__main__", sys.modules.get("__main__")))
     for mod_name, module in modules:
         namespace = getattr(module, "__dict__", None)
@@ -157,11 +159,11 @@ def _pickle(target: Container) -> bytes:
         return bytes(cloudpickle.dumps(target))
     except ImportError:
         pass
-    except Exception as exc:  # noqa: BLE001 - cloudpickle raises many kinds
+    except Exception as exc:
         raise ExperimentError(f"cannot send the target to worker processes: {exc}") from exc
     try:
         return pickle.dumps(target)
-    except Exception as exc:  # noqa: BLE001 - pickle raises many kinds
+    except Exception as exc:
         raise ExperimentError(
             "cannot send the target to worker processes: it is not a module-level name of an importable "
             f"module and does not pickle ({exc}); define it at module level, install cloudpickle, or use "
