@@ -240,7 +240,10 @@ def log(
         attrs: dict[str, Any] = {"reprise.hierarchy_path": path or ctx.root_component_id}
         for name, value in metrics.items():
             if _is_number(value):
-                tel.user_metric(_instrument_name(name), float(value), attrs)
+                try:
+                    tel.user_metric(_instrument_name(name), float(value), attrs)
+                except RepriseError:
+                    pass  # a name the exporter refuses (reserved 'reprise.*'): the JSONL line keeps it
         numeric = {k: v for k, v in metrics.items() if _is_number(v) or isinstance(v, str)}
         _logger(tel, node).info("metrics", step=step, **{f"metric.{k}": v for k, v in numeric.items()})
     return step

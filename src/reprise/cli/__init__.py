@@ -1,0 +1,94 @@
+"""The ``reprise`` command: run, re-run, inspect and compare runs; metrics and alerts.
+
+``reprise --help`` lists the commands; ``docs/cli.md`` documents each with an example and its
+JSON envelope. Built on :mod:`argparse`; ``import reprise`` never imports this package.
+
+Each group of commands is one module with a ``register(subparsers)`` function, listed once in
+:data:`COMMAND_MODULES`. Adding a group is adding its module name there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError
+from reprise.errors import RepriseError
+
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+
+#: The modules that add sub-commands, in the order ``reprise --help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "reprise.cli.execute",  # run, rerun, resume
+    "reprise.cli.runs",  # runs, show, trace, logs, diff
+    "reprise.cli.alerts",  # alerts, metrics
+    "reprise.cli.view",  # view
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors become one line (and an envelope with ``--json``)
+    instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``reprise`` command with every registered sub-command."""
+    from reprise import __version__
+
+    parser = _Parser(
+        prog="reprise",
+        description="Run, re-run, inspect and compare reprise runs; read their metrics and alerts.",
+        epilog="Every command takes --run-root DIR (default: $REPRISE_RUN_ROOT, else ./runs); "
+        "read commands take --json. Exit codes: 0 ok, 1 run failed, 2 error, 130 cancelled.",
+    )
+    parser.add_argument("--version", action="version", version=f"reprise {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``reprise`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit
+    code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        command = next((a for a in argv if not a.startswith("-")), "reprise")
+        Output(command, argparse.Namespace(json="--json" in argv)).fail(exc)
+        return EXIT_ERROR
+    out = Output(args.command, args)
+    try:
+        code: int = args.handler(args, out)
+        return code
+    except RepriseError as exc:
+        _debug()
+        out.fail(exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        out.fail(RepriseError("interrupted"))
+        return EXIT_RUN_CANCELLED
+    except BrokenPipeError:
+        # `reprise runs | head`: the reader left; say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
+        _debug()
+        out.fail(RepriseError(f"internal error: {type(exc).__name__}: {exc} (set REPRISE_DEBUG=1 for a traceback)"))
+        return EXIT_ERROR
+
+
+def _debug() -> None:
+    if os.environ.get("REPRISE_DEBUG"):
+        traceback.print_exc()

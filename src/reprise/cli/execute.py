@@ -1,0 +1,284 @@
+"""``reprise run``, ``reprise rerun`` and ``reprise resume``: start runs from the terminal.
+
+``run`` records what it ran (``MODULE:OBJECT`` and the project root) in the run's tags, so
+``rerun`` and ``resume`` need only the run id; ``--target`` overrides it (for a run started
+from Python, or after the definition moved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from reprise.cli.common import (
+    EXIT_OK,
+    EXIT_RUN_CANCELLED,
+    EXIT_RUN_FAILED,
+    Output,
+    UsageError,
+    add_common,
+    format_duration,
+    run_root_of,
+)
+from reprise.cli.progress import RunProgress
+from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
+
+__all__ = ["PROJECT_TAG", "TARGET_TAG", "load_target", "parse_inputs", "register"]
+
+#: The tag holding the ``MODULE:OBJECT`` a run was started from.
+TARGET_TAG = "reprise.target"
+#: The tag holding the project root the target was imported from.
+PROJECT_TAG = "reprise.project_root"
+
+_ATTR = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run``, ``rerun`` and ``resume``."""
+    p = subparsers.add_parser(
+        "run",
+        help="run an agent or flow definition",
+        description="Run MODULE:OBJECT (an AgentDefinition or FlowDefinition). The root id is the "
+        "object's id if it has one, else its name. Shows progress on stderr and ends with the run "
+        "id, status and run directory. Exit code 0 completed, 1 failed, 130 cancelled, 2 error.",
+    )
+    p.add_argument("target", metavar="MODULE:OBJECT", help="e.g. myproject.flows:summarize or flows.py:summarize")
+    _run_options(p)
+    p.set_defaults(handler=_run)
+
+    p = subparsers.add_parser(
+        "rerun",
+        help="re-run a run from a hierarchy path, reusing everything before it",
+        description="Start a new run that reuses the results of RUN_ID before HIERARCHY_PATH and "
+        "executes that element and everything after it again.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--from", dest="start_path", metavar="HIERARCHY_PATH", required=True, help="e.g. agent.flow1.node3")
+    p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN_ID ran)")
+    _run_options(p)
+    p.set_defaults(handler=_rerun)
+
+    p = subparsers.add_parser(
+        "resume",
+        help="continue a failed, cancelled or crashed run where it stopped",
+        description="Start a new run that reuses every element RUN_ID completed and executes the rest.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN_ID ran)")
+    _run_options(p)
+    p.set_defaults(handler=_rerun)
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an initial input (repeatable); VALUE is parsed as JSON when it parses, else kept as a string",
+    )
+    p.add_argument("--static-inputs", metavar="FILE", help='a JSON file {"node id or path": {...input...}}')
+    p.add_argument("--prefix", metavar="P", help="run id prefix (P_run_YYYYMMDD_HHMMSS_xxxxxx)")
+    p.add_argument(
+        "--project-root", metavar="DIR", help="the project directory, imported from (default: the current directory)"
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="how to show progress on stderr (auto: rich on a terminal, else one line per node)",
+    )
+    add_common(p)
+
+
+# -- loading the definition --------------------------------------------------------------------
+def load_target(spec: str, project_root: Path) -> tuple[Container, str]:
+    """Import ``MODULE:OBJECT`` (MODULE dotted, or a ``.py`` file relative to ``project_root``)
+    and return the definition and its root id (its ``id``, else the object's name)."""
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not module_part or not _ATTR.match(attr):
+        raise UsageError(f"{spec!r} is not MODULE:OBJECT (e.g. myproject.flows:summarize or flows.py:summarize)")
+    root = str(project_root)
+    if root not in sys.path:
+        # Like `python -m`: the project's own modules import from its root.
+        sys.path.insert(0, root)
+    if module_part.endswith(".py") or "/" in module_part:
+        module = _import_file(project_root, module_part)
+    else:
+        module = _import_module(module_part, project_root)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"module {module_part!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, (AgentDefinition, FlowDefinition)):
+        raise UsageError(f"{spec} is a {type(obj).__name__}, not an AgentDefinition or FlowDefinition")
+    root_id = obj.id or attr.rsplit(".", 1)[-1]
+    return obj, root_id
+
+
+def _import_module(name: str, project_root: Path) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise UsageError(f"no module named {name!r} (looked in {project_root} and the Python path)") from None
+        raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
+
+
+def _import_file(project_root: Path, relative: str) -> Any:
+    path = (project_root / relative).resolve()
+    if not path.is_file():
+        raise UsageError(f"no file {relative!r} in {project_root}")
+    name = f"reprise_target_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so pickling and dataclasses can find it again
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(f"importing {relative!r} failed: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def parse_inputs(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict; each VALUE parsed as JSON when it parses."""
+    inputs: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--input {item!r}: expected KEY=VALUE")
+        try:
+            inputs[key.strip()] = json.loads(raw)
+        except ValueError:
+            inputs[key.strip()] = raw
+    return inputs
+
+
+# -- the handlers ------------------------------------------------------------------------------
+def _run(args: argparse.Namespace, out: Output) -> int:
+    project_root = Path(args.project_root or ".").resolve()
+    definition, root_id = load_target(args.target, project_root)
+    return _execute(args, out, definition, root_id, args.target, project_root, previous=None, start=None)
+
+
+def _rerun(args: argparse.Namespace, out: Output) -> int:
+    from reprise.api import Api
+
+    meta = Api(run_root_of(args)).run_dir(args.run_id).read_metadata()
+    target = args.target or meta.tags.get(TARGET_TAG)
+    if not target:
+        raise UsageError(
+            f"run {args.run_id} does not record what it ran (it was not started with 'reprise run'): "
+            "pass --target MODULE:OBJECT"
+        )
+    project_root = Path(args.project_root or meta.tags.get(PROJECT_TAG) or ".").resolve()
+    definition, _ = load_target(target, project_root)
+    start = getattr(args, "start_path", None)
+    return _execute(
+        args, out, definition, meta.root_component_id, target, project_root, previous=args.run_id, start=start
+    )
+
+
+def _execute(
+    args: argparse.Namespace,
+    out: Output,
+    definition: Container,
+    root_id: str,
+    target: str,
+    project_root: Path,
+    *,
+    previous: str | None,
+    start: str | None,
+) -> int:
+    from reprise.errors import RunFailedError
+    from reprise.observability import ObservabilitySettings
+    from reprise.run.context import RunContext
+    from reprise.runners import AgentRunner, FlowRunner
+    from reprise.runners.runner import ComponentRunner
+
+    progress = RunProgress.choose(out.stderr, "none" if args.progress == "none" else args.progress)
+    ctx = RunContext(
+        root_component_id=root_id,
+        project_root=project_root,
+        run_root=run_root_of(args),
+        observability_settings=ObservabilitySettings(span_processors=[progress]),
+        previous_run_id=previous,
+        start_hierarchy_path=start,
+        initial_inputs=parse_inputs(args.inputs),
+        tags={TARGET_TAG: target, PROJECT_TAG: str(project_root)},
+    )
+    if args.static_inputs:
+        ctx.read_static_inputs(Path(args.static_inputs))
+    runner: ComponentRunner[Any] = (
+        AgentRunner(definition, ctx) if isinstance(definition, AgentDefinition) else FlowRunner(definition, ctx)  # type: ignore[arg-type]
+    )
+    # Everything that can be refused (static inputs, the re-run start path, the definition
+    # against the earlier run) is checked here, before a run directory exists.
+    runner.setup_run(args.prefix)
+    run_dir = ctx.require_run_dir()
+    progress.start(run_dir.run_id, str(run_dir.path))
+    try:
+        runner.run_sync()
+    except RunFailedError:
+        pass  # recorded in the run and in runner.result
+    except KeyboardInterrupt:
+        pass  # recorded as cancelled
+    finally:
+        progress.stop()
+    result = runner.result
+    meta = run_dir.read_metadata()
+    status = meta.status.value
+    data: dict[str, Any] = {
+        "run_id": run_dir.run_id,
+        "status": status,
+        "run_dir": str(run_dir.path),
+        "root_component_id": root_id,
+        "target": target,
+        "duration_s": meta.duration_s,
+        "executed": result.executed if result is not None else None,
+        "reused": result.reused if result is not None else None,
+        "failed_path": result.failed_path if result is not None else None,
+        "error": meta.error_msg,
+        "previous_run_id": previous,
+        "start_hierarchy_path": meta.start_hierarchy_path,
+        "outcome": _jsonable_outcome(result.outcome) if result is not None else None,
+    }
+
+    def text() -> str:
+        counts = f"{data['executed']} executed, {data['reused']} reused"
+        lines = [
+            f"run id   {data['run_id']}",
+            f"status   {status} ({counts}) in {format_duration(meta.duration_s)}",
+            f"run dir  {data['run_dir']}",
+        ]
+        if meta.error_msg:
+            lines.append(f"error    {meta.error_msg}")
+        return "\n".join(lines)
+
+    out.emit(data, text)
+    if status == "completed":
+        return EXIT_OK
+    return EXIT_RUN_CANCELLED if status == "cancelled" else EXIT_RUN_FAILED
+
+
+def _jsonable_outcome(outcome: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    try:
+        return TypeAdapter(Any).dump_python(outcome, mode="json")
+    except Exception:  # noqa: BLE001 - an outcome JSON cannot hold is shown by its repr
+        return repr(outcome)

@@ -1,0 +1,135 @@
+"""Live progress of ``reprise run``: which nodes run, finished, failed or were reused.
+
+The progress is an OpenTelemetry span processor added to the run's own tracer provider, so it
+sees each element the moment it starts and ends, in this process, without polling files. It
+draws with ``rich`` on a terminal and prints one plain line per finished node otherwise (a log
+file, a pipe, an agent reading stderr).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import IO, Any
+
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from reprise.cli.common import format_duration
+
+__all__ = ["RunProgress"]
+
+_MAX_SHOWN = 6
+
+
+class RunProgress(SpanProcessor):
+    """Counts node spans as they start and end, and shows them (``mode``: ``rich``, ``plain``
+    or ``none``)."""
+
+    def __init__(self, stream: IO[str], mode: str) -> None:
+        self.stream = stream
+        self.mode = mode
+        self._lock = threading.Lock()
+        self.running: dict[str, float] = {}
+        self.counts = {"completed": 0, "reused": 0, "failed": 0, "cancelled": 0}
+        self.last: str | None = None
+        self.run_id = ""
+        self._t0 = time.monotonic()
+        self._live: Any = None
+
+    @classmethod
+    def choose(cls, stream: IO[str], requested: str) -> RunProgress:
+        """``auto`` picks ``rich`` on a terminal (when rich is installed), else ``plain``."""
+        mode = requested
+        if mode in ("auto", "rich"):
+            try:
+                import rich  # noqa: F401
+            except ImportError:
+                mode = "plain"
+            else:
+                if requested == "auto":
+                    mode = "rich" if stream.isatty() else "plain"
+        return cls(stream, mode)
+
+    # -- span processor --------------------------------------------------------------------
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        attrs = span.attributes or {}
+        if attrs.get("reprise.element_type") == "node":
+            with self._lock:
+                self.running[str(attrs.get("reprise.hierarchy_path"))] = time.monotonic()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attrs = span.attributes or {}
+        if attrs.get("reprise.element_type") != "node":
+            return
+        path = str(attrs.get("reprise.hierarchy_path"))
+        status = str(attrs.get("reprise.status", "completed"))
+        reused = attrs.get("reprise.reused") is True
+        key = "reused" if reused else status
+        duration = (span.end_time - span.start_time) / 1e9 if span.end_time and span.start_time else None
+        with self._lock:
+            self.running.pop(path, None)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            self.last = f"{path} {key}"
+        if self.mode == "plain":
+            origin = attrs.get("reprise.reused_from") or attrs.get("reprise.reused_from_run")
+            note = f" (from {origin})" if reused else f" {format_duration(duration)}"
+            self._write(f"  {key:<9} {path}{note}\n")
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    # -- display ---------------------------------------------------------------------------
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed stderr must never fail the run
+
+    def start(self, run_id: str, run_dir: str) -> None:
+        """Show that run ``run_id`` started."""
+        self.run_id = run_id
+        self._t0 = time.monotonic()
+        if self.mode == "plain":
+            self._write(f"run {run_id} started in {run_dir}\n")
+        elif self.mode == "rich":
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=self.stream, stderr=True)
+            self._live = Live(get_renderable=self._render, console=console, refresh_per_second=8, transient=True)
+            self._live.start()
+
+    def stop(self) -> None:
+        """Stop showing progress."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        with self._lock:
+            counts = dict(self.counts)
+            running = sorted(self.running.items(), key=lambda item: item[1])
+            last = self.last
+        now = time.monotonic()
+        text = Text()
+        text.append(f"run {self.run_id}", style="bold")
+        text.append(f"  {format_duration(now - self._t0)}  ")
+        text.append(f"done {counts['completed']}", style="green")
+        text.append("  ")
+        text.append(f"reused {counts['reused']}", style="cyan")
+        if counts["failed"]:
+            text.append("  ")
+            text.append(f"failed {counts['failed']}", style="bold red")
+        for path, started in running[:_MAX_SHOWN]:
+            text.append(f"\n  running {path}  {format_duration(now - started)}", style="yellow")
+        if len(running) > _MAX_SHOWN:
+            text.append(f"\n  ... {len(running) - _MAX_SHOWN} more running", style="yellow")
+        if last and not running:
+            text.append(f"\n  last: {last}", style="dim")
+        return text
