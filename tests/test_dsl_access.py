@@ -21,6 +21,11 @@ def test_ref_field_access_reads_data_fields_only() -> None:
 
     assert access({"a": [Model(name="n")]}, ["a", "0", "name"], what="t") == "n"
     assert access(Point(3), ["x"], what="t") == 3
-    for value, field in [(Model(name="n"), "model_dump"), (Model(name="n"), "_private"), ("text", "upper"), (Point(1), "__class__")]:
+    for value, field in [
+        (Model(name="n"), "model_dump"),
+        (Model(name="n"), "_private"),
+        ("text", "upper"),
+        (Point(1), "__class__"),
+    ]:
         with pytest.raises(NodeInputError):
             access(value, [field], what="t")
