@@ -17,7 +17,19 @@ import anyio
 import pytest
 
 import reprise.view
-from reprise import FlowDefinition, FlowRunner, NodeContext, RunContext, RunFailedError, Var, node
+from reprise import (
+    AgentDefinition,
+    AgentRunner,
+    Computed,
+    FlowDefinition,
+    FlowRunner,
+    NodeContext,
+    Ref,
+    RunContext,
+    RunFailedError,
+    Var,
+    node,
+)
 from reprise.errors import RepriseError, RunSetupError
 from reprise.view import (
     RunViewData,
@@ -166,6 +178,35 @@ def test_reused_nodes_and_lineage(tmp_path: Path) -> None:
     assert json.loads(data.details[str(els["demo.start"]["i"])]["outcome"])["v"] == 6
 
 
+def test_agent_flows_subflows_and_conditionals(tmp_path: Path) -> None:
+    @node
+    async def count() -> int:
+        return 5
+
+    inner = FlowDefinition().node("count", count)
+    check = (
+        FlowDefinition()
+        .subflow("inner", inner)
+        .conditional(
+            "big",
+            Computed(lambda n: n > 3, Ref("inner")),
+            FlowDefinition().node("yes", step, inputs={"item": 1}),
+            FlowDefinition().node("no", step, inputs={"item": 0}),
+        )
+    )
+    agent = AgentDefinition().flow("check", check)
+    ctx = RunContext(root_component_id="agent", project_root=tmp_path)
+    AgentRunner(agent, ctx).run_sync()
+    data = build_run_view_data(ctx.require_run_dir().path)
+    els = by_path(data)
+    assert (els["agent"]["t"], els["agent.check"]["t"], els["agent.check.inner"]["t"]) == ("agent", "flow", "subflow")
+    assert els["agent.check.big"]["t"] == "conditional"
+    assert els["agent.check.big.then"]["t"] == "branch"
+    assert els["agent.check.big.then.yes"]["s"] == "completed"
+    assert "agent.check.big.else" not in els
+    assert json.loads(data.details[str(els["agent.check.big"]["i"])]["fields"]) == {"branch": "then", "condition": True}
+
+
 CRASHING_FLOW = """
 import os, sys
 from pathlib import Path
@@ -218,7 +259,7 @@ def test_node_files_are_listed_not_walked(tmp_path: Path) -> None:
     els = by_path(data)
     assert set(els) == {"files", "files.writer"}
     files = data.details[str(els["files.writer"]["i"])]["files"]
-    assert [tuple(f) for f in files] == [("report.txt", 5)]
+    assert [tuple(f) for f in files] == [("report.txt", 5), ("sub/", 0)]
 
 
 def test_large_values_are_cut(tmp_path: Path) -> None:

@@ -270,13 +270,11 @@ class _Builder:
     # directory holding elements (a loop iteration, a conditional's branch, a composite that has
     # not finished). A node's directory is not descended into: nodes may write their own files.
     def walk(self, directory: Path, path: str, parent: int, depth: int) -> int | None:
-        result = _read_json(directory / RESULT_FILE)
-        if not isinstance(result, dict):
-            result = None
-        has_input = (directory / INPUT_FILE).is_file()
-        is_node = (result is not None and result.get("element_type") == "node") or (result is None and has_input)
+        # One listing per directory tells which files exist: no stat per expected file (this
+        # runs once per element, 20,000 times for a 10,000-node loop).
         subdirs: list[os.DirEntry[str]] = []
-        files: list[tuple[str, int]] = []
+        others: list[os.DirEntry[str]] = []
+        names: set[str] = set()
         try:
             with os.scandir(directory) as it:
                 for entry in it:
@@ -284,17 +282,29 @@ class _Builder:
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry)
-                    elif is_node and entry.name not in _STANDARD_FILES and len(files) < MAX_FILES:
-                        files.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+                    elif entry.name in _STANDARD_FILES:
+                        names.add(entry.name)
+                    elif len(others) < MAX_FILES:
+                        others.append(entry)
         except OSError:
             return None
+        result = _read_json(directory / RESULT_FILE) if RESULT_FILE in names else None
+        if not isinstance(result, dict):
+            result = None
+        has_input = INPUT_FILE in names
+        is_node = (result is not None and result.get("element_type") == "node") or (result is None and has_input)
+        files: list[tuple[str, int]] = []
+        if is_node:
+            # Files the node wrote into its directory (folders with a trailing "/").
+            files = [(entry.name, entry.stat(follow_symlinks=False).st_size) for entry in others]
+            files = (files + [(entry.name + "/", 0) for entry in subdirs])[:MAX_FILES]
         if result is None and not is_node and not subdirs:
             return None
         index = len(self.elements)
         element: dict[str, Any] = {"i": index, "p": path, "n": path.rsplit(".", 1)[-1], "u": parent, "dp": depth}
         self.elements.append(element)
         self.by_path[path] = index
-        self._describe(element, result, is_node, directory, files)
+        self._describe(element, result, is_node, directory, files, names)
         children: list[int] = []
         if not is_node:
             for entry in subdirs:
@@ -318,6 +328,7 @@ class _Builder:
         is_node: bool,
         directory: Path,
         files: list[tuple[str, int]],
+        names: set[str],
     ) -> None:
         path = e["p"]
         span = self.spans.get(path)
@@ -401,10 +412,9 @@ class _Builder:
                 e["a"], e["b"] = start, end
         if is_node:
             for file_name, key in ((INPUT_FILE, "input"), (OUTCOME_FILE, "outcome")):
-                file = directory / file_name
-                if file.is_file():
+                if file_name in names:
                     try:
-                        detail[key], _ = _read_text(file, self.limit)
+                        detail[key], _ = _read_text(directory / file_name, self.limit)
                     except OSError:
                         pass
             if files:
