@@ -7,6 +7,7 @@ node drives the real SDK clients against them, on asyncio and on trio.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -484,3 +485,51 @@ def test_import_reprise_imports_no_model_sdk() -> None:
         "[m for m in sys.modules if m.startswith(('openai', 'anthropic'))]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- the example agent -----------------------------------------------------------------------------
+EXAMPLE_ENV_VARS = ("REPRISE_OPENAI_MODEL", "REPRISE_OPENAI_BASE_URL", "OPENAI_API_KEY")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_example(env: dict[str, str], run_root: Path) -> subprocess.CompletedProcess[str]:
+    base_env = {k: v for k, v in os.environ.items() if k not in EXAMPLE_ENV_VARS}
+    return subprocess.run(
+        [sys.executable, "-m", "examples.ai_agent", "--run-root", str(run_root)],
+        env={**base_env, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_example_says_what_to_set(tmp_path: Path) -> None:
+    proc = run_example({}, tmp_path)
+    assert proc.returncode == 2
+    for var in EXAMPLE_ENV_VARS:
+        assert var in proc.stderr
+    assert not (tmp_path).joinpath("runs").exists()
+
+
+def test_example_agent_end_to_end(model_server: ModelServer, tmp_path: Path) -> None:
+    model_server.structured = {
+        "title": "Notes briefing",
+        "summary": "A few notes.",
+        "action_items": ["fix the bug"],
+        "open_questions": [],
+    }
+    env = {
+        "REPRISE_OPENAI_MODEL": "local-model",
+        "REPRISE_OPENAI_BASE_URL": model_server.url + "/v1",
+        "OPENAI_API_KEY": CANARY,
+    }
+    proc = run_example(env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    briefing = Path(proc.stdout.split("briefing:")[1].strip())
+    assert briefing.read_text().startswith("# Notes briefing\n\nA few notes.\n\n## Action items\n\n- fix the bug\n")
+    prompt = model_server.requests[0]["body"]["messages"][-1]["content"]
+    assert "lentil-soup.txt" in prompt  # the folder's digest reached the model
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), path
