@@ -339,3 +339,16 @@ async def test_agent_flows_subagents_and_agent_level_control_flow(tmp_path: Path
 
 def _count(values: list[Any]) -> int:
     return len(values)
+
+
+async def test_loop_over_no_items(tmp_path: Path) -> None:
+    body = FlowDefinition().node("n", echo, inputs={"value": Var("item")})
+    flow = (
+        FlowDefinition()
+        .for_each("loop", Initial("items"), body, max_iterations=3)
+        .node("after", echo, inputs={"value": Ref("loop")})
+    )
+    result = await _run(flow, tmp_path, initial_inputs={"items": []})
+    assert result.outcomes["flow.after"] == []
+    assert _json(result.run_dir / "flow" / "loop" / "result.json")["iterations"] == 0
+    assert [p.name for p in (result.run_dir / "flow" / "loop").iterdir()] == ["result.json"]

@@ -373,3 +373,19 @@ def test_sigint_records_cancelled(tmp_path: Path, backend: str) -> None:
     assert meta["ended_at"]
     assert _json(run / "flow" / "first" / "outcome.json") == "kept"
     assert _json(run / "flow" / "wait" / "result.json")["status"] == "cancelled"
+
+
+async def test_failing_iteration_stops_a_sequential_loop(tmp_path: Path) -> None:
+    def work(item: int) -> int:
+        if item == 1:
+            raise ValueError("no ones")
+        return item
+
+    body = FlowDefinition().node("work", work, inputs={"item": Var("item")})
+    flow = FlowDefinition().for_each("loop", [0, 1, 2], body)
+    with pytest.raises(RunFailedError) as info:
+        await FlowRunner(flow, _ctx(tmp_path)).run()
+    assert info.value.path == "flow.loop.1.work"
+    run = info.value.result.run_dir  # type: ignore[attr-defined]
+    assert _json(run / "flow" / "loop" / "0" / "work" / "outcome.json") == 0
+    assert not (run / "flow" / "loop" / "2").exists()
