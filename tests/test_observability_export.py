@@ -356,3 +356,13 @@ def test_forward_to_global_delivers_spans_to_the_users_provider(tmp_path: Path) 
     library = [s for s in spans if s["name"] == "library call"]
     assert ours["mine"]["span_id"] in {s["parent"] for s in library}
     assert "after the runs" in {s["name"] for s in spans}
+
+
+def test_a_bad_export_configuration_fails_the_run_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    ctx = RunContext("live", project_root=tmp_path)
+    with pytest.raises(RunSetupError, match="unsupported OTLP protocol 'http/json'"):
+        FlowRunner(_exported_flow(), ctx).run_sync()
+    # Checked before anything was opened or started.
+    assert not list(tmp_path.rglob("trace.jsonl")) and ctx.telemetry is None

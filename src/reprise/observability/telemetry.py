@@ -18,6 +18,7 @@ process, one after the other or at the same time, never see each other's spans, 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from opentelemetry.trace import Status, StatusCode
 from reprise import __version__
 from reprise.dsl.definition import definition_path
 from reprise.dsl.paths import HierarchyPath
-from reprise.errors import RepriseError
+from reprise.errors import RepriseError, RunSetupError
 from reprise.observability.otlp_json import SpanLineEncoder, metrics_request_line
 from reprise.observability.settings import ObservabilitySettings
 
@@ -187,6 +188,24 @@ def _dumps_log(event: Any, **kwargs: Any) -> str:
         return json.dumps(_finite(event), default=str, allow_nan=False)
 
 
+def _preflight(settings: ObservabilitySettings) -> None:
+    """Raise :class:`RunSetupError` for a live-export configuration that cannot work."""
+    wanted = [("traces", settings.tracing), ("metrics", settings.metrics), ("logs", settings.logging)]
+    for signal, on in wanted:
+        if not on or not settings.resolved_endpoint(signal):
+            continue
+        module = "grpc" if settings.resolved_protocol(signal) == "grpc" else "http"
+        try:
+            found = importlib.util.find_spec(f"opentelemetry.exporter.otlp.proto.{module}") is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        if not found:
+            raise RunSetupError(
+                f"live OTLP export ({signal} over {settings.resolved_protocol(signal)}) needs the extra: "
+                "pip install 'reprise[otlp]'"
+            )
+
+
 def _hex_ids(span: Span) -> dict[str, str]:
     sc = span.get_span_context()
     return {"trace_id": f"{sc.trace_id:032x}", "span_id": f"{sc.span_id:016x}"}
@@ -213,6 +232,7 @@ class RunTelemetry:
             "reprise.root_component_id": ctx.root_component_id,
             **settings.resource_attributes,
         }
+        _preflight(settings)  # configuration errors surface before any file or thread exists
         self.resource = Resource.create(attrs)
         self._closed = False
         self._lock = threading.Lock()
