@@ -100,7 +100,7 @@ def demo_flow() -> FlowDefinition:
 
 
 def run_demo(tmp_path: Path, **kwargs: Any) -> Path:
-    ctx = RunContext(root_component_id="demo", project_root=tmp_path, **kwargs)
+    ctx = RunContext(root_component_id="demo", project_root=tmp_path, outcome_repo=False, **kwargs)
     with pytest.raises(RunFailedError):
         FlowRunner(demo_flow(), ctx).run_sync()
     return ctx.require_run_dir().path
@@ -195,7 +195,7 @@ def test_agent_flows_subflows_and_conditionals(tmp_path: Path) -> None:
         )
     )
     agent = AgentDefinition().flow("check", check)
-    ctx = RunContext(root_component_id="agent", project_root=tmp_path)
+    ctx = RunContext(root_component_id="agent", project_root=tmp_path, outcome_repo=False)
     AgentRunner(agent, ctx).run_sync()
     data = build_run_view_data(ctx.require_run_dir().path)
     els = by_path(data)
@@ -222,7 +222,7 @@ async def crash() -> int:
 
 flow = (FlowDefinition().node("fine", fine)
         .for_each("loop", [1, 2], FlowDefinition().node("crash", crash)))
-FlowRunner(flow, RunContext(root_component_id="dies", project_root=Path(sys.argv[1]))).run_sync()
+FlowRunner(flow, RunContext(root_component_id="dies", project_root=Path(sys.argv[1]), outcome_repo=False)).run_sync()
 """
 
 
@@ -253,7 +253,7 @@ def test_node_files_are_listed_not_walked(tmp_path: Path) -> None:
         (ctx.node_dir / "sub" / "result.json").write_text("{}")
         return "ok"
 
-    ctx = RunContext(root_component_id="files", project_root=tmp_path)
+    ctx = RunContext(root_component_id="files", project_root=tmp_path, outcome_repo=False)
     FlowRunner(FlowDefinition().node("writer", writer), ctx).run_sync()
     data = build_run_view_data(ctx.require_run_dir().path)
     els = by_path(data)
@@ -267,7 +267,7 @@ def test_large_values_are_cut(tmp_path: Path) -> None:
     async def big() -> str:
         return "x" * 10_000
 
-    ctx = RunContext(root_component_id="big", project_root=tmp_path)
+    ctx = RunContext(root_component_id="big", project_root=tmp_path, outcome_repo=False)
     FlowRunner(FlowDefinition().node("big", big), ctx).run_sync()
     data = build_run_view_data(ctx.require_run_dir().path, max_value_bytes=1000)
     outcome = data.details[str(by_path(data)["big.big"]["i"])]["outcome"]

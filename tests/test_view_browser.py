@@ -95,7 +95,7 @@ def run_flow(flow: FlowDefinition, ctx: RunContext) -> None:
 
 
 def failing_run(project: Path, **kwargs: Any) -> Path:
-    ctx = RunContext(root_component_id="demo", project_root=project, **kwargs)
+    ctx = RunContext(root_component_id="demo", project_root=project, outcome_repo=False, **kwargs)
     with pytest.raises(RunFailedError):
         run_flow(FLOW, ctx)
     return ctx.require_run_dir().path
@@ -123,7 +123,7 @@ def experiment_folder(project: Path, failed: list[Path]) -> Path:
     ok_flow = FlowDefinition().node("step", step, inputs={"item": 4})
     completed = []
     for _ in range(4):
-        ctx = RunContext(root_component_id="ok", project_root=project)
+        ctx = RunContext(root_component_id="ok", project_root=project, outcome_repo=False)
         run_flow(ok_flow, ctx)
         completed.append(ctx.require_run_dir().path)
     folder = project / "experiments" / "triage_20250101_120000"
@@ -330,7 +330,8 @@ def big_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     flow = FlowDefinition().for_each(
         "loop", list(range(10_000)), FlowDefinition().node("tick", tick, inputs={"item": Var("item")})
     )
-    ctx = RunContext(root_component_id="big", project_root=project)
+    # No git commit of 10,000 outcomes: the view does not read the outcome repository.
+    ctx = RunContext(root_component_id="big", project_root=project, outcome_repo=False)
     with pytest.raises(RunFailedError):
         run_flow(flow, ctx)
     run_dir = ctx.require_run_dir().path
@@ -351,6 +352,11 @@ def test_10k_node_run_opens_with_a_small_dom(big_page: Path, open_page: Any, tmp
     assert row.get_attribute("data-status") == "failed"
     assert row.is_visible()
     assert page.inner_text("#details .err-head") == "RuntimeError: the last one fails"
+    # Find by path: the match is brought into view and selected.
+    page.fill(".toolbar input", "loop.5000.tick")
+    page.press(".toolbar input", "Enter")
+    assert page.locator('#rows [data-path="big.loop.5000.tick"]').is_visible()
+    assert page.get_attribute("#details", "data-path") == "big.loop.5000.tick"
     # Everything expanded: still a window of rows.
     page.click("text=Expand all")
     assert page.locator("#rows .row").count() < 80

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from reprise.errors import RunSetupError
-from reprise.run.directory import INPUT_FILE, METADATA_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
+from reprise.run.directory import INPUT_FILE, METADATA_FILE, OUTCOME_FILE, RESULT_FILE, RUN_ID_PATTERN, RunDirectory
 from reprise.run.status import RunStatus
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "RunViewData", "build_run_view_data", "cost_of", "tokens_of"]
@@ -504,7 +504,8 @@ def _lineage(run: RunDirectory, meta: Mapping[str, Any]) -> list[dict[str, Any]]
     while isinstance(previous, str) and previous and len(chain) < MAX_LINEAGE:
         entry: dict[str, Any] = {"run_id": previous, "from_path": start_path, "found": False}
         chain.append(entry)
-        if previous in seen or "/" in previous or previous.startswith("."):
+        if previous in seen or not RUN_ID_PATTERN.match(previous):
+            # Only a well-formed run id names a directory: metadata is data, not a path.
             break
         seen.add(previous)
         data = _read_json(run.path.parent / previous / ".trace" / METADATA_FILE)
