@@ -112,14 +112,14 @@ class Experiment:
             raise ExperimentError(f"timeout must be > 0 seconds, got {timeout}")
         self.executor: ItemExecutor = executor if executor is not None else LocalExecutor()
         inline = isinstance(self.executor, LocalExecutor) and self.executor.isolation == "inline"
-        self.target = TargetSpec.of(target, portable=not inline)
+        self.project_root = Path(project_root).resolve()
+        self.target = TargetSpec.of(target, portable=not inline, base=self.project_root)
         self.target_object = self.target.resolve()
         self.inputs_source = str(inputs) if isinstance(inputs, (str, Path)) else "list"
         self.inputs: list[ExperimentInput] = load_inputs(inputs)
         self.iterations = iterations
         self.max_concurrency = max_concurrency
         self.timeout = timeout
-        self.project_root = Path(project_root).resolve()
         self.run_root = Path(run_root).resolve() if run_root is not None else self.project_root / "runs"
         self.experiments_dir = (
             Path(experiments_dir).resolve() if experiments_dir is not None else self.project_root / "experiments"

@@ -1,4 +1,4 @@
-"""Progress of a running experiment: a bar redrawn in place on a terminal, plain lines otherwise.
+"""Progress of a running experiment: a ``rich`` bar on a terminal, plain lines otherwise.
 
 Both show done/total, failures, rate and ETA, and write to standard error, so ``--json``
 output on standard output stays clean. Neither keeps anything per run.
@@ -105,37 +105,52 @@ class LineProgress:
 
 
 class BarProgress:
-    """A bar redrawn in place (at most ten times a second) on a terminal."""
+    """A ``rich`` progress bar (done/total, failures, rate, ETA), redrawn in place on a terminal."""
 
-    def __init__(self, stream: IO[str] | None = None, *, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
+    def __init__(self, stream: IO[str] | None = None, *, force_terminal: bool | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskID,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         self.counts = _Counts()
-        self._last_draw = 0.0
+        console = Console(file=stream or sys.stderr, force_terminal=force_terminal)
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TextColumn("{task.fields[cancelled]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
 
     def start(self, name: str, total: int, done: int, failures: int) -> None:
         self.counts.start(name, total, done, failures)
-        self._draw(force=True)
+        self._task = self._bar.add_task(name, total=total, completed=done, failed=failures, cancelled="")
+        self._bar.start()
 
     def advance(self, record: RunRecord) -> None:
         self.counts.count(record)
-        self._draw(force=self.counts.done >= self.counts.total)
+        if self._task is not None:
+            c = self.counts
+            cancelled = f"{c.cancelled} cancelled" if c.cancelled else ""
+            self._bar.update(self._task, completed=c.done, failed=c.failures, cancelled=cancelled)
 
     def finish(self, interrupted: bool) -> None:
-        self._draw(force=True)
-        self.stream.write(" interrupted\n" if interrupted else "\n")
-        self.stream.flush()
-
-    def _draw(self, *, force: bool) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        c = self.counts
-        filled = self.width * c.done // max(c.total, 1)
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r\x1b[K{c.name} [{bar}] {c.text()}")
-        self.stream.flush()
+        if self._task is not None:
+            self._bar.update(self._task, description=f"{self.counts.name} (interrupted)" if interrupted else None)
+        self._bar.stop()
 
 
 def auto_progress(stream: IO[str] | None = None) -> Progress:

@@ -1,22 +1,30 @@
 """What an experiment runs, in a form that travels to worker processes and Dask workers.
 
 A target is a :class:`~reprise.dsl.container.FlowDefinition` or
-:class:`~reprise.dsl.container.AgentDefinition`. Workers get it by *import reference*
-(``package.module:name``) when the object is a module-level name of an importable module (the
-usual case, and the only one ``resume`` can rebuild from ``config.yaml``); otherwise it is
-pickled (with ``cloudpickle`` when installed, so lambdas and local functions travel too).
+:class:`~reprise.dsl.container.AgentDefinition`. Workers get it by *reference* when they can:
+
+* ``package.module:name``: imported by name (the usual case; ``resume`` can rebuild it from
+  ``config.yaml``);
+* ``path/to/flows.py:name`` (the CLI's form), or a flow defined in the script that started the
+  experiment (``__main__``): the file is loaded by path as the module ``reprise_target_<stem>``,
+  so its ``if __name__ == "__main__":`` block does not run again in the workers.
+
+Otherwise (a flow built inside a function, with lambdas) it is pickled, with ``cloudpickle``
+when installed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import pickle
 import re
 import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
@@ -24,55 +32,107 @@ from reprise.experiments.errors import ExperimentError
 
 __all__ = ["TargetSpec", "import_target"]
 
-_REF = re.compile(r"(?P<module>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_][\w.]*)\Z")
+_ATTR = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
+_MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
 
-# Worker-side cache: a worker resolves each target once, not once per item.
+# Resolved targets of this process: a worker resolves each target once, not once per item.
 _RESOLVED: dict[str, Container] = {}
 
 
-def import_target(ref: str) -> Container:
-    """Import ``module:object`` (``object`` may be dotted) and check it is a flow or an agent."""
-    match = _REF.match(ref)
-    if match is None:
-        raise ExperimentError(f"invalid target {ref!r}: expected MODULE:OBJECT, e.g. 'my_project.flows:review'")
-    try:
-        obj: Any = importlib.import_module(match["module"])
-    except ImportError as exc:
-        raise ExperimentError(f"cannot import {match['module']!r} for target {ref!r}: {exc}") from exc
-    for part in match["name"].split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ExperimentError(f"target {ref!r}: {match['module']} has no attribute {match['name']!r}") from None
+def _split(ref: str) -> tuple[str, str]:
+    module, sep, attr = ref.rpartition(":")
+    if not sep or not module or not _ATTR.match(attr):
+        raise ExperimentError(
+            f"invalid target {ref!r}: expected MODULE:OBJECT (e.g. my_project.flows:review or flows.py:review)"
+        )
+    return module, attr
+
+
+def _is_file(module: str) -> bool:
+    return module.endswith(".py") or "/" in module
+
+
+def _check(obj: Any, ref: str) -> Container:
     if not isinstance(obj, (FlowDefinition, AgentDefinition)):
         raise ExperimentError(f"target {ref!r} is a {type(obj).__name__}, not a FlowDefinition or AgentDefinition")
     return obj
 
 
+def _attribute(module: ModuleType, attr: str, ref: str) -> Container:
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ExperimentError(f"target {ref!r}: {module.__name__} has no attribute {attr!r}") from None
+    return _check(obj, ref)
+
+
+def load_file_module(path: Path) -> ModuleType:
+    """Load a Python file as the module ``reprise_target_<stem>`` (registered in
+    ``sys.modules``, so what it defines pickles by reference), once per process."""
+    name = "reprise_target_" + re.sub(r"\W", "_", path.stem)
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__file__", None) == str(path):
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ExperimentError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ExperimentError(f"loading {path} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def import_target(ref: str, base: Path | None = None) -> Container:
+    """The flow or agent ``ref`` names: ``module:object`` (``object`` may be dotted), or
+    ``file.py:object`` with the file relative to ``base`` (default: the current directory)."""
+    module_name, attr = _split(ref)
+    if _is_file(module_name):
+        path = ((base or Path.cwd()) / module_name).resolve()
+        if not path.is_file():
+            raise ExperimentError(f"target {ref!r}: no file {path}")
+        return _attribute(load_file_module(path), attr, ref)
+    if not _MODULE.match(module_name):
+        raise ExperimentError(f"invalid target {ref!r}: {module_name!r} is not a module name")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ExperimentError(f"cannot import {module_name!r} for target {ref!r}: {exc}") from exc
+    return _attribute(module, attr, ref)
+
+
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """A target as workers receive it: an import reference, or pickled bytes."""
+    """A target as workers receive it: a reference, or pickled bytes."""
 
-    #: ``module:object``, or ``None`` when the target could only be pickled.
+    #: ``module:object``, ``file.py:object`` or ``__main__:object``; ``None`` when pickled.
     ref: str | None
     pickled: bytes | None = None
-    #: A ``__main__`` script's file, loaded by path in workers (like multiprocessing does).
-    main_file: str | None = None
+    #: The absolute path of the file that defines the target (file and ``__main__`` targets).
+    file: str | None = None
     #: A target that only exists in this process (inline experiments need nothing more).
     local_id: str | None = None
 
     @classmethod
-    def of(cls, target: Container | str, *, portable: bool = True) -> TargetSpec:
-        """Describe ``target`` (an object, or a ``module:object`` string). ``portable=False``
-        (items run in this process) skips pickling a target that has no import reference."""
+    def of(cls, target: Container | str, *, portable: bool = True, base: Path | None = None) -> TargetSpec:
+        """Describe ``target`` (an object, or a reference string resolved against ``base``).
+        ``portable=False`` (items run in this process) skips pickling a target that has no
+        reference."""
         if isinstance(target, str):
-            obj = import_target(target)  # fail here, in the client, not once per item in the workers
-            spec = cls(ref=target)
+            obj = import_target(target, base)  # fail here, in the client, not once per item
+            module_name, _ = _split(target)
+            file = str(((base or Path.cwd()) / module_name).resolve()) if _is_file(module_name) else None
+            spec = cls(ref=target, file=file)
         elif isinstance(target, (FlowDefinition, AgentDefinition)):
             obj = target
             found = _find_reference(target)
             if found is not None:
-                spec = cls(ref=found[0], main_file=found[1])
+                spec = cls(ref=found[0], file=found[1])
             elif portable:
                 spec = cls(ref=None, pickled=_pickle(target))
             else:
@@ -87,13 +147,13 @@ class TargetSpec:
 
     @property
     def key(self) -> str:
-        """A short stable key (for the worker-side cache)."""
+        """A short stable key (for the per-process cache)."""
         body = self.ref.encode() if self.ref else (self.pickled or (self.local_id or "").encode())
-        return hashlib.sha1(body + (self.main_file or "").encode()).hexdigest()
+        return hashlib.sha1(body + (self.file or "").encode()).hexdigest()
 
     @property
     def name(self) -> str:
-        """The object's name in its module, or ``target`` when it was pickled."""
+        """The object's name (``target`` when it was pickled)."""
         return self.ref.rsplit(":", 1)[1].rsplit(".", 1)[-1] if self.ref else "target"
 
     def resolve(self) -> Container:
@@ -102,22 +162,22 @@ class TargetSpec:
         cached = _RESOLVED.get(key)
         if cached is not None:
             return cached
-        target: Any
+        target: Container
         if self.local_id is not None:
             raise ExperimentError("this target exists only in the experiment's own process (inline isolation)")
         if self.pickled is not None:
-            target = pickle.loads(self.pickled)
-        elif self.main_file is not None and self.ref is not None:
-            target = _load_main_file(self.main_file, self.ref)
+            target = _check(pickle.loads(self.pickled), "the pickled target")
+        elif self.file is not None and self.ref is not None:
+            target = _attribute(load_file_module(Path(self.file)), _split(self.ref)[1], self.ref)
         else:
             assert self.ref is not None
             target = import_target(self.ref)
         _RESOLVED[key] = target
-        return target  # type: ignore[no-any-return]
+        return target
 
 
 def _find_reference(target: Container) -> tuple[str, str | None] | None:
-    """``("module:name", main file or None)`` for a module-level name bound to ``target``."""
+    """``(reference, file or None)`` for a module-level name bound to ``target``."""
     # __main__ last: a flow imported into a script is found in its own (importable) module;
     # one defined in the script itself is then loaded from the script's file in workers.
     modules: list[tuple[str, object]] = [(n, m) for n, m in list(sys.modules.items()) if n != "__main__"]
@@ -129,27 +189,17 @@ def _find_reference(target: Container) -> tuple[str, str | None] | None:
         for attr, value in list(namespace.items()):
             if value is not target or attr.startswith("__"):
                 continue
+            file = getattr(module, "__file__", None)
+            if mod_name.startswith("reprise_target_") and file:
+                return f"{mod_name}:{attr}", str(Path(file).resolve())  # a file loaded by path
             if mod_name != "__main__":
                 return f"{mod_name}:{attr}", None
             spec = getattr(module, "__spec__", None)
             if spec is not None and spec.name and spec.name != "__main__":
                 return f"{spec.name}:{attr}", None  # `python -m package.module`
-            file = getattr(module, "__file__", None)
             if file:
                 return f"__main__:{attr}", str(Path(file).resolve())
     return None
-
-
-def _load_main_file(file: str, ref: str) -> Any:
-    import runpy
-
-    # Like multiprocessing's spawn: the script runs under another name, so its
-    # `if __name__ == "__main__":` block does not start a second experiment.
-    namespace = runpy.run_path(file, run_name="__reprise_main__")
-    name = ref.rsplit(":", 1)[1]
-    if name not in namespace:
-        raise ExperimentError(f"{file} defines no {name!r} at module level")
-    return namespace[name]
 
 
 def _pickle(target: Container) -> bytes:
