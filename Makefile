@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 
 ## demo: install into .venv and run the example agent offline; runs go under ./runs/
 demo: $(VENV)/.installed
-	$(PY) -m examples.folder_report
+	$(PY) -m examples.folder_report --then-rerun-from folder_report.analyse.overall
 
 ## test: install the dev tools into .venv and run the whole suite
 test: $(STAMP)

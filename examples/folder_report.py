@@ -20,6 +20,8 @@ Every node's input, outcome and result land in the run directory, e.g.
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import re
 import sys
 from collections import Counter
@@ -329,6 +331,33 @@ def _print_result(result: RunResult) -> None:
     print(f"report:        {report_path(result)}")
 
 
+def node_origins(result: RunResult) -> dict[str, bool]:
+    """Every node of a run by hierarchy path: ``True`` if it was reused from an earlier run."""
+    origins: dict[str, bool] = {}
+    for result_file in sorted(result.run_dir.rglob("result.json")):
+        data = json.loads(result_file.read_text())
+        if data.get("element_type") == "node":
+            origins[data["path"]] = bool(data.get("reused"))
+    return origins
+
+
+def _print_rerun(result: RunResult) -> None:
+    origins = node_origins(result)
+    reused = [p for p, r in origins.items() if r]
+    ran = [p for p, r in origins.items() if not r]
+    print(f"\nre-run from {result.start_hierarchy_path} (of {result.previous_run_id}):")
+    _print_result(result)
+    print(f"reused ({len(reused)}, not called again):")
+    for path in reused:
+        print(f"  = {path}")
+    print(f"executed ({len(ran)}):")
+    for path in ran:
+        print(f"  > {path}")
+    meta = json.loads((result.run_dir / ".trace" / "metadata.json").read_text())
+    if meta.get("outcome_repo"):
+        print(f"compare outcomes: git -C {meta['outcome_repo']} diff run/{result.previous_run_id} run/{result.run_id}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m examples.folder_report", description=__doc__.split("\n")[0])
@@ -336,9 +365,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--folder", type=Path, default=SAMPLE_FOLDER, help="folder of .txt/.md files (default: samples)"
     )
     parser.add_argument("--run-root", type=Path, default=Path("runs"), help="where runs go (default: ./runs)")
+    parser.add_argument(
+        "--then-rerun-from",
+        metavar="PATH",
+        help="after the run, re-run it from this hierarchy path (e.g. folder_report.analyse.overall)",
+    )
     args = parser.parse_args(argv)
     try:
         result = anyio.run(run_report, args.folder, args.run_root)
+        if args.then_rerun_from:
+            _print_result(result)
+            rerun = anyio.run(
+                functools.partial(
+                    run_report,
+                    args.folder,
+                    args.run_root,
+                    previous_run_id=result.run_id,
+                    start_hierarchy_path=args.then_rerun_from,
+                )
+            )
+            _print_rerun(rerun)
+            return 0
     except RepriseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         run = getattr(exc, "result", None)
