@@ -23,6 +23,7 @@ from reprise import (
     Computed,
     FlowDefinition,
     FlowRunner,
+    Initial,
     NodeContext,
     Ref,
     RunContext,
@@ -385,7 +386,7 @@ def test_experiment_data_and_run_pages(tmp_path: Path) -> None:
     assert data["name"] == "triage"
     assert data["unreadable_lines"] == 1
     figures = data["figures"]
-    assert (figures["total"], figures["successes"], figures["failures"]) == (4, 2, 2)
+    assert (figures["finished"], figures["successes"], figures["failures"]) == (4, 2, 2)
     assert figures["success_rate"] == 0.5
     assert figures["p50"] == 1.5 and figures["p95"] == 2.5
     assert figures["cost"] == pytest.approx(0.03)
@@ -401,6 +402,56 @@ def test_experiment_data_and_run_pages(tmp_path: Path) -> None:
         assert _model(page, "reprise-run")["back"] == {"href": "../triage.html", "label": "experiment triage"}
     assert hrefs["../../etc/passwd"] is None
     assert sorted(p.name for p in (out.parent / "triage_runs").iterdir()) == sorted(f"{r.name}.html" for r in runs)
+
+
+@node
+async def answer(q: str, ctx: NodeContext) -> str:
+    ctx.annotate_result(usage={"input_tokens": 7, "output_tokens": 3}, cost_usd=0.002)
+    if q == "bad":
+        raise ValueError("no answer")
+    return q.upper()
+
+
+@pytest.mark.anyio
+async def test_view_of_a_real_experiment_agrees_with_its_summary(tmp_path: Path) -> None:
+    from reprise.experiments import Experiment, LocalExecutor
+
+    flow = FlowDefinition("qa").node("answer", answer, inputs={"q": Initial("q")})
+    inputs = [{"id": q, "initial_inputs": {"q": q}} for q in ("good", "bad", "fine")]
+    summary = await Experiment(
+        flow,
+        inputs,
+        iterations=2,
+        project_root=tmp_path,
+        executor=LocalExecutor("inline"),
+        outcome_repo=False,
+        progress=False,
+    ).run()
+    folder = Path(summary.path)
+    data = build_experiment_view_data(folder)
+    figures = data["figures"]
+    assert data["name"] == "qa"
+    assert (
+        (figures["finished"], figures["planned"], figures["successes"], figures["failures"])
+        == (
+            summary.finished,
+            summary.total,
+            summary.successes,
+            summary.failures,
+        )
+        == (6, 6, 4, 2)
+    )
+    assert figures["success_rate"] == pytest.approx(summary.success_rate)
+    assert (figures["p50"], figures["p95"]) == (summary.duration_p50_s, summary.duration_p95_s)
+    assert figures["tokens"] == summary.tokens == 60
+    assert figures["cost"] == pytest.approx(summary.cost_usd)
+    bad = [r for r in data["runs"] if r["in"] == "bad"]
+    assert [(r["s"], r["et"], r["em"]) for r in bad] == [("failed", "ValueError", "no answer")] * 2
+    assert bad[0]["ep"] == "qa.answer"
+
+    out = write_experiment_view(folder, tmp_path / "qa.html", tmp_path / "runs")
+    rows = _model(out.read_text(), "reprise-experiment")["runs"]
+    assert all((out.parent / row["href"]).is_file() for row in rows)
 
 
 def test_experiment_run_pages_are_limited_failed_first_and_kept(tmp_path: Path) -> None:

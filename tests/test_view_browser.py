@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from reprise import FlowDefinition, FlowRunner, NodeContext, RunContext, RunFailedError, Var, node
+from reprise import FlowDefinition, FlowRunner, Initial, NodeContext, RunContext, RunFailedError, Var, node
 from reprise.view import write_experiment_view, write_run_view
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -113,41 +113,35 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "first": write_run_view(first, views / f"{first.name}.html"),
         "rerun": write_run_view(rerun, views / f"{rerun.name}.html"),
     }
-    experiment = experiment_folder(project, [first, rerun])
+    experiment = experiment_folder(project)
     out["experiment"] = write_experiment_view(experiment, views / "exp.html", project / "runs")
     return out
 
 
-def experiment_folder(project: Path, failed: list[Path]) -> Path:
-    """An experiment folder as the experiments issue describes it, over real runs."""
-    ok_flow = FlowDefinition().node("step", step, inputs={"item": 4})
-    completed = []
-    for _ in range(4):
-        ctx = RunContext(root_component_id="ok", project_root=project, outcome_repo=False)
-        run_flow(ok_flow, ctx)
-        completed.append(ctx.require_run_dir().path)
-    folder = project / "experiments" / "triage_20250101_120000"
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text("name: triage\niterations: 2\n")
-    lines = []
-    for k, run_dir in enumerate([*completed, *failed]):
-        ok = run_dir in completed
-        line = {
-            "input_id": f"case-{k % 3}",
-            "iteration": k // 3,
-            "run_id": run_dir.name,
-            "status": "completed" if ok else "failed",
-            "duration_s": 0.2 + 0.1 * k,
-            "tokens": 50 * k,
-            "cost": 0.001 * k,
-            "outcome": 40 if ok else None,
-        }
-        if not ok:
-            line.update(error_type="ValueError", error_message="kaboom 1")
-        lines.append(json.dumps(line))
-    (folder / "runs.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "summary.json").write_text(json.dumps({"total": len(lines), "successes": 4, "failures": 2}))
-    return folder
+@node
+async def answer(q: str) -> str:
+    if q == "bad":
+        raise ValueError("no answer")
+    return q.upper()
+
+
+def experiment_folder(project: Path) -> Path:
+    """A real experiment: three inputs, two iterations each, one input failing."""
+    from reprise.experiments import Experiment, LocalExecutor
+
+    flow = FlowDefinition("qa").node("answer", answer, inputs={"q": Initial("q")})
+    experiment = Experiment(
+        flow,
+        [{"id": q, "initial_inputs": {"q": q}} for q in ("good", "bad", "fine")],
+        iterations=2,
+        project_root=project,
+        executor=LocalExecutor("inline"),
+        outcome_repo=False,
+        progress=False,
+    )
+    with ThreadPoolExecutor(1) as pool:
+        summary = pool.submit(anyio.run, experiment.run).result()
+    return Path(summary.path)
 
 
 # -- the browser ---------------------------------------------------------------------------------

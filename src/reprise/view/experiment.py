@@ -1,9 +1,12 @@
 """Read an experiment folder into the data its view shows.
 
 An experiment folder ``experiments/<name>_<YYYYMMDD_HHMMSS>/`` holds ``config.yaml``,
-``runs.jsonl`` (one line per finished run) and ``summary.json``. The table and charts are computed
-from ``runs.jsonl``, so a view of an experiment that is still running (or was interrupted before
-writing its summary) shows what has finished; ``summary.json`` is shown as written.
+``runs.jsonl`` (one line per finished run) and ``summary.json`` (see
+:mod:`reprise.experiments.folder`). The table and charts are computed from ``runs.jsonl`` with
+the rules ``summary.json`` is computed by (the first final line of an (input, iteration) counts;
+a ``cancelled`` line is not final; ``completed`` is a success), so a view of an experiment that is
+still running, or was interrupted before writing its summary, shows what has finished and agrees
+with the summary once it is written.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from reprise.view.build import _clip, _num, _read_json, cost_of, tokens_of
 __all__ = ["SUCCESS_STATUSES", "build_experiment_view_data"]
 
 #: Statuses counted as a success.
-SUCCESS_STATUSES = frozenset({"completed", "succeeded", "success", "ok"})
+SUCCESS_STATUSES = frozenset({"completed"})
+#: A line with this status is not final: ``resume`` runs that (input, iteration) again.
+NOT_FINAL = "cancelled"
 _FOLDER = re.compile(r"(?P<name>.+)_(?P<stamp>\d{8}_\d{6})\Z")
 _MAX_CONFIG = 64 * 1024
 
@@ -51,6 +56,7 @@ def _row(line: Mapping[str, Any]) -> dict[str, Any]:
     elif isinstance(error, str) and not error_message:
         error_message = error
     run_id = _first(line, "run_id")
+    error_path = _first(line, "error_path")
     row: dict[str, Any] = {
         "in": str(_first(line, "input_id", "input", "item_id", "id") or ""),
         "it": _num(_first(line, "iteration", "iter")),
@@ -66,6 +72,10 @@ def _row(line: Mapping[str, Any]) -> dict[str, Any]:
         row["et"] = str(error_type)
     if error_message:
         row["em"] = _clip(str(error_message), 400)
+    if error_path:
+        row["ep"] = str(error_path)
+    if line.get("persona"):
+        row["pe"] = str(line["persona"])
     if "outcome" in line:
         row["o"] = _clip(json.dumps(line["outcome"], ensure_ascii=False, default=str), 300)
     return row
@@ -84,6 +94,8 @@ def build_experiment_view_data(experiment_dir: Path) -> dict[str, Any]:
         raise RepriseError(f"{folder} is not an experiment folder (no runs.jsonl or summary.json)")
     rows: list[dict[str, Any]] = []
     skipped = 0
+    final: dict[tuple[str, Any], dict[str, Any]] = {}
+    cancelled: dict[tuple[str, Any], dict[str, Any]] = {}
     if runs_file.is_file():
         with open(runs_file, "rb") as f:
             for raw in f:
@@ -95,22 +107,36 @@ def build_experiment_view_data(experiment_dir: Path) -> dict[str, Any]:
                     # A line being appended while we read, or a crash mid-write.
                     skipped += 1
                     continue
-                if isinstance(line, dict):
-                    rows.append(_row(line))
+                if not isinstance(line, dict):
+                    continue
+                row = _row(line)
+                key = (row["in"], row["it"])
+                if row["s"] == NOT_FINAL:
+                    cancelled.setdefault(key, row)
+                else:
+                    # Two sessions can race on one item: the first final line counts.
+                    final.setdefault(key, row)
+    rows = list(final.values())
+    # Cancelled and not run again (yet): shown, not counted.
+    rows += [row for key, row in cancelled.items() if key not in final]
+    counted = list(final.values())
     config = ""
     config_file = folder / "config.yaml"
     if config_file.is_file():
         config = _clip(config_file.read_text(encoding="utf-8", errors="replace"), _MAX_CONFIG)
     match = _FOLDER.match(folder.name)
-    successes = sum(1 for r in rows if r["s"] in SUCCESS_STATUSES)
-    durations = sorted(r["d"] for r in rows if r["d"] is not None)
-    tokens = [r["tk"] for r in rows if r["tk"] is not None]
-    costs = [r["c"] for r in rows if r["c"] is not None]
+    successes = sum(1 for r in counted if r["s"] in SUCCESS_STATUSES)
+    durations = sorted(r["d"] for r in counted if r["d"] is not None)
+    tokens = [r["tk"] for r in counted if r["tk"] is not None]
+    costs = [r["c"] for r in counted if r["c"] is not None]
+    planned = _num(summary.get("total")) if isinstance(summary, dict) else None
     figures = {
-        "total": len(rows),
+        "finished": len(counted),
+        "planned": int(planned) if planned is not None else None,
+        "cancelled": len(rows) - len(counted),
         "successes": successes,
-        "failures": len(rows) - successes,
-        "success_rate": successes / len(rows) if rows else None,
+        "failures": len(counted) - successes,
+        "success_rate": successes / len(counted) if counted else None,
         "p50": _percentile(durations, 0.5),
         "p95": _percentile(durations, 0.95),
         "tokens": sum(tokens) if tokens else None,

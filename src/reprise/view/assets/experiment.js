@@ -6,8 +6,9 @@
   const S = X.summary || {};
   const runs = X.runs;
   const ROW = 22;
-  const SUCCESS = new Set(["completed", "succeeded", "success", "ok"]);
-  const ok = (r) => SUCCESS.has(r.s);
+  // The rules summary.json is computed by: "completed" is a success, "cancelled" is not final.
+  const ok = (r) => r.s === "completed";
+  const counted = runs.filter((r) => r.s !== "cancelled");
   const pct = (v) => (v === null || v === undefined ? "" : (v * 100).toFixed(v === 1 || v === 0 ? 0 : 1) + "%");
   const app = document.getElementById("app");
 
@@ -33,7 +34,7 @@
   app.appendChild(body);
   const card = (label, value, id) => h("div", { class: "card", id: id || null }, [h("div", { class: "v", text: value || "–" }), h("div", { class: "l", text: label })]);
   body.appendChild(h("div", { class: "cards" }, [
-    card("runs", String(F.total), "card-total"),
+    card("runs" + (F.planned !== null && F.planned !== F.finished ? " of " + F.planned + " planned" : ""), String(F.finished), "card-total"),
     card("succeeded", String(F.successes), "card-successes"),
     card("failed", String(F.failures), "card-failures"),
     card("success rate", pct(F.success_rate), "card-rate"),
@@ -41,12 +42,13 @@
     card("duration p95", fmtDuration(F.p95)),
     card("tokens", fmtTokens(F.tokens)),
     card("cost", fmtCost(F.cost)),
+    F.cancelled ? card("cancelled (not counted)", String(F.cancelled)) : null,
   ]));
 
   // -- charts ---------------------------------------------------------------------------------
   function successChart() {
     const byInput = new Map();
-    for (const r of runs) {
+    for (const r of counted) {
       const entry = byInput.get(r.in) || { id: r.in, n: 0, ok: 0 };
       entry.n += 1;
       if (ok(r)) entry.ok += 1;
@@ -76,7 +78,7 @@
   }
 
   function durationChart() {
-    const values = runs.filter((r) => r.d !== null && r.d !== undefined);
+    const values = counted.filter((r) => r.d !== null && r.d !== undefined);
     const W = 440, H = 190, left = 34, bottom = 22, top = 34;
     const g = svg("svg", { width: W, height: H, id: "chart-duration", role: "img", "aria-label": "duration histogram" });
     if (!values.length) {
@@ -170,9 +172,11 @@
     const runCell = r.href
       ? h("a", { href: r.href, class: "mono run-link", text: r.id })
       : h("span", { class: "mono", text: r.id, title: r.id ? "no page written: reprise view " + r.id : "" });
-    const err = r.et || r.em ? h("span", { class: "err", text: "  " + (r.et ? r.et + ": " : "") + (r.em || "") }) : null;
+    const err = r.et || r.em
+      ? h("span", { class: "err", text: "  " + (r.et || "error") + (r.ep ? " at " + r.ep : "") + ": " + (r.em || "") })
+      : null;
     return h("div", { class: "rrow rgrid" + (ok(r) ? "" : " failed"), style: "top:" + k * ROW + "px", "data-run": r.id, "data-status": r.s, title: r.o ? "outcome: " + r.o : null }, [
-      h("div", { text: r.in }),
+      h("div", { text: r.in, title: r.pe ? "persona: " + r.pe : null }),
       h("div", { class: "num", text: r.it === null ? "" : String(r.it) }),
       h("div", { class: "st-" + r.s, text: r.s }),
       h("div", { class: "num", text: fmtDuration(r.d) }),
