@@ -24,7 +24,7 @@ from reprise.dsl.nodes import (
     UpdateFile,
 )
 from reprise.dsl.nodes.file_ops import confine
-from reprise.dsl.nodes.folder_analyzer import analyze_folder
+from reprise.dsl.nodes.folder_analyzer import FolderAnalysisOptions, analyze_folder
 from reprise.dsl.nodes.gitignore import IgnoreRules, parse_gitignore
 from reprise.errors import DefinitionError, NodeExecutionError
 
@@ -375,7 +375,7 @@ async def test_folder_analysis_respects_gitignore(project: Path, make_context: C
 
 
 def test_contents_with_limits(project: Path) -> None:
-    analysis = analyze_folder(project, include_contents=True, max_words=2)
+    analysis = analyze_folder(project, FolderAnalysisOptions(include_contents=True, max_words=2))
     by_path = {f.path: f for f in analysis.files}
     readme = by_path["README.md"]
     assert readme.content == "# Title" and readme.words == 2 and readme.content_truncated
@@ -384,24 +384,24 @@ def test_contents_with_limits(project: Path) -> None:
     blob = by_path["data/blob.dat"]
     assert blob.binary and blob.content is None
 
-    small = analyze_folder(project, include_contents=True, max_file_bytes=4)
+    small = analyze_folder(project, FolderAnalysisOptions(include_contents=True, max_file_bytes=4))
     assert {f.path: f.content for f in small.files}["README.md"] == "# Ti"
 
-    budget = analyze_folder(project, include_contents=True, max_total_content_bytes=20)
+    budget = analyze_folder(project, FolderAnalysisOptions(include_contents=True, max_total_content_bytes=20))
     assert budget.contents_truncated
     assert sum(len((f.content or "").encode()) for f in budget.files) <= 20
 
 
 def test_gitignore_off_extra_ignores_and_max_files(project: Path) -> None:
-    everything = analyze_folder(project, respect_gitignore=False)
+    everything = analyze_folder(project, FolderAnalysisOptions(respect_gitignore=False))
     assert "debug.log" in {f.path for f in everything.files}
     assert "build/out.bin" in {f.path for f in everything.files}
     assert ".git/config" not in {f.path for f in everything.files}  # .git is always skipped
 
-    extra = analyze_folder(project, ignore=["*.py", "data/"])
+    extra = analyze_folder(project, FolderAnalysisOptions(ignore=("*.py", "data/")))
     assert not {f.path for f in extra.files} & {"src/app.py", "src/util.py", "data/blob.dat"}
 
-    limited = analyze_folder(project, max_files=2)
+    limited = analyze_folder(project, FolderAnalysisOptions(max_files=2))
     assert len(limited.files) == 2 and limited.files_not_listed == 7 and limited.file_count == 9
 
 
@@ -412,7 +412,7 @@ def test_symlinked_directories_are_not_followed(project: Path, tmp_path: Path) -
     (project / "link-out").symlink_to(outside)
     (project / "loop").symlink_to(project)
     (project / "file-out").symlink_to(outside / "private.txt")
-    analysis = analyze_folder(project, include_contents=True)
+    analysis = analyze_folder(project, FolderAnalysisOptions(include_contents=True))
     paths = {f.path: f for f in analysis.files}
     assert not any("private" in p for p in paths)
     assert paths["file-out"].symlink and paths["file-out"].content is None  # points outside: not read

@@ -35,7 +35,8 @@ import anyio
 from anyio.abc import ByteReceiveStream, Process
 from pydantic import BaseModel, ConfigDict
 
-from reprise.dsl.node import Node, NodeSettings
+from reprise.dsl.node import NodeSettings
+from reprise.dsl.nodes._base import ModelOutcomeNode
 from reprise.dsl.nodes._render import input_variables, render_text
 from reprise.errors import DefinitionError, NodeExecutionError
 
@@ -108,7 +109,7 @@ class OutputBuffer:
         return head + tail
 
 
-class CommandNode(Node):
+class CommandNode(ModelOutcomeNode):
     """Runs a command; see the module docstring.
 
     Args:
@@ -126,6 +127,7 @@ class CommandNode(Node):
         retries, backoff: retry failed attempts (a non-zero exit with ``check``, a timeout).
     """
 
+    outcome_model = CommandResult
     kind = "command"
     input_model: type[BaseModel] | None = CommandVariables
 
@@ -262,15 +264,6 @@ class CommandNode(Node):
         if self.check and returncode != 0:
             raise NodeExecutionError(f"command {shown[0]!r} exited with {returncode}" + _stderr_tail(result.stderr))
         return result
-
-    def validate_outcome(self, outcome: Any) -> CommandResult:
-        return outcome if isinstance(outcome, CommandResult) else CommandResult.model_validate(outcome)
-
-    def dump_outcome(self, outcome: Any) -> Any:
-        return outcome.model_dump(mode="json")
-
-    def load_outcome(self, data: Any) -> CommandResult:
-        return CommandResult.model_validate(data)
 
     def __repr__(self) -> str:
         return self.name

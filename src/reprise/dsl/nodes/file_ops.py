@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from reprise.dsl.node import Node, NodeSettings
+from reprise.dsl.node import NodeSettings
+from reprise.dsl.nodes._base import ModelOutcomeNode
 from reprise.dsl.nodes._render import input_variables, render_text
 from reprise.errors import DefinitionError, NodeExecutionError
 from reprise.run.files import write_bytes_atomic
@@ -261,7 +262,7 @@ def _write(path: Path, text: str) -> None:
         os.chmod(path, mode)  # an update keeps the file's permissions (an executable stays one)
 
 
-class FileOperationNode(Node):
+class FileOperationNode(ModelOutcomeNode):
     """Applies file operations under a base directory; see the module docstring.
 
     Args:
@@ -271,6 +272,7 @@ class FileOperationNode(Node):
         retries: retry a failed execution (each attempt starts from the restored files).
     """
 
+    outcome_model = FileChanges
     kind = "file_operations"
     input_model: type[BaseModel] | None = FileOperationsInput
 
@@ -327,15 +329,6 @@ class FileOperationNode(Node):
                 ctx.declare_outcome_file(base / relative, name=relative)
         ctx.annotate_result(file_changes=len(changes), base_dir=str(base))
         return FileChanges(base_dir=str(base), changes=changes, declared_outcome_files=declared)
-
-    def validate_outcome(self, outcome: Any) -> FileChanges:
-        return outcome if isinstance(outcome, FileChanges) else FileChanges.model_validate(outcome)
-
-    def dump_outcome(self, outcome: Any) -> Any:
-        return outcome.model_dump(mode="json")
-
-    def load_outcome(self, data: Any) -> FileChanges:
-        return FileChanges.model_validate(data)
 
 
 def _apply(operations: list[FileOperation], base: Path) -> tuple[list[FileChange], set[str]]:

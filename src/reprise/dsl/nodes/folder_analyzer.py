@@ -21,13 +21,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict
 
-from reprise.dsl.node import Node
+from reprise.dsl.nodes._base import ModelOutcomeNode
 from reprise.dsl.nodes._render import input_variables, render_text
 from reprise.dsl.nodes.gitignore import IgnoreRules
 from reprise.errors import DefinitionError, NodeExecutionError
@@ -35,7 +36,15 @@ from reprise.errors import DefinitionError, NodeExecutionError
 if TYPE_CHECKING:
     from reprise.runners.node_context import NodeContext
 
-__all__ = ["ExtensionStats", "FileInfo", "FolderAnalysis", "FolderAnalyzerNode", "FolderInput", "analyze_folder"]
+__all__ = [
+    "ExtensionStats",
+    "FileInfo",
+    "FolderAnalysis",
+    "FolderAnalysisOptions",
+    "FolderAnalyzerNode",
+    "FolderInput",
+    "analyze_folder",
+]
 
 _BINARY_SNIFF = 8192
 _WORD = re.compile(r"\S+")
@@ -91,7 +100,27 @@ class FolderAnalysis(BaseModel):
     contents_truncated: bool = False
 
 
-class FolderAnalyzerNode(Node):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FolderAnalysisOptions:
+    """What a walk reads and how much; see :class:`FolderAnalyzerNode` for each field."""
+
+    respect_gitignore: bool = True
+    ignore: tuple[str, ...] = ()
+    include_contents: bool = False
+    max_file_bytes: int = 64 * 1024
+    max_words: int | None = None
+    max_total_content_bytes: int = 1024 * 1024
+    max_files: int = 5000
+    max_depth: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_file_bytes", "max_files", "max_words"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise DefinitionError(f"{name} must be >= 1, got {value}")
+
+
+class FolderAnalyzerNode(ModelOutcomeNode):
     """Walks a directory; see the module docstring.
 
     Args:
@@ -106,6 +135,7 @@ class FolderAnalyzerNode(Node):
         max_depth: directories deeper than this are not entered (``None``: no limit).
     """
 
+    outcome_model = FolderAnalysis
     kind = "folder_analyzer"
     input_model: type[BaseModel] | None = FolderInput
 
@@ -122,20 +152,17 @@ class FolderAnalyzerNode(Node):
         max_files: int = 5000,
         max_depth: int | None = None,
     ) -> None:
-        for name, value in (("max_file_bytes", max_file_bytes), ("max_files", max_files)):
-            if value < 1:
-                raise DefinitionError(f"{name} must be >= 1, got {value}")
-        if max_words is not None and max_words < 1:
-            raise DefinitionError(f"max_words must be >= 1, got {max_words}")
         self.root = root
-        self.respect_gitignore = respect_gitignore
-        self.ignore = list(ignore)
-        self.include_contents = include_contents
-        self.max_file_bytes = max_file_bytes
-        self.max_words = max_words
-        self.max_total_content_bytes = max_total_content_bytes
-        self.max_files = max_files
-        self.max_depth = max_depth
+        self.options = FolderAnalysisOptions(
+            respect_gitignore=respect_gitignore,
+            ignore=tuple(ignore),
+            include_contents=include_contents,
+            max_file_bytes=max_file_bytes,
+            max_words=max_words,
+            max_total_content_bytes=max_total_content_bytes,
+            max_files=max_files,
+            max_depth=max_depth,
+        )
 
     async def run(self, input: BaseModel | None, ctx: NodeContext) -> FolderAnalysis:
         variables = input_variables(input)
@@ -149,32 +176,9 @@ class FolderAnalyzerNode(Node):
             raise NodeExecutionError(f"not a directory: {root}")
         # A walk of a large tree blocks; in a worker thread, and abandoned if the node is
         # cancelled (it only reads).
-        analysis = await anyio.to_thread.run_sync(self.analyze, root, abandon_on_cancel=True)
+        analysis = await anyio.to_thread.run_sync(analyze_folder, root, self.options, abandon_on_cancel=True)
         ctx.annotate_result(file_count=analysis.file_count, total_bytes=analysis.total_bytes)
         return analysis
-
-    def analyze(self, root: Path) -> FolderAnalysis:
-        """The analysis of ``root`` with this node's settings (synchronous)."""
-        return analyze_folder(
-            root,
-            respect_gitignore=self.respect_gitignore,
-            ignore=self.ignore,
-            include_contents=self.include_contents,
-            max_file_bytes=self.max_file_bytes,
-            max_words=self.max_words,
-            max_total_content_bytes=self.max_total_content_bytes,
-            max_files=self.max_files,
-            max_depth=self.max_depth,
-        )
-
-    def validate_outcome(self, outcome: Any) -> FolderAnalysis:
-        return outcome if isinstance(outcome, FolderAnalysis) else FolderAnalysis.model_validate(outcome)
-
-    def dump_outcome(self, outcome: Any) -> Any:
-        return outcome.model_dump(mode="json")
-
-    def load_outcome(self, data: Any) -> FolderAnalysis:
-        return FolderAnalysis.model_validate(data)
 
 
 def _read_content(
@@ -202,21 +206,17 @@ def _read_content(
     return False, text, words, truncated, len(data)
 
 
-def analyze_folder(
-    root: Path,
-    *,
-    respect_gitignore: bool = True,
-    ignore: Sequence[str] = (),
-    include_contents: bool = False,
-    max_file_bytes: int = 64 * 1024,
-    max_words: int | None = None,
-    max_total_content_bytes: int = 1024 * 1024,
-    max_files: int = 5000,
-    max_depth: int | None = None,
-) -> FolderAnalysis:
-    """Walk ``root`` and describe it; see :class:`FolderAnalyzerNode` for the settings."""
+def analyze_folder(root: Path, options: FolderAnalysisOptions = FolderAnalysisOptions()) -> FolderAnalysis:
+    """Walk ``root`` and describe it (synchronous; the node runs it in a worker thread)."""
+    respect_gitignore, include_contents, max_depth = (
+        options.respect_gitignore,
+        options.include_contents,
+        options.max_depth,
+    )
+    max_file_bytes, max_words, max_files = options.max_file_bytes, options.max_words, options.max_files
+    max_total_content_bytes = options.max_total_content_bytes
     root = root.resolve()
-    rules = IgnoreRules(ignore)
+    rules = IgnoreRules(options.ignore)
     files: list[FileInfo] = []
     directories: list[str] = []
     tree: list[str] = [f"{root.name}/"]

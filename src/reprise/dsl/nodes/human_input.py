@@ -42,6 +42,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 
 from reprise.dsl.node import Node, validation_summary
+from reprise.dsl.nodes._base import ModelOutcomeNode
 from reprise.dsl.nodes._render import render_in
 from reprise.errors import DefinitionError, NodeInputError
 
@@ -92,7 +93,7 @@ class InputRequest:
 InputHandler = Callable[[InputRequest], Awaitable[BaseModel | Mapping[str, Any]]]
 
 
-class HumanInputNode(Node):
+class HumanInputNode(ModelOutcomeNode):
     """A node whose outcome is what a person answered (validated by ``model``).
 
     Args:
@@ -111,25 +112,16 @@ class HumanInputNode(Node):
         if timeout is not None and timeout <= 0:
             raise DefinitionError(f"timeout must be > 0 seconds, got {timeout}")
         self.input_model = model
-        self.model = model
+        self.outcome_model = model
         self.input_prompt = prompt
         self.input_timeout = timeout
 
     @property
     def name(self) -> str:
-        return f"HumanInputNode({self.model.__name__})"
+        return f"HumanInputNode({self.outcome_model.__name__})"
 
     async def run(self, input: BaseModel | None, ctx: Any) -> Any:
         return input
-
-    def validate_outcome(self, outcome: Any) -> Any:
-        return outcome if isinstance(outcome, self.model) else self.model.model_validate(outcome)
-
-    def dump_outcome(self, outcome: Any) -> Any:
-        return outcome.model_dump(mode="json")
-
-    def load_outcome(self, data: Any) -> Any:
-        return self.model.model_validate(data)
 
 
 async def request_input(
