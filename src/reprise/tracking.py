@@ -210,9 +210,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def log(
-    metrics: Mapping[str, Any], step: int | None = None, *, run: RunContext | NodeContext | None = None
-) -> int:
+def log(metrics: Mapping[str, Any], step: int | None = None, *, run: RunContext | NodeContext | None = None) -> int:
     """Record ``metrics`` (name to value) at ``step`` in the current run (or ``run``).
 
     ``step`` defaults to one more than the last step logged in this run by this process.
@@ -285,7 +283,9 @@ def alert(
 
     tel = ctx.telemetry
     if tel is not None and ctx.status is not None and not ctx.status.finished:
-        getattr(_logger(tel, node), _LOG_METHOD[lvl])("alert", alert_title=title, alert_text=str(text), alert_level=lvl.value)
+        getattr(_logger(tel, node), _LOG_METHOD[lvl])(
+            "alert", alert_title=title, alert_text=str(text), alert_level=lvl.value
+        )
         span = node.current_span if node is not None else tel.root_span
         if span is not None and span.is_recording():
             span.add_event("reprise.alert", {"reprise.alert.title": title, "reprise.alert.level": lvl.value})
@@ -362,7 +362,7 @@ def _post(url: str, record: dict[str, Any], timeout_s: float, ctx: RunContext) -
         request = urllib.request.Request(
             url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "reprise"}
         )
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - scheme checked above
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read()
     except (OSError, ValueError, urllib.error.URLError) as exc:
         # Never fail (or even slow) the run for a webhook; say so in the run's log, without the

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the promise is one line, never a traceback
+    except Exception as exc:
         _debug()
         out.fail(RepriseError(f"internal error: {type(exc).__name__}: {exc} (set REPRISE_DEBUG=1 for a traceback)"))
         return EXIT_ERROR

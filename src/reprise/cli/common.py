@@ -61,9 +61,7 @@ def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> No
         help="where run directories live (default: $REPRISE_RUN_ROOT, else ./runs)",
     )
     if json_flag:
-        parser.add_argument(
-            "--json", action="store_true", help="print one JSON envelope on stdout instead of text"
-        )
+        parser.add_argument("--json", action="store_true", help="print one JSON envelope on stdout instead of text")
 
 
 def run_root_of(args: argparse.Namespace) -> Path:
@@ -86,9 +84,7 @@ def _jsonable(value: Any) -> Any:
 
 def query_of(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments of a command as the envelope echoes them (run root resolved)."""
-    query = {
-        k: v for k, v in vars(args).items() if k not in ("handler", "json", "command") and not k.startswith("_")
-    }
+    query = {k: v for k, v in vars(args).items() if k not in ("handler", "json", "command") and not k.startswith("_")}
     if "run_root" in query:
         query["run_root"] = str(run_root_of(args))
     return _jsonable(query)  # type: ignore[no-any-return]
@@ -159,9 +155,9 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 60:
         return f"{seconds:.2f}s"
     if seconds < 3600:
-        minutes, secs = divmod(int(round(seconds)), 60)
+        minutes, secs = divmod(round(seconds), 60)
         return f"{minutes}m{secs:02d}s"
-    hours, rest = divmod(int(round(seconds)), 3600)
+    hours, rest = divmod(round(seconds), 3600)
     return f"{hours}h{rest // 60:02d}m"
 
 

@@ -280,5 +280,5 @@ def _jsonable_outcome(outcome: Any) -> Any:
 
     try:
         return TypeAdapter(Any).dump_python(outcome, mode="json")
-    except Exception:  # noqa: BLE001 - an outcome JSON cannot hold is shown by its repr
+    except Exception:
         return repr(outcome)

@@ -23,7 +23,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--status", action="append", choices=_STATUSES, help="only runs with this status (repeatable)")
     p.add_argument("--root", metavar="ID", help="only runs of this root component")
-    p.add_argument("--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag")
+    p.add_argument(
+        "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag"
+    )
     p.add_argument("--limit", type=int, metavar="N", help="at most N runs")
     p.add_argument("--rebuild-index", action="store_true", help="rebuild the index from the run directories first")
     add_common(p)
@@ -135,7 +137,8 @@ def _show(args: argparse.Namespace, out: Output) -> int:
             f"run      {info.run_id}",
             f"status   {info.status.value} in {format_duration(info.duration_s)}"
             + (f"  ({info.error_msg})" if info.error_msg else ""),
-            f"root     {info.root_component_id}" + (f"  ({info.tags['reprise.target']})" if "reprise.target" in info.tags else ""),
+            f"root     {info.root_component_id}"
+            + (f"  ({info.tags['reprise.target']})" if "reprise.target" in info.tags else ""),
         ]
         if info.previous_run_id:
             head.append(f"from     {info.previous_run_id} at {info.start_hierarchy_path}")
@@ -224,7 +227,7 @@ def _logs(args: argparse.Namespace, out: Output) -> int:
                 if k not in _LOG_NOISE
             )
             rendered.append(
-                f"{item.get('timestamp', '-')}  {str(item.get('level', '-')):<7}  {item.get('hierarchy_path', '-')}  "
+                f"{item.get('timestamp', '-')}  {item.get('level', '-')!s:<7}  {item.get('hierarchy_path', '-')}  "
                 f"{item.get('event', '')}" + (f"  {extra}" if extra else "")
             )
         return "\n".join(rendered) if rendered else "(no log lines)"

@@ -302,7 +302,8 @@ class RunIndex:
 
     def _sync(self, conn: sqlite3.Connection) -> int:
         known = {
-            run_id: (mtime, size) for run_id, mtime, size in conn.execute("SELECT run_id, meta_mtime_ns, meta_size FROM runs")
+            run_id: (mtime, size)
+            for run_id, mtime, size in conn.execute("SELECT run_id, meta_mtime_ns, meta_size FROM runs")
         }
         upserts, present = self._scan(known)
         gone = [run_id for run_id in known if run_id not in present]
@@ -444,8 +445,21 @@ class RunIndex:
         )
 
     def _info(self, row: tuple[Any, ...]) -> RunInfo:
-        (run_id, root_id, status, started_at, ended_at, duration_s, error_msg, pid, pid_start, host, prev, start,
-         tags) = row
+        (
+            run_id,
+            root_id,
+            status,
+            started_at,
+            ended_at,
+            duration_s,
+            error_msg,
+            pid,
+            pid_start,
+            host,
+            prev,
+            start,
+            tags,
+        ) = row
         run_status = RunStatus(status)
         if run_status is RunStatus.RUNNING and not process_alive(pid, host, pid_start):
             run_status = RunStatus.CRASHED
@@ -472,5 +486,5 @@ def record_run(run_dir: RunDirectory, metadata: RunMetadata) -> None:
     picks the run up from its directory."""
     try:
         RunIndex(run_dir.path.parent).record(run_dir, metadata)
-    except Exception:  # noqa: BLE001 - see the docstring
+    except Exception:
         pass
