@@ -22,7 +22,14 @@ from reprise.dsl.nodes.file_ops import (
     PatchFile,
     UpdateFile,
 )
-from reprise.dsl.nodes.folder_analyzer import ExtensionStats, FileInfo, FolderAnalysis, FolderAnalyzerNode
+from reprise.dsl.nodes.folder_analyzer import (
+    ExtensionStats,
+    FileInfo,
+    FolderAnalysis,
+    FolderAnalysisOptions,
+    FolderAnalyzerNode,
+    analyze_folder,
+)
 from reprise.dsl.nodes.gitignore import IgnoreRules
 from reprise.dsl.nodes.human_input import (
     HumanInputNode,
@@ -57,6 +64,7 @@ __all__ = [
     "FileInfo",
     "FileOperationNode",
     "FolderAnalysis",
+    "FolderAnalysisOptions",
     "FolderAnalyzerNode",
     "HumanInputNode",
     "IgnoreRules",
@@ -74,6 +82,7 @@ __all__ = [
     "PromptVariables",
     "TerminalInputHandler",
     "UpdateFile",
+    "analyze_folder",
     "register_price",
     "resolve_credentials",
     "terminal_input_handler",
