@@ -1,5 +1,10 @@
-"""What we see: per-run OpenTelemetry providers, OTLP/JSON files in ``.trace/``, logs, the viewer."""
+"""What we see: per-run OpenTelemetry providers, OTLP/JSON files in ``.trace/``, logs, the viewer.
+
+See ``docs/observability.md``. The trace viewer is :func:`render_trace_tree` (and
+``python -m reprise.observability RUN_DIR``); :func:`read_spans` reads a run's spans back.
+"""
 
 from reprise.observability.settings import ObservabilitySettings
+from reprise.observability.view import SpanRecord, read_spans, render_trace_tree
 
-__all__ = ["ObservabilitySettings"]
+__all__ = ["ObservabilitySettings", "SpanRecord", "read_spans", "render_trace_tree"]

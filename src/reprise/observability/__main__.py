@@ -8,6 +8,8 @@ import sys
 from reprise.errors import RepriseError
 from reprise.observability.view import render_trace_tree
 
+__all__ = ["main"]
+
 
 def main(argv: list[str] | None = None) -> int:
     """Print the span tree of the run in ``RUN_DIR``; exit status 2 if it has no trace."""

@@ -3,10 +3,10 @@
 ::
 
     >>> print(render_trace_tree("runs/run_20260101_120000_abcdef"))  # doctest: +SKIP
-    run run_20260101_120000_abcdef  completed  41.2 ms
-    └── flow demo  completed  40.1 ms
-        ├── node demo.fetch  [python]  completed  30.5 ms  attempts=2
-        ├── node demo.parse  [python]  reused from run_20251231_090000_123456
+    run rerun_20260101_120000_abcdef  FAILED  41.2 ms  demo.report: ValueError: empty
+    └── flow demo  FAILED  40.1 ms
+        ├── node demo.fetch  [python]  reused from run_20251231_090000_123456
+        ├── node demo.parse  [python]  completed  30.5 ms  attempts=2
         └── node demo.report  [python]  FAILED  2.1 ms  ValueError: empty
 
 ``python -m reprise.observability RUN_DIR`` prints the same. The reading side
@@ -24,7 +24,7 @@ from typing import Any
 
 from reprise.errors import RepriseError
 
-__all__ = ["SpanRecord", "read_spans", "render_trace_tree", "trace_file"]
+__all__ = ["SpanRecord", "decode_any_value", "decode_attributes", "read_spans", "render_trace_tree", "trace_file"]
 
 _STATUS_ERROR = 2
 
