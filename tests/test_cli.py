@@ -290,6 +290,39 @@ def test_a_killed_run_lists_as_crashed_and_resumes(project: Path) -> None:
     assert resumed["status"] == "completed" and resumed["reused"] == 2 and resumed["outcome"] == {"y": 6}
 
 
+def test_ctrl_c_records_a_cancelled_run_and_exits_130(project: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reprise.cli",
+            "run",
+            "cli_flows:flow",
+            "--json",
+            "--input",
+            "n=2",
+            "--input",
+            "hang=true",
+        ],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("REPRISE_")},
+    )
+    deadline = time.monotonic() + 60
+    while not (project / "hanging").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    # The node sleeps for 120 s in a worker thread: the command must not wait for it.
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    run = json.loads(out)["data"]
+    assert run["status"] == "cancelled" and run["executed"] == 2
+    assert "Traceback" not in err
+
+
 def test_import_reprise_loads_neither_the_cli_nor_rich() -> None:
     code = textwrap.dedent(
         """

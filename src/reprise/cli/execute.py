@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -231,6 +232,9 @@ def _execute(
     runner.setup_run(args.prefix)
     run_dir = ctx.require_run_dir()
     progress.start(run_dir.run_id, str(run_dir.path))
+    # With --json, stdout carries exactly one JSON document: what nodes print (and the
+    # programs they start) goes to stderr while the run executes.
+    saved_stdout = _stdout_to_stderr() if out.json else None
     try:
         runner.run_sync()
     except RunFailedError:
@@ -238,6 +242,8 @@ def _execute(
     except KeyboardInterrupt:
         pass  # recorded as cancelled
     finally:
+        if saved_stdout is not None:
+            _restore_stdout(saved_stdout)
         progress.stop()
     result = runner.result
     meta = run_dir.read_metadata()
@@ -272,7 +278,51 @@ def _execute(
     out.emit(data, text)
     if status == "completed":
         return EXIT_OK
-    return EXIT_RUN_CANCELLED if status == "cancelled" else EXIT_RUN_FAILED
+    if status == "cancelled":
+        _leave_abandoned_threads(out)
+        return EXIT_RUN_CANCELLED
+    return EXIT_RUN_FAILED
+
+
+def _leave_abandoned_threads(out: Output) -> None:
+    """After Ctrl-C, sync nodes still sleeping or blocked in worker threads were abandoned by the
+    cancelled run (which is already recorded). Python would wait for them before exiting, for
+    as long as they take: exit now instead."""
+    import threading
+
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    busy = [t for t in busy if t.name != "reprise-alert-webhook"]
+    if not busy:
+        return
+    from reprise.tracking import wait_for_webhooks
+
+    wait_for_webhooks(timeout=5.0)  # alerts raised before Ctrl-C still go out
+    out.note(f"leaving {len(busy)} abandoned worker thread(s) behind")
+    for stream in (out.stdout, out.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_RUN_CANCELLED)
+
+
+def _stdout_to_stderr() -> int | None:
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except (OSError, ValueError):
+        return None  # no real file descriptors (an embedding host): leave stdout alone
+    return saved
+
+
+def _restore_stdout(saved: int) -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(saved, 1)
+    os.close(saved)
 
 
 def _jsonable_outcome(outcome: Any) -> Any:
