@@ -218,7 +218,7 @@ def test_run_page_marks_failure_and_reuse_and_shows_details(
 
     # Selecting a node shows its outcome (the hostile string as plain text), tokens and cost.
     page.click('[data-path="demo.start"]')
-    assert page.get_attribute("#details", "data-path") == "demo.start"
+    assert page.get_attribute("#details", "data-selected") == "demo.start"
     assert json.loads(page.inner_text("#details pre.outcome")) == {"v": 6, "note": EVIL}
     details = page.inner_text("#details")
     assert "1,500" in details or "1500" in details
@@ -342,7 +342,7 @@ def test_10k_node_run_opens_with_a_small_dom(big_page: Path, open_page: Any, tmp
     assert page.locator("#rows .row").count() < 80
     # The way to the failure is open; "Next failure" brings it into view and selects it.
     page.click("#next-failure")
-    row = page.locator('#rows [data-path="big.loop.9999.tick"]')
+    row = page.locator('[data-path="big.loop.9999.tick"]')
     assert row.get_attribute("data-status") == "failed"
     assert row.is_visible()
     assert page.inner_text("#details .err-head") == "RuntimeError: the last one fails"
@@ -350,7 +350,7 @@ def test_10k_node_run_opens_with_a_small_dom(big_page: Path, open_page: Any, tmp
     page.fill(".toolbar input", "loop.5000.tick")
     page.press(".toolbar input", "Enter")
     assert page.locator('#rows [data-path="big.loop.5000.tick"]').is_visible()
-    assert page.get_attribute("#details", "data-path") == "big.loop.5000.tick"
+    assert page.get_attribute("#details", "data-selected") == "big.loop.5000.tick"
     # Everything expanded: still a window of rows.
     page.click("text=Expand all")
     assert page.locator("#rows .row").count() < 80

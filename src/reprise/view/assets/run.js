@@ -400,7 +400,7 @@
       parts.push(...section("Files", kvTable(d.files.map(([name, size]) => [name, size.toLocaleString() + " bytes"]))));
     }
     if (d.fields) parts.push(...section("Other result fields", h("pre", { class: "fields", text: d.fields })));
-    detailsEl.dataset.path = e.p;
+    detailsEl.dataset.selected = e.p;
     detailsEl.replaceChildren(...parts);
   }
 
