@@ -11,7 +11,8 @@
 
 __version__ = "0.1.0"
 
-from reprise.dsl import (  # noqa: E402
+from reprise.api import Api
+from reprise.dsl import (
     AgentDefinition,
     Computed,
     FlowDefinition,
@@ -25,7 +26,7 @@ from reprise.dsl import (  # noqa: E402
     Var,
     node,
 )
-from reprise.errors import (  # noqa: E402
+from reprise.errors import (
     DefinitionError,
     NodeExecutionError,
     NodeInputError,
@@ -37,11 +38,10 @@ from reprise.errors import (  # noqa: E402
     StaticInputError,
     TemplateError,
 )
-from reprise.observability import ObservabilitySettings  # noqa: E402
-from reprise.run import RunContext, RunDirectory, RunStatus  # noqa: E402
-from reprise.runners import AgentRunner, FlowRunner, NodeContext, RunResult  # noqa: E402
-from reprise.tracking import AlertLevel, alert, log  # noqa: E402
-from reprise.api import Api  # noqa: E402
+from reprise.observability import ObservabilitySettings
+from reprise.run import RunContext, RunDirectory, RunStatus
+from reprise.runners import AgentRunner, FlowRunner, NodeContext, RunResult
+from reprise.tracking import AlertLevel, alert, log
 
 __all__ = [
     "AgentDefinition",

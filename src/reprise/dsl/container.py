@@ -150,7 +150,9 @@ class Container:
 
 def _check_body(body: object, where: str, what: str) -> None:
     if not isinstance(body, Container):
-        raise DefinitionError(f"{what} must be a FlowDefinition or AgentDefinition, got {type(body).__name__}", path=where)
+        raise DefinitionError(
+            f"{what} must be a FlowDefinition or AgentDefinition, got {type(body).__name__}", path=where
+        )
 
 
 class FlowDefinition(Container):
@@ -174,9 +176,7 @@ class FlowDefinition(Container):
         :class:`Initial`, :class:`Var`, ...) or literals, or is one source giving the whole input.
         ``timeout``/``retries``/``backoff`` override the node's own settings here only."""
         the_node = as_node(node, where=id)
-        changes = {
-            k: v for k, v in (("timeout", timeout), ("retries", retries), ("backoff", backoff)) if v is not None
-        }
+        changes = {k: v for k, v in (("timeout", timeout), ("retries", retries), ("backoff", backoff)) if v is not None}
         if changes:
             the_node = the_node.with_settings(**changes)
         # Template strings among the bindings become Template sources now, once.
@@ -205,4 +205,3 @@ class AgentDefinition(Container):
         if not isinstance(agent, AgentDefinition):
             raise DefinitionError(f"subagent must be an AgentDefinition, got {type(agent).__name__}", path=id)
         return self._add(ContainerElement(id, agent, "subagent"))
-

@@ -175,7 +175,8 @@ class _Checker:
                     raise DefinitionError(f"{el.node.name} takes no input, but inputs were bound", path=path)
                 return
             unknown = sorted(set(el.inputs) - set(model.model_fields))
-            if unknown:
+            # A model that accepts extra fields (free-form inputs of built-in nodes) takes any key.
+            if unknown and model.model_config.get("extra") != "allow":
                 # A lone unknown key is usually the parameter name of ``def f(inp: Model)``.
                 hint = "; to give the whole input from one source, pass inputs=Ref(...)" if len(el.inputs) == 1 else ""
                 raise DefinitionError(

@@ -71,6 +71,9 @@ class Node:
     settings: NodeSettings = NodeSettings()
     #: Whether :meth:`run` takes the node context (``ctx``) as second argument.
     wants_context: bool = True
+    #: Whether the node asks for its input (a person, through the run's input handlers) when no
+    #: static input is registered for it. See :mod:`reprise.dsl.nodes.human_input`.
+    input_required: bool = False
 
     async def run(self, input: BaseModel | None, ctx: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -156,7 +159,7 @@ def _analyse(fn: Callable[..., Any]) -> _Signature:
     ret = sig.return_annotation
     output = None if ret in _NO_RETURN else hints.get("return")
     if len(fields) == 1:
-        (pname, (ann, default)) = next(iter(fields.items()))
+        (pname, (ann, _default)) = next(iter(fields.items()))
         if _is_model(ann):
             return _Signature(ann, True, (pname,), ctx_param, output)
     if not fields:

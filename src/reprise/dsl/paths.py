@@ -31,9 +31,7 @@ _INDEX = re.compile(r"(0|[1-9][0-9]*)\Z")
 def validate_id(element_id: str, *, where: str | None = None) -> str:
     """Return ``element_id`` if it is a valid id, else raise :class:`DefinitionError`."""
     if not isinstance(element_id, str) or not ID_PATTERN.match(element_id):
-        raise DefinitionError(
-            f"invalid id {element_id!r}: ids must match [A-Za-z_][A-Za-z0-9_]*", path=where
-        )
+        raise DefinitionError(f"invalid id {element_id!r}: ids must match [A-Za-z_][A-Za-z0-9_]*", path=where)
     return element_id
 
 

@@ -107,7 +107,7 @@ class Ref(Source):
     Ref('prep.load', 'files.0')
     """
 
-    __slots__ = ("path", "field", "_parts", "_fields")
+    __slots__ = ("_fields", "_parts", "field", "path")
 
     def __init__(self, path: str | HierarchyPath, field: str | None = None) -> None:
         self.path = HierarchyPath(path)
@@ -134,7 +134,7 @@ class Initial(Source):
     """One of the run's initial inputs (``RunContext(initial_inputs={...})``), optionally a field
     inside it. Without a default, a missing key is an error naming the node."""
 
-    __slots__ = ("key", "field", "default", "_fields")
+    __slots__ = ("_fields", "default", "field", "key")
 
     def __init__(self, key: str, field: str | None = None, *, default: Any = _MISSING) -> None:
         self.key = key
@@ -160,7 +160,7 @@ class Var(Source):
     """A loop variable: the current item (``item_var``) or index (``index_var``) of an enclosing
     ``for_each``, optionally a field inside it."""
 
-    __slots__ = ("name", "field", "_fields")
+    __slots__ = ("_fields", "field", "name")
 
     def __init__(self, name: str, field: str | None = None) -> None:
         self.name = name

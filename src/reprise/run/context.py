@@ -247,7 +247,9 @@ class RunContext:
     async def __aenter__(self) -> RunContext:
         return self.__enter__()
 
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.__exit__(et, exc, tb)
 
     # -- static inputs ---------------------------------------------------------------------
@@ -349,7 +351,9 @@ class RunContext:
         data = model.model_dump() if isinstance(model, BaseModel) else model
         try:
             self._static[path] = (
-                model if isinstance(model, BaseModel) and type(model) is input_model else input_model.model_validate(data)
+                model
+                if isinstance(model, BaseModel) and type(model) is input_model
+                else input_model.model_validate(data)
             )
         except ValidationError as exc:
             raise StaticInputError(

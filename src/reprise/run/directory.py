@@ -86,7 +86,7 @@ class RunMetadata(BaseModel):
 class RunDirectory:
     """One run's directory. Cheap to construct; reads nothing until asked."""
 
-    __slots__ = ("path", "run_id", "trace_dir", "static_inputs_dir", "_made")
+    __slots__ = ("_made", "path", "run_id", "static_inputs_dir", "trace_dir")
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

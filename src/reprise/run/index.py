@@ -88,7 +88,14 @@ class RunInfo:
     previous_run_id: str | None = None
     start_hierarchy_path: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
-    run_dir: Path
+    #: The run root the run lives under.
+    run_root: Path
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's directory."""
+        # A property: building 10,000 Path objects would be a good part of a listing's time.
+        return self.run_root / self.run_id
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``data`` rows of ``reprise runs --json``)."""
@@ -103,7 +110,7 @@ class RunInfo:
             "previous_run_id": self.previous_run_id,
             "start_hierarchy_path": self.start_hierarchy_path,
             "tags": dict(self.tags),
-            "run_dir": str(self.run_dir),
+            "run_dir": os.path.join(self.run_root, self.run_id),
         }
 
 
@@ -174,7 +181,7 @@ class RunIndex:
     """
 
     def __init__(self, run_root: Path | str) -> None:
-        self.run_root = Path(run_root)
+        self.run_root = Path(run_root).absolute()
         self.path = self.run_root / INDEX_FILE
 
     # -- connection ------------------------------------------------------------------------
@@ -330,7 +337,7 @@ class RunIndex:
         with entries:
             for entry in entries:
                 name = entry.name
-                if not RUN_ID_PATTERN.match(name):
+                if name not in known and not RUN_ID_PATTERN.match(name):
                     continue
                 try:
                     st = os.stat(os.path.join(entry.path, ".trace", METADATA_FILE))
@@ -441,7 +448,7 @@ class RunIndex:
             previous_run_id=meta.previous_run_id,
             start_hierarchy_path=meta.start_hierarchy_path,
             tags=dict(meta.tags),
-            run_dir=run_dir.path,
+            run_root=run_dir.path.parent,
         )
 
     def _info(self, row: tuple[Any, ...]) -> RunInfo:
@@ -474,7 +481,7 @@ class RunIndex:
             previous_run_id=prev,
             start_hierarchy_path=start,
             tags=json.loads(tags) if tags != "{}" else {},
-            run_dir=self.run_root / run_id,
+            run_root=self.run_root,
         )
 
 

@@ -163,12 +163,10 @@ class OutcomeRepository:
                 for node_path, entries in _by_node(files, shas):
                     self._update_index(repo, entries, env)
                     commit = self._commit(repo, env, f"node {node_path}", commit)
-            self._update_index(repo, [(f.repo_path, sha) for f, sha in zip(files, shas)], env)
+            self._update_index(repo, [(f.repo_path, sha) for f, sha in zip(files, shas, strict=True)], env)
             commit = self._commit(repo, env, message, commit)
             assert commit is not None
-            repo.git.update_ref(
-                "-m", f"reprise: {run_id}", f"refs/heads/{self.branch(run_id)}", commit, _ZERO, env=env
-            )
+            repo.git.update_ref("-m", f"reprise: {run_id}", f"refs/heads/{self.branch(run_id)}", commit, _ZERO, env=env)
             return commit
         except git.GitCommandError as exc:
             raise RunSetupError(f"cannot commit outcomes of {run_id} to {self.path}: {exc.stderr or exc}") from exc
@@ -210,14 +208,16 @@ def _by_node(files: Sequence[OutcomeFile], shas: Sequence[str]) -> list[tuple[st
     """Index entries grouped by node, nodes in the order they finished."""
     groups: dict[str, list[tuple[str, str]]] = {}
     order: dict[str, float] = {}
-    for f, sha in zip(files, shas):
+    for f, sha in zip(files, shas, strict=True):
         key = f.node_path or f.repo_path
         groups.setdefault(key, []).append((f.repo_path, sha))
         order[key] = max(order.get(key, 0.0), f.order)
     return sorted(groups.items(), key=lambda item: (order[item[0]], item[0]))
 
 
-def collect_outcome_files(run_root_dir: Path, declared: Iterable[OutcomeFile] = (), *, with_order: bool = False) -> list[OutcomeFile]:
+def collect_outcome_files(
+    run_root_dir: Path, declared: Iterable[OutcomeFile] = (), *, with_order: bool = False
+) -> list[OutcomeFile]:
     """Every node's ``outcome.json`` under a run directory (at its path relative to the run
     directory), plus ``declared`` files. ``with_order`` reads each node's end time so
     per-node commits follow the order nodes finished."""
@@ -240,7 +240,9 @@ def collect_outcome_files(run_root_dir: Path, declared: Iterable[OutcomeFile] = 
                 order = float(result.get("duration_s", 0.0)) + _epoch(result.get("started_at"))
             except (OSError, ValueError):
                 order = 0.0
-        files.append(OutcomeFile(Path(dirpath) / "outcome.json", f"{rel}/outcome.json", rel.replace(os.sep, "."), order))
+        files.append(
+            OutcomeFile(Path(dirpath) / "outcome.json", f"{rel}/outcome.json", rel.replace(os.sep, "."), order)
+        )
     seen = {f.repo_path for f in files}
     for f in declared:
         if f.repo_path not in seen and f.source.is_file():

@@ -216,9 +216,7 @@ class Executor:
             items = list(items)
             limit = el.max_iterations or len(items)
             if len(items) > limit:
-                raise NodeInputError(
-                    f"loop has {len(items)} items, more than max_iterations={limit}", path=str(path)
-                )
+                raise NodeInputError(f"loop has {len(items)} items, more than max_iterations={limit}", path=str(path))
             info["iterations"] = len(items)
             results: list[Any] = [None] * len(items)
             body_dpath = f"{dpath}.*"
@@ -273,7 +271,9 @@ class Executor:
                 await self._gather([branch(b, body) for b, body in el.branches.items()], len(el.branches))
             finally:
                 info["branches"] = {
-                    b: ("completed" if b in outcomes else "failed" if self._failed_under(path.child(b)) else "cancelled")
+                    b: (
+                        "completed" if b in outcomes else "failed" if self._failed_under(path.child(b)) else "cancelled"
+                    )
                     for b in el.branches
                 }
             return {b: outcomes[b] for b in el.branches}
@@ -328,7 +328,7 @@ class Executor:
             data = self._resolve(bindings, frame, path, "input")
         else:
             data = {k: self._resolve(v, frame, path, f"input {k!r}") for k, v in bindings.items()}
-        if getattr(el.node, "input_required", False):
+        if el.node.input_required:
             # The node asks for its input (a person, through the run's input handler).
             from reprise.dsl.nodes.human_input import request_input
 
@@ -345,7 +345,6 @@ class Executor:
             ) from None
 
     async def _node(self, el: NodeElement, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any) -> Any:
-        run_dir = self.run_dir
         node_dir = self._element_dir(path)
         node = el.node
         tel = self.tel

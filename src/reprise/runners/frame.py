@@ -19,9 +19,11 @@ class Frame:
     A loop iteration's frame is dropped when the iteration ends, so a long loop keeps only the
     list of iteration outcomes, not every inner node's outcome."""
 
-    __slots__ = ("parent", "outcomes", "children", "vars", "initial_inputs")
+    __slots__ = ("children", "initial_inputs", "outcomes", "parent", "vars")
 
-    def __init__(self, parent: Frame | None, initial_inputs: Mapping[str, Any], vars: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, parent: Frame | None, initial_inputs: Mapping[str, Any], vars: dict[str, Any] | None = None
+    ) -> None:
         self.parent = parent
         self.outcomes: dict[str, Any] = {}
         self.children: dict[str, Frame] = {}

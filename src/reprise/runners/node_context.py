@@ -29,7 +29,7 @@ class NodeContext:
     ...         ...
     """
 
-    __slots__ = ("path", "run", "attempt", "scope", "_node_dir", "_span", "_logger", "result_fields")
+    __slots__ = ("_logger", "_node_dir", "_span", "attempt", "path", "result_fields", "run", "scope")
 
     def __init__(
         self, path: HierarchyPath, run: RunContext, node_dir: Path | str, span: Span | None, scope: Scope | None = None
@@ -116,7 +116,6 @@ class NodeContext:
         tel = self.run.telemetry
         if tel is not None:
             tel.user_metric(name, value, {"reprise.hierarchy_path": str(self.path), **attributes})
-
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> int:
         """Record user metrics at ``step`` (see :func:`reprise.log`); returns the step."""

@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reprise.dsl.container import Container
 from reprise.dsl.definition import DefinitionIndex, definition_path
 from reprise.dsl.elements import ConditionalElement, ContainerElement, ForEachElement, NodeElement, ParallelElement
-from reprise.dsl.container import Container
 from reprise.dsl.node import Node
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RerunError, RunSetupError
@@ -181,7 +181,6 @@ class ReusePlan:
         self._carry_declared_files(old, previous.dir.element_dir(path).resolve(), node_dir, str(path))
         write_bytes_atomic(node_dir / RESULT_FILE, dump_json(result))
         return outcome, result
-
 
     def _carry_declared_files(self, old: dict[str, Any], old_dir: Path, node_dir: Path, node_path: str) -> None:
         for entry in old.get("outcome_files") or ():

@@ -85,7 +85,9 @@ class ComponentRunner(Generic[C]):
         """Execute the definition; see the module docstring."""
         ctx = self.run_context
         if ctx.status is not None and ctx.status.finished:
-            raise RepriseError(f"run {ctx.run_id} is already {ctx.status.value}; make a new RunContext", run_id=ctx.run_id)
+            raise RepriseError(
+                f"run {ctx.run_id} is already {ctx.status.value}; make a new RunContext", run_id=ctx.run_id
+            )
         if not ctx.is_setup:
             self._reuse = self._prepare()
             ctx.setup_run()
@@ -165,5 +167,3 @@ class AgentRunner(ComponentRunner[AgentDefinition]):
     """Runs an :class:`AgentDefinition`."""
 
     component_class = AgentDefinition
-
-
