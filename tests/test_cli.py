@@ -345,3 +345,46 @@ def test_console_script(project: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert envelope(proc, "runs")["data"] == []
     assert subprocess.run([str(script), "--version"], capture_output=True, text=True).stdout.startswith("reprise ")
+
+
+def test_show_tree_of_loops_conditionals_and_parallel_blocks(tmp_path: Path) -> None:
+    """The data `reprise show` prints (from Api.elements), for every kind of composite."""
+    from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFailedError, Var
+    from reprise.api import Api
+
+    def work(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    flow = (
+        FlowDefinition()
+        .node("first", lambda: 1)
+        .conditional("cond", Ref("first"), FlowDefinition().node("yes", lambda: "y"))
+        .parallel("par", {"l": FlowDefinition().node("a", lambda: 1), "r": FlowDefinition().node("b", lambda: 2)})
+        .for_each(
+            "loop", Initial("items"), FlowDefinition().node("work", work, inputs={"x": Var("item")}), max_iterations=5
+        )
+    )
+    ctx = RunContext(
+        root_component_id="flow", project_root=tmp_path, outcome_repo=False, initial_inputs={"items": [1, 2, 3]}
+    )
+    with pytest.raises(RunFailedError):
+        FlowRunner(flow, ctx).run_sync()
+    tree = Api(tmp_path / "runs").elements(ctx.run_id)
+
+    def row(path: str) -> tuple[str, str]:
+        found = next(e for e in tree.walk() if e.path == path)
+        return found.element_type, found.status
+
+    assert [c.name for c in tree.children] == ["first", "cond", "par", "loop"]
+    assert row("flow") == ("flow", "failed")
+    assert row("flow.cond") == ("conditional", "completed")
+    assert row("flow.cond.then") == ("branch", "completed")
+    assert row("flow.par.r") == ("branch", "completed")
+    assert row("flow.loop") == ("loop", "failed")
+    assert [c.name for c in next(e for e in tree.walk() if e.path == "flow.loop").children] == ["0", "1", "2"]
+    assert row("flow.loop.1") == ("iteration", "completed")
+    assert row("flow.loop.2") == ("iteration", "failed")
+    failed = next(e for e in tree.walk() if e.path == "flow.loop.2.work")
+    assert failed.error == "ValueError: three"

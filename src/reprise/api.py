@@ -329,13 +329,19 @@ def _element(directory: Path, path: str, name: str, missing: str) -> ElementInfo
                 children.append(child)
         children.sort(key=_order_key)
     if result is None:
-        if not children and not (directory / "input.json").is_file():
-            return None  # not an element: a directory a node wrote, or nothing at all
+        if not children:
+            if not (directory / "input.json").is_file():
+                return None  # not an element: a directory a node wrote, or nothing at all
+            return ElementInfo(path=path, name=name, element_type="node", status=missing)
+        # Loop iterations and conditional branches keep no result.json of their own: their
+        # status is their children's. Any other composite without one never finished.
+        kind = "iteration" if _NUMERIC.match(name) else "branch" if name in ("then", "else") else None
         return ElementInfo(
             path=path,
             name=name,
-            element_type="node" if not children else "element",
-            status=missing,
+            element_type=kind or "element",
+            status=_status_of(children, missing) if kind else missing,
+            started_at=children[0].started_at,
             children=children,
         )
     info = ElementInfo(
@@ -364,6 +370,17 @@ def _element(directory: Path, path: str, name: str, missing: str) -> ElementInfo
         cost = _num(result.get("cost_usd"))
         info.cost = cost if cost is not None else _num(result.get("cost"))
     return info
+
+
+_PRECEDENCE = ("failed", "cancelled", "running", "interrupted")
+
+
+def _status_of(children: list[ElementInfo], missing: str) -> str:
+    statuses = {c.status for c in children}
+    for status in _PRECEDENCE:
+        if status in statuses:
+            return status
+    return "completed" if statuses <= {"completed", "skipped"} else missing
 
 
 def _sum_usage(element: ElementInfo) -> tuple[float | None, float | None, float | None]:
