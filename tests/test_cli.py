@@ -388,3 +388,22 @@ def test_show_tree_of_loops_conditionals_and_parallel_blocks(tmp_path: Path) -> 
     assert row("flow.loop.2") == ("iteration", "failed")
     failed = next(e for e in tree.walk() if e.path == "flow.loop.2.work")
     assert failed.error == "ValueError: three"
+
+
+def test_envelope_is_strict_json_even_with_nan() -> None:
+    import argparse
+    import io
+    import math
+
+    from reprise.cli.common import Output
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    args = argparse.Namespace(json=True, run_root="runs", run_id="x")
+    Output("metrics", args, stdout=stdout, stderr=stderr).emit([{"metrics": {"loss": math.nan, "p": Path("a")}}])
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"not strict JSON: {token}")
+
+    env = json.loads(stdout.getvalue(), parse_constant=refuse)
+    assert env["data"] == [{"metrics": {"loss": None, "p": "a"}}]
+    assert env["query"] == {"run_root": str(Path("runs").absolute()), "run_id": "x"}

@@ -131,14 +131,14 @@ class Output:
         self.stderr.write(line if line.endswith("\n") else line + "\n")
 
     def _envelope(self, *, ok: bool, data: Any, error: dict[str, Any] | None) -> None:
-        envelope = {
-            "command": self.command,
-            "query": query_of(self.args),
-            "ok": ok,
-            "data": _jsonable(data),
-            "error": error,
-        }
-        self.stdout.write(json.dumps(envelope, ensure_ascii=False, default=str) + "\n")
+        envelope = {"command": self.command, "query": query_of(self.args), "ok": ok, "data": data, "error": error}
+        try:
+            text = json.dumps(envelope, ensure_ascii=False, default=str, allow_nan=False)
+        except ValueError:
+            # A NaN or infinity somewhere (a logged metric, say): JSON has none, so they become
+            # null. Walking the data costs time, so only when needed.
+            text = json.dumps(_jsonable(envelope), ensure_ascii=False, default=str, allow_nan=False)
+        self.stdout.write(text + "\n")
         self.stdout.flush()
 
 
