@@ -57,10 +57,13 @@ __all__ = [
     "AlertSettings",
     "alert",
     "current_run",
+    "enter_scope",
+    "exit_scope",
     "log",
     "parse_instant",
     "read_alerts",
     "read_metrics",
+    "running_in",
     "set_alert_settings",
     "wait_for_webhooks",
 ]

@@ -33,6 +33,8 @@ __all__ = [
     "UsageError",
     "add_common",
     "format_duration",
+    "format_table",
+    "query_of",
     "run_root_of",
 ]
 
