@@ -42,6 +42,8 @@ class SpanRecord:
     attributes: dict[str, Any] = field(default_factory=dict)
     status_code: int = 0
     status_message: str | None = None
+    #: The span's events as written (OTLP/JSON ``Event`` objects: ``name``, ``timeUnixNano``,
+    #: ``attributes``); decode their attributes with :func:`decode_attributes`.
     events: tuple[dict[str, Any], ...] = ()
 
     @property
