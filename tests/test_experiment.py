@@ -183,7 +183,7 @@ async def test_inline_experiment_writes_its_folder_and_normal_runs(tmp_path: Pat
     config = yaml.safe_load((folder / "config.yaml").read_text())
     assert config["target"] == "test_experiment:greeter"
     assert config["iterations"] == 2 and config["total_runs"] == 4 and config["max_concurrency"] == 4
-    assert config["executor"] == {"kind": "local", "isolation": "inline", "workers": None}
+    assert config["executor"] == {"kind": "local", "isolation": "inline", "workers": None, "max_items_per_worker": 1000}
 
     lines = lines_of(folder)
     assert sorted((line["input_id"], line["iteration"]) for line in lines) == [
@@ -320,6 +320,22 @@ async def test_max_concurrency_is_honoured(
     assert most >= 2  # ... and items really ran side by side
     if isolation == "process":
         assert len({pid for _, pid in seen}) <= 3  # a pool of max_concurrency workers, reused
+
+
+async def test_worker_processes_are_replaced_after_max_items(tmp_path: Path, anyio_backend: str) -> None:
+    if anyio_backend == "trio":
+        pytest.skip("process recycling does not depend on the backend")
+    summary = await Experiment(
+        greeter,
+        [{"id": f"n{i}", "initial_inputs": {"name": str(i)}} for i in range(4)],
+        project_root=tmp_path,
+        max_concurrency=1,
+        outcome_repo=False,
+        executor=LocalExecutor(max_items_per_worker=2),
+    ).run()
+    assert summary.successes == 4
+    workers = [line["worker"] for line in lines_of(Path(summary.path))]
+    assert workers[0] == workers[1] != workers[2] == workers[3]
 
 
 async def test_a_target_without_import_reference_is_pickled_for_workers(tmp_path: Path) -> None:

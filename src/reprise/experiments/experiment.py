@@ -419,7 +419,11 @@ class Experiment:
 def _executor_from_config(config: dict[str, Any]) -> ItemExecutor:
     kind = config.get("kind", "local")
     if kind == "local":
-        return LocalExecutor(config.get("isolation", "process"), workers=config.get("workers"))
+        return LocalExecutor(
+            config.get("isolation", "process"),
+            workers=config.get("workers"),
+            max_items_per_worker=config.get("max_items_per_worker", 1000),
+        )
     if kind == "dask":
         from reprise.experiments.dask_executor import DaskExecutor
 
