@@ -440,7 +440,7 @@ async def test_user_spans_nest_and_user_metrics_are_recorded(make_context: Any) 
     assert named["parse"].status_code == 0
     (point,) = metrics_of(result.run_dir)["tokens"]["histogram"]["dataPoints"]
     assert (point["count"], point["sum"], point["min"], point["max"]) == ("2", 150, 30, 120)
-    assert point_attrs(point) == {"reprise.hierarchy_path": "flow.work", "model": "small"}
+    assert point_attrs(point) == {"reprise.definition_path": "flow.work", "model": "small"}
 
 
 @pytest.mark.anyio
@@ -612,10 +612,10 @@ def _check_only_own(result: Any, root: str, size: int, others: list[str]) -> str
     assert sorted(line["item"] for line in logs if line["event"] == "item") == list(range(size))
     metrics = metrics_of(result.run_dir)
     assert counts_by_status(metrics) == {"completed": size}
-    points = metrics["work.item"]["histogram"]["dataPoints"]
-    assert len(points) == size
-    assert all(point_attrs(p)["reprise.hierarchy_path"].startswith(f"{root}.loop.") for p in points)
-    assert sum(float(p["sum"]) for p in points) == sum(range(size))
+    # One series for the loop's node (its definition path), holding every iteration's value.
+    (point,) = metrics["work.item"]["histogram"]["dataPoints"]
+    assert point_attrs(point) == {"reprise.definition_path": f"{root}.loop.*.work"}
+    assert int(point["count"]) == size and float(point["sum"]) == sum(range(size))
     raw = "".join(p.read_text() for p in trace_dir(result.run_dir).glob("*.jsonl"))
     for other in others:
         assert other not in raw

@@ -502,9 +502,12 @@ class RunTelemetry:
             "node attempt failed; retrying", attempt=attempt, error=message
         )
 
-    def user_metric(self, name: str, value: float, attributes: Mapping[str, Any]) -> None:
-        """Record a value of the user metric ``name`` (a histogram)."""
-        path = attributes.get("reprise.hierarchy_path")
+    def user_metric(
+        self, name: str, value: float, attributes: Mapping[str, Any], *, path: str | None = None
+    ) -> None:
+        """Record a value of the user metric ``name`` (a histogram). ``path`` (the recording
+        node's hierarchy path) is for error messages and logs only."""
+        path = path or attributes.get("reprise.hierarchy_path")
         if not isinstance(name, str) or not _METRIC_NAME.match(name):
             raise RepriseError(
                 f"invalid metric name {name!r}: use letters, digits, '_', '.', '-', '/', starting with a letter",

@@ -170,7 +170,13 @@ class RunContext:
         write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, _jsonable(self.initial_inputs))
         from reprise.observability.telemetry import RunTelemetry
 
-        self.telemetry = RunTelemetry.start(self, self.observability_settings)
+        try:
+            self.telemetry = RunTelemetry.start(self, self.observability_settings)
+        except BaseException as exc:
+            # The directory exists and says "running": record why it never ran, so it does not
+            # read as crashed later.
+            self.complete_run(RunStatus.FAILED, f"observability set-up failed: {exc}")
+            raise
         if self.outcome_settings.enabled:
             self._completion_hooks.append(_commit_outcomes)
         return run_dir

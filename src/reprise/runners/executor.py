@@ -89,6 +89,7 @@ class Executor:
         self.counts: dict[str, int] = {"executed": 0, "reused": 0, "failed": 0}
         self.failed_path: str | None = None
         self._base = str(self.run_dir.path)
+        self._current_span_needed = self.tel is not None and self.tel.settings.forward_to_global
 
     async def run_root(self) -> Any:
         """Execute the root component; returns its outcome."""
@@ -344,6 +345,18 @@ class Executor:
                 f"input does not validate against {model.__name__}: {validation_summary(exc)}", path=str(path)
             ) from None
 
+    async def _run_in_span(self, node: Any, inp: Any, nctx: NodeContext, span: Any, timeout: float | None) -> Any:
+        """Run the node with its span as the current OpenTelemetry span, so spans that libraries
+        open with the global tracer nest under it. Only when the user forwards our spans to their
+        global provider: otherwise nothing could see those spans, and it costs time per node."""
+        from opentelemetry import trace as trace_api
+
+        with trace_api.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            if timeout is None:
+                return await node.run(inp, nctx)
+            with anyio.fail_after(timeout):
+                return await node.run(inp, nctx)
+
     async def _node(self, el: NodeElement, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any) -> Any:
         node_dir = self._element_dir(path)
         node = el.node
@@ -379,7 +392,9 @@ class Executor:
                 attempts += 1
                 nctx.attempt = attempts
                 try:
-                    if settings.timeout is not None:
+                    if span is not None and self._current_span_needed:
+                        raw = await self._run_in_span(node, inp, nctx, span, settings.timeout)
+                    elif settings.timeout is not None:
                         with anyio.fail_after(settings.timeout):
                             raw = await node.run(inp, nctx)
                     else:

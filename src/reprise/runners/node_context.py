@@ -112,10 +112,16 @@ class NodeContext:
         return repo_path
 
     def metric(self, name: str, value: float, **attributes: Any) -> None:
-        """Record a value of the user metric ``name`` (exported to ``.trace/metrics.jsonl``)."""
+        """Record a value of the user metric ``name`` (exported to ``.trace/metrics.jsonl``).
+
+        Values are tagged with the node's *definition* path (loop indexes as ``*``), so a loop of
+        10,000 iterations makes one metric series, not 10,000."""
         tel = self.run.telemetry
         if tel is not None:
-            tel.user_metric(name, value, {"reprise.hierarchy_path": str(self.path), **attributes})
+            from reprise.dsl.definition import definition_path
+
+            attrs = {"reprise.definition_path": definition_path(self.path), **attributes}
+            tel.user_metric(name, value, attrs, path=str(self.path))
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> int:
         """Record user metrics at ``step`` (see :func:`reprise.log`); returns the step."""
