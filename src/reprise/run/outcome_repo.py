@@ -21,11 +21,12 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import git
+from typing import TYPE_CHECKING, Any
 
 from reprise.errors import RunSetupError
+
+if TYPE_CHECKING:
+    import git
 
 __all__ = ["OutcomeFile", "OutcomeRepository", "OutcomeSettings"]
 
@@ -74,6 +75,8 @@ class OutcomeRepository:
         """Open the repository, creating it (safely against concurrent creators) if needed."""
         if self._repo is not None:
             return self._repo
+        import git  # GitPython costs ~40 ms to import: only when a run commits
+
         self.path.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.parent / f".{self.path.name}.init.lock"
         with open(lock_path, "a") as lock:
@@ -116,6 +119,8 @@ class OutcomeRepository:
 
     def head_of(self, run_id: str) -> str | None:
         """The commit at the tip of ``run/<run_id>``, or ``None``."""
+        import git
+
         repo = self.ensure()
         try:
             out: str = repo.git.rev_parse("--verify", "-q", f"refs/heads/{self.branch(run_id)}^{{commit}}")
@@ -150,6 +155,8 @@ class OutcomeRepository:
 
         The branch must not exist yet (``update-ref`` with the all-zero old value enforces it),
         so two processes can never overwrite each other's run."""
+        import git
+
         repo = self.ensure()
         parent = self.head_of(parent_run_id) if parent_run_id else None
         fd, index_file = tempfile.mkstemp(prefix=f"reprise-index-{run_id}-", dir=repo.git_dir)
