@@ -40,6 +40,7 @@ from reprise.experiments.target import TargetSpec
 from reprise.observability.settings import ObservabilitySettings
 from reprise.run.directory import RESULT_FILE, RunDirectory, RunMetadata, pid_info
 from reprise.run.files import read_json, write_json_atomic
+from reprise.run.index import record_run
 from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings, collect_outcome_files
 from reprise.run.status import HOST, RunStatus
 
@@ -208,29 +209,43 @@ def run_job_sync(job: ItemJob) -> ItemResult:
     picklable, and with ``job.ship`` the run directory packed into the result."""
     staging: str | None = None
     if job.ship:
-        staging = tempfile.mkdtemp(prefix="reprise-item-")
+        staging = _staging_root()
         job = _replace(job, run_root=staging)
+    holder: list[ItemResult] = []
     try:
-        holder: list[ItemResult] = []
-        try:
-            result = anyio.run(_run_collecting, job, holder, backend=job.backend)
-        except BaseException:
-            if not holder:
-                raise
-            result = holder[0]
-        if result.record.worker is not None:
-            result.record.worker = _dask_worker_address() or result.record.worker
-        if result.record.run_id is not None:
-            run_dir = Path(job.run_root) / result.record.run_id
-            if not job.outcome_repo.enabled:
-                # The client commits: tell it which declared files to take along.
-                result.declared = _declared_in(run_dir)
-            if staging is not None:
-                result.payload = pack_run_dir(run_dir)
-        return result
-    finally:
+        result = anyio.run(_run_collecting, job, holder, backend=job.backend)
+    except BaseException:
+        if not holder:
+            raise
+        result = holder[0]
+    if result.record.worker is not None:
+        result.record.worker = _dask_worker_address() or result.record.worker
+    if result.record.run_id is not None:
+        run_dir = Path(job.run_root) / result.record.run_id
+        if not job.outcome_repo.enabled:
+            # The client commits: tell it which declared files to take along.
+            result.declared = _declared_in(run_dir)
         if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                result.payload = pack_run_dir(run_dir)
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+_STAGING: list[str] = []
+
+
+def _staging_root() -> str:
+    """This worker process's staging run root, made once: one per item would leave a cached
+    run-index connection (and its memory) behind for every item."""
+    if not _STAGING:
+        import atexit
+
+        path = tempfile.mkdtemp(prefix="reprise-staging-")
+        atexit.register(shutil.rmtree, path, True)
+        _STAGING.append(path)
+    return _STAGING[0]
 
 
 async def _run_collecting(job: ItemJob, holder: list[ItemResult]) -> ItemResult:
@@ -473,13 +488,15 @@ def commit_run_outcomes(
     """Commit a run's outcomes to ``run/<run_id>`` from the client, as the run's own process
     would have, and note the commit in its metadata. Returns the commit (``None`` when
     outcomes are off or the branch exists already)."""
-    if not settings.enabled:
-        return None
     run = RunDirectory(run_dir)
     meta = run.read_metadata()
+    if not settings.enabled:
+        record_run(run, meta)  # the client's run index learns of a run made elsewhere
+        return None
     path = settings.path or run_dir.parent / "outcome" / project_root.name
     repo = OutcomeRepository(path, settings)
     if repo.head_of(run.run_id) is not None:
+        record_run(run, meta)
         return None  # the run's process committed before it was killed
     files = collect_outcome_files(
         run_dir,
@@ -497,7 +514,7 @@ def commit_run_outcomes(
         commit = repo.commit_run(run.run_id, files, message="\n".join(lines), parent_run_id=meta.previous_run_id)
     except RepriseError as exc:
         setattr(meta, "outcome_commit_error", exc.message)  # noqa: B010 - an extra metadata field
-        run.write_metadata(meta)
+        _save(run, meta)
         return None
     for name, value in (
         ("outcome_commit", commit),
@@ -505,8 +522,13 @@ def commit_run_outcomes(
         ("outcome_repo", str(repo.path)),
     ):
         setattr(meta, name, value)
-    run.write_metadata(meta)
+    _save(run, meta)
     return commit
+
+
+def _save(run: RunDirectory, meta: RunMetadata) -> None:
+    run.write_metadata(meta)
+    record_run(run, meta)
 
 
 def finalize_lost_run(
@@ -559,7 +581,7 @@ def finalize_lost_run(
     meta.error_msg = message
     meta.ended_at = record.ended_at or now_iso()
     meta.duration_s = record.duration_s
-    run.write_metadata(meta)
+    _save(run, meta)
     if record.tokens is None and record.cost_usd is None:
         record.tokens, record.cost_usd = run_usage(run.path)
     commit_run_outcomes(run.path, settings, project_root)
