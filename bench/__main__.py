@@ -53,12 +53,29 @@ TIMEOUT_S = 1800
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="3 runs, reprise and the floor only")
     p.add_argument("--only", action="append", default=[], help="run only this benchmark (repeatable, comma-separated)")
     p.add_argument("--systems", default="", help="comma-separated systems (default: all)")
-    p.add_argument("--runs", type=int, default=None, help="timed runs per measurement (default 7, --quick 3)")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per measurement (default 8, --quick 3)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="split the runs over this many passes through every system (default 2, --quick 1), so a\n"
+        "swing in the machine's load lands on every system rather than on one",
+    )
     p.add_argument("--output", type=Path, default=BENCH_DIR / "results.json")
+    p.add_argument("--show", type=Path, default=None, help="print the table of an earlier results.json and exit")
+    p.add_argument(
+        "--reprise-src",
+        type=Path,
+        default=None,
+        help="benchmark the reprise package under this src/ directory instead of the installed one\n"
+        "(e.g. a `git worktree` of an older commit, for before/after figures)",
+    )
     args = p.parse_args(argv)
     only = [b for item in args.only for b in item.split(",") if b]
     unknown = sorted(set(only) - set(BENCHMARKS))
@@ -70,14 +87,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown system(s) {', '.join(bad)}; choose from {', '.join(SYSTEMS)}")
     args.system_list = tuple(s for s in SYSTEMS if s in systems)
-    args.runs = args.runs or (3 if args.quick else 7)
-    if args.runs < 1:
-        p.error("--runs must be >= 1")
+    args.runs = args.runs or (3 if args.quick else 8)
+    args.rounds = args.rounds or (1 if args.quick else 2)
+    if args.runs < 1 or args.rounds < 1:
+        p.error("--runs and --rounds must be >= 1")
     return args
 
 
 # -- machine -------------------------------------------------------------------------------
-def machine_info() -> dict[str, Any]:
+def machine_info(reprise_src: Path | None = None) -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = platform.processor() or ""
     try:
@@ -95,7 +113,10 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     commit = subprocess.run(
-        ["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ["git", "-C", str(reprise_src or BENCH_DIR.parent), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     fs = subprocess.run(["df", "-T", tempfile.gettempdir()], capture_output=True, text=True, check=False).stdout
     return {
@@ -108,17 +129,31 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "tmp_filesystem": fs.splitlines()[-1].split()[1] if fs.count("\n") >= 2 else None,
         "reprise_commit": commit or None,
+        "reprise_src": str(reprise_src.resolve()) if reprise_src else "installed (editable)",
         "loadavg_start": list(os.getloadavg()),
     }
 
 
 # -- running -------------------------------------------------------------------------------
-def run_peer(system: str, python: Path, benchmark: str, runs: int, scratch: Path) -> list[dict[str, Any]]:
+def run_peer(
+    system: str, python: Path, benchmark: str, runs: int, scratch: Path, pythonpath: Path | None = None
+) -> list[dict[str, Any]]:
     """Run one benchmark of one system in a fresh process; return its result entries."""
     tmp = Path(tempfile.mkdtemp(prefix=f"{system}-{benchmark}-", dir=scratch))
-    cmd = [str(python), str(PEERS_DIR / SCRIPTS[system]), "--benchmark", benchmark, "--runs", str(runs), "--tmp", str(tmp)]
+    cmd = [
+        str(python),
+        str(PEERS_DIR / SCRIPTS[system]),
+        "--benchmark",
+        benchmark,
+        "--runs",
+        str(runs),
+        "--tmp",
+        str(tmp),
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False)
     except subprocess.TimeoutExpired:
@@ -187,7 +222,9 @@ def install_peers(peers: list[str], scratch: Path) -> dict[str, Path | str]:
 
 
 # -- report --------------------------------------------------------------------------------
-def find(results: list[dict[str, Any]], system: str, benchmark: str, config: str | None = None) -> dict[str, Any] | None:
+def find(
+    results: list[dict[str, Any]], system: str, benchmark: str, config: str | None = None
+) -> dict[str, Any] | None:
     for r in results:
         if r["system"] == system and r["benchmark"] == benchmark and (config is None or r["config"] == config):
             if r.get("us_per_node") is not None:
@@ -208,32 +245,79 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for bench in ("chain-200", "chain-2000"):
         rd = find(results, "reprise", bench, "defaults")
         add(f"{bench}: reprise defaults / floor", rd, find(results, "floor", bench), "<= 1.3", lambda v: v <= 1.3)
-        add(f"{bench}: reprise tracing-off / floor", find(results, "reprise", bench, "tracing-off"),
-            find(results, "floor", bench), "-")
-        add(f"{bench}: dhenara-agent / reprise defaults", find(results, "dhenara-agent", bench), rd, ">= 10",
-            lambda v: v >= 10)
-        add(f"{bench}: reprise defaults / langgraph InMemorySaver", rd,
-            find(results, "langgraph", bench, "InMemorySaver"), "< 1", lambda v: v < 1)
-        add(f"{bench}: reprise defaults / langgraph no-checkpointer", rd,
-            find(results, "langgraph", bench, "no-checkpointer"), "-")
+        add(
+            f"{bench}: reprise tracing-off / floor",
+            find(results, "reprise", bench, "tracing-off"),
+            find(results, "floor", bench),
+            "-",
+        )
+        add(
+            f"{bench}: dhenara-agent / reprise defaults",
+            find(results, "dhenara-agent", bench),
+            rd,
+            ">= 10",
+            lambda v: v >= 10,
+        )
+        add(
+            f"{bench}: reprise defaults / langgraph InMemorySaver",
+            rd,
+            find(results, "langgraph", bench, "InMemorySaver"),
+            "< 1",
+            lambda v: v < 1,
+        )
+        add(
+            f"{bench}: reprise defaults / langgraph no-checkpointer",
+            rd,
+            find(results, "langgraph", bench, "no-checkpointer"),
+            "-",
+        )
         add(f"{bench}: reprise defaults / pydantic-graph", rd, find(results, "pydantic-graph", bench), "-")
-        add(f"{bench}: reprise defaults / burr LocalTrackingClient", rd,
-            find(results, "burr", bench, "LocalTrackingClient"), "-")
+        add(
+            f"{bench}: reprise defaults / burr LocalTrackingClient",
+            rd,
+            find(results, "burr", bench, "LocalTrackingClient"),
+            "-",
+        )
     fd = find(results, "reprise", "fanout-1000", "defaults")
-    add("fanout-1000: reprise defaults / langgraph no-checkpointer", fd,
-        find(results, "langgraph", "fanout-1000", "no-checkpointer"), "< 1", lambda v: v < 1)
-    add("fanout-1000: reprise defaults / pydantic-graph", fd, find(results, "pydantic-graph", "fanout-1000"), "< 1",
-        lambda v: v < 1)
+    add(
+        "fanout-1000: reprise defaults / langgraph no-checkpointer",
+        fd,
+        find(results, "langgraph", "fanout-1000", "no-checkpointer"),
+        "< 1",
+        lambda v: v < 1,
+    )
+    add(
+        "fanout-1000: reprise defaults / pydantic-graph",
+        fd,
+        find(results, "pydantic-graph", "fanout-1000"),
+        "< 1",
+        lambda v: v < 1,
+    )
     add("fanout-1000: reprise defaults / floor", fd, find(results, "floor", "fanout-1000"), "-")
     rr = find(results, "reprise", "rerun-last")
     if rr is not None and "extra" in rr:
         v = rr["extra"]["ratio_to_full_run"]
-        out.append({"ratio": "rerun-last: re-run from last node / full run", "value": round(v, 3), "goal": "< 0.25",
-                    "met": v < 0.25})
-    add("loop-10000 per node / chain-200 per node (reprise defaults)", find(results, "reprise", "loop-10000", "defaults"),
-        find(results, "reprise", "chain-200", "defaults"), "<= 1.5", lambda v: v <= 1.5)
-    add("loop-10000: reprise defaults / floor", find(results, "reprise", "loop-10000", "defaults"),
-        find(results, "floor", "loop-10000"), "-")
+        out.append(
+            {
+                "ratio": "rerun-last: re-run from last node / full run",
+                "value": round(v, 3),
+                "goal": "< 0.25",
+                "met": v < 0.25,
+            }
+        )
+    add(
+        "loop-10000 per node / chain-200 per node (reprise defaults)",
+        find(results, "reprise", "loop-10000", "defaults"),
+        find(results, "reprise", "chain-200", "defaults"),
+        "<= 1.5",
+        lambda v: v <= 1.5,
+    )
+    add(
+        "loop-10000: reprise defaults / floor",
+        find(results, "reprise", "loop-10000", "defaults"),
+        find(results, "floor", "loop-10000"),
+        "-",
+    )
     imp = find(results, "reprise", "import", "import reprise")
     if imp is not None:
         s = imp["median"] / 1e6
@@ -270,12 +354,16 @@ def print_table(results: list[dict[str, Any]], lines: list[dict[str, Any]]) -> N
                 if "ratio_to_full_run" in extra:
                     note += f"; full run {extra['full_run_median_s'] * 1000:.0f} ms"
                 if "process_wall_median_s" in extra:
-                    note += (f"; whole process {extra['process_wall_median_s'] * 1000:.0f} ms"
-                             f" (bare python {extra['bare_interpreter_median_s'] * 1000:.0f} ms)")
+                    note += (
+                        f"; whole process {extra['process_wall_median_s'] * 1000:.0f} ms"
+                        f" (bare python {extra['bare_interpreter_median_s'] * 1000:.0f} ms)"
+                    )
                 if r.get("unit") in ("outcome file",):
                     note += f"; whole commit {r['median_total_s'] * 1000:.0f} ms"
-            print(f"{bench:<12} {r['system']:<15} {r['config']:<20} {fmt_us(r.get('median')):>12} "
-                  f"{fmt_us(r.get('min')):>12} {r.get('runs', 0):>4}  {note}")
+            print(
+                f"{bench:<12} {r['system']:<15} {r['config']:<20} {fmt_us(r.get('median')):>12} "
+                f"{fmt_us(r.get('min')):>12} {r.get('runs', 0):>4}  {note}"
+            )
         if rows:
             print()
     if lines:
@@ -287,7 +375,12 @@ def print_table(results: list[dict[str, Any]], lines: list[dict[str, Any]]) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    machine = machine_info()
+    if args.show is not None:
+        doc = json.loads(args.show.read_text())
+        print(json.dumps(doc["machine"]))
+        print_table(doc["results"], ratios(doc["results"]))
+        return 0
+    machine = machine_info(args.reprise_src)
     scratch = Path(tempfile.mkdtemp(prefix="reprise-bench-"))
     results: list[dict[str, Any]] = []
     try:
@@ -299,26 +392,46 @@ def main(argv: list[str] | None = None) -> int:
             if want_reprise:
                 plan.append(("reprise", bench))
             plan += [(p, bench) for p in peers if bench in PEER_BENCHMARKS[p]]
-        for system, bench in plan:
-            t0 = time.perf_counter()
-            print(f"{bench:<12} {system:<15} ...", end=" ", flush=True)
-            python = Path(sys.executable) if system == "reprise" else pythons[system]
-            if isinstance(python, str):
-                raw = [{"system": system, "benchmark": bench, "config": "-", "error": python}]
-            else:
-                raw = run_peer(system, python, bench, args.runs, scratch)
-            for r in raw:
-                if r["system"] in args.system_list:
-                    results.append(summarise(r))
-            print(f"{time.perf_counter() - t0:.1f}s", flush=True)
+        per_round = -(-args.runs // args.rounds)
+        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for round_no in range(args.rounds):
+            for system, bench in plan:
+                t0 = time.perf_counter()
+                label = f" (round {round_no + 1}/{args.rounds})" if args.rounds > 1 else ""
+                print(f"{bench:<12} {system:<15}{label} ...", end=" ", flush=True)
+                python = Path(sys.executable) if system == "reprise" else pythons[system]
+                if isinstance(python, str):
+                    raw = [{"system": system, "benchmark": bench, "config": "-", "error": python}]
+                elif bench in ("import",) and round_no > 0:
+                    raw = []  # fresh interpreters already; one round is enough
+                else:
+                    src = args.reprise_src.resolve() if system == "reprise" and args.reprise_src else None
+                    raw = run_peer(system, python, bench, per_round, scratch, src)
+                for r in raw:
+                    key = (r["system"], r["benchmark"], r["config"])
+                    have = merged.get(key)
+                    if have is None or "error" in have:
+                        merged[key] = r
+                    elif "error" not in r:
+                        have["samples_s"] += r["samples_s"]
+                print(f"{time.perf_counter() - t0:.1f}s", flush=True)
+        results = [summarise(r) for r in merged.values() if r["system"] in args.system_list]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     machine["loadavg_end"] = list(os.getloadavg())
     lines = ratios(results)
     print_table(results, lines)
-    doc = {"machine": machine, "options": {"runs": args.runs, "benchmarks": list(args.benchmarks),
-                                           "systems": list(args.system_list)},
-           "results": results, "ratios": lines}
+    doc = {
+        "machine": machine,
+        "options": {
+            "runs": args.runs,
+            "rounds": args.rounds,
+            "benchmarks": list(args.benchmarks),
+            "systems": list(args.system_list),
+        },
+        "results": results,
+        "ratios": lines,
+    }
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {args.output}")
     return 0

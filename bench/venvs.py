@@ -63,7 +63,9 @@ def find_python(minor: str) -> str | None:
     for candidate in candidates:
         done = subprocess.run(
             [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if done.returncode == 0 and done.stdout.strip() == minor:
             return candidate
@@ -90,7 +92,7 @@ def ensure_venv(peer: str, log: Path | None = None) -> Path:
     if root.exists():
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL
     try:
         steps = [
             [base, "-m", "venv", str(root)],

@@ -9,6 +9,7 @@ its state, so each timed run gets a new application; building it is not timed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import tempfile
 from collections.abc import AsyncGenerator
@@ -55,7 +56,7 @@ def chain_app(n: int, tracker: Any, app_id: str) -> Any:
     builder = (
         ApplicationBuilder()
         .with_actions(**{name: inc for name in names})
-        .with_transitions(*zip(names, names[1:], strict=False))
+        .with_transitions(*itertools.pairwise(names))
         .with_state(x=0)
         .with_entrypoint(names[0])
     )
@@ -112,7 +113,8 @@ async def main() -> None:
                 assert state["x"] == units, state["x"]
             else:
                 assert sorted(state["results"]) == list(range(1, FANOUT + 1))
-            report.add(args.benchmark, config, units, await time_async(go, args.runs, prepare=build))
+            unit = "node" if args.benchmark in CHAIN_SIZES else "branch"
+            report.add(args.benchmark, config, units, await time_async(go, args.runs, prepare=build), unit=unit)
         except Exception as exc:
             report.error(args.benchmark, config, exc)
     report.emit()

@@ -83,7 +83,7 @@ async def main() -> None:
 
                 out = await go(-1)
                 assert sorted(out["results"]) == list(range(1, FANOUT + 1))
-                report.add(args.benchmark, config, FANOUT, await time_async(go, args.runs))
+                report.add(args.benchmark, config, FANOUT, await time_async(go, args.runs), unit="branch")
             else:
                 report.error(args.benchmark, config, "not run for this system")
         except Exception as exc:

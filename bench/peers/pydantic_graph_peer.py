@@ -7,6 +7,7 @@ this is its bare in-memory cost.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from _common import CHAIN_SIZES, FANOUT, Report, main_args, time_async
@@ -21,7 +22,7 @@ def chain(n: int) -> Any:
     g = GraphBuilder(name=f"chain{n}", input_type=int, output_type=int)
     steps = [g.step(inc, node_id=f"n{i}") for i in range(n)]
     g.add(g.edge_from(g.start_node).to(steps[0]))
-    for a, b in zip(steps, steps[1:], strict=False):
+    for a, b in itertools.pairwise(steps):
         g.add(g.edge_from(a).to(b))
     g.add(g.edge_from(steps[-1]).to(g.end_node))
     return g.build()
@@ -51,8 +52,11 @@ async def main() -> None:
             out = await graph.run(inputs=list(range(FANOUT)))
             assert sorted(out) == list(range(1, FANOUT + 1)), out[:5]
             report.add(
-                args.benchmark, "default", FANOUT,
+                args.benchmark,
+                "default",
+                FANOUT,
                 await time_async(lambda i: graph.run(inputs=list(range(FANOUT))), args.runs),
+                unit="branch",
             )
         else:
             report.error(args.benchmark, "default", "not run for this system")

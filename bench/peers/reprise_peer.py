@@ -130,8 +130,12 @@ async def bench_rerun(report: Report, runs: Runs, n_runs: int) -> None:
         full_median = sorted(full)[len(full) // 2]
         rerun_median = sorted(samples)[len(samples) // 2]
         report.add(
-            "rerun-last", "defaults", RERUN_CHAIN, samples,
-            full_run_median_s=full_median, ratio_to_full_run=rerun_median / full_median,
+            "rerun-last",
+            "defaults",
+            RERUN_CHAIN,
+            samples,
+            full_run_median_s=full_median,
+            ratio_to_full_run=rerun_median / full_median,
         )
     except Exception as exc:
         report.error("rerun-last", "defaults", exc)
@@ -141,7 +145,10 @@ def rss_child(n: int, tmp: str) -> dict[str, float]:
     """Peak RSS of a fresh interpreter that imports reprise and runs one loop of ``n``."""
     done = subprocess.run(
         [sys.executable, __file__, "--benchmark", f"_rss-{n}", "--runs", "1", "--tmp", tmp],
-        capture_output=True, text=True, check=False, timeout=900,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
     )
     if done.returncode != 0:
         raise RuntimeError(f"RSS child failed: {done.stderr[-1500:]}")
@@ -171,8 +178,16 @@ async def bench_loop(report: Report, runs: Runs, n_runs: int, tmp: str) -> None:
     except Exception as exc:
         rss = {"rss_error": str(exc)[-500:]}
     await bench_flow(
-        report, runs, "loop-10000", loop(LOOP), LOOP, [i + 1 for i in range(LOOP)], ("defaults",), n_runs,
-        floor.loop, **rss,
+        report,
+        runs,
+        "loop-10000",
+        loop(LOOP),
+        LOOP,
+        [i + 1 for i in range(LOOP)],
+        ("defaults",),
+        n_runs,
+        floor.loop,
+        **rss,
     )
 
 
@@ -192,18 +207,29 @@ def bench_import(report: Report, n_runs: int) -> None:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare.append(time.perf_counter() - t0)
     # The first import warms the OS page cache for every module file; drop it like a warm-up run.
-    report.add("import", "import reprise", 1, inside[1:], unit="import",
-               process_wall_median_s=sorted(wall[1:])[n_runs // 2],
-               bare_interpreter_median_s=sorted(bare)[n_runs // 2])
+    report.add(
+        "import",
+        "import reprise",
+        1,
+        inside[1:],
+        unit="import",
+        process_wall_median_s=sorted(wall[1:])[n_runs // 2],
+        bare_interpreter_median_s=sorted(bare)[n_runs // 2],
+    )
     script = Path(sys.executable).parent / "reprise"
     if not script.exists():
-        report.error("import", "reprise --help", f"no `reprise` console script in {script.parent} (the CLI is not there yet)")
+        report.error(
+            "import", "reprise --help", f"no `reprise` console script in {script.parent} (the CLI is not there yet)"
+        )
         return
     helps: list[float] = []
     for _ in range(n_runs + 1):
         t0 = time.perf_counter()
-        subprocess.run([str(script), "--help"], capture_output=True, check=True)
+        done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
         helps.append(time.perf_counter() - t0)
+        if done.returncode != 0:
+            report.error("import", "reprise --help", f"`reprise --help` exited {done.returncode}: {done.stderr[-300:]}")
+            return
     report.add("import", "reprise --help", 1, helps[1:], unit="command")
 
 
@@ -218,21 +244,25 @@ async def bench_git(report: Report, runs: Runs, n_runs: int) -> None:
     for n in (10, 1000):
         config = f"{n}-files"
         try:
-            result = await runs.run(chain(n), runs.context("git-off"))
-            run_dir = Path(result.run_dir)
-            repo = OutcomeRepository(runs.project / "runs" / "outcome" / "bench", OutcomeSettings())
-            repo.ensure()
-            counter = iter(range(10**6))
-
-            async def commit(_: Any) -> None:
-                files = collect_outcome_files(run_dir)
-                assert len(files) == n, len(files)
-                repo.commit_run(f"{result.run_id}-{next(counter)}", files, message=f"bench {n}")
-
-            samples = await time_async(commit, n_runs)
+            samples = await _time_commits(runs, n, n_runs, OutcomeRepository, OutcomeSettings, collect_outcome_files)
             report.add("git-commit", config, n, samples, unit="outcome file")
         except Exception as exc:
             report.error("git-commit", config, exc)
+
+
+async def _time_commits(runs: Runs, n: int, n_runs: int, repo_cls: Any, settings_cls: Any, collect: Any) -> list[float]:
+    result = await runs.run(chain(n), runs.context("git-off"))
+    run_dir = Path(result.run_dir)
+    repo = repo_cls(runs.project / "runs" / "outcome" / "bench", settings_cls())
+    repo.ensure()
+    counter = iter(range(10**6))
+
+    async def commit(_: Any) -> None:
+        files = collect(run_dir)
+        assert len(files) == n, len(files)
+        repo.commit_run(f"{result.run_id}-{next(counter)}", files, message=f"bench {n}")
+
+    return await time_async(commit, n_runs)
 
 
 async def main() -> None:
@@ -249,7 +279,15 @@ async def main() -> None:
     elif b == "fanout-1000":
         expect = {f"b{i}": i + 1 for i in range(FANOUT)}
         await bench_flow(
-            report, runs, b, fanout(FANOUT), FANOUT, expect, ("defaults", "tracing-off"), args.runs, floor.fanout,
+            report,
+            runs,
+            b,
+            fanout(FANOUT),
+            FANOUT,
+            expect,
+            ("defaults", "tracing-off"),
+            args.runs,
+            floor.fanout,
             unit="branch",
         )
     elif b == "rerun-last":
