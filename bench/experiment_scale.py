@@ -2,11 +2,11 @@
 
 A trivial one-node flow over N items with ``max_concurrency`` K, through each executor:
 ``inline`` (the experiment's own event loop), ``process`` (the default pool of worker
-processes) and ``dask`` (a ``LocalCluster`` of two worker processes on loopback). Each mode runs
-in a fresh process, so peak RSS figures are the mode's own. Reports wall time, items/s, the
-per-item overhead (wall time / items x concurrency actually available), the parent's RSS after
-10%, 50% and 100% of the items (flat = nothing kept per item) and peak RSS of the parent and of
-its largest worker process::
+processes) and ``dask`` (a scheduler and two single-threaded workers on loopback, each in its own
+process). Each mode runs in a fresh process, so RSS figures are the mode's own. Reports wall
+time, items/s, wall time per item, the runs' p50/p95 duration, the experiment process's RSS after
+10%, 50% and 100% of the items (flat = nothing kept per item), its peak RSS and that of its
+largest worker process (Dask: a worker's RSS at the end)::
 
     python -m bench.experiment_scale                          # 10,000 items, K=32, all modes
     python -m bench.experiment_scale --items 2000 --modes inline,process --git
@@ -58,16 +58,28 @@ def run_mode(mode: str, items: int, parallel: int, git: bool, root: Path) -> dic
         if done in marks:
             samples[marks[done]] = round(_rss_mib(), 1)
 
-    cluster = None
+    cluster: list[subprocess.Popen[bytes]] = []
+    client: Any = None
     if mode == "dask":
-        from distributed import LocalCluster
+        from distributed import Client
 
         from reprise.experiments.dask_executor import DaskExecutor
 
-        cluster = LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-        )
-        executor: Any = DaskExecutor(cluster.scheduler_address)
+        # Scheduler and workers in their own processes (as on a real cluster), so this process's
+        # memory is the experiment client's alone.
+        dask_cli = str(Path(sys.executable).with_name("dask"))
+        scheduler_file = root / "scheduler.json"
+        common = ["--no-dashboard", "--scheduler-file", str(scheduler_file)]
+        cluster.append(subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", *common]))
+        while not scheduler_file.exists():
+            time.sleep(0.1)
+        # Workers must import the target's module (bench.experiment_scale) themselves.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+        worker_cmd = [dask_cli, "worker", "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1", *common]
+        cluster.append(subprocess.Popen(worker_cmd, env=env))
+        client = Client(scheduler_file=str(scheduler_file), set_as_default=False)
+        client.wait_for_workers(2)
+        executor: Any = DaskExecutor(client)
     else:
         executor = LocalExecutor(mode)  # type: ignore[arg-type]
     inputs = [{"id": f"i{i}", "initial_inputs": {"n": i}} for i in range(items)]
@@ -84,8 +96,13 @@ def run_mode(mode: str, items: int, parallel: int, git: bool, root: Path) -> dic
     t0 = time.perf_counter()
     summary = anyio.run(experiment.run)
     wall = time.perf_counter() - t0
-    if cluster is not None:
-        cluster.close()
+    worker_rss = 0.0
+    if client is not None:
+        worker_rss = max(client.run(_rss_mib).values())
+        client.close()
+        for process in reversed(cluster):
+            process.terminate()
+            process.wait()
     assert summary.successes == items, summary
     return {
         "mode": mode,
@@ -100,7 +117,7 @@ def run_mode(mode: str, items: int, parallel: int, git: bool, root: Path) -> dic
         "rss_start_mib": round(rss_start, 1),
         **samples,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_child_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_child_rss_mib": round(worker_rss or resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
 
 

@@ -297,10 +297,10 @@ class Experiment:
         still writes the summary (``interrupted``) before propagating."""
         if self._running:
             raise ExperimentError(f"experiment {self.name} is already running")
-        self._running = True
         self._stopping = False
         backend = _current_backend()
         folder, done = self._open_folder()
+        self._running = True
         done_failures = 0
         if done:
             done_failures = sum(
