@@ -234,3 +234,16 @@ def test_runs_are_indexed_when_they_start_and_complete(tmp_path: Path) -> None:
         assert conn.execute("SELECT run_id, status FROM runs").fetchall() == [(result.run_id, "completed")]
     info = Api(tmp_path / "runs").run(result.run_id)
     assert info.status is RunStatus.COMPLETED and info.duration_s is not None
+
+
+def test_a_process_keeps_only_a_few_index_connections_open(tmp_path: Path) -> None:
+    """Experiment workers touch many run roots: cached connections stay bounded."""
+    from reprise.run import index as index_module
+
+    for i in range(20):
+        root = tmp_path / f"root{i}"
+        root.mkdir()
+        assert RunIndex(root).runs() == []
+    mine = [k for k in index_module._CONNECTIONS if k.startswith(str(tmp_path))]
+    assert 1 <= len(mine) <= index_module._MAX_CONNECTIONS
+    assert str(tmp_path / "root19" / INDEX_FILE) in mine  # the newest stays

@@ -211,6 +211,19 @@ def _hex_ids(span: Span) -> dict[str, str]:
     return {"trace_id": f"{sc.trace_id:032x}", "span_id": f"{sc.span_id:016x}"}
 
 
+_BASE_RESOURCES: dict[str, Resource] = {}
+
+
+def _base_resource() -> Resource:
+    """The SDK's detected resource (SDK attributes, ``OTEL_RESOURCE_ATTRIBUTES``), detected once
+    per process and environment: detection costs milliseconds, and runs start often."""
+    key = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "") + "\0" + os.environ.get("OTEL_SERVICE_NAME", "")
+    base = _BASE_RESOURCES.get(key)
+    if base is None:
+        base = _BASE_RESOURCES[key] = Resource.create({})
+    return base
+
+
 class RunTelemetry:
     """Tracing, metrics and logging for one run. Made by :meth:`RunContext.setup_run`.
 
@@ -233,7 +246,7 @@ class RunTelemetry:
             **settings.resource_attributes,
         }
         _preflight(settings)  # configuration errors surface before any file or thread exists
-        self.resource = Resource.create(attrs)
+        self.resource = _base_resource().merge(Resource(attrs))
         self._closed = False
         self._lock = threading.Lock()
         self._live = False

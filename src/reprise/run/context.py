@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from reprise import __version__
 from reprise.dsl.definition import DefinitionIndex
@@ -417,7 +417,8 @@ def _is_cancellation(exc: BaseException) -> bool:
         return False
 
 
-def _jsonable(data: Mapping[str, Any]) -> Any:
-    from pydantic import TypeAdapter
+_ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
 
-    return TypeAdapter(Any).dump_python(dict(data), mode="json")
+
+def _jsonable(data: Mapping[str, Any]) -> Any:
+    return _ANY_ADAPTER.dump_python(dict(data), mode="json")

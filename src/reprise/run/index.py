@@ -170,6 +170,28 @@ _CONNECTIONS: dict[str, _Cached] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+_MAX_CONNECTIONS = 8
+
+
+def _evict_idle(keep: str) -> None:
+    """Close cached connections beyond the first few (oldest first), skipping any in use, so a
+    process that touches many run roots (experiment workers) does not keep them all open.
+    Called with ``_CACHE_LOCK`` held."""
+    for key in list(_CONNECTIONS)[: max(0, len(_CONNECTIONS) - _MAX_CONNECTIONS)]:
+        entry = _CONNECTIONS[key]
+        if key == keep or not entry.lock.acquire(blocking=False):
+            continue
+        try:
+            del _CONNECTIONS[key]
+            if entry.pid == os.getpid():
+                try:
+                    entry.conn.close()
+                except sqlite3.Error:
+                    pass
+        finally:
+            entry.lock.release()
+
+
 class RunIndex:
     """The index of the runs under ``run_root`` (see the module docstring).
 
@@ -247,11 +269,16 @@ class RunIndex:
         try:
             conn = self._connect()
             conn.execute("SELECT count(*) FROM runs WHERE 0").fetchone()
+        except sqlite3.OperationalError:
+            # "database is locked" and the like: another process is busy with a good index.
+            # Deleting it here would pull it from under them; let the caller fall back.
+            raise
         except sqlite3.DatabaseError:
             self._delete_files()
             conn = self._connect()
         with _CACHE_LOCK:
             _CONNECTIONS[key] = _Cached(os.getpid(), os.stat(self.path).st_ino, conn, lock)
+            _evict_idle(keep=key)
         return conn
 
     @staticmethod
