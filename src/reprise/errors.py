@@ -12,6 +12,7 @@ where a problem is::
     │   └── RerunError         a re-run cannot start from the requested path
     ├── NodeInputError         a node's input could not be built or did not validate
     ├── NodeExecutionError     a node raised, timed out or returned an invalid outcome
+    ├── TargetError            a MODULE:OBJECT reference names no flow or agent definition
     ├── RunFailedError         a run ended failed; wraps the first node error
     └── RunCancelledError      a run was cancelled (Ctrl-C, a cancel scope, a timeout around it)
 """
@@ -28,6 +29,7 @@ __all__ = [
     "RunFailedError",
     "RunSetupError",
     "StaticInputError",
+    "TargetError",
     "TemplateError",
 ]
 
@@ -98,6 +100,10 @@ class NodeInputError(RepriseError):
 
 class NodeExecutionError(RepriseError):
     """A node raised, timed out or returned an outcome that did not validate."""
+
+
+class TargetError(RepriseError):
+    """A ``MODULE:OBJECT`` reference names no importable flow or agent definition."""
 
 
 class RunFailedError(RepriseError):

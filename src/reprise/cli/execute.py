@@ -8,11 +8,8 @@ from Python, or after the definition moved).
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,9 @@ from reprise.cli.common import (
     run_root_of,
 )
 from reprise.cli.progress import RunProgress
-from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
+from reprise.dsl.container import AgentDefinition, Container
+from reprise.errors import TargetError
+from reprise.targets import import_target, split_reference
 
 __all__ = ["PROJECT_TAG", "TARGET_TAG", "load_target", "parse_inputs", "register"]
 
@@ -37,7 +36,6 @@ TARGET_TAG = "reprise.target"
 #: The tag holding the project root the target was imported from.
 PROJECT_TAG = "reprise.project_root"
 
-_ATTR = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
 
 
 def register(subparsers: Any) -> None:
@@ -103,56 +101,16 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def load_target(spec: str, project_root: Path) -> tuple[Container, str]:
     """Import ``MODULE:OBJECT`` (MODULE dotted, or a ``.py`` file relative to ``project_root``)
     and return the definition and its root id (its ``id``, else the object's name)."""
-    module_part, sep, attr = spec.rpartition(":")
-    if not sep or not module_part or not _ATTR.match(attr):
-        raise UsageError(f"{spec!r} is not MODULE:OBJECT (e.g. myproject.flows:summarize or flows.py:summarize)")
     root = str(project_root)
     if root not in sys.path:
         # Like `python -m`: the project's own modules import from its root.
         sys.path.insert(0, root)
-    if module_part.endswith(".py") or "/" in module_part:
-        module = _import_file(project_root, module_part)
-    else:
-        module = _import_module(module_part, project_root)
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UsageError(f"module {module_part!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, (AgentDefinition, FlowDefinition)):
-        raise UsageError(f"{spec} is a {type(obj).__name__}, not an AgentDefinition or FlowDefinition")
-    root_id = obj.id or attr.rsplit(".", 1)[-1]
-    return obj, root_id
-
-
-def _import_module(name: str, project_root: Path) -> Any:
     try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise UsageError(f"no module named {name!r} (looked in {project_root} and the Python path)") from None
-        raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
-    except Exception as exc:
-        raise UsageError(f"importing {name!r} failed: {type(exc).__name__}: {exc}") from None
-
-
-def _import_file(project_root: Path, relative: str) -> Any:
-    path = (project_root / relative).resolve()
-    if not path.is_file():
-        raise UsageError(f"no file {relative!r} in {project_root}")
-    name = f"reprise_target_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # so pickling and dataclasses can find it again
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise UsageError(f"importing {relative!r} failed: {type(exc).__name__}: {exc}") from None
-    return module
+        obj = import_target(spec, project_root)
+        _, attr = split_reference(spec)
+    except TargetError as exc:
+        raise UsageError(exc.message) from None
+    return obj, obj.id or attr.rsplit(".", 1)[-1]
 
 
 def parse_inputs(items: list[str]) -> dict[str, Any]:

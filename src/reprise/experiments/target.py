@@ -16,40 +16,29 @@ when installed.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import pickle
-import re
 import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from reprise import targets
 from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
+from reprise.errors import TargetError
 from reprise.experiments.errors import ExperimentError
 
 __all__ = ["TargetSpec", "import_target"]
-
-_ATTR = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
-_MODULE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
 
 # Resolved targets of this process: a worker resolves each target once, not once per item.
 _RESOLVED: dict[str, Container] = {}
 
 
 def _split(ref: str) -> tuple[str, str]:
-    module, sep, attr = ref.rpartition(":")
-    if not sep or not module or not _ATTR.match(attr):
-        raise ExperimentError(
-            f"invalid target {ref!r}: expected MODULE:OBJECT (e.g. my_project.flows:review or flows.py:review)"
-        )
-    return module, attr
-
-
-def _is_file(module: str) -> bool:
-    return module.endswith(".py") or "/" in module
+    try:
+        return targets.split_reference(ref)
+    except TargetError as exc:
+        raise ExperimentError(f"invalid target: {exc.message}") from None
 
 
 def _check(obj: Any, ref: str) -> Container:
@@ -58,52 +47,19 @@ def _check(obj: Any, ref: str) -> Container:
     return obj
 
 
-def _attribute(module: ModuleType, attr: str, ref: str) -> Container:
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ExperimentError(f"target {ref!r}: {module.__name__} has no attribute {attr!r}") from None
-    return _check(obj, ref)
-
-
-def load_file_module(path: Path) -> ModuleType:
-    """Load a Python file as the module ``reprise_target_<stem>`` (registered in
-    ``sys.modules``, so what it defines pickles by reference), once per process."""
-    name = "reprise_target_" + re.sub(r"\W", "_", path.stem)
-    module = sys.modules.get(name)
-    if module is not None and getattr(module, "__file__", None) == str(path):
-        return module
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ExperimentError(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+def _from_file(path: Path, attr: str, ref: str) -> Container:
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise ExperimentError(f"loading {path} failed: {type(exc).__name__}: {exc}") from exc
-    return module
+        return targets.attribute(targets.load_file_module(path), attr, ref)
+    except TargetError as exc:
+        raise ExperimentError(f"target {exc.message}") from exc
 
 
 def import_target(ref: str, base: Path | None = None) -> Container:
-    """The flow or agent ``ref`` names: ``module:object`` (``object`` may be dotted), or
-    ``file.py:object`` with the file relative to ``base`` (default: the current directory)."""
-    module_name, attr = _split(ref)
-    if _is_file(module_name):
-        path = ((base or Path.cwd()) / module_name).resolve()
-        if not path.is_file():
-            raise ExperimentError(f"target {ref!r}: no file {path}")
-        return _attribute(load_file_module(path), attr, ref)
-    if not _MODULE.match(module_name):
-        raise ExperimentError(f"invalid target {ref!r}: {module_name!r} is not a module name")
+    """The flow or agent ``ref`` names (see :mod:`reprise.targets`), as an experiment error."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ExperimentError(f"cannot import {module_name!r} for target {ref!r}: {exc}") from exc
-    return _attribute(module, attr, ref)
+        return targets.import_target(ref, base)
+    except TargetError as exc:
+        raise ExperimentError(f"target {exc.message}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +82,8 @@ class TargetSpec:
         if isinstance(target, str):
             obj = import_target(target, base)  # fail here, in the client, not once per item
             module_name, _ = _split(target)
-            file = str(((base or Path.cwd()) / module_name).resolve()) if _is_file(module_name) else None
+            is_file = targets.is_file_reference(module_name)
+            file = str(((base or Path.cwd()) / module_name).resolve()) if is_file else None
             spec = cls(ref=target, file=file)
         elif isinstance(target, (FlowDefinition, AgentDefinition)):
             obj = target
@@ -168,7 +125,7 @@ class TargetSpec:
         if self.pickled is not None:
             target = _check(pickle.loads(self.pickled), "the pickled target")
         elif self.file is not None and self.ref is not None:
-            target = _attribute(load_file_module(Path(self.file)), _split(self.ref)[1], self.ref)
+            target = _from_file(Path(self.file), _split(self.ref)[1], self.ref)
         else:
             assert self.ref is not None
             target = import_target(self.ref)
