@@ -185,3 +185,20 @@ def test_ctrl_c_then_resume(project: Path) -> None:
     assert (after["finished"], after["successes"]) == (4, 4)
     lines = [json.loads(line) for line in (project / "experiments" / summary["folder"] / "runs.jsonl").open()]
     assert [line["input_id"] for line in lines if line["status"] == "completed"].count("fast") == 1
+
+
+def test_an_experiment_run_can_be_resumed_by_run_id_alone(project: Path) -> None:
+    (project / "inputs.jsonl").write_text(json.dumps({"id": "raise", "initial_inputs": {"q": "raise"}}) + "\n")
+    first = reprise(project, "experiment", "cli_flows.py:flow", "--inputs", "inputs.jsonl", "--name", "tags", "--json")
+    assert first.returncode == 1, first.stderr
+    folder = project / "experiments" / envelope(first)["data"]["folder"]
+    (line,) = [json.loads(x) for x in (folder / "runs.jsonl").read_text().splitlines()]
+    meta = json.loads((project / "runs" / line["run_id"] / ".trace" / "metadata.json").read_text())
+    assert meta["tags"]["reprise.target"] == f"{project / 'cli_flows.py'}:flow"
+    # The failed item's run resumes without --target: the run's tags say what ran.
+    resumed = reprise(project, "resume", line["run_id"], "--json")
+    assert resumed.returncode == 1, resumed.stderr  # it ran, and the node fails again
+    runs = [p for p in (project / "runs").iterdir() if p.name.startswith("tags_rerun_") or "rerun_" in p.name]
+    (rerun,) = runs
+    rerun_meta = json.loads((rerun / ".trace" / "metadata.json").read_text())
+    assert rerun_meta["previous_run_id"] == line["run_id"] and rerun_meta["status"] == "failed"

@@ -22,7 +22,14 @@ from typing import Any
 from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
 from reprise.errors import TargetError
 
-__all__ = ["attribute", "import_target", "is_file_reference", "load_file_module", "split_reference"]
+__all__ = [
+    "PROJECT_TAG",
+    "TARGET_TAG",
+    "attribute", "import_target", "is_file_reference", "load_file_module", "split_reference"]
+
+#: Run tags naming what ran and from where, so ``reprise rerun``/``resume`` need only a run id.
+TARGET_TAG = "reprise.target"
+PROJECT_TAG = "reprise.project_root"
 
 _ATTR = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
 

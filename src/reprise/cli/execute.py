@@ -27,16 +27,9 @@ from reprise.cli.common import (
 from reprise.cli.progress import RunProgress
 from reprise.dsl.container import AgentDefinition, Container
 from reprise.errors import TargetError
-from reprise.targets import import_target, split_reference
+from reprise.targets import PROJECT_TAG, TARGET_TAG, import_target, split_reference
 
 __all__ = ["PROJECT_TAG", "TARGET_TAG", "load_target", "parse_inputs", "register"]
-
-#: The tag holding the ``MODULE:OBJECT`` a run was started from.
-TARGET_TAG = "reprise.target"
-#: The tag holding the project root the target was imported from.
-PROJECT_TAG = "reprise.project_root"
-
-
 
 def register(subparsers: Any) -> None:
     """Add ``run``, ``rerun`` and ``resume``."""

@@ -49,6 +49,7 @@ from reprise.experiments.summary import ExperimentSummary, summarize
 from reprise.experiments.target import TargetSpec
 from reprise.observability.settings import ObservabilitySettings
 from reprise.run.outcome_repo import OutcomeSettings
+from reprise.targets import PROJECT_TAG, TARGET_TAG
 
 __all__ = ["Experiment"]
 
@@ -115,6 +116,7 @@ class Experiment:
         self.project_root = Path(project_root).resolve()
         self.target = TargetSpec.of(target, portable=not inline, base=self.project_root)
         self.target_object = self.target.resolve()
+        self._target_tags = _target_tags(self.target, self.project_root)
         self.inputs_source = str(inputs) if isinstance(inputs, (str, Path)) else "list"
         self.inputs: list[ExperimentInput] = load_inputs(inputs)
         self.iterations = iterations
@@ -272,6 +274,7 @@ class Experiment:
                     tags["persona"] = item.persona
                 if item.tags:
                     tags["input_tags"] = ",".join(item.tags)
+                tags.update(self._target_tags)
                 yield ItemJob(
                     index=index,
                     input=item,
@@ -432,3 +435,15 @@ def _executor_from_config(config: dict[str, Any]) -> ItemExecutor:
             raise ExperimentError("config.yaml names a Dask executor without an address; pass executor=")
         return DaskExecutor(str(address), shared_filesystem=bool(config.get("shared_filesystem", False)))
     raise ExperimentError(f"unknown executor kind {kind!r} in config.yaml")
+
+
+def _target_tags(spec: TargetSpec, project_root: Path) -> dict[str, str]:
+    """Run tags that let ``reprise rerun RUN_ID`` find the definition again, when it has a name
+    another process can import (a pickled or script-local target has none)."""
+    ref = spec.ref
+    if ref is None or (ref.startswith("__main__:") and spec.file is None):
+        return {}
+    attr = ref.rsplit(":", 1)[1]
+    if spec.file is not None:
+        ref = f"{spec.file}:{attr}"  # an absolute file path works from any project root
+    return {TARGET_TAG: ref, PROJECT_TAG: str(project_root)}
