@@ -111,7 +111,12 @@ async def test_declared_files_and_commit_per_node(tmp_path: Path) -> None:
     assert history[-1].message.startswith("node root.a")
     assert all(c.author.name == "bot" for c in history)
     # A re-run that reuses 'write' commits its declared files too.
-    r2 = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=result.run_id, start_hierarchy_path="root.c", outcome_repo=settings)).run()
+    r2 = await FlowRunner(
+        flow,
+        RunContext(
+            "root", tmp_path, previous_run_id=result.run_id, start_hierarchy_path="root.c", outcome_repo=settings
+        ),
+    ).run()
     blobs2 = sorted(b.path for b in repo.commit(f"run/{r2.run_id}").tree.traverse() if b.type == "blob")
     assert blobs2 == blobs
 
@@ -137,7 +142,12 @@ def test_eight_processes_commit_concurrently_without_losing_anything(tmp_path: P
     project.mkdir()
     run_root = tmp_path / "runs"
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(project), str(run_root), "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(project), str(run_root), "3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(8)
     ]
     run_ids: list[str] = []

@@ -62,7 +62,12 @@ def chain_flow(calls: Calls) -> FlowDefinition:
         FlowDefinition()
         .node("a", calls.inc("a"), inputs={"n": Initial("x")})
         .node("b", calls.inc("b"), inputs={"n": Ref("a")})
-        .subflow("sub", FlowDefinition().node("s1", calls.inc("s1"), inputs={"n": Ref("b")}).node("s2", calls.inc("s2"), inputs={"n": Ref("s1")}))
+        .subflow(
+            "sub",
+            FlowDefinition()
+            .node("s1", calls.inc("s1"), inputs={"n": Ref("b")})
+            .node("s2", calls.inc("s2"), inputs={"n": Ref("s1")}),
+        )
         .for_each("loop", Computed(lambda v: list(range(v)), Ref("b")), body, max_iterations=20)
         .node("c", calls.inc("c"), inputs={"n": Ref("sub")})
     )
@@ -119,7 +124,9 @@ async def test_rerun_in_parallel_branch_reuses_sibling_branches(tmp_path: Path) 
         .parallel(
             "par",
             {
-                "left": FlowDefinition().node("l1", calls.inc("l1"), inputs={"n": Ref("a")}).node("l2", calls.inc("l2"), inputs={"n": Ref("l1")}),
+                "left": FlowDefinition()
+                .node("l1", calls.inc("l1"), inputs={"n": Ref("a")})
+                .node("l2", calls.inc("l2"), inputs={"n": Ref("l1")}),
                 "right": FlowDefinition().node("r1", calls.inc("r1"), inputs={"n": Ref("a")}),
             },
         )
@@ -127,7 +134,9 @@ async def test_rerun_in_parallel_branch_reuses_sibling_branches(tmp_path: Path) 
     )
     r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
     calls.reset()
-    r2 = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.par.left.l2")).run()
+    r2 = await FlowRunner(
+        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.par.left.l2")
+    ).run()
     assert calls.counter == Counter({"l2": 1, "z": 1})
     assert json.loads((r2.run_dir / "root/par/right/r1/result.json").read_text())["reused"] is True
     assert r2.outcomes == r1.outcomes
@@ -149,23 +158,38 @@ async def test_conditional_is_evaluated_again_against_reused_outcomes(tmp_path: 
     r1 = await first_run(calls, tmp_path, flow)
     assert calls.counter["big"] == 1
     calls.reset()
-    r2 = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.z")).run()
+    r2 = await FlowRunner(
+        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.z")
+    ).run()
     # The condition saw the reused outcome of a (2 > 1) and took the same branch, reusing 'big'.
     assert calls.counter == Counter({"z": 1})
     assert json.loads((r2.run_dir / "root/check/result.json").read_text())["branch"] == "then"
     assert json.loads((r2.run_dir / "root/check/then/big/result.json").read_text())["reused"] is True
     # A start path in the branch that was not taken is an error, raised before anything runs.
     with pytest.raises(RerunError, match="did not execute"):
-        await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.check.else.small")).run()
+        await FlowRunner(
+            flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.check.else.small")
+        ).run()
 
 
 async def test_rerun_inside_subagent(tmp_path: Path) -> None:
     calls = Calls()
-    inner = AgentDefinition().flow("f", FlowDefinition().node("n1", calls.inc("n1"), inputs={"n": 1}).node("n2", calls.inc("n2"), inputs={"n": Ref("n1")}))
-    agent = AgentDefinition().flow("prep", FlowDefinition().node("p", calls.inc("p"), inputs={"n": 0})).subagent("helper", inner)
+    inner = AgentDefinition().flow(
+        "f",
+        FlowDefinition()
+        .node("n1", calls.inc("n1"), inputs={"n": 1})
+        .node("n2", calls.inc("n2"), inputs={"n": Ref("n1")}),
+    )
+    agent = (
+        AgentDefinition()
+        .flow("prep", FlowDefinition().node("p", calls.inc("p"), inputs={"n": 0}))
+        .subagent("helper", inner)
+    )
     r1 = await AgentRunner(agent, RunContext("agent", tmp_path)).run()
     calls.reset()
-    r2 = await AgentRunner(agent, RunContext("agent", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="agent.helper.f.n2")).run()
+    r2 = await AgentRunner(
+        agent, RunContext("agent", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="agent.helper.f.n2")
+    ).run()
     assert calls.counter == Counter({"n2": 1})
     assert r2.outcomes["agent.helper.f.n2"] == 3
 
@@ -184,8 +208,8 @@ async def test_static_inputs_and_node_files_carry_over(tmp_path: Path) -> None:
         seen.append(text)
         return text.upper()
 
-    flow = FlowDefinition().node("greet", greet).node("shout", shout, inputs={"text": Ref("greet")}).node(
-        "again", greet
+    flow = (
+        FlowDefinition().node("greet", greet).node("shout", shout, inputs={"text": Ref("greet")}).node("again", greet)
     )
     ctx = RunContext("root", tmp_path)
     ctx.register_node_static_input("greet", Greeting(name="ada"))
@@ -208,13 +232,22 @@ async def test_rerun_errors_are_raised_before_anything_runs(tmp_path: Path) -> N
     calls.reset()
 
     with pytest.raises(RerunError, match="no run 'run_20200101_000000_abcdef'"):
-        await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id="run_20200101_000000_abcdef", start_hierarchy_path="root.b")).run()
+        await FlowRunner(
+            flow,
+            RunContext("root", tmp_path, previous_run_id="run_20200101_000000_abcdef", start_hierarchy_path="root.b"),
+        ).run()
     with pytest.raises(RerunError, match=r"root\.sub\.s3 does not exist.*nearest valid paths: root\.sub\.s[12]"):
-        await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.sub.s3")).run()
+        await FlowRunner(
+            flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.sub.s3")
+        ).run()
     with pytest.raises(RerunError, match="did not execute"):
-        await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.loop.9.double")).run()
+        await FlowRunner(
+            flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.loop.9.double")
+        ).run()
     with pytest.raises(RerunError, match="does not exist"):
-        await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.a.3")).run()
+        await FlowRunner(
+            flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.a.3")
+        ).run()
     changed = (
         FlowDefinition()
         .node("a", calls.inc("a"), inputs={"n": Initial("x")})
@@ -222,7 +255,9 @@ async def test_rerun_errors_are_raised_before_anything_runs(tmp_path: Path) -> N
         .node("b", calls.inc("b"), inputs={"n": Ref("a")})
     )
     with pytest.raises(RerunError, match=r"no longer matches.*root\.extra is new"):
-        await FlowRunner(changed, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.b")).run()
+        await FlowRunner(
+            changed, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.b")
+        ).run()
     assert sum(calls.counter.values()) == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
 
@@ -253,7 +288,9 @@ async def test_reused_nodes_are_marked_in_the_trace(tmp_path: Path) -> None:
     calls = Calls()
     flow = chain_flow(calls)
     r1 = await first_run(calls, tmp_path, flow)
-    r2 = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c")).run()
+    r2 = await FlowRunner(
+        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c")
+    ).run()
     reused: dict[str, bool] = {}
     for line in (r2.run_dir / ".trace/trace.jsonl").read_text().splitlines():
         for rs in json.loads(line)["resourceSpans"]:
@@ -301,7 +338,9 @@ def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path)
     script.write_text(CRASH_SCRIPT)
     log = tmp_path / "calls.log"
     env = {**os.environ, "KILL_AT": "n3"}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(log)], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(log)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == -signal.SIGKILL
     (crashed,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("run_")]
     from reprise import RunDirectory
@@ -311,14 +350,21 @@ def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path)
     log.unlink()
 
     env = {**os.environ, "PREVIOUS": crashed.name}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(log)], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(log)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
-    run_id, status, final = proc.stdout.split()
+    _run_id, status, final = proc.stdout.split()
     assert status == "completed"
     # n0..n2 completed before the kill: reused, not called. n3 was cut off: executed again.
     assert log.read_text().split() == ["n3", "n4", "n5"]
 
     log.unlink()
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "clean"), str(log)], env=os.environ, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "clean"), str(log)],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout.split()[2] == final  # same outcome as an uninterrupted run
-

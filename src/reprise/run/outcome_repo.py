@@ -177,9 +177,7 @@ class OutcomeRepository:
         self._maybe_compact(repo)
         return commit
 
-    def _write_stream(
-        self, path: str, ref: str, files: Sequence[OutcomeFile], message: str, parent: str | None
-    ) -> int:
+    def _write_stream(self, path: str, ref: str, files: Sequence[OutcomeFile], message: str, parent: str | None) -> int:
         """Write the fast-import stream; returns the mark of the final commit."""
         s = self.settings
         ident = f"{s.author_name} <{s.author_email}> {int(time.time())} +0000\n".encode()
@@ -216,7 +214,9 @@ class OutcomeRepository:
         """Each commit adds one pack; fold them together once there are many, so lookups (diffs,
         re-run parents) stay fast. Cheap check: count the pack files."""
         try:
-            packs = sum(1 for e in os.scandir(os.path.join(repo.git_dir, "objects", "pack")) if e.name.endswith(".pack"))
+            packs = sum(
+                1 for e in os.scandir(os.path.join(repo.git_dir, "objects", "pack")) if e.name.endswith(".pack")
+            )
         except OSError:
             return
         if packs > _MAX_PACKS:
