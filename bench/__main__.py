@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="split the runs over this many passes through every system (default 2, --quick 1), so a\n"
         "swing in the machine's load lands on every system rather than on one",
     )
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        default=None,
+        help="where runs are written (default: the system temp dir). Use /dev/shm to take the disk out "
+        "of the figures: on this VM's disk the floor itself swings 2-10x with other I/O",
+    )
     p.add_argument("--output", type=Path, default=BENCH_DIR / "results.json")
     p.add_argument("--show", type=Path, default=None, help="print the table of an earlier results.json and exit")
     p.add_argument(
@@ -381,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(doc["results"], ratios(doc["results"]))
         return 0
     machine = machine_info(args.reprise_src)
-    scratch = Path(tempfile.mkdtemp(prefix="reprise-bench-"))
+    scratch = Path(tempfile.mkdtemp(prefix="reprise-bench-", dir=args.scratch))
     results: list[dict[str, Any]] = []
     try:
         peers = [s for s in args.system_list if s in PEERS and set(PEER_BENCHMARKS[s]) & set(args.benchmarks)]

@@ -71,7 +71,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_bytes_atomic(path, dump_json(data))
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path | str) -> Any:
     """Read a JSON file."""
     with open(path, "rb") as f:
         return json.loads(f.read())

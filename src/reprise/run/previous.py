@@ -15,23 +15,24 @@ from reprise.run.files import read_json
 __all__ = ["PreviousRun", "ancestors", "link_tree"]
 
 
-def link_tree(src: Path, dst: Path, *, skip: frozenset[str] = frozenset()) -> None:
+def link_tree(src: Path | str, dst: Path | str, *, skip: frozenset[str] = frozenset()) -> None:
     """Recreate the files under ``src`` in ``dst`` as hard links (copies where linking is not
     possible, e.g. across file systems). Names in ``skip`` at the top level are left out."""
-    for entry in os.scandir(src):
-        if entry.name in skip or entry.name.endswith(".tmp"):
-            continue
-        target = dst / entry.name
-        if entry.is_dir(follow_symlinks=False):
-            target.mkdir(exist_ok=True)
-            link_tree(Path(entry.path), target)
-        elif entry.is_file(follow_symlinks=False):
-            try:
-                os.link(entry.path, target)
-            except FileExistsError:
-                pass
-            except OSError:
-                shutil.copy2(entry.path, target)
+    with os.scandir(src) as entries:
+        for entry in entries:
+            if entry.name in skip or entry.name.endswith(".tmp"):
+                continue
+            target = os.path.join(dst, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                os.makedirs(target, exist_ok=True)
+                link_tree(entry.path, target)
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    os.link(entry.path, target)
+                except FileExistsError:
+                    pass
+                except OSError:
+                    shutil.copy2(entry.path, target)
 
 
 class PreviousRun:

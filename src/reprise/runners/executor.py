@@ -14,7 +14,6 @@ import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -363,7 +362,7 @@ class Executor:
         tel = self.tel
 
         if self.reuse is not None:
-            reused = self.reuse.reuse_node(path, node, Path(node_dir))
+            reused = self.reuse.reuse_node(path, node, node_dir)
             if reused is not None:
                 self.counts["reused"] += 1
                 if tel is not None:

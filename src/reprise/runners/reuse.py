@@ -26,10 +26,12 @@ from reprise.dsl.elements import ConditionalElement, ContainerElement, ForEachEl
 from reprise.dsl.node import Node
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RerunError, RunSetupError
-from reprise.run.directory import RESULT_FILE
-from reprise.run.files import dump_json, write_bytes_atomic
+from reprise.run.directory import OUTCOME_FILE, RESULT_FILE
+from reprise.run.files import dump_json, read_json, write_bytes_atomic
 from reprise.run.outcome_repo import OutcomeFile
-from reprise.run.previous import PreviousRun
+from reprise.run.previous import PreviousRun, link_tree
+
+_SKIP_RESULT = frozenset({RESULT_FILE})
 
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
@@ -48,6 +50,7 @@ class ReusePlan:
         #: True when the start path was found automatically (resume).
         self.resumed = False
         self._declared: list[OutcomeFile] = []
+        self._previous_base = str(previous.dir.path)
 
     # -- preparation (before anything runs) ------------------------------------------------
     @classmethod
@@ -154,17 +157,24 @@ class ReusePlan:
             return True
         return False
 
-    def reuse_node(self, path: HierarchyPath, node: Node, node_dir: Path) -> tuple[Any, dict[str, Any]] | None:
+    def reuse_node(self, path: HierarchyPath, node: Node, node_dir: str) -> tuple[Any, dict[str, Any]] | None:
         """Reuse the earlier result of the node at ``path`` if it precedes the start and
-        completed; returns ``(outcome, result)`` or ``None`` to execute it."""
+        completed; returns ``(outcome, result)`` or ``None`` to execute it.
+
+        String paths and one directory scan per node: a re-run from the last node of a long
+        chain does this for every node before it."""
         if not self._precedes(path.parts, self._start_parts):
             return None
         previous = self.previous
-        old = previous.result(path)
-        if old is None or old.get("status") != "completed":
+        old_dir = f"{self._previous_base}/{path.relpath}"
+        try:
+            old: dict[str, Any] = read_json(f"{old_dir}/{RESULT_FILE}")
+        except FileNotFoundError:
+            return None
+        if old.get("status") != "completed":
             return None
         try:
-            outcome = node.load_outcome(previous.outcome_data(path))
+            outcome = node.load_outcome(read_json(f"{old_dir}/{OUTCOME_FILE}"))
         except FileNotFoundError:
             return None
         except Exception as exc:
@@ -172,14 +182,15 @@ class ReusePlan:
                 f"cannot reuse the outcome from run {previous.run_id}: it no longer fits {node.name} ({exc})",
                 path=str(path),
             ) from exc
-        previous.copy_node_files(path, node_dir)
+        link_tree(old_dir, node_dir, skip=_SKIP_RESULT)
         result = dict(old)
         result["reused"] = True
         result["reused_from"] = previous.run_id
         # The run whose node actually executed, however many re-runs ago.
         result["origin_run_id"] = old.get("origin_run_id", previous.run_id) if old.get("reused") else previous.run_id
-        self._carry_declared_files(old, previous.dir.element_dir(path).resolve(), node_dir, str(path))
-        write_bytes_atomic(node_dir / RESULT_FILE, dump_json(result))
+        if old.get("outcome_files"):
+            self._carry_declared_files(old, Path(old_dir).resolve(), Path(node_dir), str(path))
+        write_bytes_atomic(f"{node_dir}/{RESULT_FILE}", dump_json(result))
         return outcome, result
 
     def _carry_declared_files(self, old: dict[str, Any], old_dir: Path, node_dir: Path, node_path: str) -> None:
