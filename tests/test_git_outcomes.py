@@ -167,3 +167,23 @@ def test_eight_processes_commit_concurrently_without_losing_anything(tmp_path: P
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     assert not list((run_root / "outcome" / "proj" / ".git").glob("*.lock"))
     assert os.listdir(run_root / "outcome" / "proj") == [".git"]  # no working tree was ever checked out
+
+
+async def test_many_packs_are_folded_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprise.run import outcome_repo
+
+    monkeypatch.setattr(outcome_repo, "_MAX_PACKS", 3)
+    # Over git's fastimport.unpackLimit (100 objects), so each commit writes a pack.
+    flow = FlowDefinition().node("n0", lambda x: x, inputs={"x": Initial("x")})
+    for i in range(1, 120):
+        flow.node(f"n{i}", lambda n: n + 1, inputs={"n": Ref(f"n{i - 1}")})
+    ids = []
+    for x in range(6):
+        ids.append((await FlowRunner(flow, RunContext("root", tmp_path, initial_inputs={"x": 1000 * x})).run()).run_id)
+    repo = repo_of(tmp_path)
+    packs = list(Path(repo.git_dir, "objects", "pack").glob("*.pack"))
+    assert 1 <= len(packs) <= 3
+    for x, run_id in enumerate(ids):  # nothing was lost by folding
+        blob = repo.commit(f"run/{run_id}").tree / "root/n119/outcome.json"
+        assert blob.data_stream.read().strip() == str(1000 * x + 119).encode()
+    assert not [r for r in repo.refs if r.path.startswith("refs/reprise/")]  # no staging ref left

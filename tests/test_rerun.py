@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,3 +369,73 @@ def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path)
         timeout=60,
     )
     assert proc.stdout.split()[2] == final  # same outcome as an uninterrupted run
+
+
+async def test_resume_after_a_crash_between_two_elements(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = (
+        FlowDefinition()
+        .node("a", calls.inc("a"), inputs={"n": 1})
+        .node("b", calls.inc("b"), inputs={"n": Ref("a")})
+        .node("c", calls.inc("c"), inputs={"n": Ref("b")})
+    )
+    r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    # What a SIGKILL after b finished and before c started leaves behind: no c, no root result.
+    shutil.rmtree(r1.run_dir / "root" / "c")
+    (r1.run_dir / "root" / "result.json").unlink()
+    calls.reset()
+    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id)).run()
+    assert calls.counter == Counter({"c": 1})
+    assert resumed.outcomes == r1.outcomes
+
+
+async def test_resume_after_a_crash_inside_a_loop_runs_the_iterations_that_never_started(tmp_path: Path) -> None:
+    calls = Calls()
+    body = FlowDefinition().node("double", calls.inc("double"), inputs={"n": Var("item")})
+    flow = FlowDefinition().for_each("loop", [1, 2, 3, 4], body).node("z", calls.inc("z"), inputs={"n": 0})
+    r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    # Cut off during iteration 1: iterations 1..3 and everything after never happened; the loop
+    # had only written its "running" result with the iteration count.
+    for i in (1, 2, 3):
+        shutil.rmtree(r1.run_dir / "root" / "loop" / str(i))
+    shutil.rmtree(r1.run_dir / "root" / "z")
+    (r1.run_dir / "root" / "result.json").unlink()
+    loop_result = json.loads((r1.run_dir / "root/loop/result.json").read_text())
+    (r1.run_dir / "root/loop/result.json").write_text(json.dumps({**loop_result, "status": "running"}))
+    calls.reset()
+    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id)).run()
+    assert calls.counter == Counter({"double": 3, "z": 1})
+    assert resumed.outcomes["root.loop"] == [2, 3, 4, 5]
+
+
+async def test_branch_named_like_its_parallel_block(tmp_path: Path) -> None:
+    calls = Calls()
+    branch = (
+        FlowDefinition()
+        .node("x", calls.inc("x"), inputs={"n": 1})
+        .node("y", calls.inc("y"), inputs={"n": Ref("x")})
+        .node("w", calls.inc("w"), inputs={"n": Ref("y")})
+    )
+    flow = FlowDefinition().parallel(
+        "p", {"p": branch, "q": FlowDefinition().node("v", calls.inc("v"), inputs={"n": 0})}
+    )
+    r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    calls.reset()
+    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.p.p.y")
+    await FlowRunner(flow, ctx).run()
+    assert calls.counter == Counter({"y": 1, "w": 1})  # x and the sibling branch reused, w after y ran
+
+
+async def test_rerun_on_a_context_the_caller_set_up_records_what_it_carried_over(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain_flow(calls)
+    r1 = await first_run(calls, tmp_path, flow)
+    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c")
+    ctx.setup_run()  # set up before the runner carried the earlier run's inputs over
+    r2 = await FlowRunner(flow, ctx).run()
+    assert json.loads((r2.run_dir / "static_inputs/initial_inputs.json").read_text()) == {"x": 1}
+    # ... so a re-run of the re-run still has its inputs.
+    r3 = await FlowRunner(
+        flow, RunContext("root", tmp_path, previous_run_id=r2.run_id, start_hierarchy_path="root.a")
+    ).run()
+    assert r3.outcomes == r1.outcomes

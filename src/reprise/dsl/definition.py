@@ -47,6 +47,9 @@ class DefinitionIndex:
     root: Container
     elements: dict[str, Element] = field(default_factory=dict)
     nodes: dict[str, NodeElement] = field(default_factory=dict)
+    #: Every container body by the definition path of its children's parent: the root, subflow
+    #: and agent bodies, ``cond.then``/``cond.else``, ``loop.*`` and ``par.<branch>``.
+    containers: dict[str, Container] = field(default_factory=dict)
 
     def element(self, path: str | HierarchyPath) -> Element | None:
         """The element at a concrete or definition path, or ``None``."""
@@ -61,7 +64,7 @@ class DefinitionIndex:
         to tell whether the definition before its start path still matches this one."""
         out: dict[str, dict[str, str]] = {}
         for path, el in self.elements.items():
-            entry = {"type": _element_type(el, path)}
+            entry = {"type": _element_type(el, path, path in self.containers)}
             if isinstance(el, NodeElement):
                 entry["kind"] = el.node.kind
             out[path] = entry
@@ -71,19 +74,7 @@ class DefinitionIndex:
         """The container whose children sit directly below definition path ``path`` (a flow,
         agent, loop body, branch or conditional branch), or ``None`` if ``path`` is a node or a
         loop/conditional/parallel element itself."""
-        if path == self.root_id:
-            return self.root
-        el = self.elements.get(path)
-        last = path.rsplit(".", 1)[-1]
-        if isinstance(el, ContainerElement):
-            return el.body
-        if isinstance(el, ForEachElement) and last == "*":
-            return el.body
-        if isinstance(el, ConditionalElement) and last in ("then", "else") and last != el.id:
-            return el.then_body if last == "then" else el.else_body
-        if isinstance(el, ParallelElement) and last != el.id:
-            return el.branches.get(last)
-        return None
+        return self.containers.get(path)
 
     def resolve_node(self, node_id_or_path: str) -> str:
         """The definition path of a node named by id (if unique) or by path."""
@@ -100,15 +91,14 @@ class DefinitionIndex:
         raise DefinitionError(f"unknown node {node_id_or_path!r}; valid nodes: {valid}")
 
 
-def _element_type(el: Element, path: str) -> str:
-    last = path.rsplit(".", 1)[-1]
+def _element_type(el: Element, path: str, is_body: bool) -> str:
     if isinstance(el, ContainerElement):
         return el.kind
-    if isinstance(el, ForEachElement) and last == "*":
+    if is_body and isinstance(el, ForEachElement):
         return "iteration"
-    if isinstance(el, ConditionalElement) and last != el.id:
-        return f"branch:{last}"
-    if isinstance(el, ParallelElement) and last != el.id:
+    if is_body and isinstance(el, ConditionalElement):
+        return f"branch:{path.rsplit('.', 1)[-1]}"
+    if is_body and isinstance(el, ParallelElement):
         return "branch"
     return el.element_type
 
@@ -137,6 +127,7 @@ class _Checker:
         self.top = top
 
     def container(self, body: Container, path: str, chain: list[_Pos], loop_vars: Mapping[str, str]) -> None:
+        self.index.containers[path] = body
         if len(body) == 0:
             raise DefinitionError(f"empty {body.component_type}: add at least one element", path=path)
         for i, element in enumerate(body):

@@ -167,7 +167,7 @@ class RunContext:
         run_dir.write_metadata(self._metadata)
         record_run(run_dir, self._metadata)  # the run root's index; never fails the run
         self.status = RunStatus.RUNNING
-        write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, _jsonable(self.initial_inputs))
+        self.save_initial_inputs()
         from reprise.observability.telemetry import RunTelemetry
 
         try:
@@ -365,6 +365,12 @@ class RunContext:
             raise StaticInputError(
                 f"static input does not validate against {input_model.__name__}: {validation_summary(exc)}", path=path
             ) from None
+
+    def save_initial_inputs(self) -> None:
+        """Write the initial inputs to ``static_inputs/initial_inputs.json``."""
+        write_json_atomic(
+            self.require_run_dir().static_inputs_dir / INITIAL_INPUTS_FILE, _jsonable(self.initial_inputs)
+        )
 
     def save_static_inputs(self) -> None:
         """Write the bound static inputs to ``static_inputs/static_inputs.json``."""

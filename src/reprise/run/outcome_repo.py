@@ -119,7 +119,9 @@ class OutcomeRepository:
 
         repo = self.ensure()
         try:
-            out: str = repo.git.rev_parse("--verify", "-q", f"refs/heads/{self.branch(run_id)}^{{commit}}")
+            out: str = repo.git.rev_parse(
+                "--verify", "-q", f"refs/heads/{self.branch(run_id)}^{{commit}}", env=self._env()
+            )
         except git.GitCommandError:
             return None
         return out.strip() or None
@@ -131,7 +133,9 @@ class OutcomeRepository:
         for rid in (run_a, run_b):
             if self.head_of(rid) is None:
                 raise RunSetupError(f"no outcome branch for run {rid} in {self.path}", run_id=rid)
-        out: str = repo.git.diff("--name-status", "--no-renames", self.branch(run_a), self.branch(run_b), "--")
+        out: str = repo.git.diff(
+            "--name-status", "--no-renames", self.branch(run_a), self.branch(run_b), "--", env=self._env()
+        )
         rows = []
         for line in out.splitlines():
             status, _, path = line.partition("\t")
@@ -223,7 +227,9 @@ class OutcomeRepository:
             import git
 
             try:
-                repo.git.repack("-d", "-q", env=self._env())
+                # -A -d folds every pack into one; unreachable objects (another process's
+                # fast-import not yet behind a ref) are kept loose, never deleted.
+                repo.git.repack("-A", "-d", "-q", env=self._env())
             except git.GitCommandError:
                 pass  # another process may be repacking; the next commit tries again
 

@@ -64,14 +64,6 @@ class PreviousRun:
         """Bring the node's files (outcome, input, anything it wrote) into ``dst``, linked."""
         link_tree(self.dir.element_dir(path), dst, skip=frozenset({RESULT_FILE}))
 
-    def iteration_count(self, path: HierarchyPath) -> int:
-        """How many iterations of the loop at ``path`` left a directory in the earlier run."""
-        directory = self.dir.element_dir(path)
-        try:
-            return sum(1 for e in os.scandir(directory) if e.is_dir() and e.name.isdigit())
-        except FileNotFoundError:
-            return 0
-
     def static_inputs(self) -> dict[str, Any]:
         """The static inputs the earlier run used, by node definition path."""
         try:

@@ -218,6 +218,11 @@ class Executor:
             if len(items) > limit:
                 raise NodeInputError(f"loop has {len(items)} items, more than max_iterations={limit}", path=str(path))
             info["iterations"] = len(items)
+            # Known before any iteration starts: a resume after a crash inside the loop needs it.
+            write_bytes_atomic(
+                f"{self._element_dir(path)}/{RESULT_FILE}",
+                dump_json({"path": str(path), "element_type": "loop", "status": "running", **info}),
+            )
             results: list[Any] = [None] * len(items)
             body_dpath = f"{dpath}.*"
             tel = self.tel

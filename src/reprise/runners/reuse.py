@@ -74,19 +74,21 @@ class ReusePlan:
             ctx.start_hierarchy_path = start
         plan = cls(index, previous, start)
         plan.resumed = resumed
-        plan._check_start()
+        plan._check_start(must_have_executed=not resumed)
         plan._check_definition()
         plan._carry_inputs(ctx)
         return plan
 
-    def _check_start(self) -> None:
+    def _check_start(self, *, must_have_executed: bool = True) -> None:
         start = self.start
         element = self.index.element(start)
         if start.root != self.index.root_id or element is None or not _index_segments_ok(start, self.index):
             near = self.index.suggest(str(start))
             hint = f"; nearest valid paths: {', '.join(near)}" if near else ""
             raise RerunError(f"start path {start} does not exist in the definition{hint}", path=str(start))
-        if not self.previous.executed(start):
+        # A resume point found automatically may be an element the earlier run never reached
+        # (it was killed between two elements); one the user names must have run.
+        if must_have_executed and not self.previous.executed(start):
             raise RerunError(
                 f"start path {start} did not execute in run {self.previous.run_id} "
                 "(a branch not taken, an iteration that did not happen, or the run stopped before it)",
@@ -130,9 +132,11 @@ class ReusePlan:
             ctx.initial_inputs.update(self.previous.initial_inputs())
 
     def attach(self, ctx: RunContext) -> None:
-        """Record the plan in the new run's metadata, once the run is set up."""
+        """Record the plan in the new run's metadata, once the run is set up (which may have
+        happened before the plan carried the earlier run's inputs over)."""
         self._declared = ctx.declared_outcome_files
-        ctx.annotate(resumed=self.resumed)
+        ctx.save_initial_inputs()
+        ctx.annotate(resumed=self.resumed, start_hierarchy_path=str(self.start))
 
     # -- the decision ----------------------------------------------------------------------
     def _precedes(self, parts: tuple[str, ...], start: tuple[str, ...]) -> bool:
@@ -248,11 +252,11 @@ def _first_incomplete(previous: PreviousRun, body: Container, path: HierarchyPat
             branch = el.then_body if taken == "then" else el.else_body if taken == "else" else None
             found = _first_incomplete(previous, branch, p.child(taken)) if branch is not None and taken else None
         elif isinstance(el, ForEachElement):
+            # The loop records its iteration count as soon as its items are known, so a crash
+            # inside the loop still tells how many iterations there were to run.
             count = (result or {}).get("iterations")
             if count is None:
-                count = previous.iteration_count(p)
-                if count == 0:
-                    return p
+                return p
             found = None
             for i in range(int(count)):
                 found = _first_incomplete(previous, el.body, p.child(i))

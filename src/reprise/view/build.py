@@ -486,6 +486,10 @@ class _Builder:
                     statuses = [k["s"] for k in kids if k["s"]]
                     if statuses:
                         e["s"] = min(statuses, key=lambda s: _STATUS_RANK.get(s, 9))
+            if e["s"] == "running" and run_status != RunStatus.RUNNING.value:
+                # A loop records "running" as soon as its items are known; if the run is over,
+                # the loop never got to finish.
+                e["s"] = ""
             if not e["s"]:
                 e["s"] = "running" if run_status == RunStatus.RUNNING.value else "unfinished"
             if e.get("a") is None and kids:
