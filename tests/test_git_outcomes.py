@@ -110,15 +110,18 @@ async def test_declared_files_and_commit_per_node(tmp_path: Path) -> None:
     assert len(history) == 4  # one per node, then the run's commit
     assert history[-1].message.startswith("node root.a")
     assert all(c.author.name == "bot" for c in history)
-    # A re-run that reuses 'write' commits its declared files too.
+    # A re-run that reuses 'write' commits its declared files too, as the node produced them.
+    outside.write_text("# changed after the run")
     r2 = await FlowRunner(
         flow,
         RunContext(
             "root", tmp_path, previous_run_id=result.run_id, start_hierarchy_path="root.c", outcome_repo=settings
         ),
     ).run()
-    blobs2 = sorted(b.path for b in repo.commit(f"run/{r2.run_id}").tree.traverse() if b.type == "blob")
+    r2_tree = repo.commit(f"run/{r2.run_id}").tree
+    blobs2 = sorted(b.path for b in r2_tree.traverse() if b.type == "blob")
     assert blobs2 == blobs
+    assert (r2_tree / "root/write/files/report.md").data_stream.read() == b"# report"
 
 
 WRITER = textwrap.dedent(

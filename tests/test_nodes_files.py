@@ -77,7 +77,13 @@ async def test_written_files_are_declared_outcome_files(base: Path, make_context
     ctx = make_context("f")
     await run_ops(FileOperationNode([CreateFile(path="a/b.txt", content="1")], base_dir=str(base)), ctx)
     declared = ctx.declared_outcome_files
-    assert [(d.source, d.repo_path) for d in declared] == [((base / "a" / "b.txt").resolve(), "f/files/files/a/b.txt")]
+    # Declared files from outside the node directory are copied into it at declaration.
+    (copy,) = declared
+    assert copy.repo_path == "f/files/files/a/b.txt"
+    assert (
+        copy.source.parts[-4:] == ("files", "files", "a", "b.txt") and copy.source != (base / "a" / "b.txt").resolve()
+    )
+    assert copy.source.read_bytes() == (base / "a" / "b.txt").read_bytes()
     result = json.loads((ctx.require_run_dir().path / "f" / "files" / "result.json").read_text())
     assert result["outcome_files"][0]["repo_path"] == "f/files/files/a/b.txt"
 

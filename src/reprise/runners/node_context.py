@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from reprise.dsl.paths import HierarchyPath
@@ -92,9 +93,11 @@ class NodeContext:
     def declare_outcome_file(self, path: Path | str, *, name: str | None = None) -> str:
         """Commit ``path`` with the run's outcomes to git; returns its path in the repository.
 
-        A file inside this node's directory keeps its relative place (``<node path>/<rel>``);
-        one elsewhere is stored as ``<node path>/files/<name or file name>``. Files inside the
-        node directory also travel with re-runs that reuse this node."""
+        A file inside this node's directory keeps its relative place (``<node path>/<rel>``).
+        One elsewhere is *copied now* to ``files/<name or file name>`` in the node directory, so
+        the run keeps what the node produced even if the original changes later, and re-runs
+        that reuse this node carry the copy along."""
+        from reprise.errors import RepriseError
         from reprise.run.outcome_repo import OutcomeFile
 
         file = Path(path)
@@ -102,10 +105,16 @@ class NodeContext:
             file = self.node_dir / file
         file = file.resolve()
         node_dir = self.node_dir.resolve()
-        if file.is_relative_to(node_dir):
-            rel = file.relative_to(node_dir).as_posix()
-        else:
-            rel = f"files/{name or file.name}"
+        if not file.is_relative_to(node_dir):
+            target_name = name or file.name
+            parts = PurePosixPath(target_name).parts
+            if not parts or target_name.startswith("/") or any(p in ("..", ".", ".git") for p in parts):
+                raise RepriseError(f"invalid outcome file name {target_name!r}", path=str(self.path))
+            target = node_dir.joinpath("files", *parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, target)
+            file = target
+        rel = file.relative_to(node_dir).as_posix()
         repo_path = "/".join(self.path.parts) + "/" + rel
         self.run.declared_outcome_files.append(OutcomeFile(file, repo_path, str(self.path)))
         self.result_fields.setdefault("outcome_files", []).append({"source": str(file), "repo_path": repo_path})
