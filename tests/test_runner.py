@@ -174,3 +174,17 @@ async def test_agent_runner(tmp_path: Path) -> None:
 
 def _is_long(s: Summary) -> bool:
     return s.words > 3
+
+
+@pytest.mark.anyio
+async def test_a_timeout_error_from_the_node_itself_is_not_reported_as_a_reprise_timeout(tmp_path: Path) -> None:
+    def slow_service() -> int:
+        raise TimeoutError("the service did not answer")
+
+    flow = FlowDefinition().node("call", slow_service)
+    with pytest.raises(RunFailedError) as info:
+        await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    result = json.loads((info.value.result.run_dir / "root/call/result.json").read_text())
+    assert result["error"]["type"] == "TimeoutError"
+    assert result["error"]["message"] == "the service did not answer"
+    assert "timed out after" not in str(info.value)

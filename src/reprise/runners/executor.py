@@ -411,10 +411,13 @@ class Executor:
                         ) from exc
                     break
                 except TimeoutError as exc:
-                    failure: BaseException = NodeExecutionError(
-                        f"timed out after {settings.timeout}s (attempt {attempts})", path=str(path)
-                    )
-                    failure.__cause__ = exc
+                    if settings.timeout is None:
+                        failure: BaseException = exc  # the node's own code timed out at something
+                    else:
+                        failure = NodeExecutionError(
+                            f"timed out after {settings.timeout}s (attempt {attempts})", path=str(path)
+                        )
+                        failure.__cause__ = exc
                 except NodeExecutionError as exc:
                     failure = exc
                 except Exception as exc:
