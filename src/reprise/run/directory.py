@@ -86,15 +86,13 @@ class RunMetadata(BaseModel):
 class RunDirectory:
     """One run's directory. Cheap to construct; reads nothing until asked."""
 
-    __slots__ = ("_made", "path", "run_id", "static_inputs_dir", "trace_dir")
+    __slots__ = ("path", "run_id", "static_inputs_dir", "trace_dir")
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.run_id = self.path.name
         self.trace_dir = self.path / ".trace"
         self.static_inputs_dir = self.path / "static_inputs"
-        # Directories already created in this process, so the hot path skips repeated mkdirs.
-        self._made: set[Path] = set()
 
     @classmethod
     def create(cls, run_root: Path, prefix: str | None = None, *, rerun: bool = False) -> RunDirectory:
@@ -129,13 +127,6 @@ class RunDirectory:
     def element_dir(self, path: HierarchyPath) -> Path:
         """The directory of the element at ``path``."""
         return self.path.joinpath(*path.parts)
-
-    def ensure_dir(self, directory: Path) -> Path:
-        """Create ``directory`` (and parents) once per process."""
-        if directory not in self._made:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._made.add(directory)
-        return directory
 
     def read_result(self, path: HierarchyPath) -> dict[str, Any] | None:
         """The element's ``result.json``, or ``None`` if it has none."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RunSetupError
-from reprise.run.directory import RESULT_FILE, RunDirectory, RunMetadata
+from reprise.run.directory import RunDirectory, RunMetadata
 from reprise.run.files import read_json
 
 __all__ = ["PreviousRun", "ancestors", "link_tree"]
@@ -55,14 +55,6 @@ class PreviousRun:
     def executed(self, path: HierarchyPath) -> bool:
         """Whether the element at ``path`` ran (or started) in the earlier run."""
         return self.dir.element_dir(path).is_dir()
-
-    def outcome_data(self, path: HierarchyPath) -> Any:
-        """The element's ``outcome.json`` data."""
-        return self.dir.read_outcome(path)
-
-    def copy_node_files(self, path: HierarchyPath, dst: Path) -> None:
-        """Bring the node's files (outcome, input, anything it wrote) into ``dst``, linked."""
-        link_tree(self.dir.element_dir(path), dst, skip=frozenset({RESULT_FILE}))
 
     def static_inputs(self) -> dict[str, Any]:
         """The static inputs the earlier run used, by node definition path."""
