@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 import reprise.view
+from _meeting import meet
 from reprise import (
     AgentDefinition,
     AgentRunner,
@@ -58,22 +58,6 @@ async def start(n: int, ctx: NodeContext) -> dict[str, Any]:
     with ctx.span("parse", step=1):
         pass
     return {"v": n * 2, "text": EVIL}
-
-
-_meetings: dict[str, tuple[anyio.Event, anyio.Event]] = {}
-
-
-@node
-async def meet(side: str, ctx: NodeContext) -> str:
-    """The two parallel branches wait for each other, so they overlap in time whatever the
-    machine's load; then both stay a while, so the overlap is wide enough to see."""
-    left, right = _meetings.setdefault(ctx.run_id, (anyio.Event(), anyio.Event()))
-    mine, other = (left, right) if side == "left" else (right, left)
-    mine.set()
-    with anyio.fail_after(30):
-        await other.wait()
-    await anyio.sleep(0.03)
-    return side
 
 
 @node

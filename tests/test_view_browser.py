@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+from _meeting import meet
 from reprise import FlowDefinition, FlowRunner, Initial, NodeContext, RunContext, RunFailedError, Var, node
 from reprise.view import write_experiment_view, write_run_view
 
@@ -44,22 +45,6 @@ async def start(n: int, ctx: NodeContext) -> dict[str, Any]:
     ctx.logger.info("starting up", n=n)
     ctx.annotate_result(usage={"input_tokens": 1200, "output_tokens": 300, "calls": 1}, cost_usd=0.0123)
     return {"v": n * 2, "note": EVIL}
-
-
-_meetings: dict[str, tuple[anyio.Event, anyio.Event]] = {}
-
-
-@node
-async def meet(side: str, ctx: NodeContext) -> str:
-    """The two parallel branches wait for each other, so they overlap in time whatever the
-    machine's load; then both stay a while, so the overlap is wide enough to see."""
-    left, right = _meetings.setdefault(ctx.run_id, (anyio.Event(), anyio.Event()))
-    mine, other = (left, right) if side == "left" else (right, left)
-    mine.set()
-    with anyio.fail_after(30):
-        await other.wait()
-    await anyio.sleep(0.03)
-    return side
 
 
 @node

@@ -54,6 +54,16 @@ class UsageError(RepriseError):
     """The command line asks for something that cannot be done as written."""
 
 
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """Add ``--progress`` (how commands that run things show it on stderr)."""
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="progress on stderr (auto: rich on a terminal, else plain lines)",
+    )
+
+
 def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
     """Add ``--run-root`` (and ``--json``) to a sub-command."""
     parser.add_argument(

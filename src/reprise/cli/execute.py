@@ -21,6 +21,7 @@ from reprise.cli.common import (
     Output,
     UsageError,
     add_common,
+    add_progress,
     format_duration,
     run_root_of,
 )
@@ -30,6 +31,7 @@ from reprise.errors import TargetError
 from reprise.targets import PROJECT_TAG, TARGET_TAG, import_target, split_reference
 
 __all__ = ["PROJECT_TAG", "TARGET_TAG", "load_target", "parse_inputs", "register"]
+
 
 def register(subparsers: Any) -> None:
     """Add ``run``, ``rerun`` and ``resume``."""
@@ -81,12 +83,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--project-root", metavar="DIR", help="the project directory, imported from (default: the current directory)"
     )
-    p.add_argument(
-        "--progress",
-        choices=("auto", "rich", "plain", "none"),
-        default="auto",
-        help="how to show progress on stderr (auto: rich on a terminal, else one line per node)",
-    )
+    add_progress(p)
     add_common(p)
 
 

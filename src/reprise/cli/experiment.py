@@ -28,6 +28,7 @@ from reprise.cli.common import (
     Output,
     UsageError,
     add_common,
+    add_progress,
     format_duration,
     run_root_of,
 )
@@ -74,12 +75,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-git", action="store_true", help="do not commit the runs' outcomes to git (faster for large experiments)"
     )
-    p.add_argument(
-        "--progress",
-        choices=("auto", "rich", "plain", "none"),
-        default="auto",
-        help="progress on stderr (auto: a bar on a terminal, else plain lines)",
-    )
+    add_progress(p)
     add_common(p)
     p.set_defaults(handler=_experiment)
 
