@@ -32,6 +32,7 @@ from reprise.errors import RepriseError, RunSetupError
 from reprise.run.directory import RESULT_FILE, RunDirectory
 from reprise.run.files import read_json
 from reprise.run.index import RunIndex, RunInfo
+from reprise.run.journal import InFlight, in_flight
 from reprise.run.status import RunStatus
 from reprise.tracking import ALERTS_FILE, AlertLevel, parse_instant, read_alerts, read_metrics
 
@@ -171,7 +172,10 @@ class Api:
         status = run.status()
         missing = "running" if status is RunStatus.RUNNING else "interrupted"
         root_dir = run.path / meta.root_component_id
-        root = _element(root_dir, meta.root_component_id, meta.root_component_id, missing)
+        # A node's directory appears when it finishes; the journal names those still running
+        # (or running when the process died).
+        started = in_flight(run.path) if status in (RunStatus.RUNNING, RunStatus.CRASHED) else None
+        root = _element(root_dir, meta.root_component_id, meta.root_component_id, missing, started)
         if root is None:
             root = ElementInfo(
                 path=meta.root_component_id,
@@ -305,7 +309,9 @@ def _order_key(child: ElementInfo) -> tuple[int, str, int, str]:
     return (0 if child.started_at else 1, started, number, child.name)
 
 
-def _element(directory: Path, path: str, name: str, missing: str) -> ElementInfo | None:
+def _element(
+    directory: Path, path: str, name: str, missing: str, started: InFlight | None = None
+) -> ElementInfo | None:
     result: dict[str, Any] | None
     try:
         data = read_json(directory / RESULT_FILE)
@@ -318,18 +324,30 @@ def _element(directory: Path, path: str, name: str, missing: str) -> ElementInfo
     children: list[ElementInfo] = []
     if not is_node:
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            names = {
+                e.name for e in os.scandir(directory) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            }
         except (FileNotFoundError, NotADirectoryError):
-            entries = []
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-                continue
-            child = _element(Path(entry.path), f"{path}.{entry.name}", entry.name, missing)
+            names = set()
+        if started is not None:
+            names |= started.children(directory)
+        for child_name in sorted(names):
+            child = _element(directory / child_name, f"{path}.{child_name}", child_name, missing, started)
             if child is not None:
                 children.append(child)
         children.sort(key=_order_key)
     if result is None:
         if not children:
+            record = started.record(directory) if started is not None else None
+            if record is not None:
+                at = record.get("started_at")
+                return ElementInfo(
+                    path=path,
+                    name=name,
+                    element_type="node",
+                    status=missing,
+                    started_at=at if isinstance(at, str) else None,
+                )
             if not (directory / "input.json").is_file():
                 return None  # not an element: a directory a node wrote, or nothing at all
             return ElementInfo(path=path, name=name, element_type="node", status=missing)

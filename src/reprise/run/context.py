@@ -38,7 +38,13 @@ from reprise.run.directory import (
 )
 from reprise.run.files import read_json, write_json_atomic
 from reprise.run.index import record_run
-from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings, collect_outcome_files
+from reprise.run.outcome_repo import (
+    OutcomeFile,
+    OutcomeRepository,
+    OutcomeSettings,
+    collect_outcome_files,
+    listed_outcome_files,
+)
 from reprise.run.status import HOST, RunStatus
 from reprise.tracking import enter_scope, exit_scope
 
@@ -113,6 +119,9 @@ class RunContext:
         self.outcome_settings = outcome_repo
         #: Files nodes declared as outcomes (committed to git with the outcome.json files).
         self.declared_outcome_files: list[OutcomeFile] = []
+        #: Nodes whose ``outcome.json`` the run holds, in the order they finished; kept by the
+        #: executor (``None`` when no runner ran: the run directory is walked instead).
+        self.outcome_paths: list[HierarchyPath] | None = None
         # Handlers supplying the input of nodes that require it, by node id or path (None: any).
         self._input_handlers: dict[str | None, InputHandler] = {}
 
@@ -398,9 +407,12 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     if ctx.error_msg:
         lines.append(f"error: {ctx.error_msg}")
     try:
-        files = collect_outcome_files(
-            run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
-        )
+        if ctx.outcome_paths is not None:
+            files = listed_outcome_files(run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files)
+        else:
+            files = collect_outcome_files(
+                run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
+            )
         commit = repo.commit_run(run_dir.run_id, files, message="\n".join(lines), parent_run_id=ctx.previous_run_id)
     except (RepriseError, OSError) as exc:
         message = exc.message if isinstance(exc, RepriseError) else str(exc)

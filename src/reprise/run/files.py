@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pydantic_core
 
-__all__ = ["dump_json", "read_json", "write_bytes_atomic", "write_json_atomic"]
+__all__ = ["dump_json", "read_json", "write_bytes_atomic", "write_json_atomic", "write_new_dir"]
 
 
 def dump_json(data: Any) -> bytes:
@@ -37,6 +40,13 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        # os.write may write less than asked; loop until every byte is out.
+        view = view[os.write(fd, view) :]
+
+
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
 
@@ -51,10 +61,7 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                # os.write may write less than asked; loop until every byte is out.
-                view = view[os.write(fd, view) :]
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, target)
@@ -63,6 +70,40 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        raise
+
+
+def write_new_dir(target: str, files: Sequence[tuple[str, bytes]]) -> None:
+    """Create the directory ``target`` holding ``files`` (``(name, bytes)`` pairs) all at once.
+
+    The files are written into a temporary sibling directory, which is then renamed to
+    ``target``: a reader sees no directory or a complete one, never a half-written file. That
+    costs one rename per directory instead of one per file (a rename is about as dear as a file
+    creation on ext4). Missing parent directories are created. If ``target`` already exists with
+    something in it, the files are written into it one by one, each atomically."""
+    head, name = os.path.split(target)
+    tmp = f"{head}/.{name}.{_PID}.{next(_SEQUENCE)}.tmp"
+    try:
+        os.mkdir(tmp)
+    except FileNotFoundError:
+        os.makedirs(head, exist_ok=True)
+        os.mkdir(tmp)
+    try:
+        for file_name, data in files:
+            fd = os.open(f"{tmp}/{file_name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+        os.rename(tmp, target)  # replaces an empty directory; refuses a non-empty one
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        for file_name, data in files:
+            write_bytes_atomic(f"{target}/{file_name}", data)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -5,19 +5,21 @@
 at its hierarchy path, plus files nodes declared as outcomes. A re-run's first commit has the
 previous run's commit as parent, so ``git diff run/A run/B`` shows what changed.
 
-No working tree is ever checked out and no shared index is used: each commit is built with
-plumbing (``hash-object``, ``update-index`` on a private temporary index, ``write-tree``,
-``commit-tree``) and published with ``update-ref`` given the expected old value, so many
-processes can commit under one run root at the same time without ``index.lock`` failures or
-lost commits. Commits carry the configured author (default ``reprise``), never the machine's
-git identity.
+No working tree is ever checked out and no shared index is used: a run's commit is one
+``git fast-import`` process fed from memory (every blob, tree and commit in a single pack), which
+creates ``run/<run_id>`` when it is done. Run ids are unique under a run root and fast-import
+refuses to move an existing branch to an unrelated commit, so many processes can commit under
+one run root at the same time without ``index.lock`` failures or lost commits. Commits carry the
+configured author (default ``reprise``), never the machine's git identity, and git reads no
+global or system configuration. Writing needs only the ``git`` command; GitPython is imported
+by the readers (diffs, listings) alone.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
+import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from reprise.errors import RunSetupError
 if TYPE_CHECKING:
     import git
 
-__all__ = ["OutcomeFile", "OutcomeRepository", "OutcomeSettings"]
+__all__ = ["OutcomeFile", "OutcomeRepository", "OutcomeSettings", "collect_outcome_files", "listed_outcome_files"]
 
 _MAX_PACKS = 64
 
@@ -57,7 +59,7 @@ class OutcomeSettings:
 class OutcomeFile:
     """A file to commit: ``source`` on disk, stored at ``repo_path`` in the run's tree."""
 
-    source: Path
+    source: Path | str
     repo_path: str
     node_path: str = ""
     order: float = 0.0
@@ -70,13 +72,14 @@ class OutcomeRepository:
         self.path = Path(path)
         self.settings = settings or OutcomeSettings()
         self._repo: git.Repo | None = None
+        self._git_dir: str | None = None
 
     # -- set-up ----------------------------------------------------------------------------
     def ensure(self) -> git.Repo:
         """Open the repository, creating it (safely against concurrent creators) if needed."""
         if self._repo is not None:
             return self._repo
-        import git  # GitPython costs ~40 ms to import: only when a run commits
+        import git  # GitPython costs ~40 ms to import: only for readers (diffs, listings)
 
         self.path.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.parent / f".{self.path.name}.init.lock"
@@ -93,6 +96,38 @@ class OutcomeRepository:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         self._repo = repo
         return repo
+
+    def git_dir(self) -> str:
+        """The repository's git directory, creating the repository (safely against concurrent
+        creators) if needed; by ``git`` itself, without importing GitPython."""
+        if self._git_dir is not None:
+            return self._git_dir
+        path = str(self.path)
+        dot_git = os.path.join(path, ".git")
+        os.makedirs(path, exist_ok=True)
+        # Always under the lock: another process may be half-way through ``git init`` (a
+        # ``.git`` directory exists before it is a repository).
+        with open(os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.init.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not (os.path.isdir(dot_git) or os.path.isfile(os.path.join(path, "HEAD"))):
+                    self._git(["init", "-q", "--initial-branch=main", path], git_dir=None)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        self._git_dir = dot_git if os.path.isdir(dot_git) else path
+        return self._git_dir
+
+    def _git(self, args: list[str], *, git_dir: str | None, stdin: bytes | None = None) -> str:
+        """Run ``git`` with our environment; its standard output, or :class:`RunSetupError`."""
+        command = ["git", *([f"--git-dir={git_dir}"] if git_dir else []), *args]
+        try:
+            done = subprocess.run(command, input=stdin, capture_output=True, env={**os.environ, **self._env()})
+        except OSError as exc:
+            raise RunSetupError(f"cannot run git for the outcome repository {self.path}: {exc}") from exc
+        if done.returncode != 0:
+            err = done.stderr.decode(errors="replace").strip()
+            raise RunSetupError(f"git {args[0]} failed in {self.path}: {err or f'exit status {done.returncode}'}")
+        return done.stdout.decode(errors="replace")
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -115,14 +150,11 @@ class OutcomeRepository:
 
     def head_of(self, run_id: str) -> str | None:
         """The commit at the tip of ``run/<run_id>``, or ``None``."""
-        import git
-
-        repo = self.ensure()
+        git_dir = self.git_dir()
         try:
-            out: str = repo.git.rev_parse(
-                "--verify", "-q", f"refs/heads/{self.branch(run_id)}^{{commit}}", env=self._env()
-            )
-        except git.GitCommandError:
+            ref = f"refs/heads/{self.branch(run_id)}^{{commit}}"
+            out = self._git(["rev-parse", "--verify", "-q", ref], git_dir=git_dir)
+        except RunSetupError:
             return None
         return out.strip() or None
 
@@ -153,94 +185,77 @@ class OutcomeRepository:
     ) -> str:
         """Commit ``files`` as the tree of ``run/<run_id>`` and return the final commit.
 
-        One ``git fast-import`` writes every blob, tree and commit into a single pack on a
-        private staging ref (thousands of loose objects cost ~0.7 ms each here; a pack costs
-        a fraction of that), then one ``git update-ref --stdin`` transaction creates
-        ``run/<run_id>`` - refusing if it already exists - and drops the staging ref, so two
-        processes can never overwrite each other's run."""
-        import git
-
-        repo = self.ensure()
+        One ``git fast-import`` process, fed from memory, writes every blob, tree and commit into
+        a single pack (thousands of loose objects cost ~0.7 ms each here; a pack costs a fraction
+        of that) and creates the branch at the end; it reports the commit through ``get-mark``.
+        A file listed in ``files`` that no longer exists is left out."""
+        git_dir = self.git_dir()
         parent = self.head_of(parent_run_id) if parent_run_id else None
-        staging = f"refs/reprise/staging/{run_id}"
-        env = self._env()
-        with tempfile.TemporaryDirectory(prefix="reprise-commit-") as tmp:
-            marks = os.path.join(tmp, "marks")
-            stream_path = os.path.join(tmp, "stream")
-            last_mark = self._write_stream(stream_path, staging, files, message, parent)
-            try:
-                with open(stream_path, "rb") as stream:
-                    repo.git.fast_import("--quiet", "--done", f"--export-marks={marks}", istream=stream, env=env)
-                commit = _mark(marks, last_mark)
-                with tempfile.TemporaryFile() as tx:
-                    tx.write(f"create refs/heads/{self.branch(run_id)} {commit}\ndelete {staging}\n".encode())
-                    tx.seek(0)
-                    repo.git.update_ref("--stdin", "-m", f"reprise: {run_id}", istream=tx, env=env)
-            except git.GitCommandError as exc:
-                raise RunSetupError(f"cannot commit outcomes of {run_id} to {self.path}: {exc.stderr or exc}") from exc
-        self._maybe_compact(repo)
+        stream, last_mark = self._stream(f"refs/heads/{self.branch(run_id)}", files, message, parent)
+        try:
+            out = self._git(["fast-import", "--quiet", "--done"], git_dir=git_dir, stdin=stream)
+        except RunSetupError as exc:
+            raise RunSetupError(f"cannot commit outcomes of {run_id}: {exc.message}") from None
+        commit = out.strip().rsplit("\n", 1)[-1]
+        if len(commit) < 40:
+            raise RunSetupError(f"git fast-import did not report commit :{last_mark} for {run_id}")
+        self._maybe_compact(git_dir)
         return commit
 
-    def _write_stream(self, path: str, ref: str, files: Sequence[OutcomeFile], message: str, parent: str | None) -> int:
-        """Write the fast-import stream; returns the mark of the final commit."""
+    def _stream(
+        self, ref: str, files: Sequence[OutcomeFile], message: str, parent: str | None
+    ) -> tuple[bytes, int]:
+        """The fast-import stream, and the mark of the final commit."""
         s = self.settings
         ident = f"{s.author_name} <{s.author_email}> {int(time.time())} +0000\n".encode()
         mark = 0
-        with open(path, "wb") as out:
+        out: list[bytes] = []
 
-            def commit(msg: str, entries: Iterable[OutcomeFile]) -> None:
-                nonlocal mark, parent
-                mark += 1
-                body = msg.encode()
-                out.write(f"commit {ref}\nmark :{mark}\n".encode())
-                out.write(b"author " + ident + b"committer " + ident)
-                out.write(b"data %d\n" % len(body) + body + b"\n")
-                if parent is not None:
-                    out.write(f"from {parent}\n".encode())
-                    parent = None  # later commits follow the staging ref's own tip
-                for f in entries:
-                    if "\n" in f.repo_path or f.repo_path.startswith('"'):
-                        raise RunSetupError(f"cannot commit a file named {f.repo_path!r}")
-                    data = f.source.read_bytes()
-                    out.write(f"M 100644 inline {f.repo_path}\n".encode())
-                    out.write(b"data %d\n" % len(data) + data + b"\n")
+        def commit(msg: str, entries: Iterable[OutcomeFile]) -> None:
+            nonlocal mark, parent
+            mark += 1
+            body = msg.encode()
+            out.append(f"commit {ref}\nmark :{mark}\n".encode())
+            out.append(b"author " + ident + b"committer " + ident)
+            out.append(b"data %d\n" % len(body) + body + b"\n")
+            if parent is not None:
+                out.append(f"from {parent}\n".encode())
+                parent = None  # later commits follow the branch's own tip in this stream
+            for f in entries:
+                if "\n" in f.repo_path or f.repo_path.startswith('"'):
+                    raise RunSetupError(f"cannot commit a file named {f.repo_path!r}")
+                try:
+                    with open(f.source, "rb") as fh:
+                        data = fh.read()
+                except FileNotFoundError:
+                    continue
+                out.append(b"M 100644 inline %s\ndata %d\n" % (f.repo_path.encode(), len(data)))
+                out.append(data)
+                out.append(b"\n")
 
-            if s.commit_per_node:
-                for node_path, group in _by_node(files):
-                    commit(f"node {node_path}", group)
-                commit(message, ())
-            else:
-                commit(message, files)
-            out.write(b"done\n")
-        return mark
+        if s.commit_per_node:
+            for node_path, group in _by_node(files):
+                commit(f"node {node_path}", group)
+            commit(message, ())
+        else:
+            commit(message, files)
+        out.append(b"get-mark :%d\ndone\n" % mark)
+        return b"".join(out), mark
 
-    def _maybe_compact(self, repo: git.Repo) -> None:
+    def _maybe_compact(self, git_dir: str) -> None:
         """Each commit adds one pack; fold them together once there are many, so lookups (diffs,
         re-run parents) stay fast. Cheap check: count the pack files."""
         try:
-            packs = sum(
-                1 for e in os.scandir(os.path.join(repo.git_dir, "objects", "pack")) if e.name.endswith(".pack")
-            )
+            packs = sum(1 for e in os.scandir(os.path.join(git_dir, "objects", "pack")) if e.name.endswith(".pack"))
         except OSError:
             return
         if packs > _MAX_PACKS:
-            import git
-
             try:
                 # -A -d folds every pack into one; unreachable objects (another process's
                 # fast-import not yet behind a ref) are kept loose, never deleted.
-                repo.git.repack("-A", "-d", "-q", env=self._env())
-            except git.GitCommandError:
+                self._git(["repack", "-A", "-d", "-q"], git_dir=git_dir)
+            except RunSetupError:
                 pass  # another process may be repacking; the next commit tries again
-
-
-def _mark(marks_file: str, mark: int) -> str:
-    with open(marks_file) as f:
-        for line in f:
-            name, _, sha = line.strip().partition(" ")
-            if name == f":{mark}":
-                return sha
-    raise RunSetupError(f"git fast-import did not report commit :{mark}")
 
 
 def _by_node(files: Sequence[OutcomeFile]) -> list[tuple[str, list[OutcomeFile]]]:
@@ -252,6 +267,29 @@ def _by_node(files: Sequence[OutcomeFile]) -> list[tuple[str, list[OutcomeFile]]
         groups.setdefault(key, []).append(f)
         order[key] = max(order.get(key, 0.0), f.order)
     return sorted(groups.items(), key=lambda item: (order[item[0]], item[0]))
+
+
+def listed_outcome_files(
+    run_root_dir: Path | str, node_paths: Iterable[Any], declared: Iterable[OutcomeFile] = ()
+) -> list[OutcomeFile]:
+    """The ``outcome.json`` of each node in ``node_paths`` (hierarchy paths, in the order the
+    nodes finished), plus ``declared`` files: what the executor knows it wrote, so the run
+    directory need not be walked."""
+    base = str(run_root_dir)
+    files: list[OutcomeFile] = []
+    seen: set[str] = set()
+    for order, path in enumerate(node_paths):
+        rel = path.relpath
+        repo_path = f"{rel}/outcome.json"
+        if repo_path in seen:
+            continue
+        seen.add(repo_path)
+        files.append(OutcomeFile(f"{base}/{repo_path}", repo_path, str(path), float(order)))
+    for f in declared:
+        if f.repo_path not in seen and os.path.isfile(f.source):
+            files.append(f)
+            seen.add(f.repo_path)
+    return files
 
 
 def collect_outcome_files(
@@ -284,7 +322,7 @@ def collect_outcome_files(
         )
     seen = {f.repo_path for f in files}
     for f in declared:
-        if f.repo_path not in seen and f.source.is_file():
+        if f.repo_path not in seen and os.path.isfile(f.source):
             files.append(f)
             seen.add(f.repo_path)
     return files

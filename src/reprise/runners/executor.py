@@ -34,7 +34,8 @@ from reprise.dsl.paths import HierarchyPath
 from reprise.dsl.sources import Source, resolve_value
 from reprise.errors import NodeExecutionError, NodeInputError, RepriseError, TemplateError
 from reprise.run.directory import INPUT_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
-from reprise.run.files import dump_json, write_bytes_atomic
+from reprise.run.files import dump_json, write_bytes_atomic, write_new_dir
+from reprise.run.journal import NodeJournal
 from reprise.run.status import ElementStatus
 from reprise.runners.frame import Frame
 from reprise.runners.node_context import NodeContext
@@ -89,6 +90,12 @@ class Executor:
         self.failed_path: str | None = None
         self._base = str(self.run_dir.path)
         self._current_span_needed = self.tel is not None and self.tel.settings.forward_to_global
+        #: Nodes whose ``outcome.json`` this run holds, in the order they finished: what the
+        #: outcome repository commits (no walk over the run directory at the end).
+        self._journal = NodeJournal(self.run_dir.trace_dir)
+        if ctx.outcome_paths is None:
+            ctx.outcome_paths = []
+        self._outcome_paths: list[HierarchyPath] = ctx.outcome_paths
 
     async def run_root(self) -> Any:
         """Execute the root component; returns its outcome."""
@@ -97,9 +104,12 @@ class Executor:
         path = HierarchyPath(self.index.root_id)
         frame = top.child(path.name)
         root_span = self.tel.root_span if self.tel is not None else None
-        return await self._container_element(
-            root, path, path.name, frame, root.component_type, root_span, in_loop=False
-        )
+        try:
+            return await self._container_element(
+                root, path, path.name, frame, root.component_type, root_span, in_loop=False
+            )
+        finally:
+            self._journal.close()
 
     # -- containers ------------------------------------------------------------------------
     async def _run_body(
@@ -362,19 +372,23 @@ class Executor:
                 return await node.run(inp, nctx)
 
     async def _node(self, el: NodeElement, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any) -> Any:
-        node_dir = self._element_dir(path)
+        # Not created here: a node that never asks for its directory gets it written in one go
+        # when it finishes (see the end of this method).
+        node_dir = f"{self._base}/{path.relpath}"
         node = el.node
         tel = self.tel
 
         if self.reuse is not None:
+            os.makedirs(node_dir, exist_ok=True)  # TODO(lead): drop once reuse_node makes it
             reused = self.reuse.reuse_node(path, node, node_dir)
             if reused is not None:
                 self.counts["reused"] += 1
+                self._outcome_paths.append(path)
                 if tel is not None:
                     tel.reused_node(path, node.kind, parent_span, reused[1])
                 return reused[0]
 
-        started = time.time()
+        started_at = _iso(time.time())
         t0 = time.perf_counter()
         span = tel.start_span(path, "node", parent_span, node.kind) if tel is not None else None
         settings = node.settings
@@ -384,12 +398,14 @@ class Executor:
         outcome: Any = None
         nctx: NodeContext | None = None
         scope: Any = None
+        input_json: bytes | None = None
+        outcome_json: bytes | None = None
         try:
             inp = await self._build_input(el, dpath, frame, path)
-            write_bytes_atomic(
-                f"{node_dir}/{INPUT_FILE}", dump_json(inp.model_dump(mode="json") if inp is not None else None)
-            )
-            nctx = NodeContext(path, self.ctx, node_dir, span, frame)
+            input_data = inp.model_dump(mode="json") if inp is not None else None
+            input_json = dump_json(input_data)
+            self._journal.started(str(path), started_at, input_data)
+            nctx = NodeContext(path, self.ctx, node_dir, span, frame, input_json)
             scope = enter_scope(nctx)  # reprise.log()/alert() called by the node name this node
             max_attempts = settings.retries + 1
             while True:
@@ -431,7 +447,7 @@ class Executor:
                 if tel is not None:
                     tel.retry(path, node.kind, attempts, failure, span)
                 await anyio.sleep(settings.delay_before(attempts + 1))
-            write_bytes_atomic(f"{node_dir}/{OUTCOME_FILE}", dump_json(node.dump_outcome(outcome)))
+            outcome_json = dump_json(node.dump_outcome(outcome))
             status = ElementStatus.COMPLETED
             self.counts["executed"] += 1
             return outcome
@@ -461,7 +477,7 @@ class Executor:
                 "node_kind": node.kind,
                 "node": node.name,
                 "status": status.value,
-                "started_at": _iso(started),
+                "started_at": started_at,
                 "ended_at": _iso(time.time()),
                 "duration_s": round(duration, 6),
                 "attempts": attempts,
@@ -471,7 +487,16 @@ class Executor:
                 record["error"] = _error_info(error)
             if nctx is not None and nctx.result_fields:
                 record.update(nctx.result_fields)
-            write_bytes_atomic(f"{node_dir}/{RESULT_FILE}", dump_json(record))
+            files = [] if input_json is None else [(INPUT_FILE, input_json)]
+            if outcome_json is not None:
+                files.append((OUTCOME_FILE, outcome_json))
+                self._outcome_paths.append(path)
+            files.append((RESULT_FILE, dump_json(record)))
+            if nctx is not None and nctx.dir_made:
+                for name, data in files[1:]:  # input.json was written with the directory
+                    write_bytes_atomic(f"{node_dir}/{name}", data)
+            else:
+                write_new_dir(node_dir, files)
             if tel is not None:
                 tel.node_finished(path, node.kind, status.value, duration, attempts)
                 if span is not None:

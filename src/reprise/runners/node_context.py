@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from reprise.dsl.paths import HierarchyPath
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import Span
+    from opentelemetry.trace import Span
 
     from reprise.dsl.scope import Scope
     from reprise.run.context import RunContext
@@ -30,10 +31,27 @@ class NodeContext:
     ...         ...
     """
 
-    __slots__ = ("_logger", "_node_dir", "_span", "attempt", "path", "result_fields", "run", "scope")
+    __slots__ = (
+        "_input_json",
+        "_logger",
+        "_node_dir",
+        "_span",
+        "attempt",
+        "dir_made",
+        "path",
+        "result_fields",
+        "run",
+        "scope",
+    )
 
     def __init__(
-        self, path: HierarchyPath, run: RunContext, node_dir: Path | str, span: Span | None, scope: Scope | None = None
+        self,
+        path: HierarchyPath,
+        run: RunContext,
+        node_dir: Path | str,
+        span: Span | None,
+        scope: Scope | None = None,
+        input_json: bytes | None = None,
     ) -> None:
         self.path = path
         self.run = run
@@ -42,6 +60,10 @@ class NodeContext:
         self.scope = scope
         self.attempt = 1
         self._node_dir = node_dir
+        #: True once the node asked for its directory (it exists from then on). Nodes that
+        #: never do get theirs written in one go when they finish.
+        self.dir_made = False
+        self._input_json = input_json
         self._span = span
         self._logger: Any = None
         #: Extra fields for this node's ``result.json`` (see :meth:`annotate_result`).
@@ -58,7 +80,16 @@ class NodeContext:
 
     @property
     def node_dir(self) -> Path:
-        """This node's directory in the run; files written here travel with re-runs."""
+        """This node's directory in the run (created on first use); files written here travel
+        with re-runs."""
+        if not self.dir_made:
+            os.makedirs(self._node_dir, exist_ok=True)
+            if self._input_json is not None:
+                # A node directory with input.json and no result.json reads as a running node.
+                from reprise.run.files import write_bytes_atomic
+
+                write_bytes_atomic(os.path.join(self._node_dir, "input.json"), self._input_json)
+            self.dir_made = True
         return Path(self._node_dir)
 
     @property

@@ -24,6 +24,7 @@ from typing import Any
 
 from reprise.errors import RunSetupError
 from reprise.run.directory import INPUT_FILE, METADATA_FILE, OUTCOME_FILE, RESULT_FILE, RUN_ID_PATTERN, RunDirectory
+from reprise.run.journal import InFlight, in_flight
 from reprise.run.status import RunStatus
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "RunViewData", "build_run_view_data", "cost_of", "tokens_of"]
@@ -264,6 +265,8 @@ class _Builder:
         self.by_path: dict[str, int] = {}
         self.spans: dict[str, _Span] = {}
         self.run_span: _Span | None = None
+        #: Started nodes without a result.json (a running or crashed run), from the journal.
+        self.started: InFlight | None = None
         self.user_spans: dict[str, list[_Span]] = {}
 
     # The tree comes from the directories: an element is a directory with a result.json, or a
@@ -275,6 +278,8 @@ class _Builder:
         subdirs: list[os.DirEntry[str]] = []
         others: list[os.DirEntry[str]] = []
         names: set[str] = set()
+        started = self.started
+        record = started.record(directory) if started is not None else None
         try:
             with os.scandir(directory) as it:
                 for entry in it:
@@ -287,18 +292,22 @@ class _Builder:
                     elif len(others) < MAX_FILES:
                         others.append(entry)
         except OSError:
-            return None
+            # A started node's directory appears when it finishes: the journal stands in.
+            if record is None and (started is None or not started.children(directory)):
+                return None
+        # Directories that lead to started nodes which have none yet.
+        virtual = sorted(started.children(directory) - {e.name for e in subdirs}) if started is not None else []
         result = _read_json(directory / RESULT_FILE) if RESULT_FILE in names else None
         if not isinstance(result, dict):
             result = None
-        has_input = INPUT_FILE in names
+        has_input = INPUT_FILE in names or record is not None
         is_node = (result is not None and result.get("element_type") == "node") or (result is None and has_input)
         files: list[tuple[str, int]] = []
         if is_node:
             # Files the node wrote into its directory (folders with a trailing "/").
             files = [(entry.name, entry.stat(follow_symlinks=False).st_size) for entry in others]
             files = (files + [(entry.name + "/", 0) for entry in subdirs])[:MAX_FILES]
-        if result is None and not is_node and not subdirs:
+        if result is None and not is_node and not subdirs and not virtual:
             return None
         index = len(self.elements)
         element: dict[str, Any] = {"i": index, "p": path, "n": path.rsplit(".", 1)[-1], "u": parent, "dp": depth}
@@ -307,8 +316,8 @@ class _Builder:
         self._describe(element, result, is_node, directory, files, names)
         children: list[int] = []
         if not is_node:
-            for entry in subdirs:
-                child = self.walk(Path(entry.path), f"{path}.{entry.name}", index, depth + 1)
+            for child_name in sorted([e.name for e in subdirs] + virtual):
+                child = self.walk(directory / child_name, f"{path}.{child_name}", index, depth + 1)
                 if child is not None:
                     children.append(child)
         if children:
@@ -417,6 +426,11 @@ class _Builder:
                         detail[key], _ = _read_text(directory / file_name, self.limit)
                     except OSError:
                         pass
+            record = self.started.record(directory) if self.started is not None else None
+            if record is not None and "input" not in detail:
+                detail["input"] = _clip(json.dumps(record.get("input"), indent=2), self.limit)
+                if isinstance(record.get("started_at"), str):
+                    detail.setdefault("started_at", record["started_at"])
             if files:
                 detail["files"] = sorted(files)
         if detail:
@@ -543,7 +557,9 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
             builder.user_spans.setdefault(span.parent_id, []).append(span)
 
     root_dir = run.path / meta.root_component_id
-    root = builder.walk(root_dir, meta.root_component_id, -1, 0) if root_dir.is_dir() else None
+    if status in ("running", "crashed"):
+        builder.started = in_flight(run.path)
+    root = builder.walk(root_dir, meta.root_component_id, -1, 0)
     if root is None:
         # Nothing executed yet (or the run failed before its first element).
         builder.elements.append(
