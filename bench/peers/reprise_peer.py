@@ -83,7 +83,7 @@ async def bench_flow(
     expect: Any,
     configs: tuple[str, ...],
     n_runs: int,
-    floor_fn: Callable[[Path, int], int] | None = None,
+    floor_fn: Callable[[Path, int, str], int] | None = None,
     **extra: Any,
 ) -> None:
     """Time ``flow`` under each config, interleaved with the floor doing the same work."""
@@ -92,10 +92,16 @@ async def bench_flow(
         floor_base = runs.project / "floor"
         floor_base.mkdir()
 
-        async def floor_job(_: Any) -> None:
-            floor_fn(floor_base, units)
+        def floor_job(layout: str) -> Callable[[Any], Awaitable[None]]:
+            async def job(_: Any) -> None:
+                floor_fn(floor_base, units, layout)
 
-        jobs["floor:bare-loop"] = (lambda i: None, floor_job)
+            return job
+
+        # The floor of reprise's node layout, and of the layout before 2026-11-22 (one
+        # atomic write per file), to report the floor before and after.
+        jobs["floor:bare-loop"] = (lambda i: None, floor_job("one-dir"))
+        jobs["floor:per-file-layout"] = (lambda i: None, floor_job("per-file"))
     for config in configs:
         try:
             result = await runs.run(flow, runs.context(config))
