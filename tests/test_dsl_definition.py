@@ -494,3 +494,19 @@ def test_ambiguous_node_ids() -> None:
     with pytest.raises(DefinitionError, match=r"ambiguous; use one of the paths: root\.n, root\.sub\.n"):
         index.resolve_node("n")
     assert index.resolve_node("root.sub.n") == "root.sub.n"
+
+
+def test_validation_is_cached_until_any_container_changes() -> None:
+    from reprise.dsl.definition import validate_definition
+
+    body = FlowDefinition().node("inner", lambda: 1)
+    flow = FlowDefinition().node("a", lambda: 1).subflow("sub", body)
+    first = validate_definition(flow, "root")
+    assert validate_definition(flow, "root") is first
+    assert validate_definition(FlowDefinition().node("x", lambda: 2), "other") is not first
+    assert validate_definition(flow, "root") is first  # validating another definition changes nothing
+    assert validate_definition(flow, "other_root") is not first
+    # A change deep inside (the body of a subflow) is seen, and checked, on the next validation.
+    body.node("bad", lambda x: x, inputs={"x": Ref("missing")})
+    with pytest.raises(DefinitionError, match="missing"):
+        validate_definition(flow, "root")

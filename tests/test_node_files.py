@@ -179,3 +179,19 @@ def test_the_commit_holds_the_nodes_outcomes_without_importing_gitpython(tmp_pat
     assert json.loads((tree / "root/b/outcome.json").data_stream.read()) == 2
     metadata = _json(tmp_path / "runs" / run_id / ".trace" / "metadata.json")
     assert metadata["outcome_commit"] == repo.commit(f"run/{run_id}").hexsha
+
+
+def test_element_timestamps_are_iso_utc_with_microseconds() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from reprise.runners.executor import _iso
+
+    stamps = [0.0, 1.5, 1_795_000_000.999_999, 1_795_000_000.000_001] + [random.uniform(0, 2e9) for _ in range(500)]
+    for ts in stamps:
+        text = _iso(ts)
+        assert text.endswith("Z") and len(text) == len("2026-11-21T21:49:20.979502Z"), text
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        assert abs(parsed.timestamp() - ts) < 2e-6, (ts, text)
+        second = "%Y-%m-%dT%H:%M:%S"
+        assert parsed.strftime(second) == datetime.fromtimestamp(int(ts), UTC).strftime(second)

@@ -47,6 +47,9 @@ class Container:
         self.description = description
         self._elements: list[Element] = []
         self._index: dict[str, int] = {}
+        #: Bumped by every change, so a validated definition can be cached while no container
+        #: in it has changed (see ``validate_definition``).
+        self.version = 0
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -80,6 +83,7 @@ class Container:
             raise DefinitionError(f"duplicate id {element.id!r}: ids must be unique among siblings", path=element.id)
         self._index[element.id] = len(self._elements)
         self._elements.append(element)
+        self.version += 1
         return self
 
     def conditional(

@@ -50,6 +50,7 @@ class DefinitionIndex:
     #: Every container body by the definition path of its children's parent: the root, subflow
     #: and agent bodies, ``cond.then``/``cond.else``, ``loop.*`` and ``par.<branch>``.
     containers: dict[str, Container] = field(default_factory=dict)
+    _outline: dict[str, dict[str, str]] | None = field(default=None, repr=False, compare=False)
 
     def element(self, path: str | HierarchyPath) -> Element | None:
         """The element at a concrete or definition path, or ``None``."""
@@ -62,12 +63,15 @@ class DefinitionIndex:
     def outline(self) -> dict[str, dict[str, str]]:
         """Each element's type (and node kind), by definition path: what a later re-run checks
         to tell whether the definition before its start path still matches this one."""
+        if self._outline is not None:
+            return self._outline
         out: dict[str, dict[str, str]] = {}
         for path, el in self.elements.items():
             entry = {"type": _element_type(el, path, path in self.containers)}
             if isinstance(el, NodeElement):
                 entry["kind"] = el.node.kind
             out[path] = entry
+        self._outline = out  # the index is read-only once built: compute this once
         return out
 
     def container_at(self, path: str) -> Container | None:
@@ -104,12 +108,21 @@ def _element_type(el: Element, path: str, is_body: bool) -> str:
 
 
 def validate_definition(root: Container, root_id: str) -> DefinitionIndex:
-    """Check ``root`` as a run's root component with id ``root_id``; return its index."""
+    """Check ``root`` as a run's root component with id ``root_id``; return its index.
+
+    The index is cached on ``root`` and returned again while none of its containers has changed
+    (runners are made per run, and validation walks every element; an index is read-only)."""
+    cached: tuple[str, DefinitionIndex, tuple[int, ...]] | None = getattr(root, "_validated", None)
+    if cached is not None and cached[0] == root_id:
+        index = cached[1]
+        if all(c.version == v for c, v in zip(index.containers.values(), cached[2], strict=True)):
+            return index
     validate_id(root_id)
     index = DefinitionIndex(root_id=root_id, root=root)
     top = _Top(root_id, root)
     index.elements[root_id] = top.elements[0]
     _Checker(index, top).container(root, root_id, [(top, 0)], {})
+    root._validated = (root_id, index, tuple(c.version for c in index.containers.values()))  # type: ignore[attr-defined]
     return index
 
 
@@ -118,7 +131,9 @@ class _Top(Container):
 
     def __init__(self, root_id: str, root: Container) -> None:
         super().__init__()
-        self._add(ContainerElement(root_id, root, root.component_type))
+        # Not through _add: building this must not count as a change to any definition.
+        self._elements.append(ContainerElement(root_id, root, root.component_type))
+        self._index[root_id] = 0
 
 
 class _Checker:

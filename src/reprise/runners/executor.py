@@ -13,7 +13,6 @@ import os
 import time
 import traceback
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -50,8 +49,18 @@ __all__ = ["Executor"]
 _CANCELLED = anyio.get_cancelled_exc_class
 
 
+_SECOND: tuple[int, str] = (-1, "")
+
+
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """``ts`` as ISO 8601 UTC with microseconds (``2026-11-21T21:49:20.979502Z``). The part up to
+    the second is formatted once per second: this runs twice per element."""
+    global _SECOND
+    sec = int(ts)
+    last = _SECOND  # one read: another thread may replace it meanwhile
+    if last[0] != sec:
+        last = _SECOND = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{last[1]}.{int((ts - sec) * 1_000_000):06d}Z"
 
 
 def _error_info(exc: BaseException) -> dict[str, Any]:
