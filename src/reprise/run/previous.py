@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,37 @@ __all__ = ["PreviousRun", "ancestors", "link_tree"]
 
 
 def link_tree(src: Path | str, dst: Path | str, *, skip: frozenset[str] = frozenset()) -> None:
-    """Recreate the files under ``src`` in ``dst`` as hard links (copies where linking is not
-    possible, e.g. across file systems). Names in ``skip`` at the top level are left out."""
-    with os.scandir(src) as entries:
-        for entry in entries:
-            if entry.name in skip or entry.name.endswith(".tmp"):
-                continue
-            target = os.path.join(dst, entry.name)
-            if entry.is_dir(follow_symlinks=False):
-                os.makedirs(target, exist_ok=True)
-                link_tree(entry.path, target)
-            elif entry.is_file(follow_symlinks=False):
-                try:
-                    os.link(entry.path, target)
-                except FileExistsError:
-                    pass
-                except OSError:
-                    shutil.copy2(entry.path, target)
+    """Recreate the entries of directory ``src`` in the existing directory ``dst`` as hard
+    links (copies where linking is not possible, e.g. across file systems); subdirectories are
+    recreated and filled the same way, symbolic links are linked as they are. Names in ``skip``
+    at the top level, and temporary files (``*.tmp``), are left out.
+
+    A re-run does this for every reused node, so it is one ``listdir`` and one ``link`` per
+    file: the entry type is only looked at when a link fails (a directory cannot be hard-linked).
+    """
+    for name in os.listdir(src):
+        if name in skip or name.endswith(".tmp"):
+            continue
+        source = f"{src}/{name}"
+        target = f"{dst}/{name}"
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except FileExistsError:
+            # Carried over already; a directory may still lack some of its files.
+            if stat.S_ISDIR(os.lstat(source).st_mode):
+                link_tree(source, target)
+        except OSError:
+            _link_slowly(source, target)
+
+
+def _link_slowly(source: str, target: str) -> None:
+    """What :func:`link_tree` does for an entry that cannot be hard-linked as it is."""
+    mode = os.lstat(source).st_mode
+    if stat.S_ISDIR(mode):
+        os.makedirs(target, exist_ok=True)
+        link_tree(source, target)
+    elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        shutil.copy2(source, target, follow_symlinks=False)  # another file system
 
 
 class PreviousRun:

@@ -17,6 +17,12 @@ Without a start path (``resume``), the start is the first element that did not c
 
 from __future__ import annotations
 
+import errno
+import itertools
+import json
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +33,7 @@ from reprise.dsl.node import Node
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RerunError, RunSetupError
 from reprise.run.directory import OUTCOME_FILE, RESULT_FILE
-from reprise.run.files import dump_json, read_json, write_bytes_atomic
+from reprise.run.files import dump_json, write_bytes_atomic
 from reprise.run.outcome_repo import OutcomeFile
 from reprise.run.previous import PreviousRun, link_tree
 
@@ -37,6 +43,19 @@ if TYPE_CHECKING:
     from reprise.run.context import RunContext
 
 __all__ = ["ReusePlan", "find_resume_point"]
+
+#: Which children of one parent precede the start path: see :meth:`ReusePlan._rule`.
+_Rule = tuple[Container, int] | int | bool
+
+
+def _applies(rule: _Rule, child: str) -> bool:
+    """Whether ``rule`` says the child ``child`` (an id or a loop index) precedes the start."""
+    if isinstance(rule, tuple):
+        position = rule[0].position(child)
+        return position is not None and position < rule[1]
+    if isinstance(rule, bool):  # before int: a bool is an int
+        return rule
+    return child.isdigit() and int(child) < rule
 
 
 class ReusePlan:
@@ -51,6 +70,9 @@ class ReusePlan:
         self.resumed = False
         self._declared: list[OutcomeFile] = []
         self._previous_base = str(previous.dir.path)
+        self._previous_id_json = json.dumps(previous.run_id).encode()
+        #: :meth:`_rule` by parent path and the child on the start path's side.
+        self._rules: dict[tuple[tuple[str, ...], str], _Rule] = {}
 
     # -- preparation (before anything runs) ------------------------------------------------
     @classmethod
@@ -148,53 +170,115 @@ class ReusePlan:
             k += 1
         if k == len(parts) or k == len(start):
             return False  # an ancestor of the start, the start itself, or inside it
-        parent = ".".join("*" if p.isdigit() else p for p in parts[:k])
+        return _applies(self._rule(parts[:k], start[k]), parts[k])
+
+    def _rule(self, parent_parts: tuple[str, ...], b: str) -> _Rule:
+        """Which children of the element at ``parent_parts`` precede its child ``b``: those at
+        an earlier position in a flow or agent (the container and ``b``'s position), the
+        iterations before ``b`` in a loop (an int), every sibling branch of a parallel block
+        (``True``), none (``False``). Worked out once per parent: the siblings of a long chain
+        or the iterations of a loop share it."""
+        key = (parent_parts, b)
+        rule = self._rules.get(key)
+        if rule is not None:
+            return rule
+        parent = ".".join("*" if p.isdigit() else p for p in parent_parts)
         container = self.index.container_at(parent)
-        a, b = parts[k], start[k]
         if container is not None:
-            pa, pb = container.position(a), container.position(b)
-            return pa is not None and pb is not None and pa < pb
-        el = self.index.elements.get(parent)
-        if isinstance(el, ForEachElement):
-            return a.isdigit() and b.isdigit() and int(a) < int(b)
-        if isinstance(el, ParallelElement):
-            return True
-        return False
+            pb = container.position(b)
+            rule = (container, pb) if pb is not None else False
+        else:
+            el = self.index.elements.get(parent)
+            if isinstance(el, ForEachElement):
+                rule = int(b) if b.isdigit() else False
+            else:
+                rule = isinstance(el, ParallelElement)
+        self._rules[key] = rule
+        return rule
+
+    def _reused_here(self, parts: tuple[str, ...]) -> bool:
+        """:meth:`_precedes` against the start path, on the hot path of a re-run."""
+        start = self._start_parts
+        n = min(len(parts), len(start))
+        k = 0
+        while k < n and parts[k] == start[k]:
+            k += 1
+        if k == len(parts) or k == len(start):
+            return False
+        return _applies(self._rule(parts[:k], start[k]), parts[k])
 
     def reuse_node(self, path: HierarchyPath, node: Node, node_dir: str) -> tuple[Any, dict[str, Any]] | None:
         """Reuse the earlier result of the node at ``path`` if it precedes the start and
         completed; returns ``(outcome, result)`` or ``None`` to execute it.
 
-        String paths and one directory scan per node: a re-run from the last node of a long
-        chain does this for every node before it."""
-        if not self._precedes(path.parts, self._start_parts):
+        On reuse, ``node_dir`` is created (it need not exist yet) holding hard links to the
+        earlier node's files and the new ``result.json``, all at once (:func:`_carry_dir`): a
+        crash before that leaves the node absent, i.e. not completed. ``result`` holds
+        ``status``, ``reused``, ``reused_from`` and ``origin_run_id``: the reuse fields of the
+        new ``result.json``, not all of it.
+
+        This runs for every node before the start of a re-run (999 times for a re-run from the
+        last node of a 1,000-node chain), so it stays on plain ``os`` calls and string paths:
+        two reads, one ``mkdir``, one ``listdir``, a ``link`` per file, one file written and one
+        rename. The earlier ``result.json`` is edited as bytes when it has the layout reprise
+        writes (:func:`_reused_result`), not parsed and dumped again."""
+        if not self._reused_here(path.parts):
             return None
-        previous = self.previous
         old_dir = f"{self._previous_base}/{path.relpath}"
         try:
-            old: dict[str, Any] = read_json(f"{old_dir}/{RESULT_FILE}")
+            old = _read(f"{old_dir}/{RESULT_FILE}")
         except FileNotFoundError:
             return None
+        edited = _reused_result(old, self._previous_id_json)
+        if edited is None:
+            return self._reuse_parsed(path, node, node_dir, old_dir, json.loads(old))
+        if not edited[0]:
+            return None  # failed, cancelled or still running in the earlier run: execute it
+        try:
+            outcome = self._load_outcome(path, node, old_dir)
+        except FileNotFoundError:
+            return None
+        _carry_dir(old_dir, node_dir, edited[1])
+        origin = edited[2] if edited[2] is not None else self.previous.run_id
+        return outcome, {
+            "status": "completed",
+            "reused": True,
+            "reused_from": self.previous.run_id,
+            "origin_run_id": origin,
+        }
+
+    def _load_outcome(self, path: HierarchyPath, node: Node, old_dir: str) -> Any:
+        """The earlier outcome, rebuilt through the node's outcome type (``FileNotFoundError``
+        when there is none)."""
+        data = json.loads(_read(f"{old_dir}/{OUTCOME_FILE}"))
+        try:
+            return node.load_outcome(data)
+        except Exception as exc:
+            raise RepriseError(
+                f"cannot reuse the outcome from run {self.previous.run_id}: it no longer fits {node.name} ({exc})",
+                path=str(path),
+            ) from exc
+
+    def _reuse_parsed(
+        self, path: HierarchyPath, node: Node, node_dir: str, old_dir: str, old: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """:meth:`reuse_node` for a ``result.json`` that is not in reprise's own layout, or that
+        lists declared outcome files: parsed, updated and written again."""
         if old.get("status") != "completed":
             return None
         try:
-            outcome = node.load_outcome(read_json(f"{old_dir}/{OUTCOME_FILE}"))
+            outcome = self._load_outcome(path, node, old_dir)
         except FileNotFoundError:
             return None
-        except Exception as exc:
-            raise RepriseError(
-                f"cannot reuse the outcome from run {previous.run_id}: it no longer fits {node.name} ({exc})",
-                path=str(path),
-            ) from exc
-        link_tree(old_dir, node_dir, skip=_SKIP_RESULT)
+        previous_id = self.previous.run_id
         result = dict(old)
         result["reused"] = True
-        result["reused_from"] = previous.run_id
+        result["reused_from"] = previous_id
         # The run whose node actually executed, however many re-runs ago.
-        result["origin_run_id"] = old.get("origin_run_id", previous.run_id) if old.get("reused") else previous.run_id
+        result["origin_run_id"] = old.get("origin_run_id", previous_id) if old.get("reused") else previous_id
         if old.get("outcome_files"):
             self._carry_declared_files(old, Path(old_dir).resolve(), Path(node_dir), str(path))
-        write_bytes_atomic(f"{node_dir}/{RESULT_FILE}", dump_json(result))
+        _carry_dir(old_dir, node_dir, dump_json(result))
         return outcome, result
 
     def _carry_declared_files(self, old: dict[str, Any], old_dir: Path, node_dir: Path, node_path: str) -> None:
@@ -203,6 +287,124 @@ class ReusePlan:
             if source.is_relative_to(old_dir):
                 source = node_dir / source.relative_to(old_dir)
             self._declared.append(OutcomeFile(source, entry["repo_path"], node_path))
+
+
+# -- the file work of a reused node, on plain os calls --------------------------------------
+_READ_SIZE = 1 << 16
+
+# Top-level keys of a result.json as dump_json writes it (two-space indent): a raw newline
+# cannot occur inside a JSON string, so "\n" + two spaces + '"key": ' only ever starts a
+# top-level member, never a nested one or part of a value.
+_COMPLETED = b'\n  "status": "completed"'
+_STATUS = b'\n  "status": '
+_EXECUTED = b'\n  "reused": false'
+_REUSED = b'\n  "reused": true'
+_REUSED_FROM = re.compile(rb'\n  "reused_from": "[^"\\\n]*"')
+_ORIGIN = re.compile(rb'\n  "origin_run_id": "([^"\\\n]*)"')
+_OUTCOME_FILES = b'\n  "outcome_files": '
+_HEAD = b'{\n  "'
+_TAIL = b"\n}\n"
+
+
+def _reused_result(old: bytes, previous_id_json: bytes) -> tuple[bool, bytes, str | None] | None:
+    """``(completed, new result.json, origin run id if the old one names it)`` for the earlier
+    ``result.json`` ``old``, edited as bytes: ``"reused": true``, ``"reused_from"`` the previous
+    run, ``"origin_run_id"`` kept or added; every other member as it was, in its place.
+
+    ``None`` when ``old`` is not in the layout :func:`dump_json` writes, or lists declared
+    outcome files: the caller parses it instead. ``previous_id_json`` is the previous run id as
+    a JSON string."""
+    if not (old.startswith(_HEAD) and old.endswith(_TAIL)) or _OUTCOME_FILES in old:
+        return None
+    at = old.find(_COMPLETED)
+    if at < 0:
+        return (False, b"", None) if _STATUS in old else None
+    if old[at + len(_COMPLETED) : at + len(_COMPLETED) + 1] not in (b",", b"\n"):
+        return None
+    if _EXECUTED in old:
+        if b'\n  "reused_from": ' in old or b'\n  "origin_run_id": ' in old:
+            return None
+        body = old[: -len(_TAIL)].replace(_EXECUTED, _REUSED, 1)
+        tail = b',\n  "reused_from": ' + previous_id_json + b',\n  "origin_run_id": ' + previous_id_json + _TAIL
+        return True, body + tail, None
+    if _REUSED in old:
+        origin = _ORIGIN.search(old)
+        if origin is None or _REUSED_FROM.search(old) is None:
+            return None
+        new = _REUSED_FROM.sub(lambda _: b'\n  "reused_from": ' + previous_id_json, old, count=1)
+        return True, new, origin.group(1).decode()
+    return None
+
+
+def _read(path: str) -> bytes:
+    """A whole small file, without the cost of a buffered file object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, _READ_SIZE)
+        if len(data) < _READ_SIZE:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, _READ_SIZE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# Temporary directory names: unique per process and call, like reprise.run.files'.
+_SEQUENCE = itertools.count()
+_PID = os.getpid()
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _carry_dir(old_dir: str, node_dir: str, result: bytes) -> None:
+    """Make ``node_dir`` hold hard links to the files of ``old_dir`` (but its ``result.json``)
+    and ``result`` as its ``result.json``, all at once: everything goes into a temporary
+    sibling directory that is then renamed to ``node_dir``, so a reader (or a resume after a
+    crash) sees no directory or a complete one - the same guarantee as an executed node's
+    directory, at the cost of one rename for the whole directory.
+
+    If ``node_dir`` already exists with something in it, the links go into it directly and
+    ``result.json`` is written last, atomically."""
+    head, _, name = node_dir.rpartition("/")
+    tmp = f"{head}/.{name}.{_PID}.{next(_SEQUENCE)}.tmp"
+    try:
+        os.mkdir(tmp)
+    except FileNotFoundError:
+        os.makedirs(head, exist_ok=True)
+        os.mkdir(tmp)
+    try:
+        link_tree(old_dir, tmp, skip=_SKIP_RESULT)
+        fd = os.open(f"{tmp}/{RESULT_FILE}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            written = os.write(fd, result)
+            if written < len(result):
+                _write_all(fd, result[written:])
+        finally:
+            os.close(fd)
+        os.rename(tmp, node_dir)  # replaces an empty directory, refuses a non-empty one
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        link_tree(old_dir, node_dir, skip=_SKIP_RESULT)
+        write_bytes_atomic(f"{node_dir}/{RESULT_FILE}", result)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]  # os.write may write less than asked
 
 
 def _index_segments_ok(path: HierarchyPath, index: DefinitionIndex) -> bool:
