@@ -74,14 +74,15 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
 
 
 def write_new_dir(target: str, files: Sequence[tuple[str, bytes]]) -> None:
-    """Create the directory ``target`` holding ``files`` (``(name, bytes)`` pairs) all at once.
+    """Create the directory ``target`` (an absolute path with ``/`` separators) holding ``files``
+    (``(name, bytes)`` pairs) all at once.
 
     The files are written into a temporary sibling directory, which is then renamed to
     ``target``: a reader sees no directory or a complete one, never a half-written file. That
     costs one rename per directory instead of one per file (a rename is about as dear as a file
     creation on ext4). Missing parent directories are created. If ``target`` already exists with
     something in it, the files are written into it one by one, each atomically."""
-    head, name = os.path.split(target)
+    head, _, name = target.rpartition("/")
     tmp = f"{head}/.{name}.{_PID}.{next(_SEQUENCE)}.tmp"
     try:
         os.mkdir(tmp)

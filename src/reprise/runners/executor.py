@@ -164,6 +164,8 @@ class Executor:
         span = tel.start_span(path, element_type, parent_span) if tel is not None else None
         info: dict[str, Any] = dict(extra or {})
         status = ElementStatus.FAILED
+        # Made now, so the directories of its children go straight in (no failed mkdir first).
+        directory = self._element_dir(path)
         try:
             outcome = await body(span, info)
             status = ElementStatus.COMPLETED
@@ -185,7 +187,7 @@ class Executor:
                 "duration_s": round(time.perf_counter() - t0, 6),
                 **info,
             }
-            write_bytes_atomic(self._element_dir(path) + "/" + RESULT_FILE, dump_json(result))
+            write_bytes_atomic(f"{directory}/{RESULT_FILE}", dump_json(result))
             if span is not None and tel is not None:
                 tel.end_span(span, status.value, None)
 
@@ -248,6 +250,7 @@ class Executor:
 
             async def iteration(i: int) -> None:
                 ipath = path.child(i)
+                self._element_dir(ipath)  # the iteration's level, for its nodes' directories
                 iframe = frame.child(el.id, {el.item_var: items[i], el.index_var: i}, keep=False)
                 ispan = tel.start_span(ipath, "iteration", span) if tel is not None else None
                 status = "failed"
