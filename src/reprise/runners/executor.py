@@ -391,7 +391,6 @@ class Executor:
         tel = self.tel
 
         if self.reuse is not None:
-            os.makedirs(node_dir, exist_ok=True)  # TODO(lead): drop once reuse_node makes it
             reused = self.reuse.reuse_node(path, node, node_dir)
             if reused is not None:
                 self.counts["reused"] += 1
