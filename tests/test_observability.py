@@ -3,11 +3,17 @@
 The span tree, its attributes, failures, cancellations, logs correlated to spans, user spans
 and metrics, the OTLP/JSON format against the protobuf definitions, isolation of runs in one
 process, bursts, crashes and the terminal viewer. Live export is in test_observability_export.py.
+
+Element spans take one of two paths (issue 7): lean spans (``LeanSpan``, when ``trace.jsonl`` is
+the only destination, the default) or SDK spans (when anything else receives spans: an extra
+span processor, live export, forwarding). Every test that runs a flow through ``make_context``
+runs on both, with the same assertions; the last section compares the two paths line by line.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import os
@@ -18,6 +24,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from reprise import (
@@ -41,11 +48,13 @@ from reprise import (
     ObservabilitySettings,
     Ref,
     RepriseError,
+    RunContext,
     RunFailedError,
     RunStatus,
     Var,
     node,
 )
+from reprise.observability.lean import LeanSpan
 from reprise.observability.otlp_json import SpanLineEncoder
 from reprise.observability.telemetry import DURATION_BUCKETS
 from reprise.observability.view import SpanRecord, read_spans, render_trace_tree
@@ -53,6 +62,56 @@ from reprise.observability.view import SpanRecord, read_spans, render_trace_tree
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 ID_FIELDS = {"traceId": HEX32, "spanId": HEX16, "parentSpanId": HEX16}
+
+
+# -- the two span paths ----------------------------------------------------------------------
+
+
+class Witness(SpanProcessor):
+    """A span processor besides the file's: with it in the settings, element spans are SDK spans
+    (as under ``reprise run``'s progress display). Counts the spans it sees end."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+
+
+def sdk_settings(settings: ObservabilitySettings | None = None) -> ObservabilitySettings:
+    """``settings`` (default: the defaults) with a :class:`Witness`: element spans on the SDK."""
+    settings = settings or ObservabilitySettings()
+    return dataclasses.replace(settings, span_processors=[*settings.span_processors, Witness()])
+
+
+@pytest.fixture(params=["lean", "sdk"])
+def span_path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_context(tmp_path: Path, span_path: str) -> Iterator[Callable[..., RunContext]]:
+    """As conftest's, on the span path of the test's parameter; checks afterwards that each run
+    really took that path."""
+    made: list[RunContext] = []
+
+    def make(root_component_id: str = "root", **kwargs: Any) -> RunContext:
+        kwargs.setdefault("project_root", tmp_path)
+        if span_path == "sdk":
+            kwargs["observability_settings"] = sdk_settings(kwargs.get("observability_settings"))
+        ctx = RunContext(root_component_id=root_component_id, **kwargs)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        tel = ctx.telemetry
+        if tel is None or tel.root_span is None:
+            continue
+        assert isinstance(tel.root_span, LeanSpan) is (span_path == "lean"), span_path
+        settings = ctx.observability_settings or ObservabilitySettings()
+        witnesses = [p for p in settings.span_processors if isinstance(p, Witness)]
+        assert all(w.ended > 0 for w in witnesses)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -694,7 +753,8 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from reprise import FlowDefinition, FlowRunner, RunContext, Var
+    from opentelemetry.sdk.trace import SpanProcessor
+    from reprise import FlowDefinition, FlowRunner, ObservabilitySettings, RunContext, Var
 
     async def quick(item: int) -> int:
         return item
@@ -712,19 +772,21 @@ CRASH_SCRIPT = textwrap.dedent(
 
     body = FlowDefinition().node("quick", quick, inputs={"item": Var("item")})
     flow = FlowDefinition().node("first", first).for_each("loop", [1, 2, 3], body).node("hang", hang)
-    FlowRunner(flow, RunContext("crash", project_root=sys.argv[1])).run_sync()
+    settings = ObservabilitySettings(span_processors=[SpanProcessor()] if sys.argv[3] == "sdk" else [])
+    FlowRunner(flow, RunContext("crash", project_root=sys.argv[1], observability_settings=settings)).run_sync()
     """
 )
 
 
-def test_a_killed_run_leaves_every_ended_span_in_the_trace(tmp_path: Path) -> None:
+def test_a_killed_run_leaves_every_ended_span_in_the_trace(tmp_path: Path, span_path: str) -> None:
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     marker = tmp_path / "hanging"
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(marker)])
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(marker), span_path])
     try:
         deadline = time.monotonic() + 60
-        while not marker.exists():
+        # The script writes the run id into the marker: it may exist, still empty, for a moment.
+        while not (marker.exists() and marker.read_text()):
             assert proc.poll() is None, "the run ended before it hung"
             assert time.monotonic() < deadline, "the run never reached its hanging node"
             time.sleep(0.02)
@@ -822,3 +884,348 @@ async def test_viewer_folds_long_child_lists(make_context: Any) -> None:
     assert "iteration flow.loop.1" in view and "iteration flow.loop.2" not in view
     assert "        └── ... 3 more\n" in view
     assert render_trace_tree(read_spans(result.run_dir)) == render_trace_tree(result.run_dir)
+
+
+# -- lean spans and SDK spans write the same lines -------------------------------------------
+
+
+def normalized_trace(run_dir: Path, run_ids: dict[str, str]) -> list[str]:
+    """The trace's lines with what differs between two runs of one flow made neutral: span ids
+    by span names (unique in these flows), one trace id, times, run ids (``run_ids``: id ->
+    placeholder). Sorted: parallel branches may end in either order. Everything else (keys,
+    their order, attribute order, values) is kept."""
+    lines = json_lines(trace_dir(run_dir) / "trace.jsonl")
+    spans = [sp for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
+    names = {sp["spanId"]: sp["name"] for sp in spans}
+    assert len(names) == len(spans), "span ids are unique"
+    (trace_id,) = {sp["traceId"] for sp in spans}  # one trace
+
+    def neutral(value: Any, key: str = "") -> Any:
+        if isinstance(value, dict):
+            return {k: neutral(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [neutral(v, key) for v in value]
+        if key.endswith("UnixNano"):
+            return "<time>"
+        if key in ("spanId", "parentSpanId"):
+            return f"<{names[value]}>" if value in names else value  # a link's may be elsewhere
+        if key == "traceId":
+            return "<trace>" if value == trace_id else value
+        return value
+
+    out = []
+    for line in lines:
+        text = json.dumps(neutral(line), ensure_ascii=True)
+        for run_id, placeholder in run_ids.items():
+            text = text.replace(run_id, placeholder)
+        out.append(text)
+    return sorted(out)
+
+
+def _parity_flow(fail: dict[str, bool]) -> FlowDefinition:
+    @node(retries=1, backoff=0.001)
+    async def flaky(ctx: NodeContext) -> int:
+        if ctx.attempt == 1:
+            raise ConnectionError("once")
+        return 1
+
+    async def annotate(ctx: NodeContext) -> int:
+        span = ctx.current_span
+        assert span is not None
+        span.set_attribute("user.text", "v")
+        span.set_attribute("user.list", [1, 2])
+        span.set_attributes({"user.n": 3, "user.flag": True})
+        span.set_attribute("user.text", "v2")  # an update moves the key last
+        span.add_event("user.event", {"a": 1})
+        span.record_exception(ValueError("handled"))
+        span.set_status(trace_api.StatusCode.OK)
+        with ctx.span("annotate.child", x=1) as child:
+            assert child is not None and trace_api.get_current_span() is child
+            child.set_attribute("y", 2.5)
+        return 2
+
+    async def const() -> int:
+        return 1
+
+    async def item(item: int) -> int:
+        return item
+
+    async def bad(x: int) -> int:
+        if fail["bad"]:
+            raise ValueError("bad") from KeyError("root cause")
+        return x
+
+    return (
+        FlowDefinition()
+        .node("flaky", flaky)
+        .node("annotate", annotate)
+        .for_each("loop", [1, 2], FlowDefinition().node("item", item, inputs={"item": Var("item")}))
+        .parallel("par", {"left": FlowDefinition().node("l", const), "right": FlowDefinition().node("r", const)})
+        .conditional("check", Ref("flaky"), FlowDefinition().node("yes", const))
+        .node("bad", bad, inputs={"x": Ref("annotate")})
+    )
+
+
+@pytest.mark.anyio
+async def test_lean_and_sdk_element_spans_write_the_same_lines(tmp_path: Path) -> None:
+    """One flow (retries, user attributes, events, exceptions and status on the node's own span,
+    a user span under it, every kind of container, a failure with a cause, then a re-run that
+    reuses nodes) on both paths: the lines differ only in ids, times and run ids."""
+    traces: dict[str, list[list[str]]] = {}
+    for path in ("lean", "sdk"):
+        fail = {"bad": True}
+        flow = _parity_flow(fail)
+
+        def settings(path: str = path) -> ObservabilitySettings:
+            return sdk_settings() if path == "sdk" else ObservabilitySettings()
+
+        first = RunContext("flow", project_root=tmp_path / path, observability_settings=settings())
+        with pytest.raises(RunFailedError):
+            await FlowRunner(flow, first).run()
+        fail["bad"] = False
+        again = RunContext(
+            "flow",
+            project_root=tmp_path / path,
+            previous_run_id=first.run_id,
+            start_hierarchy_path="flow.bad",
+            observability_settings=settings(),
+        )
+        await FlowRunner(flow, again).run()
+        for ctx in (first, again):
+            assert ctx.telemetry is not None
+            assert isinstance(ctx.telemetry.root_span, LeanSpan) is (path == "lean")
+        ids = {first.run_id: "<first>", again.run_id: "<again>"}
+        traces[path] = [normalized_trace(ctx.require_run_dir().path, ids) for ctx in (first, again)]
+        for ctx in (first, again):
+            for line in json_lines(trace_dir(ctx.require_run_dir().path) / "trace.jsonl"):
+                check_otlp_json_shapes(line)
+                parse_trace_line(line)
+    lean_first, lean_again = traces["lean"]
+    sdk_first, sdk_again = traces["sdk"]
+    assert len(lean_first) == 18 and len(lean_again) == 17  # the re-run reuses annotate: no user span
+    assert lean_first == sdk_first
+    assert lean_again == sdk_again
+    # The comparison saw what it was meant to: user attributes in order, the events, the cause.
+    annotate = next(json.loads(line) for line in lean_first if '"name": "node flow.annotate"' in line)
+    span = annotate["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    keys = [kv["key"] for kv in span["attributes"]]
+    assert keys[-5:] == ["user.n", "user.flag", "user.text", "reprise.status", "reprise.attempts"]
+    assert [e["name"] for e in span["events"]] == ["user.event", "exception"]
+    assert span["status"] == {"code": 1}
+    bad = next(json.loads(line) for line in lean_first if '"name": "node flow.bad"' in line)
+    bad_span = bad["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert bad_span["status"] == {"code": 2, "message": "KeyError: 'root cause'"}
+    reused = next(json.loads(line) for line in lean_again if '"name": "node flow.flaky"' in line)
+    assert {"key": "reprise.reused", "value": {"boolValue": True}} in (
+        reused["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
+    )
+
+
+class _Shown:
+    def __str__(self) -> str:
+        return "shown"
+
+
+def _odd_attributes(span: trace_api.Span) -> None:
+    span.set_attribute("none", None)
+    span.set_attribute("bytes", b"\x00\xff")
+    span.set_attribute("mapping", {"k": [1, "a"], "": 1})
+    span.set_attribute("opaque", object())
+    span.set_attribute("shown", _Shown())
+    span.set_attribute("", "empty key")
+    span.set_attribute("tuple", ("a", "b"))
+    span.set_attributes({"many": 1, "more": [True, False], 7: "int key"})  # type: ignore[dict-item]
+    span.set_attribute("reprise.element_type", "updated")  # moves last
+
+
+def _events_status_links(span: trace_api.Span) -> None:
+    span.add_event("bare")
+    span.add_event("stamped", {"n": 1, "f": float("nan")}, timestamp=1_700_000_000_000_000_000)
+    span.set_status(trace_api.Status(trace_api.StatusCode.ERROR, "first"))
+    span.set_status(trace_api.StatusCode.ERROR, "second")
+    span.set_status(trace_api.StatusCode.UNSET)  # never overrides
+    span.set_status(trace_api.Status(trace_api.StatusCode.OK), "ignored description")
+    span.set_status(trace_api.StatusCode.ERROR, "an OK status is final")
+    span.record_exception(_RAISED, {"extra": 1}, escaped=True)
+    span.update_name("renamed")
+    link = trace_api.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace_api.TraceFlags(1))
+    span.add_link(link, {"why": "because"})
+    span.add_link(trace_api.INVALID_SPAN_CONTEXT)  # dropped: invalid and carries nothing
+
+
+def _after_end(span: trace_api.Span) -> None:
+    span.end()
+    span.set_attribute("late", 1)
+    span.set_attributes({"later": 2})
+    span.add_event("late")
+    span.set_status(trace_api.StatusCode.ERROR, "late")
+    span.update_name("late")
+
+
+def _as_context_manager(span: trace_api.Span) -> None:
+    with pytest.raises(RuntimeError), span:
+        raise RuntimeError("inside")
+
+
+def _many(span: trace_api.Span) -> None:
+    for i in range(6):
+        span.set_attribute(f"k{i}", "value longer than the limit")
+        span.add_event(f"e{i}", {"a": "x" * 10, "b": 1, "c": 2, "d": 3})
+
+
+def _odd_name(span: trace_api.Span) -> None:
+    span.update_name(12)  # type: ignore[arg-type]  # not a str: the line takes the slow path
+
+
+def _raise() -> BaseException:
+    try:
+        raise LookupError("recorded")
+    except LookupError as exc:
+        return exc
+
+
+_RAISED = _raise()
+
+
+@pytest.mark.parametrize(
+    ("script", "env"),
+    [
+        (_odd_attributes, {}),
+        (_events_status_links, {}),
+        (_after_end, {}),
+        (_as_context_manager, {}),
+        (_many, {}),
+        (_odd_name, {}),
+        (
+            _many,
+            {
+                "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "6",
+                "OTEL_SPAN_EVENT_COUNT_LIMIT": "2",
+                "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "3",
+                "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4",
+            },
+        ),
+    ],
+    ids=["odd-attributes", "events-status-links", "after-end", "context-manager", "many", "odd-name", "limits"],
+)
+def test_a_lean_span_behaves_as_an_sdk_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: Callable[[trace_api.Span], None], env: dict[str, str]
+) -> None:
+    """What user code can do to ``ctx.current_span``, done to a lean span and to an SDK span:
+    the two lines are the same but for ids and times (the SDK's cleaning, limits, status rules)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from reprise.observability.lean import LeanSpanWriter
+    from reprise.observability.telemetry import JsonlSink, SpanFileProcessor
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    resource = Resource.create({"service.name": "parity"})
+    scope = InstrumentationScope("reprise", "1")
+    encoder = SpanLineEncoder(resource, scope)
+    sdk_sink = JsonlSink(tmp_path / "sdk.jsonl")
+    provider = TracerProvider(sampler=ALWAYS_ON, resource=resource, shutdown_on_exit=False)
+    provider.add_span_processor(SpanFileProcessor(sdk_sink, encoder))
+    tracer = provider.get_tracer(scope.name, scope.version)
+    lean_sink = JsonlSink(tmp_path / "lean.jsonl")
+    writer = LeanSpanWriter(lean_sink, encoder, resource, scope)
+
+    def attrs() -> dict[str, Any]:
+        return {"reprise.run_id": "r", "reprise.hierarchy_path": "flow.n", "reprise.element_type": "node"}
+
+    sdk_root = tracer.start_span("root", attributes=attrs())
+    sdk_span = tracer.start_span("node flow.n", context=trace_api.set_span_in_context(sdk_root), attributes=attrs())
+    lean_root = writer.start_span("root", None, attrs())
+    lean_span = writer.start_span("node flow.n", lean_root, attrs())
+    for span in (sdk_span, lean_span):
+        script(span)
+        if span.is_recording():
+            span.end()
+    for span in (sdk_root, lean_root):
+        span.end()
+    sdk_sink.close()
+    lean_sink.close()
+    lines = {}
+    for path in ("sdk", "lean"):
+        for line in json_lines(tmp_path / f"{path}.jsonl"):
+            if script is not _odd_name:  # a number as the name is not OTLP: both write it as is
+                check_otlp_json_shapes(line)
+                parse_trace_line(line)
+        lines[path] = normalized_trace_file(tmp_path / f"{path}.jsonl")
+    assert lines["lean"] == lines["sdk"]
+    assert len(lines["lean"]) == 2
+
+
+def normalized_trace_file(path: Path) -> list[str]:
+    """:func:`normalized_trace` for a trace file anywhere, without run ids."""
+    holder = path.parent / f"{path.stem}-run"
+    (holder / ".trace").mkdir(parents=True)
+    (holder / ".trace" / "trace.jsonl").write_bytes(path.read_bytes())
+    return normalized_trace(holder, {})
+
+
+def test_a_lean_span_is_a_real_opentelemetry_parent(tmp_path: Path) -> None:
+    """SDK spans started under a lean span get its trace and its id as parent; ``use_span``
+    makes it the current span."""
+    from reprise.observability.lean import LeanSpanWriter
+    from reprise.observability.telemetry import JsonlSink
+
+    resource = Resource.create({})
+    scope = InstrumentationScope("reprise", "1")
+    sink = JsonlSink(tmp_path / "t.jsonl")
+    writer = LeanSpanWriter(sink, SpanLineEncoder(resource, scope), resource, scope)
+    lean = writer.start_span("node flow.n", None, {})
+    ctx = lean.get_span_context()
+    assert ctx.is_valid and ctx.trace_flags.sampled and not ctx.is_remote
+    assert ctx.trace_id == writer.trace_id != 0 and ctx.span_id == lean.span_id != 0
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("t")
+    child = tracer.start_span("child", context=trace_api.set_span_in_context(lean))
+    assert child.get_span_context().trace_id == ctx.trace_id
+    assert child.parent is not None and child.parent.span_id == ctx.span_id  # type: ignore[attr-defined]
+    assert child.get_span_context().trace_flags == ctx.trace_flags
+    with trace_api.use_span(lean, end_on_exit=False):
+        assert trace_api.get_current_span() is lean
+    assert lean.is_recording()
+    lean.end()
+    assert not lean.is_recording()
+    sink.close()
+    (line,) = json_lines(tmp_path / "t.jsonl")
+    assert line["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] == f"{ctx.span_id:016x}"
+
+
+def test_duration_histogram_reports_what_the_sdk_histogram_reports() -> None:
+    """The node durations aggregated in Python encode exactly as the SDK's histogram of the same
+    values would (buckets at the boundaries too), times aside."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from reprise.observability.lean import DurationHistogram
+    from reprise.observability.otlp_json import encode_metrics, metric_dict
+
+    values = [0.0, 0.0001, 0.001, 0.0010001, 0.3, 600.0, 601.0, 2.5, 0.025]
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    sdk = provider.get_meter("reprise").create_histogram(
+        "reprise.node.duration", unit="s", description="d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
+    )
+    ours = DurationHistogram("reprise.node.duration", "s", "d", DURATION_BUCKETS)
+    for i, value in enumerate(values):
+        status = "failed" if i % 3 == 0 else "completed"
+        sdk.record(value, {"reprise.status": status, "reprise.node_kind": "python"})
+        ours.record(value, (("reprise.status", status), ("reprise.node_kind", "python")))
+    request = encode_metrics(reader.get_metrics_data())
+    (expected,) = request["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+    metric = ours.metric()
+    assert metric is not None
+    got = metric_dict(metric)
+
+    def timeless(metric: dict[str, Any]) -> dict[str, Any]:
+        points = sorted(
+            ({k: v for k, v in p.items() if not k.endswith("UnixNano")} for p in metric["histogram"]["dataPoints"]),
+            key=json.dumps,
+        )
+        return {**metric, "histogram": {**metric["histogram"], "dataPoints": points}}
+
+    assert got is not None and timeless(got) == timeless(expected)
+    assert DurationHistogram("x", "s", "d", DURATION_BUCKETS).metric() is None
+    provider.shutdown()

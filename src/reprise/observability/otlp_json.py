@@ -17,28 +17,38 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _quote
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.metrics.export import (
     ExponentialHistogram,
     Gauge,
     Histogram,
+    Metric,
     MetricsData,
     Sum,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status
 
 __all__ = [
+    "SpanData",
     "SpanLineEncoder",
     "any_value",
+    "dumps_compact",
     "encode_attributes",
+    "encode_events",
+    "encode_links",
     "encode_metrics",
     "encode_span",
+    "encode_status",
+    "key_value_json",
+    "metric_dict",
     "metrics_request_line",
+    "quote_json",
 ]
 
 _COMPACT = (",", ":")
@@ -46,6 +56,37 @@ _COMPACT = (",", ":")
 # OTLP SpanFlags: bit 8 says "bit 9 is known", bit 9 says "the parent is remote".
 _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
+
+
+class SpanData(Protocol):
+    """What the dict encoding reads from a span: an SDK ``ReadableSpan`` or a ``LeanSpan``."""
+
+    @property
+    def context(self) -> Any: ...
+    @property
+    def parent(self) -> SpanContext | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> SpanKind: ...
+    @property
+    def start_time(self) -> int | None: ...
+    @property
+    def end_time(self) -> int | None: ...
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+    @property
+    def dropped_attributes(self) -> int: ...
+    @property
+    def events(self) -> Sequence[Any]: ...
+    @property
+    def dropped_events(self) -> int: ...
+    @property
+    def links(self) -> Sequence[Link]: ...
+    @property
+    def dropped_links(self) -> int: ...
+    @property
+    def status(self) -> Status: ...
 
 
 def _double(value: float) -> float | str:
@@ -100,7 +141,7 @@ def _scope(scope: InstrumentationScope | None) -> dict[str, Any]:
     return out
 
 
-def _span_flags(span: ReadableSpan) -> int:
+def _span_flags(span: SpanData) -> int:
     ctx = span.context
     assert ctx is not None
     flags = int(ctx.trace_flags) | _FLAG_HAS_IS_REMOTE
@@ -109,41 +150,56 @@ def _span_flags(span: ReadableSpan) -> int:
     return flags
 
 
-def _events(span: ReadableSpan) -> list[dict[str, Any]]:
+def encode_events(events: Iterable[Any]) -> list[dict[str, Any]]:
+    """OTLP ``Span.Event`` dicts for SDK ``Event`` objects (name, timestamp, attributes)."""
     return [
         {
             "timeUnixNano": str(e.timestamp),
             "name": e.name,
             **({"attributes": encode_attributes(e.attributes)} if e.attributes else {}),
         }
-        for e in span.events
+        for e in events
     ]
 
 
-def _links(span: ReadableSpan) -> list[dict[str, Any]]:
+def encode_links(links: Iterable[Link]) -> list[dict[str, Any]]:
+    """OTLP ``Span.Link`` dicts."""
     return [
         {
             "traceId": f"{link.context.trace_id:032x}",
             "spanId": f"{link.context.span_id:016x}",
             **({"attributes": encode_attributes(link.attributes)} if link.attributes else {}),
         }
-        for link in span.links
+        for link in links
     ]
 
 
-def _status(span: ReadableSpan) -> dict[str, Any]:
-    status: dict[str, Any] = {}
-    code = span.status.status_code.value
+def encode_status(status: Status) -> dict[str, Any]:
+    """An OTLP ``Status`` dict (empty for UNSET without a message)."""
+    out: dict[str, Any] = {}
+    code = status.status_code.value
     if code:
-        status["code"] = code
-    if span.status.description:
-        status["message"] = span.status.description
-    return status
+        out["code"] = code
+    if status.description:
+        out["message"] = status.description
+    return out
 
 
-def encode_span(span: ReadableSpan) -> dict[str, Any]:
-    """One OTLP ``Span`` as a dict (the reference form; :class:`SpanLineEncoder` writes the
-    same thing faster)."""
+def _events(span: SpanData) -> list[dict[str, Any]]:
+    return encode_events(span.events)
+
+
+def _links(span: SpanData) -> list[dict[str, Any]]:
+    return encode_links(span.links)
+
+
+def _status(span: SpanData) -> dict[str, Any]:
+    return encode_status(span.status)
+
+
+def encode_span(span: SpanData) -> dict[str, Any]:
+    """One OTLP ``Span`` as a dict (the reference form; :class:`SpanLineEncoder` and
+    ``LeanSpan`` write the same thing faster)."""
     ctx = span.context
     assert ctx is not None
     out: dict[str, Any] = {"traceId": f"{ctx.trace_id:032x}", "spanId": f"{ctx.span_id:016x}"}
@@ -173,7 +229,7 @@ def encode_span(span: ReadableSpan) -> dict[str, Any]:
     return out
 
 
-def _key_value(key: str, value: Any) -> str:
+def key_value_json(key: str, value: Any) -> str:
     """One ``KeyValue`` as JSON text; the common scalar types without building a dict."""
     t = type(value)
     if t is str:
@@ -183,6 +239,16 @@ def _key_value(key: str, value: Any) -> str:
     if t is int:
         return f'{{"key":{_quote(key)},"value":{{"intValue":"{value}"}}}}'
     return _dumps({"key": key, "value": any_value(value)})
+
+
+_key_value = key_value_json
+#: A str as a JSON string literal, ASCII only (``\\u`` escapes).
+quote_json = _quote
+
+
+def dumps_compact(data: Any) -> str:
+    """Compact, ASCII, strict JSON (no NaN literals): how every dict part of a line is written."""
+    return _dumps(data)
 
 
 def _span_json(span: ReadableSpan) -> str:
@@ -237,6 +303,16 @@ class SpanLineEncoder:
         scope_json = _dumps(_scope(scope))
         self._prefix = f'{{"resourceSpans":[{{"resource":{resource_json},"scopeSpans":[{{"scope":{scope_json},"spans":['
         self._suffix = "]}]}]}\n"
+
+    @property
+    def prefix(self) -> str:
+        """The line up to the first span (resource and scope included)."""
+        return self._prefix
+
+    @property
+    def suffix(self) -> str:
+        """The line after the last span, newline included."""
+        return self._suffix
 
     def line(self, spans: Iterable[ReadableSpan]) -> bytes:
         """One line holding ``spans`` (which must share this encoder's resource and scope)."""
@@ -371,11 +447,48 @@ def encode_metrics(data: MetricsData) -> dict[str, Any]:
     return {"resourceMetrics": resource_metrics}
 
 
-def metrics_request_line(data: MetricsData | None) -> bytes | None:
-    """``data`` as one ``metrics.jsonl`` line, or ``None`` when it holds no data point."""
-    if data is None:
-        return None
-    request = encode_metrics(data)
+def metric_dict(metric: Metric) -> dict[str, Any] | None:
+    """One OTLP ``Metric`` as a dict, or ``None`` when it holds no data point."""
+    return _metric(metric)
+
+
+def _add_first(
+    request: dict[str, Any], metrics: Sequence[dict[str, Any]], resource: Resource, scope: InstrumentationScope
+) -> None:
+    """Put ``metrics`` first in ``request``'s envelope for ``resource`` and ``scope``, making the
+    envelopes that are missing."""
+    resource_json = _resource(resource)
+    scope_json = _scope(scope)
+    for rm in request["resourceMetrics"]:
+        if rm["resource"] == resource_json:
+            for sm in rm["scopeMetrics"]:
+                if sm["scope"] == scope_json:
+                    sm["metrics"][:0] = metrics
+                    return
+            rm["scopeMetrics"].insert(0, {"scope": scope_json, "metrics": list(metrics)})
+            return
+    request["resourceMetrics"].insert(
+        0, {"resource": resource_json, "scopeMetrics": [{"scope": scope_json, "metrics": list(metrics)}]}
+    )
+
+
+def metrics_request_line(
+    data: MetricsData | None,
+    first: Sequence[Metric] = (),
+    resource: Resource | None = None,
+    scope: InstrumentationScope | None = None,
+) -> bytes | None:
+    """``data`` as one ``metrics.jsonl`` line, or ``None`` when it holds no data point.
+
+    ``first`` are metrics aggregated outside the SDK (with ``resource`` and ``scope``, which
+    they need): they go first in their scope's list, where the SDK would have put an instrument
+    created before the others."""
+    request = encode_metrics(data) if data is not None else {"resourceMetrics": []}
+    extra = [m for m in (_metric(x) for x in first) if m is not None]
+    if extra:
+        if resource is None or scope is None:
+            raise ValueError("metrics aggregated outside the SDK need their resource and scope")
+        _add_first(request, extra, resource, scope)
     if not request["resourceMetrics"]:
         return None
     return (_dumps(request) + "\n").encode("ascii")

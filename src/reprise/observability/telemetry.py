@@ -6,8 +6,12 @@ process, one after the other or at the same time, never see each other's spans, 
 
 * Spans go to ``trace.jsonl`` as they end, synchronously, one ``ExportTraceServiceRequest`` per
   line: no queue, so nothing is dropped under bursts and a crash loses only spans still open.
+  Element spans are :class:`~reprise.observability.lean.LeanSpan` objects when that file is
+  their only destination (the default), SDK spans when a processor, live export or forwarding
+  also receives them; both write the same lines. User spans are always SDK spans.
 * Metrics are collected from an in-memory reader and written to ``metrics.jsonl`` when the run
-  ends (and exported live every few seconds when an OTLP endpoint is set).
+  ends (and exported live every few seconds when an OTLP endpoint is set). Node counts and,
+  without live export, node durations are aggregated in Python and merged in at the end.
 * Logs are structlog events rendered as JSON lines in ``logs.jsonl``, each with run id,
   hierarchy path, trace id and span id; with live export on they become OpenTelemetry log
   records as well.
@@ -35,7 +39,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
@@ -46,6 +50,7 @@ from reprise import __version__
 from reprise.dsl.definition import definition_path
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RunSetupError
+from reprise.observability.lean import DurationHistogram, LeanSpan, LeanSpanWriter
 from reprise.observability.otlp_json import SpanLineEncoder, metrics_request_line
 from reprise.observability.settings import ObservabilitySettings
 
@@ -63,11 +68,14 @@ _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "cri
 # Seconds. The SDK's default boundaries (0, 5, 10, 25, ... 10000) would put almost every node in
 # one bucket; these resolve from a millisecond to ten minutes.
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_DURATION_NAME = "reprise.node.duration"
+_DURATION_UNIT = "s"
+_DURATION_DESCRIPTION = "Wall time of each node execution"
 # OpenTelemetry's instrument name syntax.
 _METRIC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,254}\Z")
 # The user span open in the current task or thread, with the span id of the node it belongs to,
 # so ``with ctx.span("a"): with ctx.span("b"):`` nests b under a.
-_USER_SPAN: ContextVar[tuple[int, Span] | None] = ContextVar("reprise_user_span", default=None)
+_USER_SPAN: ContextVar[tuple[int, trace_api.Span] | None] = ContextVar("reprise_user_span", default=None)
 
 
 class JsonlSink:
@@ -206,9 +214,30 @@ def _preflight(settings: ObservabilitySettings) -> None:
             )
 
 
-def _hex_ids(span: Span) -> dict[str, str]:
+def _hex_ids(span: trace_api.Span) -> dict[str, str]:
+    if type(span) is LeanSpan:
+        return span.hex_ids()
     sc = span.get_span_context()
     return {"trace_id": f"{sc.trace_id:032x}", "span_id": f"{sc.span_id:016x}"}
+
+
+def _attribute(span: trace_api.Span, key: str) -> Any:
+    """An attribute of a span of ours (SDK or lean), ``None`` if absent."""
+    attributes = getattr(span, "attributes", None)
+    return attributes.get(key) if attributes else None
+
+
+def _collection_time(data: MetricsData | None) -> int | None:
+    """When the SDK collected ``data`` (the time of its first point), so metrics aggregated
+    outside the SDK carry the same collection time as the SDK's own."""
+    if data is None:
+        return None
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    return int(point.time_unix_nano)
+    return None
 
 
 _BASE_RESOURCES: dict[str, Resource] = {}
@@ -257,15 +286,24 @@ class RunTelemetry:
         # -- traces
         self.tracer_provider: TracerProvider | None = None
         self.tracer: trace_api.Tracer | None = None
-        self.root_span: Span | None = None
+        #: The run's span (an SDK span, or a :class:`LeanSpan`); ``None`` with tracing off.
+        self.root_span: trace_api.Span | None = None
         self._trace_sink: JsonlSink | None = None
+        # Element spans are LeanSpans when trace.jsonl is their only destination; None: SDK spans.
+        self._lean: LeanSpanWriter | None = None
         if settings.tracing:
             # ALWAYS_ON: a sampler from OTEL_TRACES_SAMPLER must not thin out the run's record.
             provider = TracerProvider(sampler=ALWAYS_ON, resource=self.resource, shutdown_on_exit=False)
             self._trace_sink = JsonlSink(self.trace_dir / TRACE_FILE)
-            provider.add_span_processor(SpanFileProcessor(self._trace_sink, SpanLineEncoder(self.resource, scope)))
-            for processor in self._extra_span_processors(settings):
+            encoder = SpanLineEncoder(self.resource, scope)
+            provider.add_span_processor(SpanFileProcessor(self._trace_sink, encoder))
+            extra_processors = self._extra_span_processors(settings)
+            for processor in extra_processors:
                 provider.add_span_processor(processor)
+            if not extra_processors:
+                # Nobody but trace.jsonl sees element spans: write their lines without the SDK.
+                # User spans (child_span) stay SDK spans of this provider, under lean parents.
+                self._lean = LeanSpanWriter(self._trace_sink, encoder, self.resource, scope)
             self.tracer_provider = provider
             self.tracer = provider.get_tracer(scope.name, scope.version)
             root_attrs: dict[str, Any] = {
@@ -277,7 +315,10 @@ class RunTelemetry:
                 root_attrs["reprise.previous_run_id"] = ctx.previous_run_id
             if ctx.start_hierarchy_path:
                 root_attrs["reprise.start_hierarchy_path"] = str(ctx.start_hierarchy_path)
-            self.root_span = self.tracer.start_span(f"run {self.run_id}", attributes=root_attrs)  # type: ignore[assignment]
+            if self._lean is not None:
+                self.root_span = self._lean.start_span(f"run {self.run_id}", None, root_attrs)
+            else:
+                self.root_span = self.tracer.start_span(f"run {self.run_id}", attributes=root_attrs)
 
         # -- metrics
         self.meter_provider: MeterProvider | None = None
@@ -287,18 +328,31 @@ class RunTelemetry:
         # per node instead of an SDK counter call (about 5 µs each).
         self._counts: dict[tuple[str, str], int] = {}
         self._attr_cache: dict[tuple[str, str], dict[str, str]] = {}
+        self._series_keys: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self._scope = scope
+        # Node durations: aggregated here and written with the SDK's metrics at the end (an SDK
+        # histogram record costs ~10 µs per node); with live metric export, the SDK histogram
+        # gets every value instead, so the exporter sees them as they come.
+        self._durations: DurationHistogram | None = None
+        self._duration: Any = None
         if settings.metrics:
             self._metric_reader = InMemoryMetricReader()
-            readers: list[MetricReader] = [self._metric_reader, *self._live_metric_readers(settings)]
+            live_readers = self._live_metric_readers(settings)
+            readers: list[MetricReader] = [self._metric_reader, *live_readers]
             self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
             meter = self.meter_provider.get_meter(scope.name, scope.version)
             self._meter = meter
-            self._duration = meter.create_histogram(
-                "reprise.node.duration",
-                unit="s",
-                description="Wall time of each node execution",
-                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-            )
+            if live_readers:
+                self._duration = meter.create_histogram(
+                    _DURATION_NAME,
+                    unit=_DURATION_UNIT,
+                    description=_DURATION_DESCRIPTION,
+                    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+                )
+            else:
+                self._durations = DurationHistogram(
+                    _DURATION_NAME, _DURATION_UNIT, _DURATION_DESCRIPTION, DURATION_BUCKETS
+                )
             meter.create_observable_counter(
                 "reprise.node.count", callbacks=[self._observe_counts], description="Nodes finished, by status"
             )
@@ -388,7 +442,7 @@ class RunTelemetry:
             cache_logger_on_first_use=False,
         )
 
-    def node_logger(self, path: HierarchyPath, span: Span | None) -> Any:
+    def node_logger(self, path: HierarchyPath, span: trace_api.Span | None) -> Any:
         """A logger bound to the node at ``path`` (and its span)."""
         fields: dict[str, Any] = {"hierarchy_path": str(path)}
         if span is not None:
@@ -397,9 +451,10 @@ class RunTelemetry:
 
     # -- spans -----------------------------------------------------------------------------
     def start_span(
-        self, path: HierarchyPath, element_type: str, parent: Span | None, node_kind: str | None = None
-    ) -> Span | None:
-        """Start the span of an element (``None`` with tracing off)."""
+        self, path: HierarchyPath, element_type: str, parent: trace_api.Span | None, node_kind: str | None = None
+    ) -> trace_api.Span | None:
+        """Start the span of an element (``None`` with tracing off): a :class:`LeanSpan` when
+        only ``trace.jsonl`` receives spans, else an SDK span."""
         tracer = self.tracer
         if tracer is None:
             return None
@@ -411,13 +466,31 @@ class RunTelemetry:
         }
         if node_kind is not None:
             attrs["reprise.node_kind"] = node_kind
+        lean = self._lean
+        if lean is not None and (parent is None or type(parent) is LeanSpan):
+            return lean.start_span(f"{element_type} {text}", parent, attrs)
         context = trace_api.set_span_in_context(parent) if parent is not None else None
-        return tracer.start_span(f"{element_type} {text}", context=context, attributes=attrs)  # type: ignore[return-value]
+        return tracer.start_span(f"{element_type} {text}", context=context, attributes=attrs)
 
-    def end_span(self, span: Span, status: str, error: BaseException | None, *, attempts: int | None = None) -> None:
+    def end_span(
+        self, span: trace_api.Span, status: str, error: BaseException | None, *, attempts: int | None = None
+    ) -> None:
         """End an element's span: status attribute, and for a failure status ERROR with the
         exception recorded (the original one, when reprise wrapped it)."""
-        if attempts is None:
+        if type(span) is LeanSpan and error is None and status != "failed":
+            # The common case in one step: attributes and end under one lock.
+            span.end_with(
+                {"reprise.status": status}
+                if attempts is None
+                else {"reprise.status": status, "reprise.attempts": attempts}
+            )
+            return
+        if type(span) is LeanSpan:
+            own: dict[str, Any] = {"reprise.status": status}
+            if attempts is not None:
+                own["reprise.attempts"] = attempts
+            span.set_own_attributes(own)
+        elif attempts is None:
             span.set_attribute("reprise.status", status)
         else:
             span.set_attributes({"reprise.status": status, "reprise.attempts": attempts})
@@ -426,7 +499,7 @@ class RunTelemetry:
             span.record_exception(cause)
             description = f"{type(cause).__name__}: {cause}" if str(cause) else str(error) or type(error).__name__
             span.set_status(Status(StatusCode.ERROR, description))
-            path = span.attributes.get("reprise.hierarchy_path") if span.attributes else None
+            path = _attribute(span, "reprise.hierarchy_path")
             self.logger.bind(hierarchy_path=path, **_hex_ids(span)).error(
                 "node failed", attempts=attempts, error=description
             )
@@ -434,7 +507,9 @@ class RunTelemetry:
             span.set_status(Status(StatusCode.ERROR, "failed"))
         span.end()
 
-    def reused_node(self, path: HierarchyPath, node_kind: str, parent: Span | None, result: Mapping[str, Any]) -> None:
+    def reused_node(
+        self, path: HierarchyPath, node_kind: str, parent: trace_api.Span | None, result: Mapping[str, Any]
+    ) -> None:
         """Record a node reused from an earlier run: a span marked ``reprise.reused``."""
         span = self.start_span(path, "node", parent, node_kind)
         if span is not None:
@@ -442,12 +517,17 @@ class RunTelemetry:
             for key in ("reused_from", "origin_run_id"):
                 if result.get(key):
                     attrs[f"reprise.{key}"] = str(result[key])
-            span.set_attributes(attrs)
+            if type(span) is LeanSpan:
+                span.set_own_attributes(attrs)
+            else:
+                span.set_attributes(attrs)
             self.end_span(span, "completed", None)
         self._count("reused", node_kind)
 
     @contextmanager
-    def child_span(self, name: str, parent: Span, attributes: Mapping[str, Any]) -> Iterator[Span | None]:
+    def child_span(
+        self, name: str, parent: trace_api.Span, attributes: Mapping[str, Any]
+    ) -> Iterator[trace_api.Span | None]:
         """A user span under ``parent`` (a node's span), or under the user span already open
         for that node in this task; it is the current OpenTelemetry span inside the block, and
         an exception marks it as an error and propagates."""
@@ -458,18 +538,17 @@ class RunTelemetry:
         node_span_id = parent.get_span_context().span_id
         open_span = _USER_SPAN.get()
         under = open_span[1] if open_span is not None and open_span[0] == node_span_id else parent
-        parent_attrs = parent.attributes or {}
         attrs: dict[str, Any] = {
             "reprise.run_id": self.run_id,
-            "reprise.hierarchy_path": parent_attrs.get("reprise.hierarchy_path", ""),
+            "reprise.hierarchy_path": _attribute(parent, "reprise.hierarchy_path") or "",
             "reprise.element_type": "user_span",
             **attributes,
         }
         context = trace_api.set_span_in_context(under)
         with tracer.start_as_current_span(name, context=context, attributes=attrs) as span:
-            token = _USER_SPAN.set((node_span_id, span))  # type: ignore[arg-type]
+            token = _USER_SPAN.set((node_span_id, span))
             try:
-                yield span  # type: ignore[misc]
+                yield span
             finally:
                 _USER_SPAN.reset(token)
 
@@ -495,10 +574,21 @@ class RunTelemetry:
         """Count a finished node and record its duration."""
         if self.meter_provider is None:
             return
-        self._count(status, node_kind)
-        self._duration.record(duration_s, self._attrs(status, node_kind))
+        key = (status, node_kind)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+        durations = self._durations
+        if durations is not None:
+            series = self._series_keys.get(key)
+            if series is None:
+                series = self._series_keys[key] = (("reprise.status", status), ("reprise.node_kind", node_kind))
+            durations.record(duration_s, series)
+        else:
+            self._duration.record(duration_s, self._attrs(status, node_kind))
 
-    def retry(self, path: HierarchyPath, node_kind: str, attempt: int, error: BaseException, span: Span | None) -> None:
+    def retry(
+        self, path: HierarchyPath, node_kind: str, attempt: int, error: BaseException, span: trace_api.Span | None
+    ) -> None:
         """Record that attempt ``attempt`` failed and another follows."""
         if self.meter_provider is not None:
             # The definition path (loop indexes as ``*``) keeps the number of series bounded.
@@ -563,13 +653,24 @@ class RunTelemetry:
             fields["error"] = error_msg
         (self.logger.error if status == "failed" else self.logger.info)("run finished", **fields)
         try:
-            if self.root_span is not None:
-                self.root_span.set_attribute("reprise.status", status)
+            root = self.root_span
+            if root is not None:
+                if type(root) is LeanSpan:
+                    root.set_own_attributes({"reprise.status": status})
+                else:
+                    root.set_attribute("reprise.status", status)
                 if status == "failed":
-                    self.root_span.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
-                self.root_span.end()
+                    root.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
+                root.end()
             if self._metric_reader is not None:
-                line = metrics_request_line(self._metric_reader.get_metrics_data())
+                data = self._metric_reader.get_metrics_data()
+                durations = self._durations.metric(_collection_time(data)) if self._durations is not None else None
+                line = metrics_request_line(
+                    data,
+                    first=[durations] if durations is not None else (),
+                    resource=self.resource,
+                    scope=self._scope,
+                )
                 if line is not None:
                     sink = JsonlSink(self.trace_dir / METRICS_FILE)
                     sink.write(line)
