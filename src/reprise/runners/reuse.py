@@ -122,6 +122,8 @@ class ReusePlan:
         if before is None:
             return  # runs made before outlines were recorded: nothing to compare
         now = self.index.outline()
+        if before == now:
+            return  # the usual case, and one comparison instead of one per element
         start_parts = tuple(definition_path(self.start).split("."))
         problems: list[str] = []
         for path in sorted(set(before) | set(now)):
