@@ -119,9 +119,10 @@ class RunContext:
         self.outcome_settings = outcome_repo
         #: Files nodes declared as outcomes (committed to git with the outcome.json files).
         self.declared_outcome_files: list[OutcomeFile] = []
-        #: Nodes whose ``outcome.json`` the run holds, in the order they finished; kept by the
-        #: executor (``None`` when no runner ran: the run directory is walked instead).
-        self.outcome_paths: list[HierarchyPath] | None = None
+        #: Hierarchy paths of the nodes whose ``outcome.json`` the run holds, in the order they
+        #: finished; kept by the executor (``None`` when no runner ran: the run directory is
+        #: walked instead). Plain strings: a 10,000-iteration loop keeps 10,000 of them.
+        self.outcome_paths: list[str] | None = None
         # Handlers supplying the input of nodes that require it, by node id or path (None: any).
         self._input_handlers: dict[str | None, InputHandler] = {}
 

@@ -270,7 +270,7 @@ def _by_node(files: Sequence[OutcomeFile]) -> list[tuple[str, list[OutcomeFile]]
 
 
 def listed_outcome_files(
-    run_root_dir: Path | str, node_paths: Iterable[Any], declared: Iterable[OutcomeFile] = ()
+    run_root_dir: Path | str, node_paths: Iterable[str], declared: Iterable[OutcomeFile] = ()
 ) -> list[OutcomeFile]:
     """The ``outcome.json`` of each node in ``node_paths`` (hierarchy paths, in the order the
     nodes finished), plus ``declared`` files: what the executor knows it wrote, so the run
@@ -279,12 +279,11 @@ def listed_outcome_files(
     files: list[OutcomeFile] = []
     seen: set[str] = set()
     for order, path in enumerate(node_paths):
-        rel = path.relpath
-        repo_path = f"{rel}/outcome.json"
+        repo_path = path.replace(".", "/") + "/outcome.json"  # ids never contain dots
         if repo_path in seen:
             continue
         seen.add(repo_path)
-        files.append(OutcomeFile(f"{base}/{repo_path}", repo_path, str(path), float(order)))
+        files.append(OutcomeFile(f"{base}/{repo_path}", repo_path, path, float(order)))
     for f in declared:
         if f.repo_path not in seen and os.path.isfile(f.source):
             files.append(f)

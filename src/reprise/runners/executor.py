@@ -104,7 +104,7 @@ class Executor:
         self._journal = NodeJournal(self.run_dir.trace_dir)
         if ctx.outcome_paths is None:
             ctx.outcome_paths = []
-        self._outcome_paths: list[HierarchyPath] = ctx.outcome_paths
+        self._outcome_paths: list[str] = ctx.outcome_paths
 
     async def run_root(self) -> Any:
         """Execute the root component; returns its outcome."""
@@ -394,7 +394,7 @@ class Executor:
             reused = self.reuse.reuse_node(path, node, node_dir)
             if reused is not None:
                 self.counts["reused"] += 1
-                self._outcome_paths.append(path)
+                self._outcome_paths.append(str(path))
                 if tel is not None:
                     tel.reused_node(path, node.kind, parent_span, reused[1])
                 return reused[0]
@@ -501,7 +501,7 @@ class Executor:
             files = [] if input_json is None else [(INPUT_FILE, input_json)]
             if outcome_json is not None:
                 files.append((OUTCOME_FILE, outcome_json))
-                self._outcome_paths.append(path)
+                self._outcome_paths.append(str(path))
             files.append((RESULT_FILE, dump_json(record)))
             if nctx is not None and nctx.dir_made:
                 for name, data in files[1:]:  # input.json was written with the directory
