@@ -11,7 +11,7 @@ from pathlib import Path
 import git
 import pytest
 
-from reprise import FlowDefinition, FlowRunner, Initial, NodeContext, Ref, RunContext, RunFailedError
+from reprise import Computed, FlowDefinition, FlowRunner, Initial, NodeContext, Ref, RunContext, RunFailedError
 from reprise.run.outcome_repo import OutcomeSettings
 
 pytestmark = pytest.mark.anyio
@@ -190,3 +190,40 @@ async def test_many_packs_are_folded_together(tmp_path: Path, monkeypatch: pytes
         blob = repo.commit(f"run/{run_id}").tree / "root/n119/outcome.json"
         assert blob.data_stream.read().strip() == str(1000 * x + 119).encode()
     assert not [r for r in repo.refs if r.path.startswith("refs/reprise/")]  # no staging ref left
+
+
+async def test_a_reruns_tree_holds_only_its_own_outcomes_not_its_parents(tmp_path: Path) -> None:
+    # The re-run takes the other branch of a conditional: the branch the earlier run took must
+    # not stay in the re-run's tree just because the earlier commit is its parent.
+    def load(x: int) -> int:
+        return x
+
+    flow = (
+        FlowDefinition()
+        .node("load", load, inputs={"x": Initial("x")})
+        .conditional(
+            "sign",
+            Computed(lambda v: v > 0, Ref("load")),
+            FlowDefinition().node("pos", lambda: "positive"),
+            FlowDefinition().node("neg", lambda: "negative"),
+        )
+    )
+    first = await FlowRunner(flow, RunContext("root", tmp_path, initial_inputs={"x": 1})).run()
+    again = await FlowRunner(
+        flow,
+        RunContext(
+            "root",
+            tmp_path,
+            previous_run_id=first.run_id,
+            start_hierarchy_path="root.load",
+            initial_inputs={"x": -1},
+        ),
+    ).run()
+    repo = repo_of(tmp_path)
+
+    def blobs(run_id: str) -> list[str]:
+        return sorted(b.path for b in repo.commit(f"run/{run_id}").tree.traverse() if b.type == "blob")
+
+    assert blobs(first.run_id) == ["root/load/outcome.json", "root/sign/then/pos/outcome.json"]
+    assert blobs(again.run_id) == ["root/load/outcome.json", "root/sign/else/neg/outcome.json"]
+    assert repo.commit(f"run/{again.run_id}").parents[0].hexsha == repo.commit(f"run/{first.run_id}").hexsha

@@ -219,7 +219,9 @@ class OutcomeRepository:
             out.append(b"author " + ident + b"committer " + ident)
             out.append(b"data %d\n" % len(body) + body + b"\n")
             if parent is not None:
-                out.append(f"from {parent}\n".encode())
+                # A commit starts from its parent's tree: clear it, so the re-run's tree holds
+                # exactly its own outcomes (not, say, a branch the earlier run took).
+                out.append(f"from {parent}\ndeleteall\n".encode())
                 parent = None  # later commits follow the branch's own tip in this stream
             for f in entries:
                 if "\n" in f.repo_path or f.repo_path.startswith('"'):
