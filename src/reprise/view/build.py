@@ -404,7 +404,7 @@ class _Builder:
         if span is not None:
             if span.attributes.get("reprise.reused"):
                 e["r"] = 1
-                rf = span.attributes.get("reprise.reused_from_run")
+                rf = span.attributes.get("reprise.reused_from")
                 if rf and "rf" not in e:
                     e["rf"] = str(rf)
             if span.start_ms is not None and span.end_ms is not None:
