@@ -123,7 +123,6 @@ async def bench_rerun(report: Report, runs: Runs, n_runs: int) -> None:
     flow = chain(RERUN_CHAIN)
     last = f"root.n{RERUN_CHAIN - 1}"
     try:
-        full = await time_async(lambda ctx: runs.run(flow, ctx), n_runs, prepare=lambda i: runs.context("defaults"))
         base = await runs.run(flow, runs.context("defaults"))
 
         def rerun_ctx(i: int) -> RunContext:
@@ -132,7 +131,19 @@ async def bench_rerun(report: Report, runs: Runs, n_runs: int) -> None:
         check = await runs.run(flow, rerun_ctx(-1))
         if check.outcome != RERUN_CHAIN or check.executed != 1 or check.reused != RERUN_CHAIN - 1:
             raise RuntimeError(f"re-run executed {check.executed}, reused {check.reused}, outcome {check.outcome}")
-        samples = await time_async(lambda ctx: runs.run(flow, ctx), n_runs, prepare=rerun_ctx)
+        # Full runs and re-runs take turns, so a burst of load hits both alike.
+        got = await interleaved(
+            {
+                "full": (lambda i: runs.context("defaults"), lambda ctx: runs.run(flow, ctx)),
+                "rerun": (rerun_ctx, lambda ctx: runs.run(flow, ctx)),
+            },
+            n_runs,
+        )
+        full, samples = got["full"], got["rerun"]
+        for value in (full, samples):
+            if isinstance(value, BaseException):
+                raise value
+        assert isinstance(full, list) and isinstance(samples, list)
         full_median = sorted(full)[len(full) // 2]
         rerun_median = sorted(samples)[len(samples) // 2]
         report.add(
