@@ -7,7 +7,10 @@ Two views of a ``chain-N`` run with defaults:
 2. A cost breakdown measured without a profiler: each piece of per-node work timed alone in a
    tight loop (span start/end + OTLP/JSON line, the three atomic writes, JSON encoding, input
    validation, timestamps, ...), in µs per node, next to the whole run's µs per node. That says
-   how much removing or changing each piece can save.
+   how much removing or changing each piece can save. Element spans are timed on both paths:
+   the lean span (``LeanSpan``: what defaults and ``reprise run`` use) and the SDK span (taken
+   when a span processor, live trace export or ``forward_to_global`` also receives spans), raw
+   and through ``RunTelemetry.start_span``/``end_span`` as the executor calls them.
 """
 
 from __future__ import annotations
@@ -63,10 +66,42 @@ def per_call_us(fn: Callable[[], Any], n: int = 2000, batches: int = 5) -> float
     return best * 1e6
 
 
+class _NoOpListener:
+    """An element listener that does nothing: the cost of the hook itself."""
+
+    def on_element_start(self, path: HierarchyPath, element_type: str, attributes: Any) -> None:
+        pass
+
+    def on_element_end(self, path: HierarchyPath, element_type: str, status: str, attributes: Any) -> None:
+        pass
+
+
+def telemetry_span_us(project: Path, settings: ObservabilitySettings) -> float:
+    """µs per node span through ``RunTelemetry`` (start, the status and attempts, end, the line
+    appended to ``trace.jsonl``), in a real run set up with ``settings``."""
+    ctx = RunContext("root", project, observability_settings=settings, outcome_repo=False)
+    ctx.setup_run()
+    tel = ctx.telemetry
+    assert tel is not None
+    path = HierarchyPath("root.n5")
+    root = tel.root_span
+
+    def span() -> None:
+        s = tel.start_span(path, "node", root, "python")
+        assert s is not None
+        tel.end_span(s, "completed", None, attempts=1)
+
+    try:
+        return per_call_us(span)
+    finally:
+        ctx.complete_run()
+
+
 def breakdown(project: Path) -> list[tuple[str, float]]:
     """Each piece of a node's bookkeeping, timed alone (µs per node)."""
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+    from reprise.observability.lean import LeanSpanWriter
     from reprise.observability.otlp_json import SpanLineEncoder
     from reprise.observability.telemetry import JsonlSink, SpanFileProcessor
     from reprise.runners.executor import _iso
@@ -117,15 +152,42 @@ def breakdown(project: Path) -> list[tuple[str, float]]:
         s.set_attribute("reprise.attempts", 1)
         s.end()
 
+    # The lean span: what element spans are with the defaults (and under `reprise run`).
+    lean = LeanSpanWriter(sink, encoder, provider.resource, tracer.instrumentation_info)  # type: ignore[attr-defined]
+    lean_root = lean.start_span("run x", None, dict(attrs))
+
+    def lean_span() -> None:
+        s = lean.start_span("node root.n5", lean_root, dict(attrs))
+        s.end_with({"reprise.status": "completed", "reprise.attempts": 1})
+
+    out.append(("LEAN span (defaults) start+2 attrs+end + OTLP/JSON line + append", per_call_us(lean_span)))
+    lean_finished = lean.start_span("node root.n5", lean_root, dict(attrs))
+    lean_finished.end_with({"reprise.status": "completed", "reprise.attempts": 1})
+    out.append(("  of which: LeanSpan._line() alone", per_call_us(lean_finished._line)))
+
+    # The SDK span: what element spans are when anything else also receives them.
     out.append(("SDK span start+2 attrs+end (no processor)", per_call_us(span_no_export)))
     provider.add_span_processor(SpanFileProcessor(sink, encoder))
-    out.append(("SDK span + OTLP/JSON encode + append line", per_call_us(span_no_export)))
+    out.append(("SDK span (processor/export set) + OTLP/JSON encode + append line", per_call_us(span_no_export)))
     finished = tracer.start_span("node root.n5", attributes=attrs)
     finished.end()
     out.append(("  of which: encoder.line(span) alone", per_call_us(lambda: encoder.line((finished,)))))  # type: ignore[arg-type]
     line = encoder.line((finished,))  # type: ignore[arg-type]
     out.append(("  of which: os.write of the line (O_APPEND)", per_call_us(lambda: sink.write(line))))
     provider.shutdown()
+
+    # The same through RunTelemetry, as the executor calls it per node.
+    runs = project / "telemetry"
+    runs.mkdir()
+    for label, settings in (
+        ("LEAN (defaults)", ObservabilitySettings()),
+        (
+            "LEAN + a no-op element listener (reprise run with progress)",
+            ObservabilitySettings(element_listeners=[_NoOpListener()]),
+        ),
+        ("SDK (a no-op span processor set)", ObservabilitySettings(span_processors=[SpanProcessor()])),
+    ):
+        out.append((f"RunTelemetry.start_span+end_span, {label}", telemetry_span_us(runs, settings)))
 
     p = HierarchyPath("root.n5")
     out.append(("HierarchyPath.child + str()", per_call_us(lambda: str(p.child("n6")))))
@@ -158,8 +220,8 @@ def main() -> None:
     try:
         flow = chain(n)
         run_once(flow, project)  # warm-up: imports, first-time caches
-        walls = {cfg: [] for cfg in ("defaults", "git-off", "tracing-off", "bare")}
-        kw = {
+        walls: dict[str, list[float]] = {cfg: [] for cfg in ("defaults", "git-off", "tracing-off", "bare")}
+        kw: dict[str, dict[str, Any]] = {
             "defaults": {},
             "git-off": {"outcome_repo": False},
             "tracing-off": {"observability_settings": ObservabilitySettings.disabled()},
@@ -183,9 +245,9 @@ def main() -> None:
             print(f"\ncProfile, top {args.top} by {title} (µs per node = seconds / {n} * 1e6):")
             print(f"  {'µs/node':>8} {'calls/node':>10}  function")
             for func, (_cc, nc, tt, ct, _callers) in sorted(
-                stats.stats.items(),
+                stats.stats.items(),  # type: ignore[attr-defined]
                 key=lambda kv: kv[1][2] if key == "tottime" else kv[1][3],
-                reverse=True,  # type: ignore[attr-defined]
+                reverse=True,
             )[: args.top]:
                 t = tt if key == "tottime" else ct
                 filename, line, name = func

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,6 +218,105 @@ def test_failed_run_resume_rerun_and_diff(project: Path) -> None:
     diff_text = reprise_cmd(project, "diff", resumed["run_id"], rerun["run_id"]).stdout
     assert diff_text.splitlines() == ["M  flow.double", "M  flow.report"]
     assert run_json(project, "diff", rerun["run_id"], rerun["run_id"]) == []
+
+
+SPAN_FLOWS = """
+from reprise import FlowDefinition, Initial, Ref
+
+
+def first(n: int, ctx) -> str:
+    return type(ctx.current_span).__name__
+
+
+def second(before: str, fail: bool, ctx) -> dict:
+    if fail:
+        raise ValueError("second refused")
+    return {"first": before, "second": type(ctx.current_span).__name__}
+
+
+flow = (
+    FlowDefinition()
+    .node("first", first, inputs={"n": Initial("n")})
+    .node("second", second, inputs={"before": Ref("first"), "fail": Initial("fail", default=False)})
+)
+"""
+
+
+def test_run_progress_listens_without_slowing_element_spans(project: Path) -> None:
+    """``reprise run`` follows its nodes through an element listener: element spans stay lean
+    (the nodes see their own span's type), with progress on or off, and the progress still
+    shows every node: run, failed, reused."""
+    (project / "span_flows.py").write_text(SPAN_FLOWS)
+    plain = reprise_cmd(project, "run", "span_flows:flow", "--input", "n=1", "--progress", "plain", "--json")
+    run = envelope(plain, "run")["data"]
+    assert run["outcome"] == {"first": "LeanSpan", "second": "LeanSpan"}
+    lines = plain.stderr.splitlines()
+    assert lines[0] == f"run {run['run_id']} started in {run['run_dir']}"
+    assert [line.split()[:2] for line in lines[1:]] == [["completed", "flow.first"], ["completed", "flow.second"]]
+    assert all(re.fullmatch(r"  completed +flow\.\w+ \d+\.\d{3}s", line) for line in lines[1:]), lines
+
+    quiet = reprise_cmd(project, "run", "span_flows:flow", "--input", "n=1", "--progress", "none", "--json")
+    assert envelope(quiet, "run")["data"]["outcome"] == {"first": "LeanSpan", "second": "LeanSpan"}
+    assert quiet.stderr == ""
+
+    failed = reprise_cmd(project, "run", "span_flows:flow", "--input", "n=1", "--input", "fail=true", "--json")
+    bad = envelope(failed, "run")["data"]
+    assert bad["status"] == "failed"
+    assert [line.split()[:2] for line in failed.stderr.splitlines()[1:]] == [
+        ["completed", "flow.first"],
+        ["failed", "flow.second"],
+    ]
+    resumed = reprise_cmd(project, "resume", bad["run_id"], "--input", "n=1", "--progress", "plain", "--json")
+    again = envelope(resumed, "resume")["data"]
+    assert again["status"] == "completed" and again["reused"] == 1
+    assert again["outcome"] == {"first": "LeanSpan", "second": "LeanSpan"}
+    lines = resumed.stderr.splitlines()
+    assert len(lines) == 3 and lines[1] == f"  reused    flow.first (from {bad['run_id']})"
+    assert re.fullmatch(r"  completed flow\.second \d+\.\d{3}s", lines[2]), lines
+
+
+def test_progress_counts_nodes_for_the_live_display(tmp_path: Path) -> None:
+    """What the live (rich) display counts, heard as an element listener: done, reused, failed,
+    and nothing left running; it does not change how element spans are made."""
+    from reprise import FlowDefinition, FlowRunner, ObservabilitySettings, Ref, RunContext, RunFailedError
+    from reprise.cli.progress import RunProgress
+    from reprise.observability.lean import LeanSpan
+
+    fail = {"c": True}
+
+    def a() -> int:
+        return 1
+
+    def c(x: int) -> int:
+        if fail["c"]:
+            raise ValueError("c refused")
+        return x
+
+    flow = FlowDefinition().node("a", a).node("b", a).node("c", c, inputs={"x": Ref("a")})
+
+    def run(progress: RunProgress, **kwargs: Any) -> RunContext:
+        settings = ObservabilitySettings(element_listeners=[progress])
+        ctx = RunContext("flow", tmp_path, observability_settings=settings, outcome_repo=False, **kwargs)
+        try:
+            FlowRunner(flow, ctx).run_sync()
+        except RunFailedError:
+            pass
+        assert ctx.telemetry is not None and type(ctx.telemetry.root_span) is LeanSpan
+        return ctx
+
+    first = RunProgress(io.StringIO(), "rich")
+    failed = run(first)
+    assert first.counts == {"completed": 2, "reused": 0, "failed": 1, "cancelled": 0}
+    assert first.running == {} and first.last == "flow.c failed"
+    assert "done 2  reused 0  failed 1" in first._render().plain
+
+    fail["c"] = False
+    drawn = io.StringIO()
+    second = RunProgress(drawn, "rich")
+    run(second, previous_run_id=failed.run_id, start_hierarchy_path="flow.c")
+    assert second.counts == {"completed": 1, "reused": 2, "failed": 0, "cancelled": 0}
+    assert "done 1  reused 2" in second._render().plain and "failed" not in second._render().plain
+    assert drawn.getvalue() == ""  # nothing drawn: the display was never started
 
 
 def test_errors_are_one_line_and_exit_2(project: Path) -> None:

@@ -24,7 +24,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ from reprise import (
     Var,
     node,
 )
+from reprise.dsl.paths import HierarchyPath
+from reprise.errors import RunSetupError
 from reprise.observability.lean import LeanSpan
 from reprise.observability.otlp_json import SpanLineEncoder
 from reprise.observability.telemetry import DURATION_BUCKETS
@@ -69,7 +71,7 @@ ID_FIELDS = {"traceId": HEX32, "spanId": HEX16, "parentSpanId": HEX16}
 
 class Witness(SpanProcessor):
     """A span processor besides the file's: with it in the settings, element spans are SDK spans
-    (as under ``reprise run``'s progress display). Counts the spans it sees end."""
+    (as with any exporter or processor a user adds). Counts the spans it sees end."""
 
     def __init__(self) -> None:
         self.ended = 0
@@ -410,6 +412,172 @@ async def test_cancellation_ends_every_span_and_closes_the_files(make_context: A
     logs = json_lines(trace_dir(run_dir) / "logs.jsonl")
     assert logs[-1]["event"] == "run finished" and logs[-1]["status"] == "cancelled"
     assert counts_by_status(metrics_of(run_dir)) == {"completed": 1, "cancelled": 2}
+
+
+# -- element listeners -----------------------------------------------------------------------
+
+
+class Recorder:
+    """An element listener that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, str | None, dict[str, Any]]] = []
+
+    def on_element_start(self, path: HierarchyPath, element_type: str, attributes: Mapping[str, Any]) -> None:
+        assert isinstance(path, HierarchyPath)
+        self.calls.append(("start", str(path), element_type, None, dict(attributes)))
+
+    def on_element_end(
+        self, path: HierarchyPath, element_type: str, status: str, attributes: Mapping[str, Any]
+    ) -> None:
+        assert isinstance(path, HierarchyPath)
+        self.calls.append(("end", str(path), element_type, status, dict(attributes)))
+
+    def elements(self, event: str) -> list[tuple[str, str]]:
+        return [(kind, path) for e, path, kind, _, _ in self.calls if e == event]
+
+
+def _listener_flow(fail: dict[str, bool]) -> FlowDefinition:
+    async def const() -> int:
+        return 1
+
+    async def double(item: int) -> int:
+        return item * 2
+
+    async def user_span(ctx: NodeContext) -> int:
+        with ctx.span("inside"):  # a user span: not an element, listeners do not hear of it
+            pass
+        return 2
+
+    @node(retries=1, backoff=0.001)
+    async def bad(x: int) -> int:
+        if fail["bad"]:
+            raise ValueError("bad refused")
+        return x
+
+    return (
+        FlowDefinition()
+        .node("a", const)
+        .node("u", user_span)
+        .for_each("loop", [1, 2], FlowDefinition().node("double", double, inputs={"item": Var("item")}))
+        .node("bad", bad, inputs={"x": Ref("a")})
+    )
+
+
+@pytest.mark.anyio
+async def test_element_listeners_hear_every_element_start_and_end(make_context: Any) -> None:
+    """On both span paths: one start and one end per element span, in order, with the span's
+    attributes and status; reused nodes too. A listener does not make element spans SDK spans
+    (``make_context`` checks the path each run took)."""
+    fail = {"bad": True}
+    flow = _listener_flow(fail)
+    heard = Recorder()
+    first = make_context("flow", observability_settings=ObservabilitySettings(element_listeners=[heard]))
+    with pytest.raises(RunFailedError):
+        await FlowRunner(flow, first).run()
+
+    spans = [s for s in read_spans(first.require_run_dir().path) if s.attributes["reprise.element_type"] != "user_span"]
+    in_trace = sorted(
+        (str(s.attributes["reprise.element_type"]), str(s.attributes["reprise.hierarchy_path"])) for s in spans
+    )
+    assert sorted(heard.elements("start")) == in_trace
+    assert sorted(heard.elements("end")) == in_trace
+    assert ("node", "flow.loop.1.double") in in_trace and ("run", "flow") in in_trace
+    # The run starts first and ends last; every element starts before its children and ends after them.
+    assert heard.calls[0][:3] == ("start", "flow", "run") and heard.calls[-1][:4] == ("end", "flow", "run", "failed")
+    order = {(e, kind, path): i for i, (e, path, kind, _, _) in enumerate(heard.calls)}
+    for kind, path in in_trace:
+        assert order[("start", kind, path)] < order[("end", kind, path)]
+    assert order[("start", "loop", "flow.loop")] < order[("start", "iteration", "flow.loop.0")]
+    assert order[("end", "iteration", "flow.loop.1")] < order[("end", "loop", "flow.loop")]
+    # Statuses and attributes are the span's own.
+    status_of = {
+        (s.attributes["reprise.element_type"], s.attributes["reprise.hierarchy_path"]): s.status for s in spans
+    }
+    ends = {(kind, path): (status, attrs) for e, path, kind, status, attrs in heard.calls if e == "end"}
+    assert {key: status for key, (status, _) in ends.items()} == status_of
+    assert ends[("node", "flow.bad")][0] == "failed" and ends[("node", "flow.bad")][1]["reprise.attempts"] == 2
+    assert ends[("node", "flow.a")][1]["reprise.node_kind"] == "python"
+    starts = {(kind, path): attrs for e, path, kind, _, attrs in heard.calls if e == "start"}
+    assert starts[("node", "flow.a")]["reprise.run_id"] == first.run_id
+    assert "reprise.status" not in starts[("node", "flow.a")]
+
+    # A re-run: the reused nodes start and end at once, marked reused, in their place.
+    fail["bad"] = False
+    heard_again = Recorder()
+    again = make_context(
+        "flow",
+        previous_run_id=first.run_id,
+        start_hierarchy_path="flow.bad",
+        observability_settings=ObservabilitySettings(element_listeners=[heard_again]),
+    )
+    await FlowRunner(flow, again).run()
+    ends = {(kind, path): (status, attrs) for e, path, kind, status, attrs in heard_again.calls if e == "end"}
+    for reused in ("flow.a", "flow.u", "flow.loop.0.double", "flow.loop.1.double"):
+        status, attrs = ends[("node", reused)]
+        assert status == "completed" and attrs["reprise.reused"] is True, reused
+        assert attrs["reprise.reused_from"] == first.run_id
+    assert "reprise.reused" not in ends[("node", "flow.bad")][1] and ends[("node", "flow.bad")][0] == "completed"
+    assert heard_again.calls[-1][:4] == ("end", "flow", "run", "completed")
+    assert sorted(heard_again.elements("start")) == sorted(heard_again.elements("end"))
+
+
+class Broken:
+    """A listener that raises from one of its methods, every time."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.calls = 0
+
+    def _maybe_raise(self, method: str) -> None:
+        if method == self.method:
+            self.calls += 1
+            raise RuntimeError(f"listener broken in {method} ({self.calls})")
+
+    def on_element_start(self, path: HierarchyPath, element_type: str, attributes: Mapping[str, Any]) -> None:
+        self._maybe_raise("on_element_start")
+
+    def on_element_end(
+        self, path: HierarchyPath, element_type: str, status: str, attributes: Mapping[str, Any]
+    ) -> None:
+        self._maybe_raise("on_element_end")
+
+    def __repr__(self) -> str:
+        return f"Broken({self.method})"
+
+
+@pytest.mark.anyio
+async def test_a_failing_listener_is_logged_once_and_never_breaks_the_run(make_context: Any) -> None:
+    flow = _listener_flow({"bad": False})
+    broken_start, broken_end, heard = Broken("on_element_start"), Broken("on_element_end"), Recorder()
+    settings = ObservabilitySettings(element_listeners=[broken_start, broken_end, heard])
+    ctx = make_context("flow", observability_settings=settings)
+    result = await FlowRunner(flow, ctx).run()
+    assert result.status is RunStatus.COMPLETED and result.outcome == 1
+    run_dir = ctx.require_run_dir().path
+    spans = read_spans(run_dir)
+    elements = [s for s in spans if s.attributes["reprise.element_type"] != "user_span"]
+    assert all(s.status == "completed" for s in elements) and all(s.status_code == 0 for s in spans)
+    # Called for every element all along; the listener after them heard everything.
+    assert broken_start.calls == broken_end.calls == len(elements) == len(heard.elements("end"))
+    logs = json_lines(trace_dir(run_dir) / "logs.jsonl")
+    failures = [line for line in logs if line["event"].startswith("element listener failed")]
+    assert [(f["listener"], f["method"], f["level"]) for f in failures] == [
+        ("Broken(on_element_start)", "on_element_start", "error"),
+        ("Broken(on_element_end)", "on_element_end", "error"),
+    ]
+    assert failures[0]["error"] == "RuntimeError: listener broken in on_element_start (1)"
+    assert failures[0]["hierarchy_path"] == "flow"  # the run's start, the first element
+    assert "Traceback" in failures[0]["exception"] and "_maybe_raise" in failures[0]["exception"]
+    assert logs[-1]["event"] == "run finished" and logs[-1]["status"] == "completed"
+
+
+def test_element_listener_settings_are_checked() -> None:
+    with pytest.raises(RunSetupError, match="on_element_start and on_element_end"):
+        ObservabilitySettings(element_listeners=[object()])  # type: ignore[list-item]
+    with pytest.raises(RunSetupError, match="need tracing"):
+        ObservabilitySettings(tracing=False, element_listeners=[Recorder()])
+    assert ObservabilitySettings(element_listeners=[Recorder()]).element_listeners
 
 
 # -- logs, user spans and metrics -------------------------------------------------------------

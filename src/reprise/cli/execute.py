@@ -159,12 +159,15 @@ def _execute(
     from reprise.runners import AgentRunner, FlowRunner
     from reprise.runners.runner import ComponentRunner
 
-    progress = RunProgress.choose(out.stderr, "none" if args.progress == "none" else args.progress)
+    progress = RunProgress.choose(out.stderr, args.progress)
+    # An element listener, not a span processor: element spans stay lean (see
+    # docs/observability.md, "Cost"). With --progress none, nothing is listening at all.
+    listeners = [progress] if progress.mode != "none" else []
     ctx = RunContext(
         root_component_id=root_id,
         project_root=project_root,
         run_root=run_root_of(args),
-        observability_settings=ObservabilitySettings(span_processors=[progress]),
+        observability_settings=ObservabilitySettings(element_listeners=listeners),
         previous_run_id=previous,
         start_hierarchy_path=start,
         initial_inputs=parse_inputs(args.inputs),

@@ -1,29 +1,32 @@
 """Live progress of ``reprise run``: which nodes run, finished, failed or were reused.
 
-The progress is an OpenTelemetry span processor added to the run's own tracer provider, so it
-sees each element the moment it starts and ends, in this process, without polling files. It
-draws with ``rich`` on a terminal and prints one plain line per finished node otherwise (a log
-file, a pipe, an agent reading stderr).
+The progress is an element listener of the run's telemetry
+(:class:`~reprise.observability.settings.ElementListener`), so it sees each element the moment it
+starts and ends, in this process, without polling files. A listener, not a span processor: a
+span processor would make every element span an SDK span, several times slower per node (see
+``docs/observability.md``, "Cost"). It draws with ``rich`` on a terminal and prints one plain
+line per finished node otherwise (a log file, a pipe, an agent reading stderr).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import IO, Any
 
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-
 from reprise.cli.common import format_duration
+from reprise.dsl.paths import HierarchyPath
 
 __all__ = ["RunProgress"]
 
 _MAX_SHOWN = 6
 
 
-class RunProgress(SpanProcessor):
-    """Counts node spans as they start and end, and shows them (``mode``: ``rich``, ``plain``
-    or ``none``)."""
+class RunProgress:
+    """Counts nodes as they start and end, and shows them (``mode``: ``rich``, ``plain`` or
+    ``none``). An :class:`~reprise.observability.settings.ElementListener`: pass it in
+    ``ObservabilitySettings(element_listeners=[...])``."""
 
     def __init__(self, stream: IO[str], mode: str) -> None:
         self.stream = stream
@@ -50,36 +53,33 @@ class RunProgress(SpanProcessor):
                     mode = "rich" if stream.isatty() else "plain"
         return cls(stream, mode)
 
-    # -- span processor --------------------------------------------------------------------
-    def on_start(self, span: Span, parent_context: Any = None) -> None:
-        attrs = span.attributes or {}
-        if attrs.get("reprise.element_type") == "node":
+    # -- element listener ------------------------------------------------------------------
+    def on_element_start(self, path: HierarchyPath, element_type: str, attributes: Mapping[str, Any]) -> None:
+        """A node started: show it as running."""
+        if element_type == "node":
             with self._lock:
-                self.running[str(attrs.get("reprise.hierarchy_path"))] = time.monotonic()
+                self.running[str(path)] = time.monotonic()
 
-    def on_end(self, span: ReadableSpan) -> None:
-        attrs = span.attributes or {}
-        if attrs.get("reprise.element_type") != "node":
+    def on_element_end(
+        self, path: HierarchyPath, element_type: str, status: str, attributes: Mapping[str, Any]
+    ) -> None:
+        """A node ended: count it (as ``reused`` for a node taken from an earlier run)."""
+        if element_type != "node":
             return
-        path = str(attrs.get("reprise.hierarchy_path"))
-        status = str(attrs.get("reprise.status", "completed"))
-        reused = attrs.get("reprise.reused") is True
+        ended = time.monotonic()
+        text = str(path)
+        reused = attributes.get("reprise.reused") is True
         key = "reused" if reused else status
-        duration = (span.end_time - span.start_time) / 1e9 if span.end_time and span.start_time else None
         with self._lock:
-            self.running.pop(path, None)
+            started = self.running.pop(text, None)
             self.counts[key] = self.counts.get(key, 0) + 1
-            self.last = f"{path} {key}"
+            self.last = f"{text} {key}"
         if self.mode == "plain":
-            origin = attrs.get("reprise.reused_from") or attrs.get("reprise.reused_from_run")
-            note = f" (from {origin})" if reused else f" {format_duration(duration)}"
-            self._write(f"  {key:<9} {path}{note}\n")
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+            if reused:
+                note = f" (from {attributes.get('reprise.reused_from') or attributes.get('reprise.origin_run_id')})"
+            else:
+                note = f" {format_duration(ended - started if started is not None else None)}"
+            self._write(f"  {key:<9} {text}{note}\n")
 
     # -- display ---------------------------------------------------------------------------
     def _write(self, text: str) -> None:

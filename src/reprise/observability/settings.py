@@ -1,20 +1,52 @@
-"""ObservabilitySettings: what a run records and where it sends it."""
+"""ObservabilitySettings: what a run records and where it sends it; ElementListener: what is
+told, in the run's process, when each element starts and ends."""
 
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from reprise.errors import RunSetupError
 
-__all__ = ["ObservabilitySettings"]
+if TYPE_CHECKING:
+    from reprise.dsl.paths import HierarchyPath
+
+__all__ = ["ElementListener", "ObservabilitySettings"]
 
 Protocol = Literal["http/protobuf", "grpc"]
 _PROTOCOLS = ("http/protobuf", "grpc")
 _SIGNALS = ("traces", "metrics", "logs")
+
+
+class ElementListener(typing.Protocol):
+    """Told when each element of a run (the run itself, flows, loops, iterations, nodes, ...)
+    starts and ends, in the run's process: what a span processor would see, without making
+    element spans SDK spans (see ``docs/observability.md``, "Cost").
+
+    Both methods are called where the element's span starts and ends, on the thread that starts
+    or ends it (the event loop's, for the executor), so they must be quick. A reused node starts
+    and ends at once, with ``reprise.reused`` true in the end attributes. ``attributes`` is a
+    read-only view of the span's attributes at that moment (``reprise.hierarchy_path``,
+    ``reprise.element_type``, ``reprise.node_kind``; at the end also ``reprise.status``,
+    ``reprise.attempts``, ``reprise.reused``, ...): copy what you keep. The run element has
+    ``element_type`` ``"run"`` and the root component's id as its path; it ends last.
+
+    An exception from a listener is caught: the first one of each listener is logged to the
+    run's ``logs.jsonl``, and the run goes on as if nothing happened.
+    """
+
+    def on_element_start(self, path: HierarchyPath, element_type: str, attributes: Mapping[str, Any]) -> None:
+        """The element at ``path`` started."""
+
+    def on_element_end(
+        self, path: HierarchyPath, element_type: str, status: str, attributes: Mapping[str, Any]
+    ) -> None:
+        """The element at ``path`` ended with ``status`` (``completed``, ``failed``,
+        ``cancelled``)."""
 
 
 def _env_headers(raw: str | None) -> dict[str, str]:
@@ -58,6 +90,10 @@ class ObservabilitySettings:
             provider itself is never replaced or shut down).
         span_processors: extra SDK span processors for this run's provider. They are flushed
             when the run ends but not shut down: the caller owns them and may reuse them.
+            Element spans become SDK spans (several times slower); to follow elements, an
+            ``element_listeners`` entry costs nothing of the kind.
+        element_listeners: :class:`ElementListener` objects told when each element starts and
+            ends (needs ``tracing``). They do not change how spans are made.
         log_level: minimum level for ``logs.jsonl`` (``debug``, ``info``, ``warning``, ``error``).
     """
 
@@ -71,6 +107,7 @@ class ObservabilitySettings:
     otlp_headers: Mapping[str, str] | None = field(default=None, repr=False)
     forward_to_global: bool = False
     span_processors: Sequence[Any] = ()
+    element_listeners: Sequence[ElementListener] = ()
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -78,6 +115,15 @@ class ObservabilitySettings:
             raise RunSetupError(f"unsupported OTLP protocol {self.otlp_protocol!r}: use 'http/protobuf' or 'grpc'")
         if self.log_level.lower() not in ("debug", "info", "warning", "warn", "error", "critical"):
             raise RunSetupError(f"unknown log level {self.log_level!r}: use debug, info, warning or error")
+        for listener in self.element_listeners:
+            if not (
+                callable(getattr(listener, "on_element_start", None))
+                and callable(getattr(listener, "on_element_end", None))
+            ):
+                raise RunSetupError(f"element listener {listener!r} needs on_element_start and on_element_end methods")
+        if self.element_listeners and not self.tracing:
+            # Elements start and end where their spans do: without spans nothing would call them.
+            raise RunSetupError("element_listeners need tracing=True")
 
     @classmethod
     def disabled(cls) -> ObservabilitySettings:

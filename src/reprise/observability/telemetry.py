@@ -9,6 +9,9 @@ process, one after the other or at the same time, never see each other's spans, 
   Element spans are :class:`~reprise.observability.lean.LeanSpan` objects when that file is
   their only destination (the default), SDK spans when a processor, live export or forwarding
   also receives them; both write the same lines. User spans are always SDK spans.
+* Element listeners (``ObservabilitySettings.element_listeners``) are told when each element
+  starts and ends, from the same calls that start and end its span, on either span path; they
+  do not make spans SDK spans, which is why ``reprise run`` shows its progress through one.
 * Metrics are collected from an in-memory reader and written to ``metrics.jsonl`` when the run
   ends (and exported live every few seconds when an OTLP endpoint is set). Node counts and,
   without live export, node durations are aggregated in Python and merged in at the end.
@@ -32,6 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -52,7 +56,7 @@ from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RunSetupError
 from reprise.observability.lean import DurationHistogram, LeanSpan, LeanSpanWriter
 from reprise.observability.otlp_json import SpanLineEncoder, metrics_request_line
-from reprise.observability.settings import ObservabilitySettings
+from reprise.observability.settings import ElementListener, ObservabilitySettings
 
 if TYPE_CHECKING:
     from reprise.observability.export import LiveLogs
@@ -227,6 +231,14 @@ def _attribute(span: trace_api.Span, key: str) -> Any:
     return attributes.get(key) if attributes else None
 
 
+def _attributes_view(span: trace_api.Span) -> Mapping[str, Any]:
+    """A read-only view of the attributes of a span of ours, for element listeners."""
+    attributes = getattr(span, "attributes", None)
+    if type(span) is LeanSpan or attributes is None:  # a LeanSpan's is already a read-only view
+        return attributes if attributes is not None else MappingProxyType({})
+    return MappingProxyType(attributes)
+
+
 def _collection_time(data: MetricsData | None) -> int | None:
     """When the SDK collected ``data`` (the time of its first point), so metrics aggregated
     outside the SDK carry the same collection time as the SDK's own."""
@@ -291,6 +303,15 @@ class RunTelemetry:
         self._trace_sink: JsonlSink | None = None
         # Element spans are LeanSpans when trace.jsonl is their only destination; None: SDK spans.
         self._lean: LeanSpanWriter | None = None
+        # None when there is none: the span calls test this and nothing else.
+        self._listeners: tuple[ElementListener, ...] | None = (
+            tuple(settings.element_listeners) if settings.element_listeners and settings.tracing else None
+        )
+        # Path and element type of each element span still open, for the listeners' end call
+        # (user code may change the span's own attributes).
+        self._open_elements: dict[trace_api.Span, tuple[HierarchyPath, str]] = {}
+        # Listeners whose failure was logged (by id: a listener need not be hashable).
+        self._failed_listeners: set[int] = set()
         if settings.tracing:
             # ALWAYS_ON: a sampler from OTEL_TRACES_SAMPLER must not thin out the run's record.
             provider = TracerProvider(sampler=ALWAYS_ON, resource=self.resource, shutdown_on_exit=False)
@@ -374,6 +395,8 @@ class RunTelemetry:
         self.logger.info("run started", **started)
         for note in self._notes:
             self.logger.warning(note)
+        if self._listeners is not None and self.root_span is not None:
+            self._notify_start(HierarchyPath(ctx.root_component_id), "run", self.root_span)
 
     @classmethod
     def start(cls, ctx: RunContext, settings: ObservabilitySettings | None) -> RunTelemetry | None:
@@ -467,10 +490,15 @@ class RunTelemetry:
         if node_kind is not None:
             attrs["reprise.node_kind"] = node_kind
         lean = self._lean
+        span: trace_api.Span
         if lean is not None and (parent is None or type(parent) is LeanSpan):
-            return lean.start_span(f"{element_type} {text}", parent, attrs)
-        context = trace_api.set_span_in_context(parent) if parent is not None else None
-        return tracer.start_span(f"{element_type} {text}", context=context, attributes=attrs)
+            span = lean.start_span(f"{element_type} {text}", parent, attrs)
+        else:
+            context = trace_api.set_span_in_context(parent) if parent is not None else None
+            span = tracer.start_span(f"{element_type} {text}", context=context, attributes=attrs)
+        if self._listeners is not None:
+            self._notify_start(path, element_type, span)
+        return span
 
     def end_span(
         self, span: trace_api.Span, status: str, error: BaseException | None, *, attempts: int | None = None
@@ -484,6 +512,8 @@ class RunTelemetry:
                 if attempts is None
                 else {"reprise.status": status, "reprise.attempts": attempts}
             )
+            if self._listeners is not None:
+                self._notify_end(span, status)
             return
         if type(span) is LeanSpan:
             own: dict[str, Any] = {"reprise.status": status}
@@ -506,6 +536,49 @@ class RunTelemetry:
         elif status == "failed":
             span.set_status(Status(StatusCode.ERROR, "failed"))
         span.end()
+        if self._listeners is not None:
+            self._notify_end(span, status)
+
+    # -- element listeners -----------------------------------------------------------------
+    def _notify_start(self, path: HierarchyPath, element_type: str, span: trace_api.Span) -> None:
+        listeners = self._listeners
+        if listeners is None:
+            return
+        self._open_elements[span] = (path, element_type)
+        attributes = _attributes_view(span)
+        for listener in listeners:
+            try:
+                listener.on_element_start(path, element_type, attributes)
+            except Exception as exc:  # a listener must never fail the element or the run
+                self._listener_failed(listener, "on_element_start", path, exc)
+
+    def _notify_end(self, span: trace_api.Span, status: str) -> None:
+        listeners = self._listeners
+        element = self._open_elements.pop(span, None)
+        if listeners is None or element is None:
+            return
+        path, element_type = element
+        attributes = _attributes_view(span)
+        for listener in listeners:
+            try:
+                listener.on_element_end(path, element_type, status, attributes)
+            except Exception as exc:
+                self._listener_failed(listener, "on_element_end", path, exc)
+
+    def _listener_failed(self, listener: ElementListener, method: str, path: HierarchyPath, exc: Exception) -> None:
+        """Log the first failure of ``listener``; later ones are ignored (a listener failing on
+        every element would otherwise write a traceback per element)."""
+        with self._lock:
+            if id(listener) in self._failed_listeners:
+                return
+            self._failed_listeners.add(id(listener))
+        self.logger.bind(hierarchy_path=str(path)).error(
+            "element listener failed; its later failures are not logged",
+            listener=repr(listener),
+            method=method,
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
+        )
 
     def reused_node(
         self, path: HierarchyPath, node_kind: str, parent: trace_api.Span | None, result: Mapping[str, Any]
@@ -605,9 +678,7 @@ class RunTelemetry:
             "node attempt failed; retrying", attempt=attempt, error=message
         )
 
-    def user_metric(
-        self, name: str, value: float, attributes: Mapping[str, Any], *, path: str | None = None
-    ) -> None:
+    def user_metric(self, name: str, value: float, attributes: Mapping[str, Any], *, path: str | None = None) -> None:
         """Record a value of the user metric ``name`` (a histogram). ``path`` (the recording
         node's hierarchy path) is for error messages and logs only."""
         path = path or attributes.get("reprise.hierarchy_path")
@@ -662,6 +733,8 @@ class RunTelemetry:
                 if status == "failed":
                     root.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
                 root.end()
+                if self._listeners is not None:
+                    self._notify_end(root, status)
             if self._metric_reader is not None:
                 data = self._metric_reader.get_metrics_data()
                 durations = self._durations.metric(_collection_time(data)) if self._durations is not None else None
