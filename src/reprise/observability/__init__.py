@@ -4,7 +4,7 @@ See ``docs/observability.md``. The trace viewer is :func:`render_trace_tree` (an
 ``python -m reprise.observability RUN_DIR``); :func:`read_spans` reads a run's spans back.
 """
 
-from reprise.observability.settings import ObservabilitySettings
+from reprise.observability.settings import ElementListener, ObservabilitySettings
 from reprise.observability.view import SpanRecord, read_spans, render_trace_tree
 
-__all__ = ["ObservabilitySettings", "SpanRecord", "read_spans", "render_trace_tree"]
+__all__ = ["ElementListener", "ObservabilitySettings", "SpanRecord", "read_spans", "render_trace_tree"]
