@@ -176,7 +176,7 @@ async def test_many_packs_are_folded_together(tmp_path: Path, monkeypatch: pytes
     from reprise.run import outcome_repo
 
     monkeypatch.setattr(outcome_repo, "_MAX_PACKS", 3)
-    # Over git's fastimport.unpackLimit (100 objects), so each commit writes a pack.
+    # Each commit writes one pack (reprise sets fastimport.unpackLimit=1); 120 outcomes each.
     flow = FlowDefinition().node("n0", lambda x: x, inputs={"x": Initial("x")})
     for i in range(1, 120):
         flow.node(f"n{i}", lambda n: n + 1, inputs={"n": Ref(f"n{i - 1}")})
