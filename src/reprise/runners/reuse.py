@@ -453,6 +453,10 @@ def _first_incomplete(previous: PreviousRun, body: Container, path: HierarchyPat
             taken = (result or {}).get("branch") or next(
                 (b for b in ("then", "else") if previous.executed(p.child(b))), None
             )
+            if taken is None and result is None:
+                # Cut off before any node of the branch finished (a node's directory, and so the
+                # branch's, appears when it finishes): the conditional itself did not complete.
+                return p
             branch = el.then_body if taken == "then" else el.else_body if taken == "else" else None
             found = _first_incomplete(previous, branch, p.child(taken)) if branch is not None and taken else None
         elif isinstance(el, ForEachElement):
