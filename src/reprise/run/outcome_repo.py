@@ -318,8 +318,9 @@ def collect_outcome_files(
     top_skip = {".trace", "static_inputs"}
     base = str(run_root_dir)
     for dirpath, dirnames, filenames in os.walk(base):
-        if dirpath == base:
-            dirnames[:] = [d for d in dirnames if d not in top_skip]
+        # Hidden directories are not elements: a node directory a crash left before its
+        # rename into place (".<name>.<pid>.<n>.tmp") holds an outcome.json of its own.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (dirpath == base and d in top_skip)]
         dirnames.sort()
         if "outcome.json" not in filenames:
             continue
