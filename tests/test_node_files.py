@@ -195,3 +195,33 @@ def test_element_timestamps_are_iso_utc_with_microseconds() -> None:
         assert abs(parsed.timestamp() - ts) < 2e-6, (ts, text)
         second = "%Y-%m-%dT%H:%M:%S"
         assert parsed.strftime(second) == datetime.fromtimestamp(int(ts), UTC).strftime(second)
+
+
+def test_journal_lines_that_are_not_hierarchy_paths_name_no_directory(tmp_path: Path) -> None:
+    from reprise.run.journal import in_flight
+
+    run = tmp_path / "run"
+    (run / ".trace").mkdir(parents=True)
+    lines = [
+        {"path": "root.a", "started_at": "2026-11-22T00:00:00.000000Z", "input": None},
+        {"path": "root....etc", "started_at": "x", "input": None},
+        {"path": "root./tmp", "started_at": "x", "input": None},
+        {"path": "root.loop.3.b", "started_at": "x", "input": {"x": 1}},
+    ]
+    (run / ".trace" / "journal.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"path": "root.c"')
+    found = in_flight(run)
+    assert sorted(found.records) == sorted([str(run / "root" / "a"), str(run / "root" / "loop" / "3" / "b")])
+    assert found.children(run / "root") == {"a", "loop"}
+    assert found.children(run / "root" / "loop") == {"3"}
+
+
+def test_usage_of_a_run_ignores_a_node_directory_left_before_its_rename(tmp_path: Path) -> None:
+    from reprise.experiments.item import run_usage
+
+    node = tmp_path / "root" / "a"
+    node.mkdir(parents=True)
+    (node / "result.json").write_text(json.dumps({"element_type": "node", "usage": {"input_tokens": 5}}))
+    left = tmp_path / "root" / ".b.123.0.tmp"
+    left.mkdir()
+    (left / "result.json").write_text(json.dumps({"element_type": "node", "usage": {"input_tokens": 1000}}))
+    assert run_usage(tmp_path)[0] == 5

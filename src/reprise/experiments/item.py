@@ -410,8 +410,9 @@ def run_usage(run_dir: Path) -> tuple[int | None, float | None]:
     cost: float | None = None
     base = str(run_dir)
     for dirpath, dirnames, filenames in os.walk(base):
-        if dirpath == base:
-            dirnames[:] = [d for d in dirnames if d not in (".trace", "static_inputs")]
+        # Hidden directories are .trace and the temporary directory a crash may leave before a
+        # node's directory is renamed into place: neither is a node.
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (dirpath == base and d == "static_inputs")]
         if RESULT_FILE not in filenames:
             continue
         try:
@@ -466,6 +467,8 @@ def _declared_in(run_dir: Path) -> tuple[tuple[str, str, str], ...]:
     out: list[tuple[str, str, str]] = []
     base = run_dir.resolve()
     for result_file in run_dir.rglob(RESULT_FILE):
+        if any(part.startswith(".") for part in result_file.relative_to(run_dir).parts):
+            continue  # .trace, or a node directory a crash left before its rename
         try:
             data = read_json(result_file)
         except (OSError, ValueError):

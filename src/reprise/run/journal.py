@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import pydantic_core
 __all__ = ["JOURNAL_FILE", "InFlight", "NodeJournal", "in_flight", "read_journal"]
 
 JOURNAL_FILE = "journal.jsonl"
+# An element id or a loop index: what a hierarchy path's segments are made of.
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 
 
 class NodeJournal:
@@ -91,7 +94,10 @@ def in_flight(run_dir: Path | str) -> InFlight:
     base = os.fspath(run_dir)
     found = InFlight()
     for path, record in read_journal(base).items():
-        directory = os.path.join(base, *path.split("."))
+        parts = path.split(".")
+        if not all(_SEGMENT.match(p) for p in parts):
+            continue  # not a hierarchy path: never let a line name a directory outside the run
+        directory = os.path.join(base, *parts)
         if os.path.isfile(os.path.join(directory, "result.json")):
             continue
         found.records[directory] = record

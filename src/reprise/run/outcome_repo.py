@@ -270,8 +270,13 @@ class OutcomeRepository:
         if packs > _MAX_PACKS:
             try:
                 self._git(["repack", "-d", "-q", "--geometric=2"], git_dir=git_dir)
-            except RunSetupError:
-                pass  # another process may be repacking; the next commit tries again
+            except RunSetupError as exc:
+                if "geometric" not in exc.message:
+                    return  # another process may be repacking; the next commit tries again
+                try:  # git before 2.32: fold everything (unreachable objects are kept loose)
+                    self._git(["repack", "-A", "-d", "-q"], git_dir=git_dir)
+                except RunSetupError:
+                    pass
 
 
 def _by_node(files: Sequence[OutcomeFile]) -> list[tuple[str, list[OutcomeFile]]]:
