@@ -208,7 +208,8 @@ def test_journal_lines_that_are_not_hierarchy_paths_name_no_directory(tmp_path: 
         {"path": "root./tmp", "started_at": "x", "input": None},
         {"path": "root.loop.3.b", "started_at": "x", "input": {"x": 1}},
     ]
-    (run / ".trace" / "journal.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"path": "root.c"')
+    torn = '{"path": "root.c"'  # a last line cut by a crash
+    (run / ".trace" / "journal.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + torn)
     found = in_flight(run)
     assert sorted(found.records) == sorted([str(run / "root" / "a"), str(run / "root" / "loop" / "3" / "b")])
     assert found.children(run / "root") == {"a", "loop"}
