@@ -226,3 +226,19 @@ def test_usage_of_a_run_ignores_a_node_directory_left_before_its_rename(tmp_path
     left.mkdir()
     (left / "result.json").write_text(json.dumps({"element_type": "node", "usage": {"input_tokens": 1000}}))
     assert run_usage(tmp_path)[0] == 5
+
+
+@pytest.mark.anyio
+async def test_small_and_large_outcomes_are_committed_as_written(make_context: Callable[..., RunContext]) -> None:
+    # Small outcomes reach the commit from memory, large ones from their file: both as on disk.
+    flow = (
+        FlowDefinition()
+        .node("small", lambda: {"n": 1})
+        .node("large", lambda: "x" * 10_000)
+    )
+    result = await FlowRunner(flow, make_context()).run()
+    repo = git.Repo(result.run_dir.parent / "outcome" / result.run_dir.parent.parent.name)
+    tree = repo.commit(f"run/{result.run_id}").tree
+    for name in ("small", "large"):
+        on_disk = (result.run_dir / "root" / name / "outcome.json").read_bytes()
+        assert (tree / f"root/{name}/outcome.json").data_stream.read() == on_disk

@@ -123,6 +123,8 @@ class RunContext:
         #: finished; kept by the executor (``None`` when no runner ran: the run directory is
         #: walked instead). Plain strings: a 10,000-iteration loop keeps 10,000 of them.
         self.outcome_paths: list[str] | None = None
+        #: The bytes of the small outcomes among them, for the commit (not read back).
+        self.outcome_bytes: dict[str, bytes] = {}
         # Handlers supplying the input of nodes that require it, by node id or path (None: any).
         self._input_handlers: dict[str | None, InputHandler] = {}
 
@@ -409,7 +411,9 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
         lines.append(f"error: {ctx.error_msg}")
     try:
         if ctx.outcome_paths is not None:
-            files = listed_outcome_files(run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files)
+            files = listed_outcome_files(
+                run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes
+            )
         else:
             files = collect_outcome_files(
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node

@@ -21,7 +21,7 @@ import fcntl
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +64,8 @@ class OutcomeFile:
     repo_path: str
     node_path: str = ""
     order: float = 0.0
+    #: The file's bytes when the writer still has them (then ``source`` is not read).
+    data: bytes | None = None
 
 
 class OutcomeRepository:
@@ -237,11 +239,13 @@ class OutcomeRepository:
             for f in entries:
                 if "\n" in f.repo_path or f.repo_path.startswith('"'):
                     raise RunSetupError(f"cannot commit a file named {f.repo_path!r}")
-                try:
-                    with open(f.source, "rb") as fh:
-                        data = fh.read()
-                except FileNotFoundError:
-                    continue
+                data = f.data
+                if data is None:
+                    try:
+                        with open(f.source, "rb") as fh:
+                            data = fh.read()
+                    except FileNotFoundError:
+                        continue
                 out.append(b"M 100644 inline %s\ndata %d\n" % (f.repo_path.encode(), len(data)))
                 out.append(data)
                 out.append(b"\n")
@@ -291,11 +295,16 @@ def _by_node(files: Sequence[OutcomeFile]) -> list[tuple[str, list[OutcomeFile]]
 
 
 def listed_outcome_files(
-    run_root_dir: Path | str, node_paths: Iterable[str], declared: Iterable[OutcomeFile] = ()
+    run_root_dir: Path | str,
+    node_paths: Iterable[str],
+    declared: Iterable[OutcomeFile] = (),
+    data: Mapping[str, bytes] | None = None,
 ) -> list[OutcomeFile]:
     """The ``outcome.json`` of each node in ``node_paths`` (hierarchy paths, in the order the
     nodes finished), plus ``declared`` files: what the executor knows it wrote, so the run
-    directory need not be walked."""
+    directory need not be walked. ``data`` holds the bytes of those the executor kept (by
+    hierarchy path): they are not read back."""
+    kept = data or {}
     base = str(run_root_dir)
     files: list[OutcomeFile] = []
     seen: set[str] = set()
@@ -304,7 +313,7 @@ def listed_outcome_files(
         if repo_path in seen:
             continue
         seen.add(repo_path)
-        files.append(OutcomeFile(f"{base}/{repo_path}", repo_path, path, float(order)))
+        files.append(OutcomeFile(f"{base}/{repo_path}", repo_path, path, float(order), kept.get(path)))
     for f in declared:
         if f.repo_path not in seen and os.path.isfile(f.source):
             files.append(f)

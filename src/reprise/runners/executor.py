@@ -49,6 +49,10 @@ __all__ = ["Executor"]
 _CANCELLED = anyio.get_cancelled_exc_class
 
 
+# Outcomes kept in memory for the git commit: each at most this big, this much in all.
+_KEEP_OUTCOME_BYTES = 4096
+_KEEP_OUTCOMES_TOTAL = 16 * 1024 * 1024
+
 _SECOND: tuple[int, str] = (-1, "")
 
 
@@ -105,6 +109,7 @@ class Executor:
         if ctx.outcome_paths is None:
             ctx.outcome_paths = []
         self._outcome_paths: list[str] = ctx.outcome_paths
+        self._kept_bytes = 0
 
     async def run_root(self) -> Any:
         """Execute the root component; returns its outcome."""
@@ -501,7 +506,13 @@ class Executor:
             files = [] if input_json is None else [(INPUT_FILE, input_json)]
             if outcome_json is not None:
                 files.append((OUTCOME_FILE, outcome_json))
-                self._outcome_paths.append(str(path))
+                text = str(path)
+                self._outcome_paths.append(text)
+                # Kept for the commit, so it need not read the file back (~6 µs a node); only
+                # small ones, and a bounded total: a long loop must not hold every outcome twice.
+                if len(outcome_json) <= _KEEP_OUTCOME_BYTES and self._kept_bytes < _KEEP_OUTCOMES_TOTAL:
+                    self.ctx.outcome_bytes[text] = outcome_json
+                    self._kept_bytes += len(outcome_json)
             files.append((RESULT_FILE, dump_json(record)))
             if nctx is not None and nctx.dir_made:
                 for name, data in files[1:]:  # input.json was written with the directory
