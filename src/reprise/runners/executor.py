@@ -103,9 +103,9 @@ class Executor:
         self.failed_path: str | None = None
         self._base = str(self.run_dir.path)
         self._current_span_needed = self.tel is not None and self.tel.settings.forward_to_global
+        self._journal: NodeJournal | None = None  # open while run_root runs
         #: Nodes whose ``outcome.json`` this run holds, in the order they finished: what the
         #: outcome repository commits (no walk over the run directory at the end).
-        self._journal = NodeJournal(self.run_dir.trace_dir)
         if ctx.outcome_paths is None:
             ctx.outcome_paths = []
         self._outcome_paths: list[str] = ctx.outcome_paths
@@ -118,12 +118,13 @@ class Executor:
         path = HierarchyPath(self.index.root_id)
         frame = top.child(path.name)
         root_span = self.tel.root_span if self.tel is not None else None
+        self._journal = journal = NodeJournal(self.run_dir.trace_dir)
         try:
             return await self._container_element(
                 root, path, path.name, frame, root.component_type, root_span, in_loop=False
             )
         finally:
-            self._journal.close()
+            journal.close()
 
     # -- containers ------------------------------------------------------------------------
     async def _run_body(
@@ -420,7 +421,8 @@ class Executor:
             inp = await self._build_input(el, dpath, frame, path)
             input_data = inp.model_dump(mode="json") if inp is not None else None
             input_json = dump_json(input_data)
-            self._journal.started(str(path), started_at, input_data)
+            if self._journal is not None:
+                self._journal.started(str(path), started_at, input_data)
             nctx = NodeContext(path, self.ctx, node_dir, span, frame, input_json)
             scope = enter_scope(nctx)  # reprise.log()/alert() called by the node name this node
             max_attempts = settings.retries + 1
