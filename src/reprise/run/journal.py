@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import pydantic_core
 
+from reprise.dsl.paths import HierarchyPath
+from reprise.errors import DefinitionError
+from reprise.run.directory import RESULT_FILE
+
 __all__ = ["JOURNAL_FILE", "InFlight", "NodeJournal", "in_flight", "read_journal"]
 
 JOURNAL_FILE = "journal.jsonl"
-# An element id or a loop index: what a hierarchy path's segments are made of.
-_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 
 
 class NodeJournal:
@@ -94,11 +95,12 @@ def in_flight(run_dir: Path | str) -> InFlight:
     base = os.fspath(run_dir)
     found = InFlight()
     for path, record in read_journal(base).items():
-        parts = path.split(".")
-        if not all(_SEGMENT.match(p) for p in parts):
+        try:
+            parts = HierarchyPath(path).parts
+        except DefinitionError:
             continue  # not a hierarchy path: never let a line name a directory outside the run
         directory = os.path.join(base, *parts)
-        if os.path.isfile(os.path.join(directory, "result.json")):
+        if os.path.isfile(os.path.join(directory, RESULT_FILE)):
             continue
         found.records[directory] = record
         while directory != base:

@@ -79,26 +79,18 @@ class OutcomeRepository:
 
     # -- set-up ----------------------------------------------------------------------------
     def ensure(self) -> git.Repo:
-        """Open the repository, creating it (safely against concurrent creators) if needed."""
+        """Open the repository with GitPython (for readers), creating it if needed (see
+        :meth:`git_dir`)."""
         if self._repo is not None:
             return self._repo
         import git  # GitPython costs ~40 ms to import: only for readers (diffs, listings)
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.parent / f".{self.path.name}.init.lock"
-        with open(lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if (self.path / ".git").is_dir() or (self.path / "HEAD").is_file():
-                    repo = git.Repo(self.path)
-                else:
-                    repo = git.Repo.init(self.path, initial_branch="main")
-            except git.GitError as exc:
-                raise RunSetupError(f"cannot open outcome repository {self.path}: {exc}") from exc
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        self._repo = repo
-        return repo
+        self.git_dir()
+        try:
+            self._repo = git.Repo(self.path)
+        except git.GitError as exc:
+            raise RunSetupError(f"cannot open outcome repository {self.path}: {exc}") from exc
+        return self._repo
 
     def git_dir(self) -> str:
         """The repository's git directory, creating the repository (safely against concurrent

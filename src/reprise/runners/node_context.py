@@ -10,6 +10,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from reprise.dsl.paths import HierarchyPath
+from reprise.run.directory import INPUT_FILE
+from reprise.run.files import write_bytes_atomic
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -86,9 +88,7 @@ class NodeContext:
             os.makedirs(self._node_dir, exist_ok=True)
             if self._input_json is not None:
                 # A node directory with input.json and no result.json reads as a running node.
-                from reprise.run.files import write_bytes_atomic
-
-                write_bytes_atomic(os.path.join(self._node_dir, "input.json"), self._input_json)
+                write_bytes_atomic(os.path.join(self._node_dir, INPUT_FILE), self._input_json)
             self.dir_made = True
         return Path(self._node_dir)
 

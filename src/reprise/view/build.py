@@ -313,7 +313,7 @@ class _Builder:
         element: dict[str, Any] = {"i": index, "p": path, "n": path.rsplit(".", 1)[-1], "u": parent, "dp": depth}
         self.elements.append(element)
         self.by_path[path] = index
-        self._describe(element, result, is_node, directory, files, names)
+        self._describe(element, result, is_node, directory, files, names, record)
         children: list[int] = []
         if not is_node:
             for child_name in sorted([e.name for e in subdirs] + virtual):
@@ -338,6 +338,7 @@ class _Builder:
         directory: Path,
         files: list[tuple[str, int]],
         names: set[str],
+        record: dict[str, Any] | None,
     ) -> None:
         path = e["p"]
         span = self.spans.get(path)
@@ -426,7 +427,6 @@ class _Builder:
                         detail[key], _ = _read_text(directory / file_name, self.limit)
                     except OSError:
                         pass
-            record = self.started.record(directory) if self.started is not None else None
             if record is not None and "input" not in detail:
                 detail["input"] = _clip(json.dumps(record.get("input"), indent=2), self.limit)
                 if isinstance(record.get("started_at"), str):
