@@ -7,7 +7,7 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +73,19 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
         raise
 
 
-def write_new_dir(target: str, files: Sequence[tuple[str, bytes]]) -> None:
+def write_new_dir(
+    target: str, files: Sequence[tuple[str, bytes]], fill: Callable[[str], None] | None = None
+) -> None:
     """Create the directory ``target`` (an absolute path with ``/`` separators) holding ``files``
     (``(name, bytes)`` pairs) all at once.
 
     The files are written into a temporary sibling directory, which is then renamed to
     ``target``: a reader sees no directory or a complete one, never a half-written file. That
     costs one rename per directory instead of one per file (a rename is about as dear as a file
-    creation on ext4). Missing parent directories are created. If ``target`` already exists with
-    something in it, the files are written into it one by one, each atomically."""
+    creation on ext4). Missing parent directories are created. ``fill(directory)``, if given,
+    adds more to the directory first (a re-run's hard links). If ``target`` already exists with
+    something in it, ``fill`` runs on it and the files are written into it one by one, each
+    atomically, in order (so the last one, a ``result.json``, lands last)."""
     head, _, name = target.rpartition("/")
     tmp = f"{head}/.{name}.{_PID}.{next(_SEQUENCE)}.tmp"
     try:
@@ -90,6 +94,8 @@ def write_new_dir(target: str, files: Sequence[tuple[str, bytes]]) -> None:
         os.makedirs(head, exist_ok=True)
         os.mkdir(tmp)
     try:
+        if fill is not None:
+            fill(tmp)
         for file_name, data in files:
             fd = os.open(f"{tmp}/{file_name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -101,6 +107,8 @@ def write_new_dir(target: str, files: Sequence[tuple[str, bytes]]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
+        if fill is not None:
+            fill(target)
         for file_name, data in files:
             write_bytes_atomic(f"{target}/{file_name}", data)
     except BaseException:

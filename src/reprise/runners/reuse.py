@@ -17,12 +17,9 @@ Without a start path (``resume``), the start is the first element that did not c
 
 from __future__ import annotations
 
-import errno
-import itertools
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +30,7 @@ from reprise.dsl.node import Node
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RerunError, RunSetupError
 from reprise.run.directory import OUTCOME_FILE, RESULT_FILE
-from reprise.run.files import dump_json, write_bytes_atomic
+from reprise.run.files import dump_json, write_new_dir
 from reprise.run.outcome_repo import OutcomeFile
 from reprise.run.previous import PreviousRun, link_tree
 
@@ -353,60 +350,15 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
-# Temporary directory names: unique per process and call, like reprise.run.files'.
-_SEQUENCE = itertools.count()
-_PID = os.getpid()
-
-
-def _after_fork() -> None:
-    global _PID
-    _PID = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork)
-
-
 def _carry_dir(old_dir: str, node_dir: str, result: bytes) -> None:
     """Make ``node_dir`` hold hard links to the files of ``old_dir`` (but its ``result.json``)
-    and ``result`` as its ``result.json``, all at once: everything goes into a temporary
-    sibling directory that is then renamed to ``node_dir``, so a reader (or a resume after a
-    crash) sees no directory or a complete one - the same guarantee as an executed node's
-    directory, at the cost of one rename for the whole directory.
+    and ``result`` as its ``result.json``, all at once, as an executed node's directory is
+    written (:func:`reprise.run.files.write_new_dir`): a reader, or a resume after a crash, sees
+    no directory or a complete one."""
+    def links(directory: str) -> None:
+        link_tree(old_dir, directory, skip=_SKIP_RESULT)
 
-    If ``node_dir`` already exists with something in it, the links go into it directly and
-    ``result.json`` is written last, atomically."""
-    head, _, name = node_dir.rpartition("/")
-    tmp = f"{head}/.{name}.{_PID}.{next(_SEQUENCE)}.tmp"
-    try:
-        os.mkdir(tmp)
-    except FileNotFoundError:
-        os.makedirs(head, exist_ok=True)
-        os.mkdir(tmp)
-    try:
-        link_tree(old_dir, tmp, skip=_SKIP_RESULT)
-        fd = os.open(f"{tmp}/{RESULT_FILE}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            written = os.write(fd, result)
-            if written < len(result):
-                _write_all(fd, result[written:])
-        finally:
-            os.close(fd)
-        os.rename(tmp, node_dir)  # replaces an empty directory, refuses a non-empty one
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-        link_tree(old_dir, node_dir, skip=_SKIP_RESULT)
-        write_bytes_atomic(f"{node_dir}/{RESULT_FILE}", result)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]  # os.write may write less than asked
+    write_new_dir(node_dir, [(RESULT_FILE, result)], fill=links)
 
 
 def _index_segments_ok(path: HierarchyPath, index: DefinitionIndex) -> bool:
