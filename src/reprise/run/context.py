@@ -125,6 +125,8 @@ class RunContext:
         self.outcome_paths: list[str] | None = None
         #: The bytes of the small outcomes among them, for the commit (not read back).
         self.outcome_bytes: dict[str, bytes] = {}
+        #: Those of reused nodes: their outcome is the earlier run's, already in its commit.
+        self.reused_outcome_paths: set[str] = set()
         # Handlers supplying the input of nodes that require it, by node id or path (None: any).
         self._input_handlers: dict[str | None, InputHandler] = {}
 

@@ -400,7 +400,9 @@ class Executor:
             reused = self.reuse.reuse_node(path, node, node_dir)
             if reused is not None:
                 self.counts["reused"] += 1
-                self._outcome_paths.append(str(path))
+                text = str(path)
+                self._outcome_paths.append(text)
+                self.ctx.reused_outcome_paths.add(text)
                 if tel is not None:
                     tel.reused_node(path, node.kind, parent_span, reused[1])
                 return reused[0]
