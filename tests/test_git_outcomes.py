@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import git
 import pytest
 
 from reprise import Computed, FlowDefinition, FlowRunner, Initial, NodeContext, Ref, RunContext, RunFailedError
-from reprise.run.outcome_repo import OutcomeSettings
+from reprise.run.outcome_repo import OutcomeSettings, OutcomeStream
 
 pytestmark = pytest.mark.anyio
 
@@ -227,3 +230,94 @@ async def test_a_reruns_tree_holds_only_its_own_outcomes_not_its_parents(tmp_pat
     assert blobs(first.run_id) == ["root/load/outcome.json", "root/sign/then/pos/outcome.json"]
     assert blobs(again.run_id) == ["root/load/outcome.json", "root/sign/else/neg/outcome.json"]
     assert repo.commit(f"run/{again.run_id}").parents[0].hexsha == repo.commit(f"run/{first.run_id}").hexsha
+
+
+def _chain(n: int, size: int = 0) -> FlowDefinition:
+    def step(k: int) -> str:
+        return f"{k:0{size}d}" if size else str(k)
+
+    flow = FlowDefinition()
+    for i in range(n):
+        flow.node(f"n{i}", step, inputs={"k": i})
+    return flow
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="reads Linux's per-process I/O counters")
+async def test_outcomes_reach_git_while_the_run_goes_on(tmp_path: Path) -> None:
+    # 120 outcomes of ~600 bytes: more than one chunk, so fast-import gets blobs mid-run.
+    ctx = RunContext("root", tmp_path)
+    read_by_git: list[int] = []
+
+    def watch() -> str:
+        stream = ctx.outcome_stream
+        assert stream is not None, "the commit should have been started with the run"
+        # What fast-import has read from us so far (Linux's per-process I/O counters): wait,
+        # bounded, for the first chunk of blobs.
+        io = Path(f"/proc/{stream._proc.pid}/io")
+        deadline = time.monotonic() + 10
+        read = 0
+        while time.monotonic() < deadline:
+            read = int(io.read_text().split("rchar:")[1].split()[0])
+            if read > 30_000:
+                break
+            time.sleep(0.01)
+        read_by_git.append(read)
+        return "watched"
+
+    flow = _chain(120, size=600).node("watch", watch)
+    result = await FlowRunner(flow, ctx).run()
+    assert read_by_git and read_by_git[0] > 30_000, "no blob reached git before the run ended"
+    commit = repo_of(tmp_path).commit(f"run/{result.run_id}")
+    blobs = {b.path: b.data_stream.read() for b in commit.tree.traverse() if b.type == "blob"}
+    assert len(blobs) == 121
+    assert blobs["root/n7/outcome.json"] == (result.run_dir / "root/n7/outcome.json").read_bytes()
+    assert blobs["root/watch/outcome.json"].strip() == b'"watched"'
+
+
+async def test_a_reruns_commit_keeps_reused_outcomes_from_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await FlowRunner(_chain(40), RunContext("root", tmp_path)).run()
+    sent: list[bytes] = []
+    original = OutcomeStream._commit_stream
+
+    def recording(self: OutcomeStream, *args: Any) -> tuple[bytes, int]:
+        stream, mark = original(self, *args)
+        sent.append(stream)
+        return stream, mark
+
+    monkeypatch.setattr(OutcomeStream, "_commit_stream", recording)
+    again = await FlowRunner(
+        _chain(40), RunContext("root", tmp_path, previous_run_id=first.run_id, start_hierarchy_path="root.n39")
+    ).run()
+    assert again.executed == 1 and again.reused == 39
+    # Only the executed outcome is named; the 39 reused ones stay from the parent's tree.
+    (stream,) = sent
+    assert b"root/n39/outcome.json" in stream
+    assert b"root/n0/outcome.json" not in stream and b"root/n38/outcome.json" not in stream
+    repo = repo_of(tmp_path)
+    c1, c2 = repo.commit(f"run/{first.run_id}"), repo.commit(f"run/{again.run_id}")
+    assert c2.parents == (c1,)
+    assert c2.tree.hexsha == c1.tree.hexsha  # the same outcomes, byte for byte
+    subprocess.run(["git", "--git-dir", repo.git_dir, "fsck", "--strict"], check=True, capture_output=True)
+
+
+async def test_a_broken_commit_stream_is_replaced_by_a_fresh_commit(tmp_path: Path) -> None:
+    ctx = RunContext("root", tmp_path)
+
+    def kill_git() -> str:
+        stream = ctx.outcome_stream
+        assert stream is not None
+        stream._proc.kill()
+        stream._proc.wait()
+        return "killed"
+
+    flow = _chain(3).node("kill", kill_git)
+    flow.node("after", lambda: "after")
+    result = await FlowRunner(flow, ctx).run()
+    meta = json.loads((result.run_dir / ".trace/metadata.json").read_text())
+    assert "outcome_commit_error" not in meta
+    commit = repo_of(tmp_path).commit(f"run/{result.run_id}")
+    assert meta["outcome_commit"] == commit.hexsha
+    blobs = sorted(b.path for b in commit.tree.traverse() if b.type == "blob")
+    assert blobs == [f"root/{n}/outcome.json" for n in ("after", "kill", "n0", "n1", "n2")]

@@ -42,6 +42,7 @@ from reprise.run.outcome_repo import (
     OutcomeFile,
     OutcomeRepository,
     OutcomeSettings,
+    OutcomeStream,
     collect_outcome_files,
     listed_outcome_files,
 )
@@ -127,6 +128,8 @@ class RunContext:
         self.outcome_bytes: dict[str, bytes] = {}
         #: Those of reused nodes: their outcome is the earlier run's, already in its commit.
         self.reused_outcome_paths: set[str] = set()
+        #: The commit in the making, fed outcomes as nodes finish (opened by the executor).
+        self.outcome_stream: OutcomeStream | None = None
         # Handlers supplying the input of nodes that require it, by node id or path (None: any).
         self._input_handlers: dict[str | None, InputHandler] = {}
 
@@ -411,6 +414,7 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
         lines.append(f"start path: {ctx.start_hierarchy_path}")
     if ctx.error_msg:
         lines.append(f"error: {ctx.error_msg}")
+    stream, ctx.outcome_stream = ctx.outcome_stream, None
     try:
         if ctx.outcome_paths is not None:
             files = listed_outcome_files(
@@ -420,7 +424,17 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
             files = collect_outcome_files(
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
             )
-        commit = repo.commit_run(run_dir.run_id, files, message="\n".join(lines), parent_run_id=ctx.previous_run_id)
+        message = "\n".join(lines)
+        commit: str | None = None
+        if stream is not None:
+            try:
+                commit = stream.finish(files, message=message, reused=ctx.reused_outcome_paths)
+            except RunSetupError as exc:
+                # Try once more with a process of its own: this one may have been killed.
+                if ctx.telemetry is not None:
+                    ctx.telemetry.logger.warning("outcome commit stream failed; committing again", error=exc.message)
+        if commit is None:
+            commit = repo.commit_run(run_dir.run_id, files, message=message, parent_run_id=ctx.previous_run_id)
     except (RepriseError, OSError) as exc:
         message = exc.message if isinstance(exc, RepriseError) else str(exc)
         ctx._set_metadata(outcome_commit_error=message)

@@ -7,7 +7,10 @@ previous run's commit as parent, so ``git diff run/A run/B`` shows what changed.
 
 No working tree is ever checked out and no shared index is used: a run's commit is one
 ``git fast-import`` process fed from memory (every blob, tree and commit in a single pack), which
-creates ``run/<run_id>`` when it is done. Run ids are unique under a run root and fast-import
+creates ``run/<run_id>`` when it is done. The executor starts that process with the run and sends
+each outcome as its node finishes (:class:`OutcomeStream`), so git hashes and compresses them on
+another core while the run goes on; a re-run's commit starts from the earlier run's tree and
+names only what changed, keeping the outcomes it reused. Run ids are unique under a run root and fast-import
 refuses to move an existing branch to an unrelated commit, so many processes can commit under
 one run root at the same time without ``index.lock`` failures or lost commits. Commits carry the
 configured author (default ``reprise``), never the machine's git identity, and git reads no
@@ -21,7 +24,7 @@ import fcntl
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,9 +34,18 @@ from reprise.errors import RunSetupError
 if TYPE_CHECKING:
     import git
 
-__all__ = ["OutcomeFile", "OutcomeRepository", "OutcomeSettings", "collect_outcome_files", "listed_outcome_files"]
+__all__ = [
+    "OutcomeFile",
+    "OutcomeRepository",
+    "OutcomeSettings",
+    "OutcomeStream",
+    "collect_outcome_files",
+    "listed_outcome_files",
+]
 
 _MAX_PACKS = 16
+#: Blobs are written to fast-import in chunks of about this size (a pipe holds 64 KiB).
+_STREAM_CHUNK = 32 * 1024
 _MALLOC_TUNABLES = "glibc.malloc.trim_threshold=134217728:glibc.malloc.top_pad=16777216"
 
 
@@ -115,20 +127,23 @@ class OutcomeRepository:
     def _git(self, args: list[str], *, git_dir: str | None, stdin: bytes | None = None) -> str:
         """Run ``git`` with our environment; its standard output, or :class:`RunSetupError`."""
         command = ["git", *([f"--git-dir={git_dir}"] if git_dir else []), *args]
-        env = {**os.environ, **self._env()}
-        # glibc gives memory back after every blob fast-import compresses and takes it again
-        # for the next (8,000 brk calls for 1,000 files): 140 ms instead of 30. Keep it. Ours
-        # first: glibc applies the list in order, so a value the user set for one wins.
-        tunables = env.get("GLIBC_TUNABLES")
-        env["GLIBC_TUNABLES"] = _MALLOC_TUNABLES + (f":{tunables}" if tunables else "")
         try:
-            done = subprocess.run(command, input=stdin, capture_output=True, env=env)
+            done = subprocess.run(command, input=stdin, capture_output=True, env=self._command_env())
         except OSError as exc:
             raise RunSetupError(f"cannot run git for the outcome repository {self.path}: {exc}") from exc
         if done.returncode != 0:
             err = done.stderr.decode(errors="replace").strip()
             raise RunSetupError(f"git {args[0]} failed in {self.path}: {err or f'exit status {done.returncode}'}")
         return done.stdout.decode(errors="replace")
+
+    def _command_env(self) -> dict[str, str]:
+        env = {**os.environ, **self._env()}
+        # glibc gives memory back after every blob fast-import compresses and takes it again
+        # for the next (8,000 brk calls for 1,000 files): 140 ms instead of 30. Keep it. Ours
+        # first: glibc applies the list in order, so a value the user set for one wins.
+        tunables = env.get("GLIBC_TUNABLES")
+        env["GLIBC_TUNABLES"] = _MALLOC_TUNABLES + (f":{tunables}" if tunables else "")
+        return env
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -176,6 +191,16 @@ class OutcomeRepository:
         return rows
 
     # -- writing ---------------------------------------------------------------------------
+    def open_stream(
+        self, run_id: str, parent_run_id: str | None = None, *, keep_from_parent: bool = False
+    ) -> OutcomeStream:
+        """Start the ``git fast-import`` that will commit ``run/<run_id>``; feed it outcomes as
+        they are written (:meth:`OutcomeStream.add`) and commit with
+        :meth:`OutcomeStream.finish`. ``keep_from_parent``: the run will reuse outcomes of
+        ``parent_run_id``, which the commit can then keep from the parent's tree instead of
+        sending them again (the parent's file list is read by a ``git ls-tree`` started now)."""
+        return OutcomeStream(self, run_id, parent_run_id, keep_from_parent=keep_from_parent)
+
     def commit_run(
         self,
         run_id: str,
@@ -190,66 +215,35 @@ class OutcomeRepository:
         a single pack (thousands of loose objects cost ~0.7 ms each here; a pack costs a fraction
         of that) and creates the branch at the end; it reports the commit through ``get-mark``.
         A file listed in ``files`` that no longer exists is left out."""
-        git_dir = self.git_dir()
-        parent = self.head_of(parent_run_id) if parent_run_id else None
-        stream, last_mark = self._stream(f"refs/heads/{self.branch(run_id)}", files, message, parent)
-        try:
-            # unpackLimit=1: always keep the one pack. Below git's default (100 objects) it would
-            # explode it into a loose file per object; packs are folded by _maybe_compact.
-            out = self._git(
-                ["-c", "fastimport.unpackLimit=1", "fast-import", "--quiet", "--done"], git_dir=git_dir, stdin=stream
-            )
-        except RunSetupError as exc:
-            raise RunSetupError(f"cannot commit outcomes of {run_id}: {exc.message}") from None
-        commit = out.strip().rsplit("\n", 1)[-1]
-        if len(commit) < 40:
-            raise RunSetupError(f"git fast-import did not report commit :{last_mark} for {run_id}")
-        self._maybe_compact(git_dir)
+        stream = self.open_stream(run_id, parent_run_id)
+        commit = stream.finish(files, message=message)
+        if commit is None:
+            raise RunSetupError(f"cannot commit outcomes of {run_id}: git fast-import stopped ({stream.broken})")
         return commit
 
-    def _stream(
-        self, ref: str, files: Sequence[OutcomeFile], message: str, parent: str | None
-    ) -> tuple[bytes, int]:
-        """The fast-import stream, and the mark of the final commit."""
-        s = self.settings
-        ident = f"{s.author_name} <{s.author_email}> {int(time.time())} +0000\n".encode()
-        mark = 0
-        out: list[bytes] = []
+    def _commit_of(self, git_dir: str, run_id: str) -> str | None:
+        """The tip of ``run/<run_id>``: read from its loose ref (fast-import writes those), or
+        asked of git when the ref is packed."""
+        try:
+            with open(os.path.join(git_dir, "refs", "heads", "run", run_id), "rb") as fh:
+                sha = fh.read().strip().decode()
+            if len(sha) == 40:
+                return sha
+        except (OSError, UnicodeDecodeError):
+            pass
+        return self.head_of(run_id)
 
-        def commit(msg: str, entries: Iterable[OutcomeFile]) -> None:
-            nonlocal mark, parent
-            mark += 1
-            body = msg.encode()
-            out.append(f"commit {ref}\nmark :{mark}\n".encode())
-            out.append(b"author " + ident + b"committer " + ident)
-            out.append(b"data %d\n" % len(body) + body + b"\n")
-            if parent is not None:
-                # A commit starts from its parent's tree: clear it, so the re-run's tree holds
-                # exactly its own outcomes (not, say, a branch the earlier run took).
-                out.append(f"from {parent}\ndeleteall\n".encode())
-                parent = None  # later commits follow the branch's own tip in this stream
-            for f in entries:
-                if "\n" in f.repo_path or f.repo_path.startswith('"'):
-                    raise RunSetupError(f"cannot commit a file named {f.repo_path!r}")
-                data = f.data
-                if data is None:
-                    try:
-                        with open(f.source, "rb") as fh:
-                            data = fh.read()
-                    except FileNotFoundError:
-                        continue
-                out.append(b"M 100644 inline %s\ndata %d\n" % (f.repo_path.encode(), len(data)))
-                out.append(data)
-                out.append(b"\n")
-
-        if s.commit_per_node:
-            for node_path, group in _by_node(files):
-                commit(f"node {node_path}", group)
-            commit(message, ())
-        else:
-            commit(message, files)
-        out.append(b"get-mark :%d\ndone\n" % mark)
-        return b"".join(out), mark
+    def _popen(self, args: list[str], git_dir: str, *, stdin: bool) -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                ["git", f"--git-dir={git_dir}", *args],
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._command_env(),
+            )
+        except OSError as exc:
+            raise RunSetupError(f"cannot run git for the outcome repository {self.path}: {exc}") from exc
 
     def _maybe_compact(self, git_dir: str) -> None:
         """Each commit adds one pack; fold them once there are many, so lookups (diffs, re-run
@@ -273,6 +267,193 @@ class OutcomeRepository:
                     self._git(["repack", "-A", "-d", "-q"], git_dir=git_dir)
                 except RunSetupError:
                     pass
+
+
+class OutcomeStream:
+    """One run's commit in the making: a ``git fast-import`` process started when the run starts.
+
+    Outcomes are sent to it as blobs while the run goes on (:meth:`add`, buffered and written in
+    chunks), so git hashes and compresses them on another core instead of after the last node;
+    :meth:`finish` then sends the commit, which only names them. Nothing is visible in the
+    repository before the commit: fast-import creates ``run/<run_id>`` when the stream ends
+    well. If the process dies on the way (or the run's process does), the blobs it had are left
+    unreferenced in a pack, for ``git gc``.
+
+    A stream whose process broke is reported by :meth:`finish` as ``None``: the caller then
+    commits the files afresh (:meth:`OutcomeRepository.commit_run`)."""
+
+    def __init__(
+        self, repo: OutcomeRepository, run_id: str, parent_run_id: str | None, *, keep_from_parent: bool
+    ) -> None:
+        self.repo = repo
+        self.run_id = run_id
+        self._git_dir = git_dir = repo.git_dir()
+        self._parent = repo._commit_of(git_dir, parent_run_id) if parent_run_id else None
+        self._marks: dict[str, int] = {}
+        self._mark = 0
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._broken: str | None = None
+        self._finished = False
+        # The parent's file list, when the run reuses its outcomes: read concurrently with the run.
+        self._listing = (
+            repo._popen(["ls-tree", "-r", "-z", "--name-only", self._parent], git_dir, stdin=False)
+            if keep_from_parent and self._parent is not None
+            else None
+        )
+        # unpackLimit=1: always keep the one pack. Below git's default (100 objects) it would
+        # explode it into a loose file per object; packs are folded by _maybe_compact.
+        self._proc = repo._popen(["-c", "fastimport.unpackLimit=1", "fast-import", "--quiet"], git_dir, stdin=True)
+
+    def add(self, repo_path: str, data: bytes) -> None:
+        """Send ``data`` as the blob of ``repo_path`` (committed by :meth:`finish` if ``repo_path``
+        is among its files). Cheap: the bytes are buffered and written in chunks."""
+        self._mark += 1
+        self._marks[repo_path] = self._mark
+        self._buffer.append(b"blob\nmark :%d\ndata %d\n" % (self._mark, len(data)))
+        self._buffer.append(data)
+        self._buffer.append(b"\n")
+        self._buffered += len(data) + 32
+        if self._buffered >= _STREAM_CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        chunk = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        if self._broken is not None:
+            return
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(chunk)
+            stdin.flush()
+        except OSError as exc:  # the process is gone (BrokenPipeError): finish() falls back
+            self._broken = str(exc)
+
+    def finish(self, files: Sequence[OutcomeFile], *, message: str, reused: Collection[str] = ()) -> str | None:
+        """Commit ``files`` as the tree of ``run/<run_id>``; the commit's id, or ``None`` if the
+        process broke before (nothing was committed: commit again with
+        :meth:`OutcomeRepository.commit_run`).
+
+        A file sent by :meth:`add` is named by its mark; any other is sent now (``data``, or read
+        from ``source``; one that no longer exists is left out). A file of a node in ``reused``
+        (hierarchy paths) that the parent's tree has at the same place is kept from that tree."""
+        if self._finished:
+            raise RunSetupError(f"the outcome commit of {self.run_id} was already made")
+        self._finished = True
+        repo = self.repo
+        stream, last_mark = self._commit_stream(files, message, reused)
+        if self._broken is not None:
+            self.abort()
+            return None
+        try:
+            out, err = self._proc.communicate(stream)
+        except OSError as exc:
+            self.abort()
+            self._broken = str(exc)
+            return None
+        if self._proc.returncode != 0:
+            text = err.decode(errors="replace").strip() or f"exit status {self._proc.returncode}"
+            raise RunSetupError(
+                f"cannot commit outcomes of {self.run_id}: git fast-import failed in {repo.path}: {text}"
+            )
+        commit = out.decode(errors="replace").strip().rsplit("\n", 1)[-1]
+        if len(commit) < 40:
+            raise RunSetupError(f"git fast-import did not report commit :{last_mark} for {self.run_id}")
+        repo._maybe_compact(self._git_dir)
+        return commit
+
+    @property
+    def broken(self) -> str | None:
+        """Why the process could not be written to, if it could not."""
+        return self._broken
+
+    def abort(self) -> None:
+        """Stop the process without committing (nothing becomes visible in the repository)."""
+        self._finished = True
+        for proc in (self._proc, self._listing):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+    def _parent_files(self) -> set[str] | None:
+        """The parent's file paths, or ``None`` when they could not be listed."""
+        listing = self._listing
+        if listing is None:
+            return None
+        out, _ = listing.communicate()
+        if listing.returncode != 0:
+            return None
+        try:
+            names = {name for name in out.decode().split("\0") if name}
+        except UnicodeDecodeError:
+            return None
+        if any("\n" in n or n.startswith('"') for n in names):
+            return None  # not expressible unquoted in a D command: clear the tree instead
+        return names
+
+    def _commit_stream(
+        self, files: Sequence[OutcomeFile], message: str, reused: Collection[str]
+    ) -> tuple[bytes, int]:
+        """The rest of the fast-import stream (buffered blobs, commits), and the final mark."""
+        s = self.repo.settings
+        ref = f"refs/heads/{OutcomeRepository.branch(self.run_id)}"
+        ident = f"{s.author_name} <{s.author_email}> {int(time.time())} +0000\n".encode()
+        out = self._buffer
+        mark = self._mark
+        parent = self._parent
+        kept = self._parent_files() if parent is not None and reused else None
+        marks = self._marks
+        first = True
+
+        def commit(msg: str, entries: Iterable[OutcomeFile]) -> None:
+            nonlocal mark, first
+            mark += 1
+            body = msg.encode()
+            out.append(f"commit {ref}\nmark :{mark}\n".encode())
+            out.append(b"author " + ident + b"committer " + ident)
+            out.append(b"data %d\n" % len(body) + body + b"\n")
+            if first and parent is not None:
+                # A commit starts from its parent's tree. Its tree must hold exactly this run's
+                # outcomes (not, say, those of a branch the earlier run took): clear it, or,
+                # when the parent's files are known, delete just those this run does not have.
+                out.append(f"from {parent}\n".encode())
+                if kept is None:
+                    out.append(b"deleteall\n")
+                else:
+                    ours = {f.repo_path for f in files}
+                    out.extend(b"D %s\n" % name.encode() for name in sorted(kept - ours))
+            first = False
+            for f in entries:
+                path = f.repo_path
+                if "\n" in path or path.startswith('"'):
+                    raise RunSetupError(f"cannot commit a file named {path!r}")
+                if kept is not None and f.node_path in reused and path in kept:
+                    continue  # the parent's tree has this reused outcome already
+                blob = marks.get(path)
+                if blob is not None:
+                    out.append(b"M 100644 :%d %s\n" % (blob, path.encode()))
+                    continue
+                data = f.data
+                if data is None:
+                    try:
+                        with open(f.source, "rb") as fh:
+                            data = fh.read()
+                    except FileNotFoundError:
+                        continue
+                out.append(b"M 100644 inline %s\ndata %d\n" % (path.encode(), len(data)))
+                out.append(data)
+                out.append(b"\n")
+
+        if s.commit_per_node:
+            for node_path, group in _by_node(files):
+                commit(f"node {node_path}", group)
+            commit(message, ())
+        else:
+            commit(message, files)
+        out.append(b"get-mark :%d\ndone\n" % mark)
+        return b"".join(out), mark
 
 
 def _by_node(files: Sequence[OutcomeFile]) -> list[tuple[str, list[OutcomeFile]]]:

@@ -42,6 +42,7 @@ from reprise.tracking import enter_scope, exit_scope
 
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
+    from reprise.run.outcome_repo import OutcomeStream
     from reprise.runners.reuse import ReusePlan
 
 __all__ = ["Executor"]
@@ -110,6 +111,7 @@ class Executor:
             ctx.outcome_paths = []
         self._outcome_paths: list[str] = ctx.outcome_paths
         self._kept_bytes = 0
+        self._stream: OutcomeStream | None = None
 
     async def run_root(self) -> Any:
         """Execute the root component; returns its outcome."""
@@ -119,12 +121,30 @@ class Executor:
         frame = top.child(path.name)
         root_span = self.tel.root_span if self.tel is not None else None
         self._journal = journal = NodeJournal(self.run_dir.trace_dir)
+        self._open_outcome_stream()
         try:
             return await self._container_element(
                 root, path, path.name, frame, root.component_type, root_span, in_loop=False
             )
         finally:
             journal.close()
+
+    def _open_outcome_stream(self) -> None:
+        """Start the outcome commit now, so git takes each outcome as its node finishes, on
+        another core, rather than all of them after the last node. Not for per-node commits, or
+        without a repository; if git cannot start, the run's end commits as before (and reports
+        why it cannot)."""
+        ctx = self.ctx
+        repo = ctx.outcome_repository
+        if repo is None or repo.settings.commit_per_node or ctx.outcome_stream is not None:
+            return
+        try:
+            ctx.outcome_stream = repo.open_stream(
+                self.run_dir.run_id, ctx.previous_run_id, keep_from_parent=self.reuse is not None
+            )
+        except (RepriseError, OSError):
+            ctx.outcome_stream = None
+        self._stream = ctx.outcome_stream
 
     # -- containers ------------------------------------------------------------------------
     async def _run_body(
@@ -512,6 +532,8 @@ class Executor:
                 files.append((OUTCOME_FILE, outcome_json))
                 text = str(path)
                 self._outcome_paths.append(text)
+                if self._stream is not None:
+                    self._stream.add(f"{path.relpath}/{OUTCOME_FILE}", outcome_json)
                 # Kept for the commit, so it need not read the file back (~6 µs a node); only
                 # small ones, and a bounded total: a long loop must not hold every outcome twice.
                 if len(outcome_json) <= _KEEP_OUTCOME_BYTES and self._kept_bytes < _KEEP_OUTCOMES_TOTAL:
