@@ -44,8 +44,10 @@ __all__ = [
 ]
 
 _MAX_PACKS = 16
-#: Blobs are written to fast-import in chunks of about this size (a pipe holds 64 KiB).
-_STREAM_CHUNK = 32 * 1024
+#: Blobs are written to fast-import in chunks of about this size (a pipe holds 64 KiB), or of
+#: this many blobs: often enough that git works while the run goes on (a write costs a few µs).
+_STREAM_CHUNK = 16 * 1024
+_STREAM_BLOBS = 16
 _MALLOC_TUNABLES = "glibc.malloc.trim_threshold=134217728:glibc.malloc.top_pad=16777216"
 
 
@@ -314,7 +316,7 @@ class OutcomeStream:
         self._buffer.append(data)
         self._buffer.append(b"\n")
         self._buffered += len(data) + 32
-        if self._buffered >= _STREAM_CHUNK:
+        if self._buffered >= _STREAM_CHUNK or self._mark % _STREAM_BLOBS == 0:
             self._flush()
 
     def _flush(self) -> None:
