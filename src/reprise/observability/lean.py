@@ -179,10 +179,11 @@ class LeanSpanWriter:
             if origin_kv is None:
                 origin_kv = origins[origin] = kv("reprise.origin_run_id", origin)
             now = time_ns()
+            quoted = quote_json(text)
             lines.append(
-                f'{head}{_random_id(64):016x}{front}{quote_json("node " + text)},"kind":1'
+                f'{head}{getrandbits(64) or _random_id(64):016x}{front}"node {quoted[1:]},"kind":1'
                 f',"startTimeUnixNano":"{now}","endTimeUnixNano":"{now}","attributes":[{run_kv}'
-                f',{{"key":"reprise.hierarchy_path","value":{{"stringValue":{quote_json(text)}}}}}'
+                f',{{"key":"reprise.hierarchy_path","value":{{"stringValue":{quoted}}}}}'
                 f",{type_kv},{kind_kv},{after_kind},{origin_kv}{status_tail}"
             )
         return "".join(lines).encode("ascii")

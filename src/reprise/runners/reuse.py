@@ -115,6 +115,9 @@ class ReusePlan:
         self._recorded = previous_outcomes is not None and (
             self._previous_reused is not None or not self._previous_rerun
         )
+        self._previous_outcomes = previous_outcomes if previous_outcomes is not None else RunOutcomes({}, set(), set())
+        #: Where a node the earlier run executed is: there.
+        self._here = ReusedNode(previous.run_id, previous.run_id)
         #: ``outcomes.json`` of the runs holding reused directories, read once each.
         self._held: dict[str, RunOutcomes | None] = {previous.run_id: previous_outcomes}
         #: The new run (set by :meth:`attach`).
@@ -122,6 +125,8 @@ class ReusePlan:
         self._run_id = ""
         #: What this run reused: paths by (run holding the directory, origin run).
         self.groups: dict[tuple[str, str], list[str]] = {}
+        self._group_of: dict[int, list[str]] = {}
+        self._group_keep: list[ReusedNode] = []  # keeps the ids of _group_of valid
         #: Nodes reused as copies (their directory is this run's), and their small outcomes.
         self.copied: list[str] = []
         self.copied_bytes: dict[str, bytes] = {}
@@ -281,6 +286,8 @@ class ReusePlan:
         elements = body.elements
         if n < len(start) and start[:n] == parts:
             rule = self._rule(parts, start[n])
+            if isinstance(rule, tuple) and rule[0] is body:
+                return min(rule[1], len(elements))  # positions in the body are its indexes
             k = 0
             while k < len(elements) and _applies(rule, elements[k].id):
                 k += 1
@@ -325,31 +332,58 @@ class ReusePlan:
         1,000-node chain), so it is dictionary look-ups into what the earlier runs recorded and
         one ``symlink``: no file of the node is read. ``node_dir``: where the link goes, if not
         at its place in the new run (``None``)."""
-        where = self._where(text, rel)
-        if where is None:
-            return None
+        where: ReusedNode | None
+        if self._recorded:
+            # The usual case, inlined: two dictionary look-ups.
+            where = self._previous_reused.get(text) if self._previous_reused is not None else None
+            if where is None:
+                if not self._previous_outcomes.completed(text):
+                    return None
+                where = self._here
+        else:
+            where = self._where(text, rel)
+            if where is None:
+                return None
         dir_run = where.dir_run_id
+        held = self._held[dir_run] if dir_run in self._held else self._held_outcomes(dir_run)
         try:
-            outcome = self._outcome(dir_run, text, rel, node)
+            if held is not None and text in held.values:
+                outcome = node.load_outcome(held.values[text])
+            else:
+                outcome = self._outcome(dir_run, text, rel, node)
         except FileNotFoundError:
             return None  # the run holding it lost the node's directory: execute it
+        except RepriseError:
+            raise
+        except Exception as exc:
+            raise self._unfit(text, node, exc) from exc
         if node_dir is None:
             node_dir = f"{self._base}/{rel}"
             target = link_text(depth, dir_run, rel)
         else:
             target = os.path.relpath(f"{self._root}/{dir_run}/{rel}", os.path.dirname(node_dir))
         try:
-            _symlink(target, node_dir)
+            try:
+                os.symlink(target, node_dir)
+            except FileNotFoundError:
+                # The executor makes composite directories as they start; a caller may not have.
+                os.makedirs(os.path.dirname(node_dir), exist_ok=True)
+                os.symlink(target, node_dir)
         except OSError:
             # Something is there already, or the file system has no symbolic links: a copy.
             result = self._copy_from(text, rel, node, node_dir, dir_run)
             if result is None:
                 return None
             return result[0], ReusedNode(self._run_id, str(result[1]["origin_run_id"]))
-        held = self._held_outcomes(dir_run)
         if held is None or text in held.declared:
             self._carry_declared(text, f"{self._root}/{dir_run}/{rel}", node_dir)
-        self.groups.setdefault((dir_run, where.origin_run_id), []).append(text)
+        # The paths of one group share its ReusedNode: found by identity, not by hashing it.
+        group = self._group_of.get(id(where))
+        if group is None:
+            group = self.groups.setdefault((dir_run, where.origin_run_id), [])
+            self._group_of[id(where)] = group
+            self._group_keep.append(where)
+        group.append(text)
         return outcome, where
 
     def _where(self, text: str, rel: str) -> ReusedNode | None:
@@ -360,9 +394,7 @@ class ReusePlan:
                 where = self._previous_reused.get(text)
                 if where is not None:
                     return where
-            held = self._held[self._previous_id]
-            assert held is not None
-            return ReusedNode(self._previous_id, self._previous_id) if held.completed(text) else None
+            return self._here if self._previous_outcomes.completed(text) else None
         # The earlier run recorded nothing (it crashed): its node files tell, one by one.
         dir_run = self._dir_run(text, rel)
         try:
@@ -406,10 +438,13 @@ class ReusePlan:
         try:
             return node.load_outcome(data)
         except Exception as exc:
-            raise RepriseError(
-                f"cannot reuse the outcome from run {self._previous_id}: it no longer fits {node.name} ({exc})",
-                path=text,
-            ) from exc
+            raise self._unfit(text, node, exc) from exc
+
+    def _unfit(self, text: str, node: Node, exc: Exception) -> RepriseError:
+        return RepriseError(
+            f"cannot reuse the outcome from run {self._previous_id}: it no longer fits {node.name} ({exc})",
+            path=text,
+        )
 
     def _carry_declared(self, text: str, real_dir: str, node_dir: str) -> None:
         """Declared outcome files of a linked node, for the commit (they are in its directory,
@@ -501,15 +536,6 @@ class ReusePlan:
             if source.is_relative_to(old_dir):
                 source = node_dir / source.relative_to(old_dir)
             self._declared.append(OutcomeFile(source, entry["repo_path"], node_path))
-
-
-def _symlink(target: str, node_dir: str) -> None:
-    try:
-        os.symlink(target, node_dir)
-    except FileNotFoundError:
-        # The executor makes composite directories as they start; a caller may not have.
-        os.makedirs(os.path.dirname(node_dir), exist_ok=True)
-        os.symlink(target, node_dir)
 
 
 # -- the file work of a reused node, on plain os calls --------------------------------------
