@@ -31,9 +31,22 @@ from reprise import (
     RunStatus,
     Var,
 )
-from reprise.run.previous import ancestors
+from reprise.dsl.paths import HierarchyPath
+from reprise.run.directory import RunDirectory
+from reprise.run.previous import PreviousRun, ancestors
 
 pytestmark = pytest.mark.anyio
+
+#: Every re-run test runs with both layouts of reused nodes (docs/reruns.md).
+MODES = pytest.mark.parametrize("mode", ["link", "copy"])
+
+
+def result_of(run_dir: Path, path: str) -> dict[str, Any]:
+    """An element's result as readers see it: in a link-mode re-run, a reused node's
+    result.json (read through its link) overlaid with this run's reuse fields."""
+    result = PreviousRun(RunDirectory(run_dir)).result(HierarchyPath(path))
+    assert result is not None, path
+    return result
 
 
 class Calls:
@@ -79,12 +92,13 @@ async def first_run(calls: Calls, tmp_path: Path, flow: FlowDefinition, **kw: An
     return await FlowRunner(flow, ctx).run()
 
 
-async def test_rerun_from_middle_node_reuses_everything_before(tmp_path: Path) -> None:
+@MODES
+async def test_rerun_from_middle_node_reuses_everything_before(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = chain_flow(calls)
     r1 = await first_run(calls, tmp_path, flow)
     calls.reset()
-    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.sub.s2")
+    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.sub.s2", reused_nodes=mode)
     r2 = await FlowRunner(flow, ctx).run()
 
     assert r2.status is RunStatus.COMPLETED
@@ -93,31 +107,37 @@ async def test_rerun_from_middle_node_reuses_everything_before(tmp_path: Path) -
     assert calls.counter == Counter({"s2": 1, "double": 3, "c": 1})
     assert r2.outcomes == r1.outcomes
     assert r2.reused == 3
-    reused = json.loads((r2.run_dir / "root/sub/s1/result.json").read_text())
-    assert reused["reused"] is True and reused["reused_from"] == r1.run_id
+    reused = result_of(r2.run_dir, "root.sub.s1")
+    assert reused["reused"] is True and reused["reused_from"] == reused["origin_run_id"] == r1.run_id
     again = json.loads((r2.run_dir / "root/sub/s2/result.json").read_text())
     assert again["reused"] is False
-    # Reused outcomes are hard links to the earlier run's files.
+    # Reused outcomes are the earlier run's files: through a link, or hard links.
     assert os.stat(r2.run_dir / "root/a/outcome.json").st_ino == os.stat(r1.run_dir / "root/a/outcome.json").st_ino
+    assert os.path.islink(r2.run_dir / "root/a") is (mode == "link")
     meta = json.loads((r2.run_dir / ".trace/metadata.json").read_text())
     assert meta["previous_run_id"] == r1.run_id and meta["start_hierarchy_path"] == "root.sub.s2"
+    assert meta["reused_nodes"] == mode
 
 
-async def test_rerun_inside_loop_iteration(tmp_path: Path) -> None:
+@MODES
+async def test_rerun_inside_loop_iteration(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = chain_flow(calls)
     r1 = await first_run(calls, tmp_path, flow)
     calls.reset()
-    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.loop.1.double")
+    ctx = RunContext(
+        "root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.loop.1.double", reused_nodes=mode
+    )
     r2 = await FlowRunner(flow, ctx).run()
     # Iteration 0 reused, iterations 1 and 2 executed, then c.
     assert calls.counter == Counter({"double": 2, "c": 1})
-    assert json.loads((r2.run_dir / "root/loop/0/double/result.json").read_text())["reused"] is True
+    assert result_of(r2.run_dir, "root.loop.0.double")["reused"] is True
     assert json.loads((r2.run_dir / "root/loop/1/double/result.json").read_text())["reused"] is False
     assert r2.outcomes["root.loop"] == r1.outcomes["root.loop"] == [1, 2, 3]
 
 
-async def test_rerun_in_parallel_branch_reuses_sibling_branches(tmp_path: Path) -> None:
+@MODES
+async def test_rerun_in_parallel_branch_reuses_sibling_branches(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = (
         FlowDefinition()
@@ -136,14 +156,18 @@ async def test_rerun_in_parallel_branch_reuses_sibling_branches(tmp_path: Path) 
     r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
     calls.reset()
     r2 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.par.left.l2")
+        flow,
+        RunContext(
+            "root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.par.left.l2", reused_nodes=mode
+        ),
     ).run()
     assert calls.counter == Counter({"l2": 1, "z": 1})
-    assert json.loads((r2.run_dir / "root/par/right/r1/result.json").read_text())["reused"] is True
+    assert result_of(r2.run_dir, "root.par.right.r1")["reused"] is True
     assert r2.outcomes == r1.outcomes
 
 
-async def test_conditional_is_evaluated_again_against_reused_outcomes(tmp_path: Path) -> None:
+@MODES
+async def test_conditional_is_evaluated_again_against_reused_outcomes(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = (
         FlowDefinition()
@@ -160,12 +184,12 @@ async def test_conditional_is_evaluated_again_against_reused_outcomes(tmp_path: 
     assert calls.counter["big"] == 1
     calls.reset()
     r2 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.z")
+        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.z", reused_nodes=mode)
     ).run()
     # The condition saw the reused outcome of a (2 > 1) and took the same branch, reusing 'big'.
     assert calls.counter == Counter({"z": 1})
     assert json.loads((r2.run_dir / "root/check/result.json").read_text())["branch"] == "then"
-    assert json.loads((r2.run_dir / "root/check/then/big/result.json").read_text())["reused"] is True
+    assert result_of(r2.run_dir, "root.check.then.big")["reused"] is True
     # A start path in the branch that was not taken is an error, raised before anything runs.
     with pytest.raises(RerunError, match="did not execute"):
         await FlowRunner(
@@ -173,7 +197,8 @@ async def test_conditional_is_evaluated_again_against_reused_outcomes(tmp_path: 
         ).run()
 
 
-async def test_rerun_inside_subagent(tmp_path: Path) -> None:
+@MODES
+async def test_rerun_inside_subagent(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     inner = AgentDefinition().flow(
         "f",
@@ -189,13 +214,17 @@ async def test_rerun_inside_subagent(tmp_path: Path) -> None:
     r1 = await AgentRunner(agent, RunContext("agent", tmp_path)).run()
     calls.reset()
     r2 = await AgentRunner(
-        agent, RunContext("agent", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="agent.helper.f.n2")
+        agent,
+        RunContext(
+            "agent", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="agent.helper.f.n2", reused_nodes=mode
+        ),
     ).run()
     assert calls.counter == Counter({"n2": 1})
     assert r2.outcomes["agent.helper.f.n2"] == 3
 
 
-async def test_static_inputs_and_node_files_carry_over(tmp_path: Path) -> None:
+@MODES
+async def test_static_inputs_and_node_files_carry_over(tmp_path: Path, mode: str) -> None:
     class Greeting(BaseModel):
         name: str
 
@@ -216,7 +245,7 @@ async def test_static_inputs_and_node_files_carry_over(tmp_path: Path) -> None:
     ctx.register_node_static_input("greet", Greeting(name="ada"))
     ctx.register_node_static_input("again", Greeting(name="bob"))
     r1 = await FlowRunner(flow, ctx).run()
-    ctx2 = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.shout")
+    ctx2 = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.shout", reused_nodes=mode)
     ctx2.register_node_static_input("again", Greeting(name="cy"))  # overrides the earlier one
     r2 = await FlowRunner(flow, ctx2).run()
     assert (r2.run_dir / "root/greet/note.txt").read_text() == "hello ada"
@@ -263,7 +292,8 @@ async def test_rerun_errors_are_raised_before_anything_runs(tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
 
 
-async def test_resume_after_failure_starts_at_first_incomplete_node(tmp_path: Path) -> None:
+@MODES
+async def test_resume_after_failure_starts_at_first_incomplete_node(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = chain_flow(calls)
     calls.fail = {"s2"}
@@ -273,7 +303,7 @@ async def test_resume_after_failure_starts_at_first_incomplete_node(tmp_path: Pa
     assert info.value.path == "root.sub.s2"
     calls.fail = set()
     calls.reset()
-    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=failed_id)).run()
+    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=failed_id, reused_nodes=mode)).run()
     assert resumed.status is RunStatus.COMPLETED
     assert calls.counter == Counter({"s2": 1, "double": 3, "c": 1})
     meta = json.loads((resumed.run_dir / ".trace/metadata.json").read_text())
@@ -285,12 +315,13 @@ async def test_resume_after_failure_starts_at_first_incomplete_node(tmp_path: Pa
     assert [m.run_id for m in lineage] == [failed_id]
 
 
-async def test_reused_nodes_are_marked_in_the_trace(tmp_path: Path) -> None:
+@MODES
+async def test_reused_nodes_are_marked_in_the_trace(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = chain_flow(calls)
     r1 = await first_run(calls, tmp_path, flow)
     r2 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c")
+        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c", reused_nodes=mode)
     ).run()
     reused: dict[str, bool] = {}
     for line in (r2.run_dir / ".trace/trace.jsonl").read_text().splitlines():
@@ -327,14 +358,16 @@ CRASH_SCRIPT = textwrap.dedent(
     for i in range(1, 6):
         flow.node(f"n{i}", step(f"n{i}"), inputs={"n": Ref(f"n{i-1}")})
     prev = os.environ.get("PREVIOUS") or None
-    ctx = RunContext("crash", sys.argv[1], initial_inputs={"x": 1}, previous_run_id=prev)
+    mode = os.environ.get("REUSED_NODES") or "link"
+    ctx = RunContext("crash", sys.argv[1], initial_inputs={"x": 1}, previous_run_id=prev, reused_nodes=mode)
     result = FlowRunner(flow, ctx).run_sync()
     print(result.run_id, result.status.value, result.outcomes["crash.n5"])
     """
 )
 
 
-def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path) -> None:
+@MODES
+def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path, mode: str) -> None:
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     log = tmp_path / "calls.log"
@@ -356,7 +389,7 @@ def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path)
     subprocess.run(["git", "--git-dir", git_dir, "fsck", "--strict"], capture_output=True, check=True)
     log.unlink()
 
-    env = {**os.environ, "PREVIOUS": crashed.name}
+    env = {**os.environ, "PREVIOUS": crashed.name, "REUSED_NODES": mode}
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path), str(log)], env=env, capture_output=True, text=True, timeout=60
     )
@@ -377,7 +410,8 @@ def test_sigkill_midway_then_resume_reexecutes_no_completed_node(tmp_path: Path)
     assert proc.stdout.split()[2] == final  # same outcome as an uninterrupted run
 
 
-async def test_resume_after_a_crash_between_two_elements(tmp_path: Path) -> None:
+@MODES
+async def test_resume_after_a_crash_between_two_elements(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = (
         FlowDefinition()
@@ -389,13 +423,17 @@ async def test_resume_after_a_crash_between_two_elements(tmp_path: Path) -> None
     # What a SIGKILL after b finished and before c started leaves behind: no c, no root result.
     shutil.rmtree(r1.run_dir / "root" / "c")
     (r1.run_dir / "root" / "result.json").unlink()
+    (r1.run_dir / ".trace" / "outcomes.json").unlink()  # written when a run ends, never by a crash
     calls.reset()
-    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id)).run()
+    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, reused_nodes=mode)).run()
     assert calls.counter == Counter({"c": 1})
     assert resumed.outcomes == r1.outcomes
 
 
-async def test_resume_after_a_crash_inside_a_loop_runs_the_iterations_that_never_started(tmp_path: Path) -> None:
+@MODES
+async def test_resume_after_a_crash_inside_a_loop_runs_the_iterations_that_never_started(
+    tmp_path: Path, mode: str
+) -> None:
     calls = Calls()
     body = FlowDefinition().node("double", calls.inc("double"), inputs={"n": Var("item")})
     flow = FlowDefinition().for_each("loop", [1, 2, 3, 4], body).node("z", calls.inc("z"), inputs={"n": 0})
@@ -406,15 +444,17 @@ async def test_resume_after_a_crash_inside_a_loop_runs_the_iterations_that_never
         shutil.rmtree(r1.run_dir / "root" / "loop" / str(i))
     shutil.rmtree(r1.run_dir / "root" / "z")
     (r1.run_dir / "root" / "result.json").unlink()
+    (r1.run_dir / ".trace" / "outcomes.json").unlink()
     loop_result = json.loads((r1.run_dir / "root/loop/result.json").read_text())
     (r1.run_dir / "root/loop/result.json").write_text(json.dumps({**loop_result, "status": "running"}))
     calls.reset()
-    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id)).run()
+    resumed = await FlowRunner(flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, reused_nodes=mode)).run()
     assert calls.counter == Counter({"double": 3, "z": 1})
     assert resumed.outcomes["root.loop"] == [2, 3, 4, 5]
 
 
-async def test_branch_named_like_its_parallel_block(tmp_path: Path) -> None:
+@MODES
+async def test_branch_named_like_its_parallel_block(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     branch = (
         FlowDefinition()
@@ -427,21 +467,22 @@ async def test_branch_named_like_its_parallel_block(tmp_path: Path) -> None:
     )
     r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
     calls.reset()
-    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.p.p.y")
+    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.p.p.y", reused_nodes=mode)
     await FlowRunner(flow, ctx).run()
     assert calls.counter == Counter({"y": 1, "w": 1})  # x and the sibling branch reused, w after y ran
 
 
-async def test_rerun_on_a_context_the_caller_set_up_records_what_it_carried_over(tmp_path: Path) -> None:
+@MODES
+async def test_rerun_on_a_context_the_caller_set_up_records_what_it_carried_over(tmp_path: Path, mode: str) -> None:
     calls = Calls()
     flow = chain_flow(calls)
     r1 = await first_run(calls, tmp_path, flow)
-    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c")
+    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c", reused_nodes=mode)
     ctx.setup_run()  # set up before the runner carried the earlier run's inputs over
     r2 = await FlowRunner(flow, ctx).run()
     assert json.loads((r2.run_dir / "static_inputs/initial_inputs.json").read_text()) == {"x": 1}
     # ... so a re-run of the re-run still has its inputs.
     r3 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r2.run_id, start_hierarchy_path="root.a")
+        flow, RunContext("root", tmp_path, previous_run_id=r2.run_id, start_hierarchy_path="root.a", reused_nodes=mode)
     ).run()
     assert r3.outcomes == r1.outcomes

@@ -1,5 +1,6 @@
-"""The fast path of re-runs (issue 7): reused nodes' result.json edited as bytes, node
-directories made in one go, and the outcomes a re-run hands on exactly those of the earlier run.
+"""The fast path of re-runs (issue 7): in copy mode, reused nodes' result.json edited as bytes and
+node directories made in one go; in both modes, the outcomes a re-run hands on exactly those of
+the earlier run. Link-mode specifics are in test_rerun_links.py.
 
 Every test counts node calls, so a reused node that was called instead would fail it."""
 
@@ -31,9 +32,20 @@ from reprise import (
 )
 from reprise.dsl.definition import validate_definition
 from reprise.dsl.paths import HierarchyPath
+from reprise.run.directory import RunDirectory
+from reprise.run.previous import PreviousRun
 from reprise.runners.reuse import ReusePlan
 
 pytestmark = pytest.mark.anyio
+
+MODES = pytest.mark.parametrize("mode", ["link", "copy"])
+
+
+def read_result(run_dir: Path, path: str) -> dict[str, Any]:
+    """An element's result as readers see it (a linked node's overlaid with the reuse)."""
+    result = PreviousRun(RunDirectory(run_dir)).result(HierarchyPath(path))
+    assert result is not None, path
+    return result
 
 
 class Calls:
@@ -84,7 +96,8 @@ async def test_reused_result_is_the_earlier_one_plus_the_reuse_fields_in_order(t
     calls.counter.clear()
 
     r2 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.b")
+        flow,
+        RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.b", reused_nodes="copy"),
     ).run()
     assert calls.counter == Counter({"b": 1})
     new = result_of(r2.run_dir, "root/a")
@@ -94,7 +107,8 @@ async def test_reused_result_is_the_earlier_one_plus_the_reuse_fields_in_order(t
 
     # A re-run of the re-run: reused from r2, but executed in r1.
     r3 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r2.run_id, start_hierarchy_path="root.b")
+        flow,
+        RunContext("root", tmp_path, previous_run_id=r2.run_id, start_hierarchy_path="root.b", reused_nodes="copy"),
     ).run()
     assert calls.counter == Counter({"b": 2})
     again = result_of(r3.run_dir, "root/a")
@@ -128,7 +142,8 @@ async def test_earlier_results_that_did_not_complete_or_are_written_differently(
     calls.counter.clear()
 
     r2 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.d")
+        flow,
+        RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.d", reused_nodes="copy"),
     ).run()
     assert calls.counter == Counter({"b": 1, "c": 1, "d": 1})
     assert r2.reused == 1 and r2.executed == 3
@@ -157,7 +172,8 @@ async def test_node_files_subdirectories_and_symlinks_are_carried_over(tmp_path:
     r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
     calls.counter.clear()
     r2 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.z")
+        flow,
+        RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.z", reused_nodes="copy"),
     ).run()
     assert calls.counter == Counter({"z": 1})
     old, new = r1.run_dir / "root/w", r2.run_dir / "root/w"
@@ -169,7 +185,8 @@ async def test_node_files_subdirectories_and_symlinks_are_carried_over(tmp_path:
     assert leftovers(r2.run_dir) == []
 
 
-async def test_outcomes_handed_on_by_reused_nodes_are_the_real_ones(tmp_path: Path) -> None:
+@MODES
+async def test_outcomes_handed_on_by_reused_nodes_are_the_real_ones(tmp_path: Path, mode: str) -> None:
     """References two levels back, a condition, loop items and the root's own outcome, all fed
     by reused nodes: each sees the earlier run's value (a model as its model)."""
 
@@ -215,7 +232,7 @@ async def test_outcomes_handed_on_by_reused_nodes_are_the_real_ones(tmp_path: Pa
 
     # From c: a and b reused, c gets them as inputs; the condition and the loop items read a.
     r2 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c")
+        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.c", reused_nodes=mode)
     ).run()
     assert calls.counter == Counter({"use_box": 1, "yes": 1, "sq": 3, "l": 1, "r": 1})
     assert seen == [Box(values=[1, 2, 3])] and type(seen[0]) is Box
@@ -228,16 +245,22 @@ async def test_outcomes_handed_on_by_reused_nodes_are_the_real_ones(tmp_path: Pa
     # and part of the root's own outcome - is reused.
     calls.counter.clear()
     r3 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.par.left.l")
+        flow,
+        RunContext(
+            "root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.par.left.l", reused_nodes=mode
+        ),
     ).run()
     assert calls.counter == Counter({"l": 1})
-    assert result_of(r3.run_dir, "root/par/right/r")["reused"] is True
+    assert read_result(r3.run_dir, "root.par.right.r")["reused"] is True
     assert r3.outcome == r1.outcome == {"left": 18, "right": 12}
     assert r3.outcomes == r1.outcomes
     # Iterations before the start inside a loop are reused, and their outcomes make the list.
     calls.counter.clear()
     r4 = await FlowRunner(
-        flow, RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.loop.2.sq")
+        flow,
+        RunContext(
+            "root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.loop.2.sq", reused_nodes=mode
+        ),
     ).run()
     assert calls.counter == Counter({"sq": 1, "l": 1, "r": 1})
     assert r4.outcomes["root.loop"] == [2, 3, 4]
@@ -255,7 +278,7 @@ async def test_reuse_node_makes_the_directory_whether_or_not_it_exists(tmp_path:
     )
     r1 = await FlowRunner(flow, RunContext("root", tmp_path)).run()
     index = validate_definition(flow, "root")
-    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.d")
+    ctx = RunContext("root", tmp_path, previous_run_id=r1.run_id, start_hierarchy_path="root.d", reused_nodes="copy")
     ctx.bind(index)
     plan = ReusePlan.prepare(ctx, index)
     target = tmp_path / "elsewhere"
@@ -304,14 +327,16 @@ CRASH_SCRIPT = textwrap.dedent(
     for i in range(1, 6):
         flow.node(f"n{i}", step(f"n{i}"), inputs={"n": Ref(f"n{i-1}")})
     prev = os.environ.get("PREVIOUS") or None
-    ctx = RunContext("crash", sys.argv[1], initial_inputs={"x": 1}, previous_run_id=prev)
+    mode = os.environ.get("REUSED_NODES") or "link"
+    ctx = RunContext("crash", sys.argv[1], initial_inputs={"x": 1}, previous_run_id=prev, reused_nodes=mode)
     result = FlowRunner(flow, ctx).run_sync()
     print(result.run_id, result.status.value, result.outcomes["crash.n5"])
     """
 )
 
 
-def test_resume_of_a_resume_that_was_killed_reexecutes_no_completed_node(tmp_path: Path) -> None:
+@MODES
+def test_resume_of_a_resume_that_was_killed_reexecutes_no_completed_node(tmp_path: Path, mode: str) -> None:
     """Killed at n3; resumed and killed again at n4 (n0..n2 reused); resumed again: n0..n2 are
     reused from a run that had reused them itself, n3 from the run that executed it."""
     script = tmp_path / "crash.py"
@@ -319,7 +344,7 @@ def test_resume_of_a_resume_that_was_killed_reexecutes_no_completed_node(tmp_pat
     log = tmp_path / "calls.log"
 
     def run(previous: str | None, kill_at: str | None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PREVIOUS": previous or "", "KILL_AT": kill_at or ""}
+        env = {**os.environ, "PREVIOUS": previous or "", "KILL_AT": kill_at or "", "REUSED_NODES": mode}
         return subprocess.run(
             [sys.executable, str(script), str(tmp_path), str(log)], env=env, capture_output=True, text=True, timeout=60
         )
@@ -335,7 +360,10 @@ def test_resume_of_a_resume_that_was_killed_reexecutes_no_completed_node(tmp_pat
     from reprise import RunDirectory
 
     assert RunDirectory(second).status() is RunStatus.CRASHED
-    assert json.loads((second / "crash/n1/result.json").read_text())["reused"] is True
+    # The crashed re-run recorded nothing at its end: readers find its reused nodes all the same.
+    assert not (second / ".trace/reused.json").exists()
+    assert read_result(second, "crash.n1")["reused"] is True
+    assert read_result(second, "crash.n1")["origin_run_id"] == first.name
     log.unlink()
 
     done = run(second.name, None)
@@ -344,9 +372,13 @@ def test_resume_of_a_resume_that_was_killed_reexecutes_no_completed_node(tmp_pat
     assert status == "completed"
     assert log.read_text().split() == ["n4", "n5"]
     third = tmp_path / "runs" / run_id
-    n1 = json.loads((third / "crash/n1/result.json").read_text())
+    n1 = read_result(third, "crash.n1")
     assert n1["reused_from"] == second.name and n1["origin_run_id"] == first.name
-    n3 = json.loads((third / "crash/n3/result.json").read_text())
+    n3 = read_result(third, "crash.n3")
     assert n3["reused_from"] == n3["origin_run_id"] == second.name
     assert final == "127"  # n5 of an uninterrupted run: six times n -> 2n + 1 from 1
     assert leftovers(third) == []
+    if mode == "link":
+        # Links point at the run holding the directory, never at another link.
+        assert os.readlink(third / "crash/n1") == f"../../{first.name}/crash/n1"
+        assert os.readlink(third / "crash/n3") == f"../../{second.name}/crash/n3"

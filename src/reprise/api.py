@@ -33,6 +33,7 @@ from reprise.run.directory import RESULT_FILE, RunDirectory
 from reprise.run.files import read_json
 from reprise.run.index import RunIndex, RunInfo
 from reprise.run.journal import InFlight, in_flight
+from reprise.run.reused import ReusedNodes, linked_run_id
 from reprise.run.status import RunStatus
 from reprise.tracking import ALERTS_FILE, AlertLevel, parse_instant, read_alerts, read_metrics
 
@@ -72,6 +73,8 @@ class ElementInfo:
     attempts: int | None = None
     reused: bool = False
     reused_from: str | None = None
+    #: For a reused node: the run where it executed (however many re-runs ago).
+    origin_run_id: str | None = None
     error: str | None = None
     input_tokens: float | None = None
     output_tokens: float | None = None
@@ -91,6 +94,7 @@ class ElementInfo:
             "attempts": self.attempts,
             "reused": self.reused,
             "reused_from": self.reused_from,
+            "origin_run_id": self.origin_run_id,
             "error": self.error,
             "input_tokens": _int_if_whole(self.input_tokens),
             "output_tokens": _int_if_whole(self.output_tokens),
@@ -175,7 +179,10 @@ class Api:
         # A node's directory appears when it finishes; the journal names those still running
         # (or running when the process died).
         started = in_flight(run.path) if status in (RunStatus.RUNNING, RunStatus.CRASHED) else None
-        root = _element(root_dir, meta.root_component_id, meta.root_component_id, missing, started)
+        # A link-mode re-run's reused nodes are links: what is read through them is the run's
+        # that holds them; the overlay says they were reused here.
+        reused = ReusedNodes(run.path, meta.previous_run_id)
+        root = _element(root_dir, meta.root_component_id, meta.root_component_id, missing, started, reused)
         if root is None:
             root = ElementInfo(
                 path=meta.root_component_id,
@@ -310,7 +317,13 @@ def _order_key(child: ElementInfo) -> tuple[int, str, int, str]:
 
 
 def _element(
-    directory: Path, path: str, name: str, missing: str, started: InFlight | None = None
+    directory: Path,
+    path: str,
+    name: str,
+    missing: str,
+    started: InFlight | None = None,
+    reused: ReusedNodes | None = None,
+    linked: bool = False,
 ) -> ElementInfo | None:
     result: dict[str, Any] | None
     try:
@@ -320,23 +333,47 @@ def _element(
         result = None
     except (OSError, ValueError):
         result = None
+    if reused is not None and result is not None and result.get("element_type") == "node":
+        result = reused.overlay(path, result, directory, linked)
     is_node = result is not None and result.get("element_type") == "node"
     children: list[ElementInfo] = []
     if not is_node:
+        # Element directories, and links to them (the nodes a link-mode re-run reused).
+        names: dict[str, bool] = {}
         try:
-            names = {
-                e.name for e in os.scandir(directory) if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
-            }
+            for e in os.scandir(directory):
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    names[e.name] = False
+                elif e.is_symlink():
+                    names[e.name] = True
         except (FileNotFoundError, NotADirectoryError):
-            names = set()
+            pass
         if started is not None:
-            names |= started.children(directory)
+            for child_name in started.children(directory):
+                names.setdefault(child_name, False)
         for child_name in sorted(names):
-            child = _element(directory / child_name, f"{path}.{child_name}", child_name, missing, started)
+            child = _element(
+                directory / child_name, f"{path}.{child_name}", child_name, missing, started, reused, names[child_name]
+            )
             if child is not None:
                 children.append(child)
         children.sort(key=_order_key)
     if result is None:
+        if linked and not children:
+            # A reused node whose directory, in the run it links to, is gone.
+            target = linked_run_id(directory)
+            return ElementInfo(
+                path=path,
+                name=name,
+                element_type="node",
+                status="unavailable",
+                reused=True,
+                reused_from=reused.previous_run_id if reused is not None else None,
+                origin_run_id=target,
+                error=f"reused from run {target}, whose directory for it is gone",
+            )
         if not children:
             record = started.record(directory) if started is not None else None
             if record is not None:
@@ -373,6 +410,7 @@ def _element(
         attempts=result.get("attempts") if isinstance(result.get("attempts"), int) else None,
         reused=bool(result.get("reused")),
         reused_from=result.get("reused_from"),
+        origin_run_id=result.get("origin_run_id") if result.get("reused") else None,
         children=children,
     )
     error = result.get("error")

@@ -55,6 +55,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--from", dest="start_path", metavar="HIERARCHY_PATH", required=True, help="e.g. agent.flow1.node3")
     p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN_ID ran)")
+    _reused_nodes_option(p)
     _run_options(p)
     p.set_defaults(handler=_rerun)
 
@@ -65,8 +66,20 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN_ID ran)")
+    _reused_nodes_option(p)
     _run_options(p)
     p.set_defaults(handler=_rerun)
+
+
+def _reused_nodes_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reused-nodes",
+        choices=("link", "copy"),
+        default="link",
+        help="how reused nodes appear in the new run: 'link' (default) a symbolic link to the node's "
+        "directory in the run where it executed; 'copy' a self-contained directory (to archive or ship "
+        "the run, or delete the earlier ones)",
+    )
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -172,6 +185,7 @@ def _execute(
         start_hierarchy_path=start,
         initial_inputs=parse_inputs(args.inputs),
         tags={TARGET_TAG: target, PROJECT_TAG: str(project_root)},
+        reused_nodes=getattr(args, "reused_nodes", "link"),
     )
     if args.static_inputs:
         ctx.read_static_inputs(Path(args.static_inputs))

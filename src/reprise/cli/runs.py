@@ -171,6 +171,9 @@ def _tree_rows(element: dict[str, Any], prefix: str, connector: str, rows: list[
     note = ""
     if element["reused"]:
         note = f"from {element['reused_from']}"
+        origin = element.get("origin_run_id")
+        if origin and origin != element["reused_from"]:
+            note += f" (ran in {origin})"
     elif element["error"]:
         note = element["error"].splitlines()[0][:120]
     elif element["attempts"] and element["attempts"] > 1:

@@ -171,6 +171,9 @@ async def run_item(
     worker = f"{HOST}:{os.getpid()}"
     try:
         target = job.target.resolve()
+        # Never a re-run (no previous_run_id): run directories are shipped between processes as
+        # tars whose unpacking refuses links out of the tree, so a re-run here would have to use
+        # reused_nodes="copy" (self-contained directories), not the default links.
         ctx = RunContext(
             job.root_id,
             job.project_root,

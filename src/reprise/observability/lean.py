@@ -142,6 +142,56 @@ class LeanSpanWriter:
         ``attributes`` as it is (the caller's dict, already clean, becomes the span's)."""
         return LeanSpan(self, name, parent, attributes)
 
+    @property
+    def plain_attributes(self) -> bool:
+        """Whether spans keep reprise's attributes as they are (no attribute limits set low)."""
+        return self._plain_attributes
+
+    def reused_lines(
+        self, parent: LeanSpan | None, run_id: str, reused_from: str, nodes: Iterable[tuple[str, str, str]]
+    ) -> bytes:
+        """The lines of the spans of nodes a re-run reused, ``(hierarchy path, node kind,
+        origin run id)`` each, under ``parent``: what :meth:`LeanSpan._line` writes for a span
+        started with reprise's node attributes, marked ``reprise.reused`` and ended at once, with
+        the parts they share encoded once. Only with :attr:`plain_attributes`."""
+        kv = self.key_value
+        head = self._head
+        parent_part = f'","parentSpanId":"{parent._id_hex}' if parent is not None else ""
+        front = parent_part + _FLAGS_FIELD + '"name":'
+        run_kv = kv("reprise.run_id", run_id)
+        type_kv = kv("reprise.element_type", "node")
+        after_kind = ",".join(
+            [
+                key_value_json("reprise.reused", True),
+                kv("reprise.attempts", 0),
+                kv("reprise.reused_from", reused_from),
+            ]
+        )
+        status_tail = "," + kv("reprise.status", "completed") + '],"status":{}}' + self._suffix
+        kinds: dict[str, str] = {}
+        origins: dict[str, str] = {}
+        lines = []
+        for text, kind, origin in nodes:
+            kind_kv = kinds.get(kind)
+            if kind_kv is None:
+                kind_kv = kinds[kind] = kv("reprise.node_kind", kind)
+            origin_kv = origins.get(origin)
+            if origin_kv is None:
+                origin_kv = origins[origin] = kv("reprise.origin_run_id", origin)
+            now = time_ns()
+            quoted = quote_json(text)
+            lines.append(
+                f'{head}{getrandbits(64) or _random_id(64):016x}{front}"node {quoted[1:]},"kind":1'
+                f',"startTimeUnixNano":"{now}","endTimeUnixNano":"{now}","attributes":[{run_kv}'
+                f',{{"key":"reprise.hierarchy_path","value":{{"stringValue":{quoted}}}}}'
+                f",{type_kv},{kind_kv},{after_kind},{origin_kv}{status_tail}"
+            )
+        return "".join(lines).encode("ascii")
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (whole lines) to the run's trace file."""
+        self._write(data)
+
     def _bounded(self, attributes: Mapping[str, Any]) -> BoundedAttributes:
         limits = self._limits
         return BoundedAttributes(

@@ -31,7 +31,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -596,6 +596,35 @@ class RunTelemetry:
                 span.set_attributes(attrs)
             self.end_span(span, "completed", None)
         self._count("reused", node_kind)
+
+    def reused_nodes(
+        self, parent: trace_api.Span | None, reused_from: str, nodes: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Record nodes reused from an earlier run, ``(hierarchy path, node kind, origin run
+        id)`` each: spans marked as :meth:`reused_node` marks them. With only ``trace.jsonl``
+        receiving spans and no listener, their lines are made together and written at once (a
+        re-run from the last node of a long chain reuses every node before it)."""
+        lean = self._lean
+        if self.tracer is not None:
+            if (
+                lean is not None
+                and lean.plain_attributes
+                and self._listeners is None
+                and (parent is None or type(parent) is LeanSpan)
+            ):
+                lean.write(lean.reused_lines(parent, self.run_id, reused_from, nodes))
+            else:
+                for text, kind, origin in nodes:
+                    result = {"reused_from": reused_from, "origin_run_id": origin}
+                    self.reused_node(HierarchyPath(text), kind, parent, result)
+                return  # counted by reused_node
+        kinds: dict[str, int] = {}
+        for _, kind, _ in nodes:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        with self._lock:
+            for kind, n in kinds.items():
+                key = ("reused", kind)
+                self._counts[key] = self._counts.get(key, 0) + n
 
     @contextmanager
     def child_span(

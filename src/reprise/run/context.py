@@ -78,6 +78,11 @@ class RunContext:
         tags: free-form labels stored in the metadata (experiments use them).
         outcome_repo: commit outcomes to git (default ``True``: ``<run_root>/outcome/<project>``);
             ``False`` turns it off; an :class:`OutcomeSettings` configures it.
+        reused_nodes: re-run: how a reused node appears in the new run's directory. ``"link"``
+            (default): one relative symbolic link to its directory in the run where it executed
+            (cheap; the re-run then depends on that run's directory). ``"copy"``: a directory of
+            hard links to its files and its own ``result.json`` (self-contained: to archive or
+            ship a run). See docs/reruns.md.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class RunContext:
         *,
         tags: Mapping[str, str] | None = None,
         outcome_repo: OutcomeSettings | bool = True,
+        reused_nodes: str = "link",
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = Path(project_root).resolve()
@@ -101,6 +107,10 @@ class RunContext:
         self.start_hierarchy_path = HierarchyPath(start_hierarchy_path) if start_hierarchy_path is not None else None
         if self.start_hierarchy_path is not None and previous_run_id is None:
             raise RunSetupError("start_hierarchy_path needs previous_run_id (the run to reuse results from)")
+        if reused_nodes not in ("link", "copy"):
+            raise RunSetupError(f"reused_nodes must be 'link' or 'copy', not {reused_nodes!r}")
+        #: ``"link"`` or ``"copy"``: how a re-run lays out the nodes it reuses.
+        self.reused_nodes = reused_nodes
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
 

@@ -12,6 +12,7 @@ from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RunSetupError
 from reprise.run.directory import RunDirectory, RunMetadata
 from reprise.run.files import read_json
+from reprise.run.reused import ReusedNode, ReusedNodes, RunOutcomes, read_reused
 
 __all__ = ["PreviousRun", "ancestors", "link_tree"]
 
@@ -57,6 +58,7 @@ class PreviousRun:
         self.dir = run_dir
         self.run_id = run_dir.run_id
         self.metadata: RunMetadata = run_dir.read_metadata()
+        self._overlay: ReusedNodes | None = None
 
     @classmethod
     def open(cls, run_root: Path, run_id: str) -> PreviousRun:
@@ -64,8 +66,27 @@ class PreviousRun:
         return cls(RunDirectory.find(run_root, run_id))
 
     def result(self, path: HierarchyPath) -> dict[str, Any] | None:
-        """The element's ``result.json`` in the earlier run."""
-        return self.dir.read_result(path)
+        """The element's ``result.json`` in the earlier run. For a node that run reused as a
+        link, the file read through the link is the run's that holds the directory: it comes
+        back with that run's reuse fields (``reused``, ``reused_from``, ``origin_run_id``)."""
+        result = self.dir.read_result(path)
+        if result is None or self.metadata.previous_run_id is None:
+            return result
+        if self._overlay is None:
+            self._overlay = ReusedNodes(self.dir.path, self.metadata.previous_run_id)
+        node_dir = self.dir.element_dir(path)
+        return self._overlay.overlay(str(path), result, node_dir, node_dir.is_symlink())
+
+    def reused_nodes(self) -> dict[str, ReusedNode] | None:
+        """The nodes the earlier run reused (``.trace/reused.json``), ``None`` if it recorded
+        none (not a re-run, or it crashed)."""
+        if self.metadata.previous_run_id is None:
+            return None
+        return read_reused(self.dir.path)
+
+    def outcomes(self) -> RunOutcomes | None:
+        """The earlier run's ``.trace/outcomes.json`` (``None`` if it crashed)."""
+        return RunOutcomes.read(self.dir.path)
 
     def executed(self, path: HierarchyPath) -> bool:
         """Whether the element at ``path`` ran (or started) in the earlier run."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Mapping
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,6 +36,7 @@ from reprise.errors import NodeExecutionError, NodeInputError, RepriseError, Tem
 from reprise.run.directory import INPUT_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
 from reprise.run.files import dump_json, write_bytes_atomic, write_new_dir
 from reprise.run.journal import NodeJournal
+from reprise.run.reused import OUTCOMES_FILE, outcomes_document, write_trace_file
 from reprise.run.status import ElementStatus
 from reprise.runners.frame import Frame
 from reprise.runners.node_context import NodeContext
@@ -112,6 +114,10 @@ class Executor:
         self._outcome_paths: list[str] = ctx.outcome_paths
         self._kept_bytes = 0
         self._stream: OutcomeStream | None = None
+        #: Nodes that completed with a directory of their own in this run, and those of them
+        #: that declared outcome files: the run's ``.trace/outcomes.json``.
+        self._held: list[str] = []
+        self._declared_nodes: list[str] = []
 
     async def run_root(self) -> Any:
         """Execute the root component; returns its outcome."""
@@ -128,6 +134,26 @@ class Executor:
             )
         finally:
             journal.close()
+            self._write_records()
+
+    def _write_records(self) -> None:
+        """Write what later re-runs and readers use instead of reading every node's files:
+        ``.trace/reused.json`` (a re-run) and then ``.trace/outcomes.json``. A failure to write
+        them costs those readers time (they read the node files), not the run: it is logged."""
+        try:
+            if self.reuse is not None:
+                self.reuse.write_record()
+            held = self._held
+            declared = self._declared_nodes
+            outcome_bytes: Mapping[str, bytes] = self.ctx.outcome_bytes
+            if self.reuse is not None and self.reuse.copied:
+                held = held + self.reuse.copied
+                declared = declared + self.reuse.copied_declared
+                outcome_bytes = ChainMap(self.ctx.outcome_bytes, self.reuse.copied_bytes)
+            write_trace_file(self._base, OUTCOMES_FILE, outcomes_document(held, outcome_bytes, declared))
+        except OSError as exc:
+            if self.tel is not None:
+                self.tel.logger.warning("could not record the run's outcomes for re-runs", error=str(exc))
 
     def _open_outcome_stream(self) -> None:
         """Start the outcome commit now, so git takes each outcome as its node finishes, on
@@ -151,12 +177,74 @@ class Executor:
         self, body: Container, path: HierarchyPath, dpath: str, frame: Frame, span: Any, in_loop: bool
     ) -> Any:
         last: Any = None
-        for el in body.elements:
+        elements = body.elements
+        reuse = self.reuse
+        # A link-mode re-run reuses the leading nodes that precede its start in one go.
+        leading = reuse.leading(path.parts, body) if reuse is not None and reuse.links else 0
+        i = 0
+        while i < len(elements):
+            el = elements[i]
+            if i < leading and isinstance(el, NodeElement):
+                done = self._reuse_nodes(elements, i, leading, path, frame, span, in_loop)
+                if done > i:
+                    last = frame.outcomes[elements[done - 1].id]
+                    i = done
+                    continue
             last = await self._element(el, path.child(el.id), f"{dpath}.{el.id}", frame, span, in_loop)
             frame.outcomes[el.id] = last
             if not in_loop:
                 self.outcomes[f"{path}.{el.id}"] = last
+            i += 1
         return last
+
+    def _reuse_nodes(
+        self,
+        elements: Sequence[Element],
+        i: int,
+        end: int,
+        path: HierarchyPath,
+        frame: Frame,
+        span: Any,
+        in_loop: bool,
+    ) -> int:
+        """Reuse, as links, the nodes ``elements[i:end]`` of the body at ``path`` (which all
+        precede the start) up to the first composite or the first that did not complete in the
+        earlier run; returns the index after the last one reused. Strings and plain lists only:
+        no hierarchy path, coroutine or result record per node, and their spans written at
+        once."""
+        plan = self.reuse
+        assert plan is not None
+        prefix = str(path)
+        rel = path.relpath
+        depth = len(path.parts) + 1
+        outcomes = frame.outcomes
+        run_outcomes = None if in_loop else self.outcomes
+        done: list[tuple[str, str, str]] = []
+        j = i
+        try:
+            while j < end:
+                el = elements[j]
+                if not isinstance(el, NodeElement):
+                    break
+                text = f"{prefix}.{el.id}"
+                got = plan.reuse_linked(text, f"{rel}/{el.id}", depth, el.node)
+                if got is None:
+                    break
+                outcome = got[0]
+                outcomes[el.id] = outcome
+                if run_outcomes is not None:
+                    run_outcomes[text] = outcome
+                done.append((text, el.node.kind, got[1].origin_run_id))
+                j += 1
+        finally:
+            if done:
+                texts = [d[0] for d in done]
+                self.counts["reused"] += len(done)
+                self._outcome_paths.extend(texts)
+                self.ctx.reused_outcome_paths.update(texts)
+                if self.tel is not None:
+                    self.tel.reused_nodes(span, plan.previous.run_id, done)
+        return j
 
     async def _element(
         self, el: Element, path: HierarchyPath, dpath: str, frame: Frame, parent_span: Any, in_loop: bool
@@ -527,11 +615,14 @@ class Executor:
                 record["error"] = _error_info(error)
             if nctx is not None and nctx.result_fields:
                 record.update(nctx.result_fields)
+                if outcome_json is not None and "outcome_files" in nctx.result_fields:
+                    self._declared_nodes.append(str(path))
             files = [] if input_json is None else [(INPUT_FILE, input_json)]
             if outcome_json is not None:
                 files.append((OUTCOME_FILE, outcome_json))
                 text = str(path)
                 self._outcome_paths.append(text)
+                self._held.append(text)
                 if self._stream is not None:
                     self._stream.add(f"{path.relpath}/{OUTCOME_FILE}", outcome_json)
                 # Kept for the commit, so it need not read the file back (~6 µs a node); only

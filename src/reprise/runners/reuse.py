@@ -1,11 +1,21 @@
 """The reuse-or-execute decision of a re-run.
 
 A re-run names an earlier run and a start path. Every node that precedes the start path in
-execution order, and completed in the earlier run, is *reused*: its outcome is loaded from the
-earlier run, its files are hard-linked into the new run's directory, its ``result.json`` says
-``"reused": true`` and names the run it came from, and its code is not called. The start
-element and everything after it execute again. Composite elements are always evaluated again,
-so conditions and loop items see the reused outcomes.
+execution order, and completed in the earlier run, is *reused*: its outcome is taken from the
+earlier run and its code is not called. The start element and everything after it execute
+again. Composite elements are always evaluated again, so conditions and loop items see the
+reused outcomes.
+
+How a reused node appears in the new run's directory (``RunContext(reused_nodes=...)``):
+
+``"link"`` (the default)
+    one relative symbolic link to the node's directory in the run that holds it (where it
+    executed, however many re-runs ago: never a link to a link); the run records what it
+    reused in ``.trace/reused.json`` (:mod:`reprise.run.reused`).
+``"copy"``
+    a directory of its own: hard links to the earlier files and a ``result.json`` that says
+    ``"reused": true`` and names the run it came from. Self-contained: the earlier runs may be
+    deleted or the run shipped elsewhere.
 
 "Precedes" follows the definition: an earlier sibling in a flow or agent, an earlier loop
 iteration (``loop.3`` precedes ``loop.7``), and - for a start path inside a parallel branch -
@@ -33,16 +43,32 @@ from reprise.run.directory import OUTCOME_FILE, RESULT_FILE
 from reprise.run.files import dump_json, write_new_dir
 from reprise.run.outcome_repo import OutcomeFile
 from reprise.run.previous import PreviousRun, link_tree
+from reprise.run.reused import (
+    REUSED_FILE,
+    ReusedNode,
+    RunOutcomes,
+    link_text,
+    linked_run_id,
+    reused_document,
+    write_trace_file,
+)
 
 _SKIP_RESULT = frozenset({RESULT_FILE})
 
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
 
-__all__ = ["ReusePlan", "find_resume_point"]
+__all__ = ["REUSED_NODES_MODES", "ReusePlan", "find_resume_point"]
+
+#: The values of ``RunContext(reused_nodes=...)``.
+REUSED_NODES_MODES = ("link", "copy")
 
 #: Which children of one parent precede the start path: see :meth:`ReusePlan._rule`.
 _Rule = tuple[Container, int] | int | bool
+
+# Outcomes of copied nodes kept for the run's outcomes.json: each at most this big (as the
+# executor keeps those of executed nodes).
+_KEEP_OUTCOME_BYTES = 4096
 
 
 def _applies(rule: _Rule, child: str) -> bool:
@@ -56,20 +82,55 @@ def _applies(rule: _Rule, child: str) -> bool:
 
 
 class ReusePlan:
-    """Decides, node by node, whether a re-run reuses the earlier run's result."""
+    """Decides, node by node, whether a re-run reuses the earlier run's result, and makes the
+    reused node's place in the new run (a link or a copy)."""
 
-    def __init__(self, index: DefinitionIndex, previous: PreviousRun, start: HierarchyPath) -> None:
+    def __init__(
+        self, index: DefinitionIndex, previous: PreviousRun, start: HierarchyPath, mode: str = "link"
+    ) -> None:
+        if mode not in REUSED_NODES_MODES:
+            raise RunSetupError(f"reused_nodes must be 'link' or 'copy', not {mode!r}")
         self.index = index
         self.previous = previous
         self.start = start
+        #: ``"link"`` or ``"copy"``.
+        self.mode = mode
+        self.links = mode == "link"
         self._start_parts = start.parts
         #: True when the start path was found automatically (resume).
         self.resumed = False
         self._declared: list[OutcomeFile] = []
+        self._previous_id = previous.run_id
         self._previous_base = str(previous.dir.path)
+        self._root = str(previous.dir.path.parent)
         self._previous_id_json = json.dumps(previous.run_id).encode()
         #: :meth:`_rule` by parent path and the child on the start path's side.
         self._rules: dict[tuple[tuple[str, ...], str], _Rule] = {}
+        # What the earlier run recorded when it finished: the nodes it reused (and where their
+        # directories are) and those it completed with a directory of its own. Both, or the
+        # node files are read instead (a crash wrote neither).
+        self._previous_reused = previous.reused_nodes()
+        previous_outcomes = previous.outcomes()
+        self._previous_rerun = previous.metadata.previous_run_id is not None
+        self._recorded = previous_outcomes is not None and (
+            self._previous_reused is not None or not self._previous_rerun
+        )
+        self._previous_outcomes = previous_outcomes if previous_outcomes is not None else RunOutcomes({}, set(), set())
+        #: Where a node the earlier run executed is: there.
+        self._here = ReusedNode(previous.run_id, previous.run_id)
+        #: ``outcomes.json`` of the runs holding reused directories, read once each.
+        self._held: dict[str, RunOutcomes | None] = {previous.run_id: previous_outcomes}
+        #: The new run (set by :meth:`attach`).
+        self._base: str | None = None
+        self._run_id = ""
+        #: What this run reused: paths by (run holding the directory, origin run).
+        self.groups: dict[tuple[str, str], list[str]] = {}
+        self._group_of: dict[int, list[str]] = {}
+        self._group_keep: list[ReusedNode] = []  # keeps the ids of _group_of valid
+        #: Nodes reused as copies (their directory is this run's), and their small outcomes.
+        self.copied: list[str] = []
+        self.copied_bytes: dict[str, bytes] = {}
+        self.copied_declared: list[str] = []
 
     # -- preparation (before anything runs) ------------------------------------------------
     @classmethod
@@ -91,7 +152,7 @@ class ReusePlan:
         if start is None:
             start = find_resume_point(previous, index)
             ctx.start_hierarchy_path = start
-        plan = cls(index, previous, start)
+        plan = cls(index, previous, start, ctx.reused_nodes)
         plan.resumed = resumed
         plan._check_start(must_have_executed=not resumed)
         plan._check_definition()
@@ -156,8 +217,17 @@ class ReusePlan:
         """Record the plan in the new run's metadata, once the run is set up (which may have
         happened before the plan carried the earlier run's inputs over)."""
         self._declared = ctx.declared_outcome_files
+        run_dir = ctx.require_run_dir()
+        self._base = str(run_dir.path)
+        self._run_id = run_dir.run_id
         ctx.save_initial_inputs()
-        ctx.annotate(resumed=self.resumed, start_hierarchy_path=str(self.start))
+        ctx.annotate(resumed=self.resumed, start_hierarchy_path=str(self.start), reused_nodes=self.mode)
+
+    def write_record(self) -> None:
+        """Write ``.trace/reused.json``: which nodes this run reused, where their directories
+        are and where they executed (the executor calls it when the run ends)."""
+        if self._base is not None:
+            write_trace_file(self._base, REUSED_FILE, reused_document(self._previous_id, self.mode, self.groups))
 
     # -- the decision ----------------------------------------------------------------------
     def _precedes(self, parts: tuple[str, ...], start: tuple[str, ...]) -> bool:
@@ -206,78 +276,258 @@ class ReusePlan:
             return False
         return _applies(self._rule(parts[:k], start[k]), parts[k])
 
+    def leading(self, parts: tuple[str, ...], body: Container) -> int:
+        """How many of the first elements of ``body``, run at the path ``parts``, precede the
+        start: all of them in a body wholly before it, those before the start's position in the
+        body that holds it, none in one at or after it. The executor reuses those nodes in one
+        go (:meth:`reuse_linked`)."""
+        start = self._start_parts
+        n = len(parts)
+        elements = body.elements
+        if n < len(start) and start[:n] == parts:
+            rule = self._rule(parts, start[n])
+            if isinstance(rule, tuple) and rule[0] is body:
+                return min(rule[1], len(elements))  # positions in the body are its indexes
+            k = 0
+            while k < len(elements) and _applies(rule, elements[k].id):
+                k += 1
+            return k
+        return len(elements) if self._reused_here(parts) else 0
+
     def reuse_node(self, path: HierarchyPath, node: Node, node_dir: str) -> tuple[Any, dict[str, Any]] | None:
         """Reuse the earlier result of the node at ``path`` if it precedes the start and
         completed; returns ``(outcome, result)`` or ``None`` to execute it.
 
-        On reuse, ``node_dir`` is created (it need not exist yet) holding hard links to the
-        earlier node's files and the new ``result.json``, all at once (:func:`_carry_dir`): a
-        crash before that leaves the node absent, i.e. not completed. ``result`` holds
-        ``status``, ``reused``, ``reused_from`` and ``origin_run_id``: the reuse fields of the
-        new ``result.json``, not all of it.
-
-        This runs for every node before the start of a re-run (999 times for a re-run from the
-        last node of a 1,000-node chain), so it stays on plain ``os`` calls and string paths:
-        two reads, one ``mkdir``, one ``listdir``, a ``link`` per file, one file written and one
-        rename. The earlier ``result.json`` is edited as bytes when it has the layout reprise
-        writes (:func:`_reused_result`), not parsed and dumped again."""
+        On reuse, ``node_dir`` (which need not exist, nor its parent) becomes a symbolic link to
+        the node's directory in the run that holds it (``"link"``), or a directory of hard links
+        to its files with the new ``result.json``, made all at once (``"copy"``,
+        :func:`_carry_dir`): a crash leaves the node absent or complete, never half there.
+        ``result`` holds ``status``, ``reused``, ``reused_from`` and ``origin_run_id``: the
+        reuse fields of the node, not its whole ``result.json``."""
         if not self._reused_here(path.parts):
             return None
-        old_dir = f"{self._previous_base}/{path.relpath}"
-        try:
-            old = _read(f"{old_dir}/{RESULT_FILE}")
-        except FileNotFoundError:
+        if not self.links:
+            return self._reuse_copy(path, node, node_dir)
+        text, rel = str(path), path.relpath
+        standard = self._base is not None and node_dir == f"{self._base}/{rel}"
+        got = self.reuse_linked(text, rel, len(path.parts), node, None if standard else node_dir)
+        if got is None:
             return None
-        edited = _reused_result(old, self._previous_id_json)
-        if edited is None:
-            return self._reuse_parsed(path, node, node_dir, old_dir, json.loads(old))
-        if not edited[0]:
-            return None  # failed, cancelled or still running in the earlier run: execute it
-        try:
-            outcome = self._load_outcome(path, node, old_dir)
-        except FileNotFoundError:
-            return None
-        _carry_dir(old_dir, node_dir, edited[1])
-        origin = edited[2] if edited[2] is not None else self.previous.run_id
-        return outcome, {
+        return got[0], {
             "status": "completed",
             "reused": True,
-            "reused_from": self.previous.run_id,
-            "origin_run_id": origin,
+            "reused_from": self._previous_id,
+            "origin_run_id": got[1].origin_run_id,
         }
 
-    def _load_outcome(self, path: HierarchyPath, node: Node, old_dir: str) -> Any:
-        """The earlier outcome, rebuilt through the node's outcome type (``FileNotFoundError``
-        when there is none)."""
-        data = json.loads(_read(f"{old_dir}/{OUTCOME_FILE}"))
+    # -- link mode -------------------------------------------------------------------------
+    def reuse_linked(
+        self, text: str, rel: str, depth: int, node: Node, node_dir: str | None = None
+    ) -> tuple[Any, ReusedNode] | None:
+        """The link-mode reuse of the node at hierarchy path ``text`` (``rel`` with ``/``,
+        ``depth`` segments), which precedes the start: ``(outcome, where it came from)``, or
+        ``None`` when it did not complete in the earlier run (execute it).
+
+        This runs for every reused node (999 times for a re-run from the last node of a
+        1,000-node chain), so it is dictionary look-ups into what the earlier runs recorded and
+        one ``symlink``: no file of the node is read. ``node_dir``: where the link goes, if not
+        at its place in the new run (``None``)."""
+        where: ReusedNode | None
+        if self._recorded:
+            # The usual case, inlined: two dictionary look-ups.
+            where = self._previous_reused.get(text) if self._previous_reused is not None else None
+            if where is None:
+                if not self._previous_outcomes.completed(text):
+                    return None
+                where = self._here
+        else:
+            where = self._where(text, rel)
+            if where is None:
+                return None
+        dir_run = where.dir_run_id
+        held = self._held[dir_run] if dir_run in self._held else self._held_outcomes(dir_run)
+        try:
+            if held is not None and text in held.values:
+                outcome = node.load_outcome(held.values[text])
+            else:
+                outcome = self._outcome(dir_run, text, rel, node)
+        except FileNotFoundError:
+            return None  # the run holding it lost the node's directory: execute it
+        except RepriseError:
+            raise
+        except Exception as exc:
+            raise self._unfit(text, node, exc) from exc
+        if node_dir is None:
+            node_dir = f"{self._base}/{rel}"
+            target = link_text(depth, dir_run, rel)
+        else:
+            target = os.path.relpath(f"{self._root}/{dir_run}/{rel}", os.path.dirname(node_dir))
+        try:
+            try:
+                os.symlink(target, node_dir)
+            except FileNotFoundError:
+                # The executor makes composite directories as they start; a caller may not have.
+                os.makedirs(os.path.dirname(node_dir), exist_ok=True)
+                os.symlink(target, node_dir)
+        except OSError:
+            # Something is there already, or the file system has no symbolic links: a copy.
+            result = self._copy_from(text, rel, node, node_dir, dir_run)
+            if result is None:
+                return None
+            return result[0], ReusedNode(self._run_id, str(result[1]["origin_run_id"]))
+        if held is None or text in held.declared:
+            self._carry_declared(text, f"{self._root}/{dir_run}/{rel}", node_dir)
+        # The paths of one group share its ReusedNode: found by identity, not by hashing it.
+        group = self._group_of.get(id(where))
+        if group is None:
+            group = self.groups.setdefault((dir_run, where.origin_run_id), [])
+            self._group_of[id(where)] = group
+            self._group_keep.append(where)
+        group.append(text)
+        return outcome, where
+
+    def _where(self, text: str, rel: str) -> ReusedNode | None:
+        """Where the node's real directory is and where it executed, if it completed in the
+        earlier run; ``None`` if it did not."""
+        if self._recorded:
+            if self._previous_reused is not None:
+                where = self._previous_reused.get(text)
+                if where is not None:
+                    return where
+            return self._here if self._previous_outcomes.completed(text) else None
+        # The earlier run recorded nothing (it crashed): its node files tell, one by one.
+        dir_run = self._dir_run(text, rel)
+        try:
+            old = json.loads(_read(f"{self._root}/{dir_run}/{rel}/{RESULT_FILE}"))
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+        if not isinstance(old, dict) or old.get("status") != "completed":
+            return None
+        origin = old.get("origin_run_id") if old.get("reused") else None
+        return ReusedNode(dir_run, str(origin or dir_run))
+
+    def _dir_run(self, text: str, rel: str) -> str:
+        """The run holding the real directory of the earlier run's node ``text``: the earlier
+        run, or - for a node it reused as a link - the run the link points into."""
+        if self._previous_reused is not None:
+            where = self._previous_reused.get(text)
+            return where.dir_run_id if where is not None else self._previous_id
+        if not self._previous_rerun:
+            return self._previous_id  # not a re-run: it made no links
+        return linked_run_id(f"{self._previous_base}/{rel}") or self._previous_id
+
+    def _held_outcomes(self, run_id: str) -> RunOutcomes | None:
+        if run_id not in self._held:
+            self._held[run_id] = RunOutcomes.read(f"{self._root}/{run_id}")
+        return self._held[run_id]
+
+    def _outcome(self, dir_run: str, text: str, rel: str, node: Node) -> Any:
+        """The node's outcome, rebuilt through its outcome type: from the ``outcomes.json`` of
+        the run holding it, else its ``outcome.json`` (``FileNotFoundError`` if there is none)."""
+        held = self._held_outcomes(dir_run)
+        if held is not None and text in held.values:
+            data = held.values[text]
+        else:
+            try:
+                data = json.loads(_read(f"{self._root}/{dir_run}/{rel}/{OUTCOME_FILE}"))
+            except NotADirectoryError:
+                raise FileNotFoundError(text) from None
+        return self._load(text, node, data)
+
+    def _load(self, text: str, node: Node, data: Any) -> Any:
         try:
             return node.load_outcome(data)
         except Exception as exc:
-            raise RepriseError(
-                f"cannot reuse the outcome from run {self.previous.run_id}: it no longer fits {node.name} ({exc})",
-                path=str(path),
-            ) from exc
+            raise self._unfit(text, node, exc) from exc
+
+    def _unfit(self, text: str, node: Node, exc: Exception) -> RepriseError:
+        return RepriseError(
+            f"cannot reuse the outcome from run {self._previous_id}: it no longer fits {node.name} ({exc})",
+            path=text,
+        )
+
+    def _carry_declared(self, text: str, real_dir: str, node_dir: str) -> None:
+        """Declared outcome files of a linked node, for the commit (they are in its directory,
+        reached through the link)."""
+        try:
+            old = json.loads(_read(f"{real_dir}/{RESULT_FILE}"))
+        except (OSError, ValueError):
+            return
+        if isinstance(old, dict) and old.get("outcome_files"):
+            self._carry_declared_files(old, Path(real_dir).resolve(), Path(node_dir), text)
+
+    # -- copy mode -------------------------------------------------------------------------
+    def _reuse_copy(self, path: HierarchyPath, node: Node, node_dir: str) -> tuple[Any, dict[str, Any]] | None:
+        """The copy-mode reuse: two reads, one ``mkdir``, one ``listdir``, a ``link`` per file,
+        one file written and one rename. The earlier ``result.json`` is edited as bytes when it
+        has the layout reprise writes (:func:`_reused_result`), not parsed and dumped again."""
+        text, rel = str(path), path.relpath
+        return self._copy_from(text, rel, node, node_dir, self._dir_run(text, rel))
+
+    def _copy_from(
+        self, text: str, rel: str, node: Node, node_dir: str, dir_run: str
+    ) -> tuple[Any, dict[str, Any]] | None:
+        old_dir = f"{self._root}/{dir_run}/{rel}"
+        try:
+            old = _read(f"{old_dir}/{RESULT_FILE}")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        # A result.json the node's directory holds says "reused": false when that run executed
+        # it; the origin is then that run, whichever run this one re-runs.
+        edited = _reused_result(old, self._previous_id_json, json.dumps(dir_run).encode())
+        if edited is None:
+            return self._reuse_parsed(text, node, node_dir, old_dir, json.loads(old), dir_run)
+        if not edited[0]:
+            return None  # failed, cancelled or still running in the earlier run: execute it
+        try:
+            outcome, raw = self._load_outcome(text, node, old_dir)
+        except FileNotFoundError:
+            return None
+        _carry_dir(old_dir, node_dir, edited[1])
+        origin = edited[2] if edited[2] is not None else dir_run
+        self._copied(text, raw, origin, declared=False)
+        return outcome, {
+            "status": "completed",
+            "reused": True,
+            "reused_from": self._previous_id,
+            "origin_run_id": origin,
+        }
+
+    def _copied(self, text: str, raw: bytes, origin: str, *, declared: bool) -> None:
+        self.copied.append(text)
+        if len(raw) <= _KEEP_OUTCOME_BYTES:
+            self.copied_bytes[text] = raw
+        if declared:
+            self.copied_declared.append(text)
+        self.groups.setdefault((self._run_id, origin), []).append(text)
+
+    def _load_outcome(self, text: str, node: Node, old_dir: str) -> tuple[Any, bytes]:
+        """The earlier outcome, rebuilt through the node's outcome type, and its bytes
+        (``FileNotFoundError`` when there is none)."""
+        raw = _read(f"{old_dir}/{OUTCOME_FILE}")
+        return self._load(text, node, json.loads(raw)), raw
 
     def _reuse_parsed(
-        self, path: HierarchyPath, node: Node, node_dir: str, old_dir: str, old: dict[str, Any]
+        self, text: str, node: Node, node_dir: str, old_dir: str, old: dict[str, Any], dir_run: str
     ) -> tuple[Any, dict[str, Any]] | None:
-        """:meth:`reuse_node` for a ``result.json`` that is not in reprise's own layout, or that
+        """:meth:`_copy_from` for a ``result.json`` that is not in reprise's own layout, or that
         lists declared outcome files: parsed, updated and written again."""
         if old.get("status") != "completed":
             return None
         try:
-            outcome = self._load_outcome(path, node, old_dir)
+            outcome, raw = self._load_outcome(text, node, old_dir)
         except FileNotFoundError:
             return None
-        previous_id = self.previous.run_id
         result = dict(old)
         result["reused"] = True
-        result["reused_from"] = previous_id
+        result["reused_from"] = self._previous_id
         # The run whose node actually executed, however many re-runs ago.
-        result["origin_run_id"] = old.get("origin_run_id", previous_id) if old.get("reused") else previous_id
-        if old.get("outcome_files"):
-            self._carry_declared_files(old, Path(old_dir).resolve(), Path(node_dir), str(path))
+        result["origin_run_id"] = old.get("origin_run_id", dir_run) if old.get("reused") else dir_run
+        declared = bool(old.get("outcome_files"))
+        if declared:
+            self._carry_declared_files(old, Path(old_dir).resolve(), Path(node_dir), text)
         _carry_dir(old_dir, node_dir, dump_json(result))
+        self._copied(text, raw, str(result["origin_run_id"]), declared=declared)
         return outcome, result
 
     def _carry_declared_files(self, old: dict[str, Any], old_dir: Path, node_dir: Path, node_path: str) -> None:
@@ -305,14 +555,17 @@ _HEAD = b'{\n  "'
 _TAIL = b"\n}\n"
 
 
-def _reused_result(old: bytes, previous_id_json: bytes) -> tuple[bool, bytes, str | None] | None:
+def _reused_result(
+    old: bytes, previous_id_json: bytes, origin_json: bytes | None = None
+) -> tuple[bool, bytes, str | None] | None:
     """``(completed, new result.json, origin run id if the old one names it)`` for the earlier
     ``result.json`` ``old``, edited as bytes: ``"reused": true``, ``"reused_from"`` the previous
-    run, ``"origin_run_id"`` kept or added; every other member as it was, in its place.
+    run, ``"origin_run_id"`` kept, or added as ``origin_json`` (default: the previous run); every
+    other member as it was, in its place.
 
     ``None`` when ``old`` is not in the layout :func:`dump_json` writes, or lists declared
-    outcome files: the caller parses it instead. ``previous_id_json`` is the previous run id as
-    a JSON string."""
+    outcome files: the caller parses it instead. ``previous_id_json`` and ``origin_json`` are
+    run ids as JSON strings."""
     if not (old.startswith(_HEAD) and old.endswith(_TAIL)) or _OUTCOME_FILES in old:
         return None
     at = old.find(_COMPLETED)
@@ -324,7 +577,8 @@ def _reused_result(old: bytes, previous_id_json: bytes) -> tuple[bool, bytes, st
         if b'\n  "reused_from": ' in old or b'\n  "origin_run_id": ' in old:
             return None
         body = old[: -len(_TAIL)].replace(_EXECUTED, _REUSED, 1)
-        tail = b',\n  "reused_from": ' + previous_id_json + b',\n  "origin_run_id": ' + previous_id_json + _TAIL
+        origin_id = previous_id_json if origin_json is None else origin_json
+        tail = b',\n  "reused_from": ' + previous_id_json + b',\n  "origin_run_id": ' + origin_id + _TAIL
         return True, body + tail, None
     if _REUSED in old:
         origin = _ORIGIN.search(old)

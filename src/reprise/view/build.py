@@ -25,6 +25,7 @@ from typing import Any
 from reprise.errors import RunSetupError
 from reprise.run.directory import INPUT_FILE, METADATA_FILE, OUTCOME_FILE, RESULT_FILE, RUN_ID_PATTERN, RunDirectory
 from reprise.run.journal import InFlight, in_flight
+from reprise.run.reused import ReusedNodes
 from reprise.run.status import RunStatus
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "RunViewData", "build_run_view_data", "cost_of", "tokens_of"]
@@ -43,7 +44,7 @@ _STANDARD_FILES = {INPUT_FILE, OUTCOME_FILE, RESULT_FILE}
 # Fields of result.json the page shows in their own place; the rest go under "other fields".
 _SHOWN_FIELDS = {
     "path", "element_type", "node_kind", "node", "status", "started_at", "ended_at", "duration_s",
-    "attempts", "reused", "reused_from", "error",
+    "attempts", "reused", "reused_from", "origin_run_id", "error",
 }  # fmt: skip
 # Worst first: a container shows the worst status among its children when it has none itself.
 _STATUS_RANK = {"failed": 0, "cancelled": 1, "crashed": 2, "unfinished": 2, "running": 3, "completed": 4, "skipped": 5}
@@ -257,7 +258,7 @@ def iter_spans(trace_file: Path) -> Iterator[_Span]:
 
 
 class _Builder:
-    def __init__(self, run: RunDirectory, max_value_bytes: int) -> None:
+    def __init__(self, run: RunDirectory, max_value_bytes: int, previous_run_id: str | None = None) -> None:
         self.run = run
         self.limit = max_value_bytes
         self.elements: list[dict[str, Any]] = []
@@ -268,15 +269,20 @@ class _Builder:
         #: Started nodes without a result.json (a running or crashed run), from the journal.
         self.started: InFlight | None = None
         self.user_spans: dict[str, list[_Span]] = {}
+        #: The nodes a re-run reused (links read as the run's that holds them otherwise).
+        self.reused = ReusedNodes(run.path, previous_run_id)
 
     # The tree comes from the directories: an element is a directory with a result.json, or a
     # directory holding elements (a loop iteration, a conditional's branch, a composite that has
     # not finished). A node's directory is not descended into: nodes may write their own files.
-    def walk(self, directory: Path, path: str, parent: int, depth: int) -> int | None:
+    def walk(self, directory: Path, path: str, parent: int, depth: int, linked: bool = False) -> int | None:
         # One listing per directory tells which files exist: no stat per expected file (this
         # runs once per element, 20,000 times for a 10,000-node loop).
         subdirs: list[os.DirEntry[str]] = []
         others: list[os.DirEntry[str]] = []
+        # Symbolic links: in a composite's directory, the nodes a link-mode re-run reused; in
+        # a node's, files of the node's own.
+        links: list[os.DirEntry[str]] = []
         names: set[str] = set()
         started = self.started
         record = started.record(directory) if started is not None else None
@@ -289,6 +295,8 @@ class _Builder:
                         subdirs.append(entry)
                     elif entry.name in _STANDARD_FILES:
                         names.add(entry.name)
+                    elif entry.is_symlink():
+                        links.append(entry)
                     elif len(others) < MAX_FILES:
                         others.append(entry)
         except OSError:
@@ -300,14 +308,21 @@ class _Builder:
         result = _read_json(directory / RESULT_FILE) if RESULT_FILE in names else None
         if not isinstance(result, dict):
             result = None
+        if result is not None and result.get("element_type") == "node":
+            result = self.reused.overlay(path, result, directory, linked)
         has_input = INPUT_FILE in names or record is not None
         is_node = (result is not None and result.get("element_type") == "node") or (result is None and has_input)
+        linked_children: set[str] = set()
+        if is_node:
+            others = (others + links)[:MAX_FILES]
+        else:
+            linked_children = {entry.name for entry in links}
         files: list[tuple[str, int]] = []
         if is_node:
             # Files the node wrote into its directory (folders with a trailing "/").
             files = [(entry.name, entry.stat(follow_symlinks=False).st_size) for entry in others]
             files = (files + [(entry.name + "/", 0) for entry in subdirs])[:MAX_FILES]
-        if result is None and not is_node and not subdirs and not virtual:
+        if result is None and not is_node and not subdirs and not virtual and not linked_children:
             return None
         index = len(self.elements)
         element: dict[str, Any] = {"i": index, "p": path, "n": path.rsplit(".", 1)[-1], "u": parent, "dp": depth}
@@ -316,8 +331,10 @@ class _Builder:
         self._describe(element, result, is_node, directory, files, names, record)
         children: list[int] = []
         if not is_node:
-            for child_name in sorted([e.name for e in subdirs] + virtual):
-                child = self.walk(directory / child_name, f"{path}.{child_name}", index, depth + 1)
+            for child_name in sorted([e.name for e in subdirs] + virtual + list(linked_children)):
+                child = self.walk(
+                    directory / child_name, f"{path}.{child_name}", index, depth + 1, child_name in linked_children
+                )
                 if child is not None:
                     children.append(child)
         if children:
@@ -361,6 +378,8 @@ class _Builder:
                 e["r"] = 1
                 if result.get("reused_from"):
                     e["rf"] = str(result["reused_from"])
+                if result.get("origin_run_id"):
+                    e["or"] = str(result["origin_run_id"])
             tokens, cost = tokens_of(result), cost_of(result)
             if tokens is not None:
                 e["tk"] = tokens
@@ -408,6 +427,9 @@ class _Builder:
                 rf = span.attributes.get("reprise.reused_from")
                 if rf and "rf" not in e:
                     e["rf"] = str(rf)
+                origin = span.attributes.get("reprise.origin_run_id")
+                if origin and "or" not in e:
+                    e["or"] = str(origin)
             if span.start_ms is not None and span.end_ms is not None:
                 e["a"], e["b"] = span.start_ms, span.end_ms
             if "d" not in e and e.get("a") is not None:
@@ -544,7 +566,7 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
         status = run.status().value
     except RunSetupError:  # pragma: no cover - read_metadata just succeeded
         status = meta.status.value
-    builder = _Builder(run, max_value_bytes)
+    builder = _Builder(run, max_value_bytes, meta.previous_run_id)
     for span in iter_spans(run.trace_dir / "trace.jsonl"):
         path = span.attributes.get("reprise.hierarchy_path")
         element_type = span.attributes.get("reprise.element_type")

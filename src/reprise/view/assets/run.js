@@ -362,6 +362,7 @@
       ["in this run", e.a !== undefined && e.a !== null ? fmtMs(e.a) + " → " + fmtMs(e.b) : ""],
       ["attempts", e.at !== undefined ? String(e.at) : ""],
       ["reused from", e.rf ? runRef(e.rf) : ""],
+      ["executed in", e.or && e.or !== e.rf ? runRef(e.or) : ""],
       ["tokens", fmtTokens(e.tk)],
       ["cost", fmtCost(e.c)],
     ];

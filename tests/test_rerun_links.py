@@ -1,0 +1,319 @@
+"""Link-mode re-runs (the default): a reused node is one relative symbolic link to its directory
+in the run where it executed, the run records what it reused in ``.trace/reused.json``, and
+every reader reports the node as reused. Copy mode stays self-contained.
+
+Every test counts node calls, so a reused node whose code was called would fail it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from reprise import (
+    Api,
+    FlowDefinition,
+    FlowRunner,
+    Initial,
+    NodeContext,
+    ObservabilitySettings,
+    Ref,
+    RunContext,
+    RunSetupError,
+)
+from reprise.cli import main as cli_main
+from reprise.dsl.definition import validate_definition
+from reprise.dsl.paths import HierarchyPath
+from reprise.run.directory import RunDirectory
+from reprise.run.previous import PreviousRun
+from reprise.run.reused import RunOutcomes, read_reused
+from reprise.runners.reuse import ReusePlan
+from reprise.view.build import build_run_view_data
+
+pytestmark = pytest.mark.anyio
+
+
+class Calls:
+    """Counts node calls by name."""
+
+    def __init__(self) -> None:
+        self.counter: Counter[str] = Counter()
+
+    def inc(self, name: str) -> Any:
+        def fn(n: int) -> int:
+            self.counter[name] += 1
+            return n + 1
+
+        fn.__name__ = name
+        return fn
+
+
+class Box(BaseModel):
+    values: list[int]
+
+
+def chain(calls: Calls, n: int = 4) -> FlowDefinition:
+    flow = FlowDefinition()
+    for i in range(n):
+        flow.node(f"n{i}", calls.inc(f"n{i}"), inputs={"n": Initial("x") if i == 0 else Ref(f"n{i - 1}")})
+    return flow
+
+
+def ctx(tmp_path: Path, previous: str | None = None, start: str | None = None, **kw: Any) -> RunContext:
+    return RunContext(
+        "root", tmp_path, initial_inputs={"x": 0}, previous_run_id=previous, start_hierarchy_path=start, **kw
+    )
+
+
+def reader_result(run_dir: Path, path: str) -> dict[str, Any]:
+    result = PreviousRun(RunDirectory(run_dir)).result(HierarchyPath(path))
+    assert result is not None
+    return result
+
+
+async def test_links_are_relative_and_point_at_the_origin_through_two_reruns(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    calls.counter.clear()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n2")).run()
+    r3 = await FlowRunner(flow, ctx(tmp_path, r2.run_id, "root.n3")).run()
+    # n0, n1 reused twice (never called), n2 executed in r2 and reused in r3, n3 executed twice.
+    assert calls.counter == Counter({"n2": 1, "n3": 2})
+    assert (r2.reused, r2.executed, r3.reused, r3.executed) == (2, 2, 3, 1)
+    assert r3.outcomes == r2.outcomes == r1.outcomes
+
+    for name, holder in (("n0", r1), ("n1", r1), ("n2", r2)):
+        link = r3.run_dir / "root" / name
+        target = os.readlink(link)
+        assert target == f"../../{holder.run_id}/root/{name}"  # relative, into the run holding it
+        resolved = (link.parent / target).resolve()
+        assert resolved == (holder.run_dir / "root" / name).resolve()
+        assert resolved.is_dir() and not (holder.run_dir / "root" / name).is_symlink()  # no link to a link
+        assert (link / "outcome.json").read_text() == (holder.run_dir / "root" / name / "outcome.json").read_text()
+    assert not (r3.run_dir / "root" / "n3").is_symlink()
+
+    # What r3 recorded, and what readers make of it.
+    recorded = read_reused(r3.run_dir)
+    assert recorded is not None
+    assert {p: (w.dir_run_id, w.origin_run_id) for p, w in recorded.items()} == {
+        "root.n0": (r1.run_id, r1.run_id),
+        "root.n1": (r1.run_id, r1.run_id),
+        "root.n2": (r2.run_id, r2.run_id),
+    }
+    n1 = reader_result(r3.run_dir, "root.n1")
+    assert (n1["reused"], n1["reused_from"], n1["origin_run_id"]) == (True, r2.run_id, r1.run_id)
+    assert n1["status"] == "completed" and n1["path"] == "root.n1"
+    n2 = reader_result(r3.run_dir, "root.n2")
+    assert (n2["reused"], n2["reused_from"], n2["origin_run_id"]) == (True, r2.run_id, r2.run_id)
+    assert reader_result(r3.run_dir, "root.n3")["reused"] is False
+    # The files each run holds for later re-runs: its own completed nodes only.
+    for run, own in ((r1, {"root.n0", "root.n1", "root.n2", "root.n3"}), (r2, {"root.n2", "root.n3"})):
+        held = RunOutcomes.read(run.run_dir)
+        assert held is not None and set(held.values) == own
+    # Nothing was deleted from the earlier runs.
+    for run in (r1, r2):
+        assert sorted(os.listdir(run.run_dir / "root")) == ["n0", "n1", "n2", "n3", "result.json"]
+
+
+async def test_reused_outcomes_keep_their_types_and_code_is_not_called(tmp_path: Path) -> None:
+    seen: list[Any] = []
+    count = Counter[str]()
+
+    def make(n: int) -> Box:
+        count["make"] += 1
+        return Box(values=[n, n + 1])
+
+    def use(b: Box, k: int) -> int:
+        count["use"] += 1
+        seen.append(b)
+        return sum(b.values) + k
+
+    def big(k: int) -> list[int]:
+        count["big"] += 1
+        return list(range(2000 * k))  # more than the outcome bytes a run keeps in outcomes.json
+
+    def last(b: Box, xs: list[int]) -> int:
+        count["last"] += 1
+        return len(xs) + b.values[0]
+
+    flow = (
+        FlowDefinition()
+        .node("make", make, inputs={"n": Initial("x")})
+        .node("use", use, inputs={"b": Ref("make"), "k": 1})
+        .node("big", big, inputs={"k": 1})
+        .node("last", last, inputs={"b": Ref("make"), "xs": Ref("big")})
+    )
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    held = RunOutcomes.read(r1.run_dir)
+    assert held is not None and held.on_disk == {"root.big"} and "root.make" in held.values
+    count.clear()
+    seen.clear()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.last")).run()
+    assert count == Counter({"last": 1})
+    assert type(r2.outcomes["root.make"]) is Box and r2.outcomes["root.make"] == Box(values=[0, 1])
+    assert r2.outcomes["root.big"] == list(range(2000))
+    assert r2.outcomes == r1.outcomes and r2.outcome == 2000
+
+
+async def test_readers_report_linked_nodes_as_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    off = ObservabilitySettings.disabled()  # no spans: the view reads result.json alone
+    r1 = await FlowRunner(flow, ctx(tmp_path, observability_settings=off)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n2", observability_settings=off)).run()
+    r3 = await FlowRunner(flow, ctx(tmp_path, r2.run_id, "root.n3", observability_settings=off)).run()
+
+    api = Api(tmp_path / "runs")
+    tree = {e.path: e for e in api.elements(r3.run_id).walk()}
+    assert [p for p, e in tree.items() if e.reused] == ["root.n0", "root.n1", "root.n2"]
+    assert (tree["root.n0"].reused_from, tree["root.n0"].origin_run_id) == (r2.run_id, r1.run_id)
+    assert (tree["root.n2"].reused_from, tree["root.n2"].origin_run_id) == (r2.run_id, r2.run_id)
+    assert tree["root.n0"].status == "completed" and tree["root.n3"].reused is False
+
+    data = build_run_view_data(r3.run_dir)
+    els = {e["p"]: e for e in data.model["elements"]}
+    assert els["root.n0"].get("r") == 1 and els["root.n0"]["rf"] == r2.run_id and els["root.n0"]["or"] == r1.run_id
+    assert "r" not in els["root.n3"]
+    assert data.model["run"]["reused"] == 3
+    # The node's files, read through the link.
+    details = data.details[str(els["root.n0"]["i"])]
+    assert json.loads(details["outcome"]) == 1
+
+    assert cli_main(["show", r3.run_id, "--run-root", str(tmp_path / "runs"), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["data"]
+    assert shown["totals"]["reused"] == 3 and shown["totals"]["executed"] == 1
+    assert cli_main(["show", r3.run_id, "--run-root", str(tmp_path / "runs")]) == 0
+    text = capsys.readouterr().out
+    assert f"from {r2.run_id} (ran in {r1.run_id})" in text
+
+    # The next re-run's plan finds where each node is without reading the node files.
+    index = validate_definition(flow, "root")
+    plan = ReusePlan(index, PreviousRun.open(tmp_path / "runs", r3.run_id), HierarchyPath("root.n3"))
+    where = plan._where("root.n1", "root/n1")
+    assert where is not None and (where.dir_run_id, where.origin_run_id) == (r1.run_id, r1.run_id)
+    where = plan._where("root.n2", "root/n2")
+    assert where is not None and where.dir_run_id == r2.run_id
+    assert calls.counter == Counter({"n0": 1, "n1": 1, "n2": 2, "n3": 3})
+
+
+async def test_a_crashed_link_rerun_reads_and_resumes_from_its_links(tmp_path: Path) -> None:
+    """What SIGKILL leaves of a link-mode re-run (tests/test_rerun_fast.py kills one for real):
+    links made, but no reused.json or outcomes.json, and no result.json for the run's root."""
+    calls = Calls()
+    flow = chain(calls, 5)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    for name in ("reused.json", "outcomes.json"):
+        (r2.run_dir / ".trace" / name).unlink()
+    shutil.rmtree(r2.run_dir / "root" / "n4")
+    (r2.run_dir / "root" / "result.json").unlink()
+
+    n1 = reader_result(r2.run_dir, "root.n1")
+    assert (n1["reused"], n1["reused_from"], n1["origin_run_id"]) == (True, r1.run_id, r1.run_id)
+    tree = {e.path: e for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
+    assert tree["root.n2"].reused and tree["root.n2"].origin_run_id == r1.run_id
+
+    calls.counter.clear()
+    r3 = await FlowRunner(flow, ctx(tmp_path, r2.run_id)).run()  # resume
+    assert calls.counter == Counter({"n4": 1})
+    assert r3.outcomes == r1.outcomes
+    assert os.readlink(r3.run_dir / "root/n0") == f"../../{r1.run_id}/root/n0"
+    assert os.readlink(r3.run_dir / "root/n3") == f"../../{r2.run_id}/root/n3"
+    n3 = reader_result(r3.run_dir, "root.n3")
+    assert (n3["reused_from"], n3["origin_run_id"]) == (r2.run_id, r2.run_id)
+
+
+async def test_copy_mode_is_self_contained(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3", reused_nodes="copy")).run()
+    assert not any(p.is_symlink() for p in r2.run_dir.rglob("*"))
+    shutil.rmtree(r1.run_dir)  # the earlier run is gone: the copy still reads
+
+    tree = {e.path: e for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
+    assert tree["root.n1"].reused and tree["root.n1"].origin_run_id == r1.run_id
+    assert json.loads((r2.run_dir / "root/n1/outcome.json").read_text()) == 2
+    recorded = read_reused(r2.run_dir)
+    assert recorded is not None and recorded["root.n1"].dir_run_id == r2.run_id
+
+    # A link-mode re-run of the copy links into the copy, and still names the origin.
+    calls.counter.clear()
+    r3 = await FlowRunner(flow, ctx(tmp_path, r2.run_id, "root.n3")).run()
+    assert calls.counter == Counter({"n3": 1})
+    assert os.readlink(r3.run_dir / "root/n1") == f"../../{r2.run_id}/root/n1"
+    n1 = reader_result(r3.run_dir, "root.n1")
+    assert (n1["reused_from"], n1["origin_run_id"]) == (r2.run_id, r1.run_id)
+    assert r3.outcomes == r2.outcomes
+
+
+async def test_a_deleted_origin_makes_its_nodes_execute_again(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    shutil.rmtree(r1.run_dir)  # r2's links dangle now (docs/reruns.md: use "copy" to archive)
+    tree = {e.path: e for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
+    assert tree["root.n0"].status == "unavailable" and tree["root.n0"].origin_run_id == r1.run_id
+    calls.counter.clear()
+    r3 = await FlowRunner(flow, ctx(tmp_path, r2.run_id, "root.n3")).run()
+    # n0..n2 are held by the deleted run: nothing to reuse, so they execute; n3 is the start.
+    assert calls.counter == Counter({"n0": 1, "n1": 1, "n2": 1, "n3": 1})
+    assert r3.outcome == 4
+
+
+async def test_declared_outcome_files_of_linked_nodes_are_committed(tmp_path: Path) -> None:
+    def write(n: int, ctx: NodeContext) -> int:
+        (ctx.node_dir / "report.md").write_text(f"report {n}")
+        ctx.declare_outcome_file("report.md")
+        return n + 1
+
+    calls = Calls()
+    flow = FlowDefinition().node("w", write, inputs={"n": 1}).node("z", calls.inc("z"), inputs={"n": Ref("w")})
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    context = ctx(tmp_path, r1.run_id, "root.z")
+    r2 = await FlowRunner(flow, context).run()
+    assert [(f.repo_path, f.node_path) for f in context.declared_outcome_files] == [("root/w/report.md", "root.w")]
+    assert context.declared_outcome_files[0].source == r2.run_dir / "root/w/report.md"  # through the link
+    meta = json.loads((r2.run_dir / ".trace/metadata.json").read_text())
+    assert "outcome_commit" in meta, meta.get("outcome_commit_error")
+
+
+async def test_reused_spans_are_marked_alike_in_both_modes(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    attributes: dict[str, dict[str, Any]] = {}
+    for mode in ("link", "copy"):
+        run = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3", reused_nodes=mode)).run()
+        for line in (run.run_dir / ".trace/trace.jsonl").read_text().splitlines():
+            span = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+            attrs = {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
+            if attrs.get("reprise.hierarchy_path") == "root.n1":
+                assert span["name"] == "node root.n1" and span["parentSpanId"]
+                attrs.pop("reprise.run_id")
+                attributes[mode] = attrs
+    assert attributes["link"] == attributes["copy"]
+    assert list(attributes["link"]) == list(attributes["copy"])
+    assert attributes["link"]["reprise.reused"] is True
+    assert attributes["link"]["reprise.origin_run_id"] == attributes["link"]["reprise.reused_from"] == r1.run_id
+
+
+async def test_reused_nodes_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(RunSetupError, match="reused_nodes must be 'link' or 'copy', not 'hardlink'"):
+        RunContext("root", tmp_path, reused_nodes="hardlink")
+
+
+def test_cli_rerun_takes_reused_nodes(tmp_path: Path) -> None:
+    from reprise.cli import build_parser
+
+    args = build_parser().parse_args(["rerun", "run_x", "--from", "a.b", "--reused-nodes", "copy"])
+    assert args.reused_nodes == "copy"
+    assert build_parser().parse_args(["resume", "run_x"]).reused_nodes == "link"
