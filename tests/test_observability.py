@@ -1058,7 +1058,7 @@ async def test_viewer_folds_long_child_lists(make_context: Any) -> None:
 
 
 def normalized_trace(run_dir: Path, run_ids: dict[str, str]) -> list[str]:
-    """The trace's lines with what differs between two runs of one flow made neutral: span ids
+    """The trace's spans, one request line each, with what differs between two runs of one flow made neutral: span ids
     by span names (unique in these flows), one trace id, times, run ids (``run_ids``: id ->
     placeholder). Sorted: parallel branches may end in either order. Everything else (keys,
     their order, attribute order, values) is kept."""
@@ -1081,8 +1081,17 @@ def normalized_trace(run_dir: Path, run_ids: dict[str, str]) -> list[str]:
             return "<trace>" if value == trace_id else value
         return value
 
+    # One request per span: how spans are grouped into lines is not part of what is compared
+    # (a re-run writes its reused nodes' spans together).
+    single = [
+        {"resourceSpans": [{**rs, "scopeSpans": [{**ss, "spans": [sp]}]}]}
+        for line in lines
+        for rs in line["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for sp in ss["spans"]
+    ]
     out = []
-    for line in lines:
+    for line in single:
         text = json.dumps(neutral(line), ensure_ascii=True)
         for run_id, placeholder in run_ids.items():
             text = text.replace(run_id, placeholder)

@@ -293,8 +293,9 @@ async def test_reused_spans_are_marked_alike_in_both_modes(tmp_path: Path) -> No
     attributes: dict[str, dict[str, Any]] = {}
     for mode in ("link", "copy"):
         run = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3", reused_nodes=mode)).run()
-        for line in (run.run_dir / ".trace/trace.jsonl").read_text().splitlines():
-            span = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+        lines = [json.loads(line) for line in (run.run_dir / ".trace/trace.jsonl").read_text().splitlines()]
+        spans = [sp for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
+        for span in spans:
             attrs = {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
             if attrs.get("reprise.hierarchy_path") == "root.n1":
                 assert span["name"] == "node root.n1" and span["parentSpanId"]
@@ -317,3 +318,21 @@ def test_cli_rerun_takes_reused_nodes(tmp_path: Path) -> None:
     args = build_parser().parse_args(["rerun", "run_x", "--from", "a.b", "--reused-nodes", "copy"])
     assert args.reused_nodes == "copy"
     assert build_parser().parse_args(["resume", "run_x"]).reused_nodes == "link"
+
+
+async def test_reused_spans_are_written_together_one_span_per_reused_node(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls, 300)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n299")).run()
+    assert r2.reused == 299
+    lines = [json.loads(line) for line in (r2.run_dir / ".trace/trace.jsonl").read_text().splitlines()]
+    per_line = [[sp for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]] for line in lines]
+    reused = [
+        sp["name"] for spans in per_line for sp in spans if any(a["key"] == "reprise.reused" for a in sp["attributes"])
+    ]
+    assert sorted(reused) == sorted(f"node root.n{i}" for i in range(299))
+    # Grouped: the resource once per line of up to 256 spans, not once per span.
+    assert sorted(len(spans) for spans in per_line if len(spans) > 1) == [43, 256]
+    for line in lines:  # every line is still a whole request with its resource
+        assert line["resourceSpans"][0]["resource"]["attributes"]

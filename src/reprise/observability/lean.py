@@ -79,6 +79,10 @@ def _random_id(bits: int) -> int:
     return value
 
 
+#: Spans of reused nodes per trace line (see :meth:`LeanSpanWriter.reused_lines`).
+_REUSED_PER_LINE = 256
+
+
 class LeanSpanWriter:
     """The lean spans of one run: their trace id and limits, and where their lines go.
 
@@ -151,11 +155,13 @@ class LeanSpanWriter:
         self, parent: LeanSpan | None, run_id: str, reused_from: str, nodes: Iterable[tuple[str, str, str]]
     ) -> bytes:
         """The lines of the spans of nodes a re-run reused, ``(hierarchy path, node kind,
-        origin run id)`` each, under ``parent``: what :meth:`LeanSpan._line` writes for a span
-        started with reprise's node attributes, marked ``reprise.reused`` and ended at once, with
-        the parts they share encoded once. Only with :attr:`plain_attributes`."""
+        origin run id)`` each, under ``parent``: the spans :meth:`LeanSpan._line` writes for a
+        span started with reprise's node attributes, marked ``reprise.reused`` and ended at once,
+        with the parts they share encoded once, and up to :data:`_REUSED_PER_LINE` of them in one
+        ``ExportTraceServiceRequest`` line (the resource and scope, most of a line's bytes, once
+        per line rather than once per span). Only with :attr:`plain_attributes`."""
         kv = self.key_value
-        head = self._head
+        head = self._head[len(self._prefix) :]
         parent_part = f'","parentSpanId":"{parent._id_hex}' if parent is not None else ""
         front = parent_part + _FLAGS_FIELD + '"name":'
         run_kv = kv("reprise.run_id", run_id)
@@ -167,7 +173,7 @@ class LeanSpanWriter:
                 kv("reprise.reused_from", reused_from),
             ]
         )
-        status_tail = "," + kv("reprise.status", "completed") + '],"status":{}}' + self._suffix
+        status_tail = "," + kv("reprise.status", "completed") + '],"status":{}}'
         kinds: dict[str, str] = {}
         origins: dict[str, str] = {}
         lines = []
@@ -186,7 +192,10 @@ class LeanSpanWriter:
                 f',{{"key":"reprise.hierarchy_path","value":{{"stringValue":{quoted}}}}}'
                 f",{type_kv},{kind_kv},{after_kind},{origin_kv}{status_tail}"
             )
-        return "".join(lines).encode("ascii")
+        prefix, suffix, per_line = self._prefix, self._suffix, _REUSED_PER_LINE
+        return "".join(
+            [prefix + ",".join(lines[i : i + per_line]) + suffix for i in range(0, len(lines), per_line)]
+        ).encode("ascii")
 
     def write(self, data: bytes) -> None:
         """Append ``data`` (whole lines) to the run's trace file."""

@@ -70,7 +70,7 @@ class OutcomeSettings:
     commit_per_node: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 4x, and a run lists one per node
 class OutcomeFile:
     """A file to commit: ``source`` on disk, stored at ``repo_path`` in the run's tree."""
 
