@@ -24,6 +24,7 @@ from reprise import (
     NodeContext,
     ObservabilitySettings,
     Ref,
+    RerunError,
     RunContext,
     RunSetupError,
 )
@@ -31,6 +32,7 @@ from reprise.cli import main as cli_main
 from reprise.dsl.definition import validate_definition
 from reprise.dsl.paths import HierarchyPath
 from reprise.run.directory import RunDirectory
+from reprise.run.files import dump_json
 from reprise.run.previous import PreviousRun
 from reprise.run.reused import RunOutcomes, read_reused
 from reprise.runners.reuse import ReusePlan
@@ -336,3 +338,21 @@ async def test_reused_spans_are_written_together_one_span_per_reused_node(tmp_pa
     assert sorted(len(spans) for spans in per_line if len(spans) > 1) == [43, 256]
     for line in lines:  # every line is still a whole request with its resource
         assert line["resourceSpans"][0]["resource"]["attributes"]
+
+
+async def test_the_definition_check_compares_bytes_first_and_parses_when_they_differ(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls, 3)
+    index = validate_definition(flow, "root")
+    assert index.outline_json() == dump_json(index.outline())  # what runs record, byte for byte
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    recorded = r1.run_dir / ".trace/definition.json"
+    assert recorded.read_bytes() == index.outline_json()
+    # The same outline written another way (by hand, by an older version): still the same.
+    recorded.write_text(json.dumps(json.loads(recorded.read_text())))
+    again = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n2")).run()
+    assert again.reused == 2
+    # A different outline is still refused.
+    recorded.write_text(json.dumps({**json.loads(recorded.read_text()), "root.n1": {"type": "flow"}}))
+    with pytest.raises(RerunError, match=r"root\.n1 changed"):
+        await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n2")).run()

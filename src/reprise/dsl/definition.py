@@ -14,6 +14,8 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import pydantic_core
+
 from reprise.dsl.container import Container
 from reprise.dsl.elements import (
     ConditionalElement,
@@ -51,6 +53,7 @@ class DefinitionIndex:
     #: and agent bodies, ``cond.then``/``cond.else``, ``loop.*`` and ``par.<branch>``.
     containers: dict[str, Container] = field(default_factory=dict)
     _outline: dict[str, dict[str, str]] | None = field(default=None, repr=False, compare=False)
+    _outline_json: bytes | None = field(default=None, repr=False, compare=False)
 
     def element(self, path: str | HierarchyPath) -> Element | None:
         """The element at a concrete or definition path, or ``None``."""
@@ -73,6 +76,14 @@ class DefinitionIndex:
             out[path] = entry
         self._outline = out  # the index is read-only once built: compute this once
         return out
+
+    def outline_json(self) -> bytes:
+        """:meth:`outline` as the bytes a run records in ``.trace/definition.json`` (indented,
+        trailing newline, as ``reprise.run.files.dump_json`` writes): made once, written by every
+        run of this definition, and compared as bytes by a re-run before anything is parsed."""
+        if self._outline_json is None:
+            self._outline_json = pydantic_core.to_json(self.outline(), indent=2) + b"\n"
+        return self._outline_json
 
     def container_at(self, path: str) -> Container | None:
         """The container whose children sit directly below definition path ``path`` (a flow,

@@ -108,6 +108,14 @@ class PreviousRun:
             return {}
         return data
 
+    def definition_bytes(self) -> bytes | None:
+        """The earlier run's ``.trace/definition.json`` as written, if recorded."""
+        try:
+            with open(self.dir.trace_dir / "definition.json", "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
     def definition(self) -> dict[str, Any] | None:
         """The earlier run's definition outline (``.trace/definition.json``), if recorded."""
         try:

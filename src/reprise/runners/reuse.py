@@ -176,6 +176,8 @@ class ReusePlan:
             )
 
     def _check_definition(self) -> None:
+        if self.previous.definition_bytes() == self.index.outline_json():
+            return  # the usual case: the same outline, written the same way (nothing to parse)
         before = self.previous.definition()
         if before is None:
             return  # runs made before outlines were recorded: nothing to compare

@@ -21,7 +21,7 @@ from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
 from reprise.dsl.definition import DefinitionIndex, validate_definition
 from reprise.errors import DefinitionError, RepriseError, RunFailedError
 from reprise.run.context import RunContext
-from reprise.run.files import write_json_atomic
+from reprise.run.files import write_bytes_atomic
 from reprise.run.status import RunStatus
 from reprise.runners.executor import Executor
 from reprise.runners.result import RunResult
@@ -77,7 +77,7 @@ class ComponentRunner(Generic[C]):
         ctx = self.run_context
         run_dir = ctx.require_run_dir()
         ctx.save_static_inputs()
-        write_json_atomic(run_dir.trace_dir / DEFINITION_FILE, self.index.outline())
+        write_bytes_atomic(run_dir.trace_dir / DEFINITION_FILE, self.index.outline_json())
         if self._reuse is not None:
             self._reuse.attach(ctx)
 
