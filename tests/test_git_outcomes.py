@@ -15,7 +15,13 @@ import git
 import pytest
 
 from reprise import Computed, FlowDefinition, FlowRunner, Initial, NodeContext, Ref, RunContext, RunFailedError
-from reprise.run.outcome_repo import OutcomeSettings, OutcomeStream
+from reprise.run.outcome_repo import (
+    OutcomeFile,
+    OutcomeRepository,
+    OutcomeSettings,
+    OutcomeStream,
+    collect_outcome_files,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -321,3 +327,74 @@ async def test_a_broken_commit_stream_is_replaced_by_a_fresh_commit(tmp_path: Pa
     assert meta["outcome_commit"] == commit.hexsha
     blobs = sorted(b.path for b in commit.tree.traverse() if b.type == "blob")
     assert blobs == [f"root/{n}/outcome.json" for n in ("after", "kill", "n0", "n1", "n2")]
+
+
+def _tree_of(repo_dir: Path, commit: str) -> str:
+    out = subprocess.run(
+        ["git", "--git-dir", str(repo_dir / ".git"), "rev-parse", f"{commit}^{{tree}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+async def test_a_long_runs_commit_is_built_from_checkpoints_with_the_same_tree(tmp_path: Path) -> None:
+    # 150 outcomes in a subflow, and a declared file: past the checkpoint interval, so git
+    # builds the trees during the run; the commit must be exactly the commit of these files.
+    def write(ctx: NodeContext) -> str:
+        (ctx.node_dir / "notes.txt").write_text("declared")
+        ctx.declare_outcome_file("notes.txt")
+        return "written"
+
+    flow = FlowDefinition().subflow("sub", _chain(150)).node("write", write)
+    result = await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    repo = repo_of(tmp_path)
+    commit = repo.commit(f"run/{result.run_id}")
+    assert commit.parents == ()  # the checkpoints are not its history
+    assert len(list(repo.iter_commits(f"run/{result.run_id}"))) == 1
+    blobs = sorted(b.path for b in commit.tree.traverse() if b.type == "blob")
+    assert len(blobs) == 152 and "root/write/notes.txt" in blobs and "root/sub/n149/outcome.json" in blobs
+    # The same files committed in one go, without checkpoints, give the same tree.
+    files = collect_outcome_files(
+        result.run_dir, [OutcomeFile(result.run_dir / "root/write/notes.txt", "root/write/notes.txt")]
+    )
+    fresh = OutcomeRepository(tmp_path / "fresh")
+    again = fresh.commit_run("x", files, message="m")
+    assert _tree_of(tmp_path / "fresh", again) == commit.tree.hexsha
+    subprocess.run(["git", "--git-dir", repo.git_dir, "fsck", "--strict"], check=True, capture_output=True)
+
+
+def test_a_checkpointed_stream_commits_exactly_the_files_it_is_given(tmp_path: Path) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("r1")
+    for i in range(70):  # one checkpoint at 64
+        stream.add(f"root/n{i}/outcome.json", b"%d" % i)
+    # n3 was sent but is not among the files (its node's outcome was dropped); one file is new.
+    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(70) if i != 3]
+    files.append(OutcomeFile("", "root/extra.txt", data=b"extra"))
+    commit = stream.finish(files, message="m")
+    assert commit is not None
+    tree = subprocess.run(
+        ["git", "--git-dir", repo.git_dir(), "ls-tree", "-r", "--name-only", commit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(tree) == sorted(f.repo_path for f in files)
+    assert _tree_of(tmp_path / "repo", commit) == _tree_of(tmp_path / "repo", repo.commit_run("r2", files, message="m"))
+
+
+def test_a_checkpointed_stream_with_a_bad_answer_lets_the_caller_commit_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("r1")
+    for i in range(65):
+        stream.add(f"root/n{i}/outcome.json", b"%d" % i)
+    monkeypatch.setattr(OutcomeStream, "_read_line", lambda self: b"missing root\n")
+    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(65)]
+    assert stream.finish(files, message="m") is None
+    assert stream.broken and "missing root" in stream.broken
+    assert repo.head_of("r1") is None  # nothing half-made
+    assert repo.commit_run("r1", files, message="m") == repo.head_of("r1")
