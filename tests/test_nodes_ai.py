@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +36,7 @@ class Reply:
     status: int = 200
     body: Any = None  # dict -> JSON; str/bytes -> sent as is
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,7 +53,7 @@ class ModelServer:
         self.replies.extend(replies)
 
     def respond(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
-        self.requests.append({"path": path, "body": body, "headers": headers})
+        self.requests.append({"path": path, "body": body, "headers": headers, "at": time.monotonic()})
         if self.replies:
             return self.replies.pop(0)
         if body.get("model") == "echo-key-401":
@@ -117,6 +119,8 @@ def model_server() -> Iterator[ModelServer]:
             self.send_response(reply.status)
             self.send_header("content-type", reply.content_type)
             self.send_header("content-length", str(len(data)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
@@ -326,6 +330,51 @@ async def test_server_error_is_retried_client_error_is_not(
     assert "HTTP 400" in str(info.value)
     assert len(model_server.requests) == 2
     assert read_result(info.value.result.run_dir, "ask")["attempts"] == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("make_node", [openai_node, anthropic_node], ids=["openai", "anthropic"])
+@pytest.mark.parametrize(
+    "header", [{"retry-after": "0.4"}, {"retry-after-ms": "400"}], ids=["retry-after", "retry-after-ms"]
+)
+async def test_the_servers_retry_after_is_waited_for(
+    make_node: Callable[..., AIModelNode],
+    header: dict[str, str],
+    model_server: ModelServer,
+    make_context: Callable[..., RunContext],
+) -> None:
+    # The node's own backoff is 10 ms; the server asks for 0.4 s.
+    model_server.queue(Reply(429, {"error": {"message": "Rate limit reached"}}, headers=header))
+    result = await run_flow(FlowDefinition().node("ask", make_node(model_server, retries=1)), make_context("f"))
+    assert result.outcome == "Hello from the model."
+    first, second = (r["at"] for r in model_server.requests)
+    assert second - first >= 0.38
+
+
+async def test_retry_after_is_capped_by_max_backoff(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    model_server.queue(Reply(503, {"error": {"message": "overloaded"}}, headers={"retry-after": "3600"}))
+    node = openai_node(model_server, retries=1, max_backoff=0.05)
+    result = await run_flow(FlowDefinition().node("ask", node), make_context("f"))
+    assert result.outcome == "Hello from the model."
+    first, second = (r["at"] for r in model_server.requests)
+    assert second - first < 30  # not the hour the server asked for
+
+
+def test_retry_after_values() -> None:
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from reprise.dsl.nodes.providers import retry_after_seconds
+
+    now = 1_800_000_000.0
+    date = format_datetime(datetime.fromtimestamp(now + 7, UTC), usegmt=True)
+    assert retry_after_seconds({"retry-after": date}, now=now) == pytest.approx(7)
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_seconds({"retry-after": "-3"}) == 0.0
+    for bad in ({"retry-after": "soon"}, {"retry-after": "nan"}, {}, None):
+        assert retry_after_seconds(bad) is None
 
 
 async def test_retries_exhausted(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:

@@ -35,7 +35,9 @@ class NodeSettings:
     """How a node is executed: per-attempt timeout, retries and backoff between attempts.
 
     ``retries`` is the number of extra attempts after the first; the wait before attempt ``n``
-    (n >= 2) is ``min(backoff * backoff_factor ** (n - 2), max_backoff)`` seconds.
+    (n >= 2) is ``min(backoff * backoff_factor ** (n - 2), max_backoff)`` seconds, or longer, up
+    to ``max_backoff``, when the failure carries a ``retry_after`` (a model server's
+    ``Retry-After``).
     """
 
     timeout: float | None = None

@@ -29,7 +29,7 @@ from reprise.dsl.elements import (
     NodeElement,
     ParallelElement,
 )
-from reprise.dsl.node import validation_summary
+from reprise.dsl.node import NodeSettings, validation_summary
 from reprise.dsl.paths import HierarchyPath
 from reprise.dsl.sources import Source, resolve_value
 from reprise.errors import NodeExecutionError, NodeInputError, RepriseError, TemplateError
@@ -68,6 +68,18 @@ def _iso(ts: float) -> str:
     if last[0] != sec:
         last = _SECOND = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
     return f"{last[1]}.{int((ts - sec) * 1_000_000):06d}Z"
+
+
+def _retry_delay(settings: NodeSettings, attempt: int, failure: BaseException) -> float:
+    """Seconds to wait before ``attempt``: the node's backoff, or longer when the failure says
+    how long to wait (a model server's ``Retry-After``: ``retry_after`` on the error or its
+    cause), never more than the node's ``max_backoff``."""
+    delay = settings.delay_before(attempt)
+    for exc in (failure, failure.__cause__):
+        hint = getattr(exc, "retry_after", None)
+        if isinstance(hint, (int, float)) and not isinstance(hint, bool) and hint > delay:
+            return float(min(hint, settings.max_backoff))
+    return delay
 
 
 def _error_info(exc: BaseException) -> dict[str, Any]:
@@ -574,7 +586,7 @@ class Executor:
                     raise failure
                 if tel is not None:
                     tel.retry(path, node.kind, attempts, failure, span)
-                await anyio.sleep(settings.delay_before(attempts + 1))
+                await anyio.sleep(_retry_delay(settings, attempts + 1, failure))
             outcome_json = dump_json(node.dump_outcome(outcome))
             status = ElementStatus.COMPLETED
             self.counts["executed"] += 1

@@ -20,10 +20,12 @@ and an ``async complete(request, credentials)`` method.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import importlib
 import inspect
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -46,7 +48,44 @@ _MAX_ERROR_TEXT = 500
 
 class ModelTransientError(NodeExecutionError):
     """A model call failed in a way worth retrying: rate limit (429), request timeout (408),
-    conflict (409), server error (5xx), connection error or timeout."""
+    conflict (409), server error (5xx), connection error or timeout.
+
+    ``retry_after``: the seconds the server asked to wait (its ``Retry-After`` or
+    ``retry-after-ms`` header), if it said; the executor waits at least that long before the next
+    attempt, up to the node's ``max_backoff``."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
+    """The wait a response asks for: ``retry-after-ms`` (milliseconds, as OpenAI sends it) or
+    ``Retry-After`` (seconds, or an HTTP date); ``None`` when absent or unreadable. Never
+    negative."""
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000.0)
+        value = headers.get("retry-after")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if value is None:
+        return None
+    value = str(value).strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +159,8 @@ def _translate_error(
         status = int(exc.status_code)
         text = f"{provider} request to {where} failed with HTTP {status}: {message}"
         if status in (408, 409, 429) or status >= 500:
-            return ModelTransientError(text)
+            response = getattr(exc, "response", None)
+            return ModelTransientError(text, retry_after=retry_after_seconds(getattr(response, "headers", None)))
         return NodeExecutionError(text)
     if isinstance(exc, sdk.APITimeoutError):
         return ModelTransientError(f"{provider} request to {where} timed out")
