@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFai
 from reprise.dsl.nodes import (
     CreateFile,
     DeleteFile,
+    DiffFile,
     ExtensionStats,
     FileChanges,
     FileOperationNode,
@@ -23,7 +26,7 @@ from reprise.dsl.nodes import (
     PatchFile,
     UpdateFile,
 )
-from reprise.dsl.nodes.file_ops import confine
+from reprise.dsl.nodes.file_ops import apply_unified_diff, confine
 from reprise.dsl.nodes.folder_analyzer import FolderAnalysisOptions, analyze_folder
 from reprise.dsl.nodes.gitignore import IgnoreRules, parse_gitignore
 from reprise.errors import DefinitionError, NodeExecutionError
@@ -430,3 +433,126 @@ async def test_missing_root_is_an_error(tmp_path: Path, make_context: Callable[.
     node = FolderAnalyzerNode(str(tmp_path / "nope"))
     with pytest.raises(RunFailedError, match="not a directory"):
         await FlowRunner(FlowDefinition().node("scan", node), make_context("f")).run()
+
+
+# -- unified diffs -------------------------------------------------------------------------------
+def _unified(before: str, after: str, path: str = "f.txt") -> str:
+    """A unified diff as `diff -u` writes it (difflib leaves out the no-newline marker)."""
+    out = []
+    for line in difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"a/{path}", f"b/{path}"):
+        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
+TEXT = "".join(f"line {i}\n" for i in range(1, 41))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.replace("line 3\n", "line three\n").replace("line 30\n", "line thirty\nand more\n"),
+        lambda t: t.replace("line 1\n", ""),  # first line removed
+        lambda t: t + "line 41\n",  # appended
+        lambda t: "line 0\n" + t,  # prepended
+        lambda t: t.replace("line 20\n", "").replace("line 21\n", "line 21 changed\n"),
+    ],
+    ids=["two-hunks", "remove-first", "append", "prepend", "remove-and-change"],
+)
+def test_a_unified_diff_applies_to_give_the_edited_text(edit: Callable[[str], str]) -> None:
+    after = edit(TEXT)
+    assert apply_unified_diff(TEXT, _unified(TEXT, after)) == after
+
+
+def test_wrong_line_numbers_are_corrected_by_the_context() -> None:
+    after = TEXT.replace("line 25\n", "line 25!\n")
+    diff = _unified(TEXT, after).replace("@@ -22,7 +22,7 @@", "@@ -5,7 +5,7 @@")
+    assert "@@ -5,7 +5,7 @@" in diff
+    assert apply_unified_diff(TEXT, diff) == after
+
+
+def test_of_several_matching_places_the_one_nearest_the_line_number_is_changed() -> None:
+    text = "a\nx\nb\n" * 5  # the block "a x b" five times
+    diff = "@@ -10,3 +10,3 @@\n a\n-x\n+y\n b\n"  # the fourth block starts at line 10
+    blocks = apply_unified_diff(text, diff).split("a\n")[1:]
+    assert [b.startswith("y") for b in blocks] == [False, False, False, True, False]
+
+
+def test_newline_at_end_of_file_markers_and_crlf() -> None:
+    assert apply_unified_diff("a\nb", _unified("a\nb", "a\nc")) == "a\nc"
+    assert apply_unified_diff("a\nb", _unified("a\nb", "a\nb\n")) == "a\nb\n"
+    assert apply_unified_diff("a\nb\n", _unified("a\nb\n", "a\nb")) == "a\nb"
+    crlf = "one\r\ntwo\r\nthree\r\n"
+    diff = "@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n"
+    assert apply_unified_diff(crlf, diff) == "one\r\nTWO\r\nthree\r\n"
+
+
+@pytest.mark.parametrize(
+    ("diff", "message"),
+    [
+        (
+            "@@ -3,3 +3,3 @@\n line 2\n-line 3\n+x\n line 99\n",
+            "hunk 1 (@@ -3,3 +3,3 @@): its context and removed lines",
+        ),
+        ("just some text\n", "neither a header nor in a hunk"),
+        ("--- a/f.txt\n+++ b/f.txt\n", "no hunk"),
+        ("@@ -1 +1 @@\n-line 1\n+one\n--- a/g.txt\n+++ b/g.txt\n@@ -1 +1 @@\n-x\n+y\n", "names a second file"),
+        ("@@ -1 +1 @@\n*line 1\n", "expected ' ', '-' or '+'"),
+    ],
+    ids=["context-not-found", "not-a-diff", "headers-only", "two-files", "bad-line"],
+)
+def test_a_diff_that_does_not_apply_says_which_hunk_and_why(diff: str, message: str) -> None:
+    with pytest.raises(NodeExecutionError, match=re.escape(message)):
+        apply_unified_diff(TEXT, diff)
+
+
+async def test_diff_operation_through_the_node_all_or_nothing(
+    base: Path, make_context: Callable[..., RunContext]
+) -> None:
+    (base / "f.txt").write_text(TEXT)
+    (base / "g.txt").write_text(TEXT)
+    good = _unified(TEXT, TEXT.replace("line 7\n", "line seven\n"))
+
+    def propose() -> list[dict[str, str]]:  # a model's proposed edits, as data
+        return [{"op": "diff", "path": "f.txt", "diff": good}]
+
+    flow = (
+        FlowDefinition()
+        .node("propose", propose)
+        .node("files", FileOperationNode(base_dir=str(base)), inputs={"operations": Ref("propose")})
+    )
+    result = await FlowRunner(flow, make_context("f")).run()
+    assert (base / "f.txt").read_text() == TEXT.replace("line 7\n", "line seven\n")
+    change = result.outcome.changes[0]
+    assert change.op == "diff" and "+line seven" in change.diff
+    # A batch whose second diff does not apply leaves both files as they were.
+    bad = "@@ -1,2 +1,2 @@\n nothing\n-like\n+this\n"
+    node = FileOperationNode([DiffFile(path="g.txt", diff=good), DiffFile(path="g.txt", diff=bad)], base_dir=str(base))
+    with pytest.raises(RunFailedError, match=r"operation 2 \(diff 'g.txt'\): hunk 1"):
+        await run_ops(node, make_context("f"))
+    assert (base / "g.txt").read_text() == TEXT
+    with pytest.raises(RunFailedError, match=re.escape("'..' is not allowed")):
+        await run_ops(FileOperationNode([DiffFile(path="../f.txt", diff=good)], base_dir=str(base)), make_context("f"))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_any_diff_made_by_difflib_applies_back(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "", "delta", "beta"]  # repeats and blank lines on purpose
+    before = [rng.choice(words) + str(rng.randrange(4)) for _ in range(rng.randrange(0, 30))]
+    after = list(before)
+    for _ in range(rng.randrange(1, 6)):
+        at = rng.randrange(len(after) + 1)
+        action = rng.choice(["insert", "delete", "replace"])
+        if action == "insert" or not after:
+            after.insert(at, rng.choice(words))
+        elif action == "delete":
+            del after[min(at, len(after) - 1)]
+        else:
+            after[min(at, len(after) - 1)] = "changed" + str(seed)
+    old = "\n".join(before) + ("\n" if rng.random() < 0.7 else "")
+    new = "\n".join(after) + ("\n" if rng.random() < 0.7 else "")
+    if old == new:
+        return
+    assert apply_unified_diff(old, _unified(old, new)) == new

@@ -14,6 +14,7 @@ from reprise.dsl.nodes.credentials import Credentials, resolve_credentials
 from reprise.dsl.nodes.file_ops import (
     CreateFile,
     DeleteFile,
+    DiffFile,
     FileChange,
     FileChanges,
     FileOperation,
@@ -78,6 +79,7 @@ __all__ = [
     "MoveFile",
     "OpenAIChatProvider",
     "PatchFile",
+    "DiffFile",
     "PriceTable",
     "PromptVariables",
     "TerminalInputHandler",

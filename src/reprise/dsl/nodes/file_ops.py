@@ -16,9 +16,12 @@
 absolute path, a ``..`` segment, or a path that resolves outside through a symlink (a linked file
 or a linked directory on the way) is an error, checked for every operation before any is applied.
 
-**Patches** are search/replace edits, not unified diffs: ``search`` must occur exactly
-``expected`` times (default once) and every occurrence is replaced. A model rarely gets a diff's
-line numbers and context exactly right; an exact search text either matches or fails clearly.
+**Patches** are search/replace edits: ``search`` must occur exactly ``expected`` times (default
+once) and every occurrence is replaced; an exact search text either matches or fails clearly.
+**Diffs** (:class:`DiffFile`) apply the hunks of a unified diff to one file by their content:
+a hunk's context and removed lines must appear in the file, in order after the previous hunk;
+its line numbers only choose between several places (a model rarely gets them exactly right).
+No fuzz: a line that differs is an error naming the hunk.
 
 **All or nothing.** The operations of one execution run in order; if one fails, the files touched
 so far are restored to what they were, so a retried or re-run node starts from the same state.
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shutil
 import stat
 from collections.abc import Sequence
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CreateFile",
     "DeleteFile",
+    "DiffFile",
     "FileChange",
     "FileChanges",
     "FileOperation",
@@ -118,7 +123,17 @@ class PatchFile(_Op):
     expected: int = Field(default=1, ge=1)
 
 
-FileOperation = Annotated[CreateFile | UpdateFile | DeleteFile | MoveFile | PatchFile, Field(discriminator="op")]
+class DiffFile(_Op):
+    """Apply the hunks of a unified diff (``@@ -l,n +l,n @@`` blocks; ``---``/``+++`` headers are
+    allowed and ignored: ``path`` names the file) to an existing text file."""
+
+    op: Literal["diff"] = "diff"
+    diff: str = Field(min_length=1)
+
+
+FileOperation = Annotated[
+    CreateFile | UpdateFile | DeleteFile | MoveFile | PatchFile | DiffFile, Field(discriminator="op")
+]
 _OPERATIONS: TypeAdapter[list[FileOperation]] = TypeAdapter(list[FileOperation])
 
 
@@ -407,6 +422,20 @@ def _apply_one(op: FileOperation, base: Path, journal: _Journal, written: set[st
             bytes_before=len(before.encode()),
             bytes_after=len(after.encode()),
         )
+    if isinstance(op, DiffFile):
+        path = confine(base, rel)
+        before = _read_text(path, rel)
+        after = apply_unified_diff(before, op.diff)
+        journal.save(path)
+        _write(path, after)
+        written.add(path.relative_to(base).as_posix())
+        return FileChange(
+            op="diff",
+            path=rel,
+            diff=_diff(rel, before, after),
+            bytes_before=len(before.encode()),
+            bytes_after=len(after.encode()),
+        )
     if isinstance(op, DeleteFile):
         path = confine(base, rel, link=True)
         if not (path.exists() or path.is_symlink()):
@@ -452,3 +481,108 @@ def _apply_one(op: FileOperation, base: Path, journal: _Journal, written: set[st
         bytes_before=size,
         bytes_after=size,
     )
+
+
+# -- unified diffs ---------------------------------------------------------------------------------
+_HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_HEADER_PREFIXES = ("--- ", "+++ ", "diff ", "index ", "new file mode", "deleted file mode", "similarity", "rename ")
+_NO_NEWLINE = "\\ No newline at end of file"
+
+
+class _Hunk:
+    __slots__ = ("header", "new", "new_ends", "old", "old_ends", "old_start", "sizes")
+
+    def __init__(self, header: str, old_start: int, sizes: tuple[int, int]) -> None:
+        self.header = header
+        self.old_start = old_start
+        self.sizes = sizes  # the line counts the header states (a model may miscount them)
+        self.old: list[str] = []  # context and removed lines, without line ends
+        self.new: list[str] = []  # context and added lines
+        self.old_ends = True  # whether the last old line ends with a newline
+        self.new_ends = True
+
+
+def _parse_hunks(diff: str) -> list[_Hunk]:
+    hunks: list[_Hunk] = []
+    last = ""  # the kind of the previous body line, for "\ No newline at end of file"
+    for number, raw in enumerate(diff.splitlines(), 1):
+        match = _HUNK.match(raw)
+        if match:
+            old_n, new_n = match.group(2), match.group(4)
+            sizes = (1 if old_n is None else int(old_n), 1 if new_n is None else int(new_n))
+            hunks.append(_Hunk(raw[: match.end()], int(match.group(1)), sizes))
+            last = ""
+            continue
+        if not hunks:
+            if raw.startswith(_HEADER_PREFIXES) or not raw.strip():
+                continue
+            raise NodeExecutionError(f"diff line {number} is neither a header nor in a hunk: {raw[:120]!r}")
+        hunk = hunks[-1]
+        if raw.startswith("\\"):
+            if raw.strip() != _NO_NEWLINE:
+                raise NodeExecutionError(f"diff line {number}: unknown marker {raw[:120]!r}")
+            if last in (" ", "-"):
+                hunk.old_ends = False
+            if last in (" ", "+"):
+                hunk.new_ends = False
+            continue
+        complete = len(hunk.old) >= hunk.sizes[0] and len(hunk.new) >= hunk.sizes[1]
+        if complete and raw.startswith(_HEADER_PREFIXES):  # the next file's headers: not ours
+            raise NodeExecutionError(f"diff line {number}: the diff names a second file; give one DiffFile per file")
+        kind, text = (raw[0], raw[1:]) if raw else (" ", "")  # a blank context line lost its space
+        if kind == " ":
+            hunk.old.append(text)
+            hunk.new.append(text)
+        elif kind == "-":
+            hunk.old.append(text)
+        elif kind == "+":
+            hunk.new.append(text)
+        else:
+            raise NodeExecutionError(f"diff line {number} in {hunk.header}: expected ' ', '-' or '+': {raw[:120]!r}")
+        last = kind
+    if not hunks:
+        raise NodeExecutionError("the diff has no hunk (no '@@ -l,n +l,n @@' line)")
+    return hunks
+
+
+def apply_unified_diff(text: str, diff: str) -> str:
+    """``text`` with the hunks of ``diff`` applied (see :class:`DiffFile`).
+
+    Each hunk's old lines (context and removed) are looked for from where the previous hunk
+    ended; where they occur more than once, the occurrence nearest the hunk's line number (shifted
+    by what earlier hunks added or removed) is taken. The file's line ends (``\\n`` or
+    ``\\r\\n``) are kept."""
+    lines = text.splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    bare = [line.rstrip("\r\n") for line in lines]
+    pos = 0
+    shift = 0
+    for index, hunk in enumerate(_parse_hunks(diff), 1):
+        old, new = hunk.old, hunk.new
+        wanted = max(0, hunk.old_start - 1 + shift) if old else hunk.old_start + shift
+        if not old:
+            at = min(max(wanted, pos), len(bare))  # pure addition: after the stated line
+        else:
+            starts = [
+                i
+                for i in range(pos, len(bare) - len(old) + 1)
+                if bare[i] == old[0] and bare[i : i + len(old)] == old
+            ]
+            if not starts:
+                raise NodeExecutionError(
+                    f"hunk {index} ({hunk.header}): its context and removed lines are not in the file"
+                    f" after line {pos}; first of them: {old[0][:120]!r}"
+                )
+            at = min(starts, key=lambda i: (abs(i - wanted), i))
+        end = at + len(old)
+        at_eof = end == len(bare)
+        replacement = [line + newline for line in new]
+        if replacement and at_eof and not hunk.new_ends:
+            replacement[-1] = new[-1]  # "\\ No newline at end of file" after the last new line
+        elif replacement and at_eof and not old and lines and not lines[-1].endswith(("\n", "\r")):
+            lines[-1] += newline  # appending after a last line without its newline
+        lines[at:end] = replacement
+        bare[at:end] = new
+        shift += len(new) - len(old)
+        pos = at + len(new)
+    return "".join(lines)
