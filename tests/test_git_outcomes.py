@@ -398,3 +398,84 @@ def test_a_checkpointed_stream_with_a_bad_answer_lets_the_caller_commit_afresh(
     assert stream.broken and "missing root" in stream.broken
     assert repo.head_of("r1") is None  # nothing half-made
     assert repo.commit_run("r1", files, message="m") == repo.head_of("r1")
+
+
+CRASHING_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext
+
+    ctx = RunContext("root", sys.argv[1], initial_inputs={"x": 1})
+
+    def die(k: int) -> int:
+        Path(sys.argv[2]).write_text(str(ctx.outcome_stream._proc.pid))
+        os.kill(os.getpid(), signal.SIGKILL)
+        return k
+
+    flow = FlowDefinition()
+    for i in range(100):
+        flow.node(f"n{i}", lambda k: k + 1, inputs={"k": Initial("x") if i == 0 else Ref(f"n{i - 1}")})
+    flow.node("die", die, inputs={"k": Ref("n99")})
+    FlowRunner(flow, ctx).run_sync()
+    """
+)
+
+
+def _wait_gone(pid: int) -> None:
+    """Wait (bounded) until process ``pid`` has ended: gone, or a zombie nobody reaps."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} still running")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_a_run_killed_after_checkpoints_leaves_no_branch(tmp_path: Path) -> None:
+    # The run's process dies after 100 outcomes (checkpoint commits were sent): git must not
+    # take the end of its input for the end of the stream and publish a checkpoint as the run.
+    script = tmp_path / "crash.py"
+    script.write_text(CRASHING_RUN)
+    pid_file = tmp_path / "git.pid"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(pid_file)], capture_output=True)
+    assert done.returncode == -9, done.stderr.decode()
+    _wait_gone(int(pid_file.read_text()))
+    (run_id,) = [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith("run_")]
+    assert OutcomeRepository(repo_of(tmp_path).working_dir).head_of(run_id) is None
+
+
+def _children() -> set[int]:
+    """This process's child processes that have not been reaped (Linux's /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+                found.add(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_a_rerun_that_reuses_nothing_leaves_no_git_process(tmp_path: Path) -> None:
+    # A re-run starts listing its parent's tree for the outcomes it will reuse; from the first
+    # node it reuses none, and the listing (more than a pipe holds) must not be left behind.
+    flow = FlowDefinition()
+    for i in range(1200):
+        flow.node(f"a_node_with_a_rather_long_identifier_{i:04d}", lambda: "x")
+    first = FlowRunner(flow, RunContext("root", tmp_path)).run_sync()
+    before = _children()
+    start = "root.a_node_with_a_rather_long_identifier_0000"
+    again = FlowRunner(
+        flow, RunContext("root", tmp_path, previous_run_id=first.run_id, start_hierarchy_path=start)
+    ).run_sync()
+    assert again.executed == 1200
+    assert _children() - before == set()

@@ -448,6 +448,8 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     except (RepriseError, OSError) as exc:
         message = exc.message if isinstance(exc, RepriseError) else str(exc)
         ctx._set_metadata(outcome_commit_error=message)
+        if stream is not None:
+            stream.abort()  # failed before it was finished (the files could not be listed)
         if ctx.telemetry is not None:
             ctx.telemetry.logger.error("outcome commit failed", error=message)
         return

@@ -320,8 +320,12 @@ class OutcomeStream:
             else None
         )
         # unpackLimit=1: always keep the one pack. Below git's default (100 objects) it would
-        # explode it into a loose file per object; packs are folded by _maybe_compact.
-        self._proc = repo._popen(["-c", "fastimport.unpackLimit=1", "fast-import", "--quiet"], git_dir, stdin=True)
+        # explode it into a loose file per object; packs are folded by _maybe_compact. --done:
+        # without it git takes the end of its input (our process died) for the end of the
+        # stream and publishes the last checkpoint as the run's branch.
+        self._proc = repo._popen(
+            ["-c", "fastimport.unpackLimit=1", "fast-import", "--quiet", "--done"], git_dir, stdin=True
+        )
 
     def add(self, repo_path: str, data: bytes) -> None:
         """Send ``data`` as the blob of ``repo_path`` (committed by :meth:`finish` if ``repo_path``
@@ -382,11 +386,25 @@ class OutcomeStream:
         if self._finished:
             raise RunSetupError(f"the outcome commit of {self.run_id} was already made")
         self._finished = True
-        top = _single_top(files) if self._checkpoint is not None else None
-        if top is not None:
-            return self._finish_from_checkpoint(files, message, top)
-        stream, last_mark = self._commit_stream(files, message, reused)
-        return self._end(stream, last_mark)
+        try:
+            top = _single_top(files) if self._checkpoint is not None else None
+            if top is not None:
+                return self._finish_from_checkpoint(files, message, top)
+            stream, last_mark = self._commit_stream(files, message, reused)
+            return self._end(stream, last_mark)
+        except BaseException:
+            self.abort()  # no git process is left waiting for the rest of the stream
+            raise
+        finally:
+            # The parent's listing, when nothing reused needed it, is still writing to its pipe.
+            self._close_listing()
+
+    def _close_listing(self) -> None:
+        listing, self._listing = self._listing, None
+        if listing is not None:
+            if listing.poll() is None:
+                listing.kill()
+            listing.communicate()
 
     def _end(self, stream: bytes, last_mark: int) -> str | None:
         """Send the end of the stream, wait for git, and return the commit of ``last_mark``."""
@@ -478,7 +496,7 @@ class OutcomeStream:
 
     def _parent_files(self) -> set[str] | None:
         """The parent's file paths, or ``None`` when they could not be listed."""
-        listing = self._listing
+        listing, self._listing = self._listing, None
         if listing is None:
             return None
         out, _ = listing.communicate()
