@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -356,3 +357,104 @@ async def test_the_definition_check_compares_bytes_first_and_parses_when_they_di
     recorded.write_text(json.dumps({**json.loads(recorded.read_text()), "root.n1": {"type": "flow"}}))
     with pytest.raises(RerunError, match=r"root\.n1 changed"):
         await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n2")).run()
+
+
+def _outside_node(base: Path, value: int) -> Path:
+    """A completed node's directory outside the run root, as a crafted run could point at."""
+    node = base / "root" / "n0"
+    node.mkdir(parents=True)
+    (node / "result.json").write_text(
+        json.dumps({"path": "root.n0", "element_type": "node", "status": "completed", "error": "outside"})
+    )
+    (node / "outcome.json").write_text(json.dumps(value))
+    (base / ".trace").mkdir()
+    (base / ".trace" / "outcomes.json").write_text(json.dumps({"outcomes": {"root.n0": value}}))
+    return node
+
+
+async def test_a_crafted_reused_json_cannot_point_outside_the_run_root(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    _outside_node(tmp_path / "outside", 999)
+    document = json.loads((r2.run_dir / ".trace/reused.json").read_text())
+    for group in document["groups"]:
+        group["dir_run_id"] = group["origin_run_id"] = "../outside"
+    (r2.run_dir / ".trace/reused.json").write_text(json.dumps(document))
+
+    r3 = await FlowRunner(flow, ctx(tmp_path, r2.run_id, "root.n3")).run()
+    assert r3.outcomes == r1.outcomes  # nothing read from outside
+    runs = (tmp_path / "runs").resolve()
+    for link in (r3.run_dir / "root").iterdir():
+        assert link.resolve().is_relative_to(runs), link
+    assert read_reused(r2.run_dir) is None  # not a record reprise wrote: the links tell instead
+
+
+async def test_readers_do_not_follow_a_link_out_of_the_run_root(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    off = ObservabilitySettings.disabled()
+    r1 = await FlowRunner(flow, ctx(tmp_path, observability_settings=off)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3", observability_settings=off)).run()
+    outside = _outside_node(tmp_path / "outside", 999)
+    (r2.run_dir / "root/n0").unlink()
+    os.symlink(os.path.relpath(outside, r2.run_dir / "root"), r2.run_dir / "root/n0")
+
+    assert PreviousRun(RunDirectory(r2.run_dir)).result(HierarchyPath("root.n0")) is None
+    tree = {e.path: e for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
+    assert tree["root.n0"].status == "unavailable" and tree["root.n0"].error != "outside"
+    data = build_run_view_data(r2.run_dir)
+    assert "999" not in json.dumps(data.details) and "outside" not in json.dumps(data.model)
+
+
+@pytest.mark.parametrize("mode", ["link", "copy"])
+async def test_declared_files_of_reused_nodes_are_committed_after_the_run_root_moved(
+    tmp_path: Path, mode: str
+) -> None:
+    def write(n: int, ctx: NodeContext) -> int:
+        (ctx.node_dir / "report.md").write_text(f"report {n}")
+        ctx.declare_outcome_file("report.md")
+        return n + 1
+
+    calls = Calls()
+    flow = FlowDefinition().node("w", write, inputs={"n": 1}).node("z", calls.inc("z"), inputs={"n": Ref("w")})
+    before, after = tmp_path / "before" / "proj", tmp_path / "after" / "proj"
+    before.mkdir(parents=True)
+    r1 = await FlowRunner(flow, ctx(before)).run()
+    os.rename(before.parent, after.parent)  # the project and its run root, moved as a whole
+    context = ctx(after, r1.run_id, "root.z", reused_nodes=mode)
+    r2 = await FlowRunner(flow, context).run()
+    assert [f.repo_path for f in context.declared_outcome_files] == ["root/w/report.md"]
+    assert Path(context.declared_outcome_files[0].source).read_text() == "report 1"
+    repo = after / "runs" / "outcome" / "proj"
+    listed = subprocess.run(
+        ["git", "--git-dir", str(repo / ".git"), "ls-tree", "-r", "--name-only", f"run/{r2.run_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(listed) == ["root/w/outcome.json", "root/w/report.md", "root/z/outcome.json"]
+
+
+async def test_declared_files_of_reused_nodes_stay_in_the_reused_node(tmp_path: Path) -> None:
+    # A result.json naming a source elsewhere (a run directory from elsewhere) must not make
+    # the re-run commit a file from outside the node.
+    def write(n: int, ctx: NodeContext) -> int:
+        (ctx.node_dir / "report.md").write_text(f"report {n}")
+        ctx.declare_outcome_file("report.md")
+        return n + 1
+
+    calls = Calls()
+    flow = FlowDefinition().node("w", write, inputs={"n": 1}).node("z", calls.inc("z"), inputs={"n": Ref("w")})
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    result_file = r1.run_dir / "root/w/result.json"
+    result = json.loads(result_file.read_text())
+    result["outcome_files"] = [{"source": str(secret), "repo_path": "root/w/report.md"}]
+    result_file.write_text(json.dumps(result))
+    (r1.run_dir / ".trace/outcomes.json").unlink()  # the node files are read, as after a crash
+    context = ctx(tmp_path, r1.run_id, "root.z")
+    await FlowRunner(flow, context).run()
+    assert [Path(f.source).read_text() for f in context.declared_outcome_files] == ["report 1"]

@@ -326,8 +326,10 @@ def _element(
     linked: bool = False,
 ) -> ElementInfo | None:
     result: dict[str, Any] | None
+    # A link out of the run root is not followed: it reads as a reused node that is gone.
+    escaped = linked and (reused is None or not reused.followable(directory))
     try:
-        data = read_json(directory / RESULT_FILE)
+        data = None if escaped else read_json(directory / RESULT_FILE)
         result = data if isinstance(data, dict) else None
     except FileNotFoundError:
         result = None
@@ -337,7 +339,7 @@ def _element(
         result = reused.overlay(path, result, directory, linked)
     is_node = result is not None and result.get("element_type") == "node"
     children: list[ElementInfo] = []
-    if not is_node:
+    if not is_node and not escaped:
         # Element directories, and links to them (the nodes a link-mode re-run reused).
         names: dict[str, bool] = {}
         try:

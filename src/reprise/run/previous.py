@@ -69,13 +69,18 @@ class PreviousRun:
         """The element's ``result.json`` in the earlier run. For a node that run reused as a
         link, the file read through the link is the run's that holds the directory: it comes
         back with that run's reuse fields (``reused``, ``reused_from``, ``origin_run_id``)."""
-        result = self.dir.read_result(path)
-        if result is None or self.metadata.previous_run_id is None:
-            return result
+        if self.metadata.previous_run_id is None:
+            return self.dir.read_result(path)
         if self._overlay is None:
             self._overlay = ReusedNodes(self.dir.path, self.metadata.previous_run_id)
         node_dir = self.dir.element_dir(path)
-        return self._overlay.overlay(str(path), result, node_dir, node_dir.is_symlink())
+        linked = node_dir.is_symlink()
+        if linked and not self._overlay.followable(node_dir):
+            return None  # a link out of the run root is not followed
+        result = self.dir.read_result(path)
+        if result is None:
+            return None
+        return self._overlay.overlay(str(path), result, node_dir, linked)
 
     def reused_nodes(self) -> dict[str, ReusedNode] | None:
         """The nodes the earlier run reused (``.trace/reused.json``), ``None`` if it recorded

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprise.run.directory import RUN_ID_PATTERN
 from reprise.run.files import dump_json, write_bytes_atomic
 
 __all__ = [
@@ -88,7 +89,8 @@ def linked_run_id(node_dir: str | Path) -> str | None:
     k = 0
     while k < len(parts) and parts[k] == "..":
         k += 1
-    return parts[k] if 0 < k < len(parts) else None
+    # A run id, or it names no run (a link made by hand may say anything).
+    return parts[k] if 0 < k < len(parts) and RUN_ID_PATTERN.match(parts[k]) else None
 
 
 # -- outcomes.json ---------------------------------------------------------------------------
@@ -173,6 +175,10 @@ def read_reused(run_path: Path | str) -> dict[str, ReusedNode] | None:
         nodes: dict[str, ReusedNode] = {}
         for group in data["groups"]:
             node = ReusedNode(str(group["dir_run_id"]), str(group["origin_run_id"]))
+            # Run ids become paths (the run holding a directory is read and linked to): a file
+            # naming anything else is not one reprise wrote, and the links tell instead.
+            if not (RUN_ID_PATTERN.match(node.dir_run_id) and RUN_ID_PATTERN.match(node.origin_run_id)):
+                return None
             for path in group["paths"]:
                 nodes[path] = node
     except (OSError, ValueError, KeyError, TypeError):
@@ -195,11 +201,21 @@ class ReusedNodes:
     run, executed in the origin run. ``reused.json`` says which nodes those are; without it (a
     crashed re-run) the links do, one ``readlink`` each."""
 
-    __slots__ = ("nodes", "previous_run_id")
+    __slots__ = ("_root", "_run_path", "nodes", "previous_run_id")
 
     def __init__(self, run_path: Path | str, previous_run_id: str | None) -> None:
         self.previous_run_id = previous_run_id
         self.nodes = read_reused(run_path) if previous_run_id is not None else None
+        self._run_path = run_path
+        self._root: str | None = None
+
+    def followable(self, node_dir: str | Path) -> bool:
+        """Whether the linked node directory ``node_dir`` leads into the run root, where the
+        runs it may link to are: a link out of it (made by hand, or in a run directory from
+        elsewhere) is not followed, so no reader shows files from outside the run root."""
+        if self._root is None:
+            self._root = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(self._run_path))), "")
+        return os.path.realpath(node_dir).startswith(self._root)
 
     def overlay(
         self, path: str, result: dict[str, Any] | None, node_dir: str | Path, linked: bool

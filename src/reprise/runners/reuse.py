@@ -533,11 +533,19 @@ class ReusePlan:
         return outcome, result
 
     def _carry_declared_files(self, old: dict[str, Any], old_dir: Path, node_dir: Path, node_path: str) -> None:
+        # A declared file is in the node's directory, at its repository path below the node's
+        # (declare_outcome_file copies one from elsewhere in): found from that path, so neither
+        # a moved run root (``source`` is absolute) nor a ``source`` naming a file outside the
+        # node (a run directory from elsewhere) takes the commit elsewhere.
+        prefix = node_path.replace(".", "/") + "/"
         for entry in old.get("outcome_files") or ():
-            source = Path(entry["source"])
-            if source.is_relative_to(old_dir):
-                source = node_dir / source.relative_to(old_dir)
-            self._declared.append(OutcomeFile(source, entry["repo_path"], node_path))
+            repo_path = entry.get("repo_path") if isinstance(entry, dict) else None
+            if not isinstance(repo_path, str) or not repo_path.startswith(prefix):
+                continue
+            rel = repo_path[len(prefix) :].split("/")
+            if any(part in ("", ".", "..") for part in rel):
+                continue
+            self._declared.append(OutcomeFile(node_dir.joinpath(*rel), repo_path, node_path))
 
 
 # -- the file work of a reused node, on plain os calls --------------------------------------

@@ -285,6 +285,8 @@ class _Builder:
         links: list[os.DirEntry[str]] = []
         names: set[str] = set()
         started = self.started
+        if linked and not self.reused.followable(directory):
+            return None  # a link out of the run root, read as one whose target is gone
         record = started.record(directory) if started is not None else None
         try:
             with os.scandir(directory) as it:
