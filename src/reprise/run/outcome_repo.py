@@ -256,7 +256,16 @@ class OutcomeRepository:
         A geometric repack merges only the smaller packs into a progression of sizes, so its cost
         does not grow with the whole repository as a full repack's would; it keeps every object
         of the packs it merges (reachable or not), so another process's commit whose pack is not
-        behind a ref yet loses nothing."""
+        behind a ref yet loses nothing.
+
+        Also removes the ``fast_import_crash_<pid>`` reports git leaves when a run's process is
+        killed (its fast-import sees the input end early): expected, and of no use to anyone."""
+        try:
+            for entry in os.scandir(git_dir):
+                if entry.name.startswith("fast_import_crash_"):
+                    os.unlink(entry.path)
+        except OSError:
+            pass
         try:
             packs = sum(1 for e in os.scandir(os.path.join(git_dir, "objects", "pack")) if e.name.endswith(".pack"))
         except OSError:
