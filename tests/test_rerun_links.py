@@ -36,7 +36,7 @@ from reprise.run.directory import RunDirectory
 from reprise.run.files import dump_json
 from reprise.run.previous import PreviousRun
 from reprise.run.reused import RunOutcomes, read_reused
-from reprise.runners.reuse import ReusePlan
+from reprise.runners.reuse import ReusePlan, materialize_reused
 from reprise.view.build import build_run_view_data
 
 pytestmark = pytest.mark.anyio
@@ -409,9 +409,7 @@ async def test_readers_do_not_follow_a_link_out_of_the_run_root(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("mode", ["link", "copy"])
-async def test_declared_files_of_reused_nodes_are_committed_after_the_run_root_moved(
-    tmp_path: Path, mode: str
-) -> None:
+async def test_declared_files_of_reused_nodes_are_committed_after_the_run_root_moved(tmp_path: Path, mode: str) -> None:
     def write(n: int, ctx: NodeContext) -> int:
         (ctx.node_dir / "report.md").write_text(f"report {n}")
         ctx.declare_outcome_file("report.md")
@@ -458,3 +456,51 @@ async def test_declared_files_of_reused_nodes_stay_in_the_reused_node(tmp_path: 
     context = ctx(tmp_path, r1.run_id, "root.z")
     await FlowRunner(flow, context).run()
     assert [Path(f.source).read_text() for f in context.declared_outcome_files] == ["report 1"]
+
+
+async def test_materialize_makes_a_link_rerun_stand_alone(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n2")).run()
+    r3 = await FlowRunner(flow, ctx(tmp_path, r2.run_id, "root.n3")).run()  # n2 links into r2
+    assert (r3.run_dir / "root/n0").is_symlink()
+    runs = str(tmp_path / "runs")
+    assert cli_main(["materialize", r3.run_id, "--run-root", runs, "--json"]) == 0
+    assert not any(p.is_symlink() for p in r3.run_dir.rglob("*"))
+    n0 = json.loads((r3.run_dir / "root/n0/result.json").read_text())
+    n2 = json.loads((r3.run_dir / "root/n2/result.json").read_text())
+    assert (n0["reused"], n0["reused_from"], n0["origin_run_id"]) == (True, r2.run_id, r1.run_id)
+    assert (n2["reused"], n2["reused_from"], n2["origin_run_id"]) == (True, r2.run_id, r2.run_id)
+    # Hard links to the same files, not copies.
+    assert (r3.run_dir / "root/n0/outcome.json").stat().st_ino == (r1.run_dir / "root/n0/outcome.json").stat().st_ino
+    recorded = read_reused(r3.run_dir)
+    assert recorded is not None and {n.dir_run_id for n in recorded.values()} == {r3.run_id}
+    assert recorded["root.n2"].origin_run_id == r2.run_id
+
+    # The earlier runs can go now: r3 reads alone, and a re-run of it links into it.
+    shutil.rmtree(r1.run_dir)
+    shutil.rmtree(r2.run_dir)
+    tree = {e.path: e for e in Api(tmp_path / "runs").elements(r3.run_id).walk()}
+    assert all(tree[f"root.n{i}"].status == "completed" for i in range(4))
+    assert tree["root.n0"].reused and tree["root.n0"].origin_run_id == r1.run_id
+    calls.counter.clear()
+    r4 = await FlowRunner(flow, ctx(tmp_path, r3.run_id, "root.n3")).run()
+    assert calls.counter == Counter({"n3": 1})
+    assert os.readlink(r4.run_dir / "root/n0") == f"../../{r3.run_id}/root/n0"
+    assert r4.outcomes == r3.outcomes
+    # Again: nothing to do.
+    assert materialize_reused(r3.run_dir) == []
+
+
+async def test_materialize_names_a_link_that_leads_nowhere(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    shutil.rmtree(r1.run_dir / "root" / "n1")
+    with pytest.raises(RunSetupError, match=r"cannot make root\.n1 of .*: its link leads nowhere"):
+        materialize_reused(r2.run_dir)
+    # n0 (before it) was made a directory; n1 is still the link, nothing half-made.
+    assert not (r2.run_dir / "root/n0").is_symlink() and (r2.run_dir / "root/n1").is_symlink()
+    assert sorted(p.name for p in (r2.run_dir / "root").iterdir()) == ["n0", "n1", "n2", "n3", "result.json"]

@@ -70,6 +70,31 @@ def register(subparsers: Any) -> None:
     _run_options(p)
     p.set_defaults(handler=_rerun)
 
+    p = subparsers.add_parser(
+        "materialize",
+        help="make a re-run stand alone: its linked reused nodes become directories of their own",
+        description="Replace each reused node of RUN_ID that is a link into an earlier run by its own "
+        "directory (hard links to the same files, result.json marked reused), as --reused-nodes copy "
+        "makes them; afterwards the earlier runs can be deleted. Nothing to do is not an error.",
+    )
+    p.add_argument("run_id", metavar="RUN_ID")
+    add_common(p)
+    p.set_defaults(handler=_materialize)
+
+
+def _materialize(args: argparse.Namespace, out: Output) -> int:
+    from reprise.run.directory import RunDirectory
+    from reprise.runners.reuse import materialize_reused
+
+    run = RunDirectory.find(run_root_of(args), args.run_id)
+    done = materialize_reused(run.path)
+    out.emit(
+        {"run_id": args.run_id, "materialized": done},
+        lambda: f"{args.run_id}: {len(done)} reused node(s) made into directories"
+        + "".join(f"\n  {path}" for path in done),
+    )
+    return EXIT_OK
+
 
 def _reused_nodes_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(

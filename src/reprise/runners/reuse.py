@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,9 +47,11 @@ from reprise.run.previous import PreviousRun, link_tree
 from reprise.run.reused import (
     REUSED_FILE,
     ReusedNode,
+    ReusedNodes,
     RunOutcomes,
     link_text,
     linked_run_id,
+    read_reused,
     reused_document,
     write_trace_file,
 )
@@ -58,7 +61,7 @@ _SKIP_RESULT = frozenset({RESULT_FILE})
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
 
-__all__ = ["REUSED_NODES_MODES", "ReusePlan", "find_resume_point"]
+__all__ = ["REUSED_NODES_MODES", "ReusePlan", "find_resume_point", "materialize_reused"]
 
 #: The values of ``RunContext(reused_nodes=...)``.
 REUSED_NODES_MODES = ("link", "copy")
@@ -702,3 +705,96 @@ def _first_incomplete(previous: PreviousRun, body: Container, path: HierarchyPat
         if result is not None and not _completed(result):
             return p
     return None
+
+
+# -- making a link-mode re-run stand alone -----------------------------------------------------------
+def materialize_reused(run_path: Path | str) -> list[str]:
+    """Replace every linked reused node of the run at ``run_path`` by a directory of its own, as
+    ``reused_nodes="copy"`` makes them (hard links to the files of the directory the link led
+    to, and a ``result.json`` marked reused), and record the run's ``reused.json`` as a copy
+    run's. Afterwards the run no longer needs the runs it linked into: they can be deleted.
+
+    Returns the hierarchy paths made into directories (none when there is nothing to do: it can
+    be called again). A link that leads nowhere (its run deleted) or out of the run root is an
+    error naming the node; the nodes done before it stay done. Each node is swapped in place in
+    three renames, so a reader or a crash sees the link or the directory, never a half-made one."""
+    from reprise.run.directory import RunDirectory
+
+    run_path = Path(run_path)
+    run_id = run_path.name
+    previous = RunDirectory(run_path).read_metadata().previous_run_id
+    if previous is None:
+        return []  # not a re-run: nothing was reused
+    recorded = read_reused(run_path)
+    readers = ReusedNodes(run_path, previous)
+    linked = _linked_node_dirs(run_path)
+    done: list[str] = []
+    origins = {text: node.origin_run_id for text, node in (recorded or {}).items()}
+    previous_json = json.dumps(previous).encode()
+    for text, node_dir in linked:
+        if not (os.path.isdir(node_dir) and readers.followable(node_dir)):
+            raise RunSetupError(
+                f"cannot make {text} of {run_id} a directory: its link leads "
+                + ("out of the run root" if os.path.exists(node_dir) else "nowhere (was its run deleted?)"),
+                run_id=run_id,
+            )
+        real = os.path.realpath(node_dir)
+        old = _read(f"{real}/{RESULT_FILE}")
+        entry = recorded.get(text) if recorded is not None else None
+        origin = entry.origin_run_id if entry is not None else None
+        edited = _reused_result(old, previous_json, json.dumps(origin).encode() if origin else None)
+        if edited is not None and edited[0]:
+            result = edited[1]
+            origin = origin or edited[2] or previous
+        else:  # another layout: parse it
+            data = json.loads(old)
+            origin = origin or (str(data["origin_run_id"]) if data.get("reused") else previous)
+            data.update(reused=True, reused_from=previous, origin_run_id=origin)
+            result = dump_json(data)
+        origins[text] = origin
+        parent, name = os.path.split(node_dir)
+        made, aside = f"{parent}/.{name}.materialized", f"{parent}/.{name}.link"
+        for leftover in (made, aside):  # an interrupted earlier attempt
+            if os.path.lexists(leftover):
+                if os.path.islink(leftover) or not os.path.isdir(leftover):
+                    os.unlink(leftover)
+                else:
+                    shutil.rmtree(leftover)
+
+        def links(directory: str, real: str = real) -> None:
+            link_tree(real, directory, skip=_SKIP_RESULT)
+
+        write_new_dir(made, [(RESULT_FILE, result)], fill=links)
+        os.rename(node_dir, aside)
+        os.rename(made, node_dir)
+        os.unlink(aside)
+        done.append(text)
+    if done or (recorded is not None and any(n.dir_run_id != run_id for n in recorded.values())):
+        # Every reused node's directory is now in this run.
+        groups: dict[tuple[str, str], list[str]] = {}
+        for text, origin in origins.items():
+            groups.setdefault((run_id, origin), []).append(text)
+        write_trace_file(run_path, REUSED_FILE, reused_document(previous, "copy", groups))
+    return done
+
+
+def _linked_node_dirs(run_path: Path) -> list[tuple[str, str]]:
+    """``(hierarchy path, directory)`` of every symbolic link among the run's element
+    directories (not in ``.trace``, ``static_inputs`` or hidden directories)."""
+    found: list[tuple[str, str]] = []
+    base = str(run_path)
+    for dirpath, dirnames, filenames in os.walk(base):
+        keep = []
+        # A link whose target is gone is listed with the files: look there too, for links
+        # reprise made (into a sibling run), not a file link a node made in its own directory.
+        for d in sorted([*dirnames, *filenames]):
+            if d.startswith(".") or (dirpath == base and d == "static_inputs"):
+                continue
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                if linked_run_id(full) is not None:
+                    found.append((os.path.relpath(full, base).replace(os.sep, "."), full))
+            elif d in dirnames:
+                keep.append(d)
+        dirnames[:] = keep  # os.walk does not descend into links; nor should we
+    return found
