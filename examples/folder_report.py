@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from reprise import (
     AgentDefinition,
     AgentRunner,
+    Api,
     FlowDefinition,
     HierarchyPath,
     Initial,
@@ -332,13 +333,12 @@ def _print_result(result: RunResult) -> None:
 
 
 def node_origins(result: RunResult) -> dict[str, bool]:
-    """Every node of a run by hierarchy path: ``True`` if it was reused from an earlier run."""
-    origins: dict[str, bool] = {}
-    for result_file in sorted(result.run_dir.rglob("result.json")):
-        data = json.loads(result_file.read_text())
-        if data.get("element_type") == "node":
-            origins[data["path"]] = bool(data.get("reused"))
-    return origins
+    """Every node of a run by hierarchy path: ``True`` if it was reused from an earlier run.
+
+    Read through ``reprise.Api``: a reused node is, by default, a link to its directory in the
+    run where it executed, whose ``result.json`` says so only as the re-run reads it."""
+    root = Api(result.run_dir.parent).elements(result.run_id)
+    return {e.path: e.reused for e in sorted(root.walk(), key=lambda e: e.path) if e.element_type == "node"}
 
 
 def _print_rerun(result: RunResult) -> None:

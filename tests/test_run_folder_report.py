@@ -139,3 +139,30 @@ def test_command_line(tmp_path: Path) -> None:
     assert failing.returncode == 1
     assert "error: folder_report.analyse.list:" in failing.stderr and "not a folder" in failing.stderr
     assert "status:        failed" in failing.stderr
+
+
+def test_demo_rerun_lists_the_reused_nodes(tmp_path: Path) -> None:
+    # What `make demo` prints: the re-run from the overall analysis reuses everything before it.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "examples.folder_report",
+            "--run-root",
+            str(tmp_path / "runs"),
+            "--then-rerun-from",
+            "folder_report.analyse.overall",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rerun = proc.stdout.split("re-run from", 1)[1]
+    reused = [line[4:] for line in rerun.splitlines() if line.startswith("  = ")]
+    executed = [line[4:] for line in rerun.splitlines() if line.startswith("  > ")]
+    assert f"reused ({len(reused)}, not called again)" in rerun and len(reused) > 5
+    assert "folder_report.analyse.list" in reused
+    assert all(p.startswith(("folder_report.analyse.overall", "folder_report.report")) for p in executed)
+    assert len(executed) == 4
