@@ -556,3 +556,70 @@ def test_any_diff_made_by_difflib_applies_back(seed: int) -> None:
     if old == new:
         return
     assert apply_unified_diff(old, _unified(old, new)) == new
+
+
+@pytest.mark.parametrize("odd", ["\x0c", "\u2028", "\x85", "\r", "\x1c"], ids=["ff", "u2028", "nel", "cr", "fs"])
+def test_characters_python_takes_for_line_breaks_stay_inside_their_line(odd: str) -> None:
+    # Only "\n" (with an optional "\r" before it) ends a line, in the file and in the diff: a
+    # form feed or a lone "\r" inside a line is part of it, and an untouched one is kept.
+    text = f"a{odd}b\n{odd}x\nc\n"
+    after = f"a{odd}b\n{odd}x\nC{odd}d\n"
+    diff = f"@@ -1,3 +1,3 @@\n a{odd}b\n {odd}x\n-c\n+C{odd}d\n"
+    assert apply_unified_diff(text, diff) == after
+
+
+def test_blank_lines_after_a_complete_hunk_are_not_context() -> None:
+    # A model often ends its diff, or separates hunks, with a blank line; the header's counts say
+    # the hunk is complete, so the blank line is no empty context line the file must have.
+    text = "".join(f"{c}\n" for c in "abcdefgh")
+    diff = "@@ -1,2 +1,2 @@\n a\n-b\n+B\n\n@@ -7,2 +7,2 @@\n g\n-h\n+H\n\n\n"
+    assert apply_unified_diff(text, diff) == text.replace("b", "B").replace("h", "H")
+    # Within a hunk's counts a blank line is an empty context line (its space was stripped).
+    assert apply_unified_diff("a\n\nb\n", "@@ -1,3 +1,3 @@\n a\n\n-b\n+c\n") == "a\n\nc\n"
+
+
+def test_context_lines_keep_their_own_line_ends() -> None:
+    text = "a\r\nb\nc\n"  # mixed: the first line decides only for added lines
+    assert apply_unified_diff(text, "@@ -1,3 +1,3 @@\n a\n b\n-c\n+d\n") == "a\r\nb\nd\r\n"
+
+
+def test_a_no_newline_marker_not_at_the_end_of_a_side_is_an_error() -> None:
+    diff = "@@ -1,3 +1,3 @@\n a\n-b\n\\ No newline at end of file\n+B\n\\ No newline at end of file\n c\n"
+    with pytest.raises(NodeExecutionError, match=re.escape("diff line 7")):
+        apply_unified_diff("a\nb\nc\n", diff)
+
+
+def test_git_mode_headers_are_headers() -> None:
+    diff = "diff --git a/f b/f\nold mode 100644\nnew mode 100755\nindex 1..2\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n"
+    assert apply_unified_diff("a\n", diff) == "b\n"
+
+
+def test_a_diff_that_creates_the_file_does_not_apply_to_a_file_with_content() -> None:
+    creation = "--- /dev/null\n+++ b/f.txt\n@@ -0,0 +1 @@\n+new\n"
+    assert apply_unified_diff("", creation) == "new\n"
+    with pytest.raises(NodeExecutionError, match="creates the file"):
+        apply_unified_diff("old\n", creation)  # prepending would duplicate what the model meant to write
+    assert apply_unified_diff("old\n", "@@ -0,0 +1 @@\n+new\n") == "new\nold\n"  # diff -U0: insert at top
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("context", [0, 1])
+def test_diffs_with_little_context_apply_back(seed: int, context: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "", "beta"]
+    before = [rng.choice(words) for _ in range(rng.randrange(0, 25))]
+    after = list(before)
+    for _ in range(rng.randrange(1, 5)):
+        at = rng.randrange(len(after) + 1)
+        if rng.random() < 0.5 or not after:
+            after.insert(at, "new" + str(rng.randrange(3)))
+        else:
+            del after[min(at, len(after) - 1)]
+    old = "".join(f"{w}\n" for w in before)
+    new = "".join(f"{w}\n" for w in after)
+    if old == new:
+        return
+    diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "a/f", "b/f", n=context))
+    assert apply_unified_diff(old, diff) == new

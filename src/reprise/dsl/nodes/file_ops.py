@@ -485,29 +485,74 @@ def _apply_one(op: FileOperation, base: Path, journal: _Journal, written: set[st
 
 # -- unified diffs ---------------------------------------------------------------------------------
 _HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
-_HEADER_PREFIXES = ("--- ", "+++ ", "diff ", "index ", "new file mode", "deleted file mode", "similarity", "rename ")
+_HEADER_PREFIXES = (
+    "--- ",
+    "+++ ",
+    "diff ",
+    "index ",
+    "new file mode",
+    "deleted file mode",
+    "old mode ",
+    "new mode ",
+    "similarity",
+    "dissimilarity",
+    "rename ",
+    "copy ",
+)
 _NO_NEWLINE = "\\ No newline at end of file"
 
 
 class _Hunk:
-    __slots__ = ("header", "new", "new_ends", "old", "old_ends", "old_start", "sizes")
+    __slots__ = ("blank_tail", "header", "new", "new_ends", "old", "old_ends", "old_start", "sizes")
 
     def __init__(self, header: str, old_start: int, sizes: tuple[int, int]) -> None:
         self.header = header
         self.old_start = old_start
         self.sizes = sizes  # the line counts the header states (a model may miscount them)
         self.old: list[str] = []  # context and removed lines, without line ends
-        self.new: list[str] = []  # context and added lines
+        #: context and added lines: an int is the index in ``old`` of a context line (the file's
+        #: own line, line end included, is kept), a str an added line
+        self.new: list[int | str] = []
         self.old_ends = True  # whether the last old line ends with a newline
         self.new_ends = True
+        self.blank_tail = 0  # blank diff lines at the end of the body, taken as empty context
+
+    def close(self) -> None:
+        """Drop the blank lines that follow a complete body (a model's trailing blank line)."""
+        while self.blank_tail and len(self.old) > self.sizes[0] and len(self.new) > self.sizes[1]:
+            self.old.pop()
+            self.new.pop()
+            self.blank_tail -= 1
 
 
-def _parse_hunks(diff: str) -> list[_Hunk]:
+def _lines(text: str) -> list[str]:
+    """``text`` split after each ``"\n"`` only (``str.splitlines`` also splits at form feeds,
+    lone ``"\r"``, U+2028 and other characters that are part of a line of source text)."""
+    lines = text.split("\n")
+    last = lines.pop()
+    out = [line + "\n" for line in lines]
+    if last:
+        out.append(last)
+    return out
+
+
+def _bare(line: str) -> str:
+    if line.endswith("\n"):
+        line = line[:-1]
+    return line[:-1] if line.endswith("\r") else line
+
+
+def _parse_hunks(diff: str) -> tuple[list[_Hunk], bool]:
+    """The hunks of ``diff``, and whether its headers say it creates the file (``--- /dev/null``)."""
     hunks: list[_Hunk] = []
+    creates = False
     last = ""  # the kind of the previous body line, for "\ No newline at end of file"
-    for number, raw in enumerate(diff.splitlines(), 1):
+    for number, line in enumerate(_lines(diff), 1):
+        raw = _bare(line)
         match = _HUNK.match(raw)
         if match:
+            if hunks:
+                hunks[-1].close()
             old_n, new_n = match.group(2), match.group(4)
             sizes = (1 if old_n is None else int(old_n), 1 if new_n is None else int(new_n))
             hunks.append(_Hunk(raw[: match.end()], int(match.group(1)), sizes))
@@ -515,6 +560,7 @@ def _parse_hunks(diff: str) -> list[_Hunk]:
             continue
         if not hunks:
             if raw.startswith(_HEADER_PREFIXES) or not raw.strip():
+                creates = creates or raw.split("\t")[0].rstrip() == "--- /dev/null"
                 continue
             raise NodeExecutionError(f"diff line {number} is neither a header nor in a hunk: {raw[:120]!r}")
         hunk = hunks[-1]
@@ -530,59 +576,85 @@ def _parse_hunks(diff: str) -> list[_Hunk]:
         if complete and raw.startswith(_HEADER_PREFIXES):  # the next file's headers: not ours
             raise NodeExecutionError(f"diff line {number}: the diff names a second file; give one DiffFile per file")
         kind, text = (raw[0], raw[1:]) if raw else (" ", "")  # a blank context line lost its space
+        # A side whose last line was marked as without newline cannot go on.
+        if (not hunk.old_ends and kind in " -") or (not hunk.new_ends and kind in " +"):
+            raise NodeExecutionError(
+                f"diff line {number} in {hunk.header}: a line after {_NO_NEWLINE!r} on its side: {raw[:120]!r}"
+            )
         if kind == " ":
+            hunk.new.append(len(hunk.old))
             hunk.old.append(text)
-            hunk.new.append(text)
         elif kind == "-":
             hunk.old.append(text)
         elif kind == "+":
             hunk.new.append(text)
         else:
             raise NodeExecutionError(f"diff line {number} in {hunk.header}: expected ' ', '-' or '+': {raw[:120]!r}")
+        hunk.blank_tail = hunk.blank_tail + 1 if not raw else 0
         last = kind
     if not hunks:
         raise NodeExecutionError("the diff has no hunk (no '@@ -l,n +l,n @@' line)")
-    return hunks
+    hunks[-1].close()
+    return hunks, creates
+
+
+def _find(bare: list[str], old: list[str], lo: int, wanted: int) -> int | None:
+    """The start at or after ``lo`` of ``old`` in ``bare`` nearest ``wanted`` (the lower of two
+    as near), searched outwards from ``wanted``: a hunk whose line number is right, or nearly,
+    costs its own length, not the file's."""
+    hi = len(bare) - len(old)  # the last possible start
+    if hi < lo:
+        return None
+    wanted = min(max(wanted, lo), hi)
+    first, size = old[0], len(old)
+    for distance in range(max(wanted - lo, hi - wanted) + 1):
+        i = wanted - distance
+        if i >= lo and bare[i] == first and bare[i : i + size] == old:
+            return i
+        i = wanted + distance
+        if distance and i <= hi and bare[i] == first and bare[i : i + size] == old:
+            return i
+    return None
 
 
 def apply_unified_diff(text: str, diff: str) -> str:
     """``text`` with the hunks of ``diff`` applied (see :class:`DiffFile`).
 
     Each hunk's old lines (context and removed) are looked for from where the previous hunk
-    ended; where they occur more than once, the occurrence nearest the hunk's line number (shifted
-    by what earlier hunks added or removed) is taken. The file's line ends (``\\n`` or
-    ``\\r\\n``) are kept."""
-    lines = text.splitlines(keepends=True)
+    ended; where they occur more than once, the occurrence nearest the hunk's line number is
+    taken. Only ``\\n`` ends a line (a ``\\r`` before it is ignored when comparing). Context
+    lines keep the file's own line ends; added lines take the first line's (``\\n`` or
+    ``\\r\\n``)."""
+    lines = _lines(text)
     newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    bare = [line.rstrip("\r\n") for line in lines]
-    pos = 0
-    shift = 0
-    for index, hunk in enumerate(_parse_hunks(diff), 1):
-        old, new = hunk.old, hunk.new
-        wanted = max(0, hunk.old_start - 1 + shift) if old else hunk.old_start + shift
-        if not old:
-            at = min(max(wanted, pos), len(bare))  # pure addition: after the stated line
+    bare = [_bare(line) for line in lines]
+    hunks, creates = _parse_hunks(diff)
+    if creates and text:
+        raise NodeExecutionError("the diff creates the file ('--- /dev/null') but the file is not empty")
+    out: list[str] = []
+    pos = 0  # the first line of the file no hunk has used, in the file's own numbering
+    for index, hunk in enumerate(hunks, 1):
+        old = hunk.old
+        if not old:  # pure addition: after the stated line
+            at = min(max(hunk.old_start, pos), len(bare))
         else:
-            starts = [
-                i
-                for i in range(pos, len(bare) - len(old) + 1)
-                if bare[i] == old[0] and bare[i : i + len(old)] == old
-            ]
-            if not starts:
+            found = _find(bare, old, pos, hunk.old_start - 1)
+            if found is None:
                 raise NodeExecutionError(
                     f"hunk {index} ({hunk.header}): its context and removed lines are not in the file"
                     f" after line {pos}; first of them: {old[0][:120]!r}"
                 )
-            at = min(starts, key=lambda i: (abs(i - wanted), i))
+            at = found
         end = at + len(old)
-        at_eof = end == len(bare)
-        replacement = [line + newline for line in new]
-        if replacement and at_eof and not hunk.new_ends:
-            replacement[-1] = new[-1]  # "\\ No newline at end of file" after the last new line
-        elif replacement and at_eof and not old and lines and not lines[-1].endswith(("\n", "\r")):
-            lines[-1] += newline  # appending after a last line without its newline
-        lines[at:end] = replacement
-        bare[at:end] = new
-        shift += len(new) - len(old)
-        pos = at + len(new)
-    return "".join(lines)
+        out.extend(lines[pos:at])
+        if out and not out[-1].endswith("\n"):
+            out[-1] += newline  # appending after a last line without its newline
+        out.extend(lines[at + entry] if isinstance(entry, int) else entry + newline for entry in hunk.new)
+        for i in range(len(out) - len(hunk.new), len(out) - 1):
+            if not out[i].endswith("\n"):  # a context line that was the last one, now followed
+                out[i] += newline
+        if end == len(bare) and hunk.new and not hunk.new_ends:
+            out[-1] = _bare(out[-1])  # "\\ No newline at end of file" after the last new line
+        pos = end
+    out.extend(lines[pos:])
+    return "".join(out)
