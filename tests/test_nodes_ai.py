@@ -377,6 +377,28 @@ def test_retry_after_values() -> None:
         assert retry_after_seconds(bad) is None
 
 
+def test_retry_after_header_odd_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprise.dsl.nodes.providers import retry_after_seconds
+
+    # A dict spelled as HTTP spells it (a provider's own error, a test double) is read too.
+    assert retry_after_seconds({"Retry-After": "3"}) == 3.0
+    assert retry_after_seconds({"Retry-After-Ms": "250"}) == 0.25
+    # An unreadable retry-after-ms does not hide a readable Retry-After.
+    assert retry_after_seconds({"retry-after-ms": "soon", "retry-after": "4"}) == 4.0
+    for bad in ("nan", "inf", "-inf", "1e400"):
+        assert retry_after_seconds({"retry-after-ms": bad}) is None
+    # "-0000" (RFC 2822: UTC, source zone unknown) gives a naive datetime; it is not local time.
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        now = 1_800_000_000.0
+        date = time.strftime("%a, %d %b %Y %H:%M:%S -0000", time.gmtime(now + 7))
+        assert retry_after_seconds({"retry-after": date}, now=now) == pytest.approx(7)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 async def test_retries_exhausted(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
     model_server.queue(*[Reply(429, {"error": {"message": "slow down"}})] * 3)
     with pytest.raises(RunFailedError) as info:

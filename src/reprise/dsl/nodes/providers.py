@@ -20,12 +20,15 @@ and an ``async complete(request, credentials)`` method.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import functools
 import importlib
 import inspect
 import json
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -59,19 +62,35 @@ class ModelTransientError(NodeExecutionError):
         self.retry_after = retry_after
 
 
+def _header(headers: Any, name: str) -> Any:
+    """Header ``name`` (lower case) of ``headers``: httpx's are case-insensitive, a plain dict
+    may spell it ``Retry-After``."""
+    value = headers.get(name)
+    if value is None and isinstance(headers, Mapping):
+        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == name), None)
+    return value
+
+
+def _finite(seconds: float) -> float | None:
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
     """The wait a response asks for: ``retry-after-ms`` (milliseconds, as OpenAI sends it) or
-    ``Retry-After`` (seconds, or an HTTP date); ``None`` when absent or unreadable. Never
-    negative."""
+    ``Retry-After`` (seconds, or an HTTP date); ``None`` when absent or unreadable (NaN and
+    infinities included). Never negative."""
     if headers is None:
         return None
     try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000.0)
-        value = headers.get("retry-after")
+        ms = _header(headers, "retry-after-ms")
+        value = _header(headers, "retry-after")
     except (AttributeError, TypeError, ValueError):
         return None
+    if ms is not None:
+        try:
+            return _finite(float(ms) / 1000.0)
+        except (TypeError, ValueError):
+            pass  # unreadable: Retry-After may still say
     if value is None:
         return None
     value = str(value).strip()
@@ -82,10 +101,10 @@ def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
+        if when.tzinfo is None:  # "-0000": UTC with no known source zone, not local time
+            when = when.replace(tzinfo=datetime.UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return None
-    return max(0.0, seconds)
+    return _finite(seconds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
