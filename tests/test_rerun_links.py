@@ -397,7 +397,7 @@ async def test_readers_do_not_follow_a_link_out_of_the_run_root(tmp_path: Path) 
     off = ObservabilitySettings.disabled()
     r1 = await FlowRunner(flow, ctx(tmp_path, observability_settings=off)).run()
     r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3", observability_settings=off)).run()
-    outside = _outside_node(tmp_path / "outside", 999)
+    outside = _outside_node(tmp_path / "outside", 987654321)  # no timestamp holds these digits
     (r2.run_dir / "root/n0").unlink()
     os.symlink(os.path.relpath(outside, r2.run_dir / "root"), r2.run_dir / "root/n0")
 
@@ -405,7 +405,7 @@ async def test_readers_do_not_follow_a_link_out_of_the_run_root(tmp_path: Path) 
     tree = {e.path: e for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
     assert tree["root.n0"].status == "unavailable" and tree["root.n0"].error != "outside"
     data = build_run_view_data(r2.run_dir)
-    assert "999" not in json.dumps(data.details) and "outside" not in json.dumps(data.model)
+    assert "987654321" not in json.dumps(data.details) and "outside" not in json.dumps(data.model)
 
 
 @pytest.mark.parametrize("mode", ["link", "copy"])
@@ -504,3 +504,96 @@ async def test_materialize_names_a_link_that_leads_nowhere(tmp_path: Path) -> No
     # n0 (before it) was made a directory; n1 is still the link, nothing half-made.
     assert not (r2.run_dir / "root/n0").is_symlink() and (r2.run_dir / "root/n1").is_symlink()
     assert sorted(p.name for p in (r2.run_dir / "root").iterdir()) == ["n0", "n1", "n2", "n3", "result.json"]
+
+
+@pytest.mark.parametrize("crash_at", ["second-rename", "unlink"])
+async def test_materialize_after_a_crash_between_its_renames_finishes_the_node(
+    tmp_path: Path, crash_at: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    real_rename, real_unlink = os.rename, os.unlink
+
+    class Killed(BaseException):
+        pass
+
+    def rename(src: Any, dst: Any, *a: Any, **kw: Any) -> None:
+        if crash_at == "second-rename" and str(src).endswith(".n1.materialized"):
+            raise Killed
+        real_rename(src, dst, *a, **kw)
+
+    def unlink(path: Any, *a: Any, **kw: Any) -> None:
+        if crash_at == "unlink" and str(path).endswith(".n1.link"):
+            raise Killed
+        real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(Killed):
+        materialize_reused(r2.run_dir)
+    monkeypatch.undo()
+    # Readers do not see the leftovers; the node is there or it is reported missing, never twice.
+    hidden = sorted(p.name for p in (r2.run_dir / "root").iterdir() if p.name.startswith("."))
+    assert hidden == ([".n1.link", ".n1.materialized"] if crash_at == "second-rename" else [".n1.link"])
+    seen = {e.path for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
+    assert seen <= {"root", *(f"root.n{i}" for i in range(4))}
+    # The next call finishes what the killed one began and cleans up.
+    materialize_reused(r2.run_dir)
+    assert sorted(p.name for p in (r2.run_dir / "root").iterdir()) == ["n0", "n1", "n2", "n3", "result.json"]
+    assert not any(p.is_symlink() for p in r2.run_dir.rglob("*"))
+    recorded = read_reused(r2.run_dir)
+    assert recorded is not None and sorted(recorded) == ["root.n0", "root.n1", "root.n2"]
+    assert {n.dir_run_id for n in recorded.values()} == {r2.run_id}
+    shutil.rmtree(r1.run_dir)
+    tree = {e.path: e for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
+    assert all(tree[f"root.n{i}"].status == "completed" for i in range(4)) and tree["root.n1"].reused
+
+
+async def test_materialize_stopped_by_a_broken_link_records_the_nodes_it_made(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    shutil.rmtree(r1.run_dir / "root" / "n1")
+    with pytest.raises(RunSetupError, match="leads nowhere"):
+        materialize_reused(r2.run_dir)
+    recorded = read_reused(r2.run_dir)
+    assert recorded is not None
+    # n0 is r2's own directory now (a later re-run links to it there); n1 and n2 are still links.
+    assert (recorded["root.n0"].dir_run_id, recorded["root.n1"].dir_run_id) == (r2.run_id, r1.run_id)
+    assert recorded["root.n0"].origin_run_id == r1.run_id
+
+
+async def test_materialize_leaves_a_link_an_executed_node_made_in_its_directory(tmp_path: Path) -> None:
+    calls = Calls()
+    earlier: list[str] = []
+
+    def keeps_a_link(n: int, node_ctx: NodeContext) -> int:
+        # A node's own file: a link into the earlier run (say, a cache), not a reused node.
+        if earlier:
+            os.symlink(f"../../../{earlier[0]}/root/n0/outcome.json", node_ctx.node_dir / "cached.json")
+        return n
+
+    flow = chain(calls).node("own", keeps_a_link, inputs={"n": Ref("n3")})
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    earlier.append(r1.run_id)
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.own")).run()
+    assert (r2.run_dir / "root/own/cached.json").is_symlink()
+    assert materialize_reused(r2.run_dir) == ["root.n0", "root.n1", "root.n2", "root.n3"]
+    assert (r2.run_dir / "root/own/cached.json").is_symlink()
+
+
+async def test_materialize_refuses_a_run_it_links_into_that_is_outside_the_run_root(tmp_path: Path) -> None:
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    # The links are reprise's own, but the run they lead into is (now) a link to elsewhere.
+    (tmp_path / "elsewhere").mkdir()
+    moved = r1.run_dir.rename(tmp_path / "elsewhere" / r1.run_id)
+    r1.run_dir.symlink_to(moved)
+    with pytest.raises(RunSetupError, match=r"cannot make root\.n0 of .*: its link leads out of the run root"):
+        materialize_reused(r2.run_dir)
+    assert (r2.run_dir / "root/n0").is_symlink()

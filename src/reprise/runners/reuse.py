@@ -708,6 +708,9 @@ def _first_incomplete(previous: PreviousRun, body: Container, path: HierarchyPat
 
 
 # -- making a link-mode re-run stand alone -----------------------------------------------------------
+_MADE, _ASIDE = ".materialized", ".link"  # ".<node>" + these: a swap's hidden halves
+
+
 def materialize_reused(run_path: Path | str) -> list[str]:
     """Replace every linked reused node of the run at ``run_path`` by a directory of its own, as
     ``reused_nodes="copy"`` makes them (hard links to the files of the directory the link led
@@ -716,8 +719,13 @@ def materialize_reused(run_path: Path | str) -> list[str]:
 
     Returns the hierarchy paths made into directories (none when there is nothing to do: it can
     be called again). A link that leads nowhere (its run deleted) or out of the run root is an
-    error naming the node; the nodes done before it stay done. Each node is swapped in place in
-    three renames, so a reader or a crash sees the link or the directory, never a half-made one."""
+    error naming the node; the nodes done before it stay done, and ``reused.json`` says so.
+
+    Each node is swapped in three renames: the link goes aside to ``.<name>.link``, the complete
+    directory ``.<name>.materialized`` takes its name, the link is removed. Between the first
+    two a reader finds no node there (the link and the directory cannot be exchanged in one
+    rename); readers skip hidden names, and a call after a crash finishes or undoes each swap it
+    finds half done before anything else."""
     from reprise.run.directory import RunDirectory
 
     run_path = Path(run_path)
@@ -727,74 +735,146 @@ def materialize_reused(run_path: Path | str) -> list[str]:
         return []  # not a re-run: nothing was reused
     recorded = read_reused(run_path)
     readers = ReusedNodes(run_path, previous)
-    linked = _linked_node_dirs(run_path)
     done: list[str] = []
-    origins = {text: node.origin_run_id for text, node in (recorded or {}).items()}
+    linked = _linked_node_dirs(run_path, done)
+    before = {text: (node.dir_run_id, node.origin_run_id) for text, node in (recorded or {}).items()}
+    origins: dict[str, str] = {}  # of the nodes made here
     previous_json = json.dumps(previous).encode()
-    for text, node_dir in linked:
-        if not (os.path.isdir(node_dir) and readers.followable(node_dir)):
-            raise RunSetupError(
-                f"cannot make {text} of {run_id} a directory: its link leads "
-                + ("out of the run root" if os.path.exists(node_dir) else "nowhere (was its run deleted?)"),
-                run_id=run_id,
-            )
-        real = os.path.realpath(node_dir)
-        old = _read(f"{real}/{RESULT_FILE}")
-        entry = recorded.get(text) if recorded is not None else None
-        origin = entry.origin_run_id if entry is not None else None
-        edited = _reused_result(old, previous_json, json.dumps(origin).encode() if origin else None)
-        if edited is not None and edited[0]:
-            result = edited[1]
-            origin = origin or edited[2] or previous
-        else:  # another layout: parse it
-            data = json.loads(old)
-            origin = origin or (str(data["origin_run_id"]) if data.get("reused") else previous)
-            data.update(reused=True, reused_from=previous, origin_run_id=origin)
-            result = dump_json(data)
-        origins[text] = origin
-        parent, name = os.path.split(node_dir)
-        made, aside = f"{parent}/.{name}.materialized", f"{parent}/.{name}.link"
-        for leftover in (made, aside):  # an interrupted earlier attempt
-            if os.path.lexists(leftover):
-                if os.path.islink(leftover) or not os.path.isdir(leftover):
-                    os.unlink(leftover)
-                else:
-                    shutil.rmtree(leftover)
+    try:
+        for text, node_dir in linked:
+            if not readers.followable(node_dir):
+                raise RunSetupError(f"cannot make {text} of {run_id} a directory: its link leads out of the run root")
+            if not os.path.isdir(node_dir):
+                raise RunSetupError(
+                    f"cannot make {text} of {run_id} a directory: its link leads nowhere (was its run deleted?)",
+                    run_id=run_id,
+                )
+            real = os.path.realpath(node_dir)
+            old = _read(f"{real}/{RESULT_FILE}")
+            entry = recorded.get(text) if recorded is not None else None
+            origin = entry.origin_run_id if entry is not None else None
+            edited = _reused_result(old, previous_json, json.dumps(origin).encode() if origin else None)
+            if edited is not None and edited[0]:
+                result = edited[1]
+                origin = origin or edited[2] or previous
+            else:  # another layout: parse it
+                data = json.loads(old)
+                origin = origin or str(data.get("origin_run_id") or previous if data.get("reused") else previous)
+                data.update(reused=True, reused_from=previous, origin_run_id=origin)
+                result = dump_json(data)
+            parent, name = os.path.split(node_dir)
+            made, aside = f"{parent}/.{name}{_MADE}", f"{parent}/.{name}{_ASIDE}"
+            for leftover in (made, aside):  # an attempt stopped before its first rename
+                _remove(leftover)
 
-        def links(directory: str, real: str = real) -> None:
-            link_tree(real, directory, skip=_SKIP_RESULT)
+            def links(directory: str, real: str = real) -> None:
+                link_tree(real, directory, skip=_SKIP_RESULT)
 
-        write_new_dir(made, [(RESULT_FILE, result)], fill=links)
-        os.rename(node_dir, aside)
-        os.rename(made, node_dir)
-        os.unlink(aside)
-        done.append(text)
-    if done or (recorded is not None and any(n.dir_run_id != run_id for n in recorded.values())):
-        # Every reused node's directory is now in this run.
-        groups: dict[tuple[str, str], list[str]] = {}
-        for text, origin in origins.items():
-            groups.setdefault((run_id, origin), []).append(text)
-        write_trace_file(run_path, REUSED_FILE, reused_document(previous, "copy", groups))
+            write_new_dir(made, [(RESULT_FILE, result)], fill=links)
+            os.rename(node_dir, aside)
+            os.rename(made, node_dir)
+            os.unlink(aside)
+            done.append(text)
+            origins[text] = origin
+    finally:
+        # What the directories say now, also when a node failed or this call was killed: a node
+        # that is a directory is this run's (a later re-run links to it here), a link is not.
+        where = dict(before)
+        for text, (dir_run, origin) in before.items():
+            if dir_run != run_id and _own_directory(run_path, text):
+                where[text] = (run_id, origin)
+        for text in done:
+            if text not in where:
+                where[text] = (run_id, origins.get(text) or _origin_in(run_path, text, previous))
+        if where != before:
+            groups: dict[tuple[str, str], list[str]] = {}
+            for text, key in where.items():
+                groups.setdefault(key, []).append(text)
+            mode = "copy" if all(dir_run == run_id for dir_run, _ in where.values()) else "link"
+            write_trace_file(run_path, REUSED_FILE, reused_document(previous, mode, groups))
     return done
 
 
-def _linked_node_dirs(run_path: Path) -> list[tuple[str, str]]:
-    """``(hierarchy path, directory)`` of every symbolic link among the run's element
-    directories (not in ``.trace``, ``static_inputs`` or hidden directories)."""
+def _own_directory(run_path: Path, text: str) -> bool:
+    node_dir = run_path / HierarchyPath(text).relpath
+    return node_dir.is_dir() and not node_dir.is_symlink()
+
+
+def _origin_in(run_path: Path, text: str, previous: str) -> str:
+    """The origin run a made node's ``result.json`` names (the previous run if it names none)."""
+    try:
+        data = json.loads(_read(f"{run_path}/{HierarchyPath(text).relpath}/{RESULT_FILE}"))
+        return str(data.get("origin_run_id") or previous)
+    except (OSError, ValueError, AttributeError):
+        return previous
+
+
+def _remove(path: str) -> None:
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _made_by_reprise(link: str, base: str, place: str | None = None) -> bool:
+    """Whether the symbolic link ``link`` is one a re-run made for a reused node: ``../`` up out
+    of the run, a run id, then the link's own place in the run (a link a node made among its
+    files, even into an earlier run, is not one). ``place``: where the link belongs, if it was
+    moved aside."""
+    run = linked_run_id(link)
+    if run is None:
+        return False
+    relpath = os.path.relpath(place or link, base).replace(os.sep, "/")
+    return os.readlink(link) == link_text(relpath.count("/") + 1, run, relpath)
+
+
+def _finish_swap(dirpath: str, name: str) -> str | None:
+    """Finish or undo the swap of node ``name`` in ``dirpath`` that a killed
+    :func:`materialize_reused` left (its hidden ``.<name>.link``, and maybe the complete
+    ``.<name>.materialized``). Returns ``"made"`` when the directory took its place, ``"link"``
+    when the link is back (to be made again), ``None`` when there was nothing to finish."""
+    node, made, aside = f"{dirpath}/{name}", f"{dirpath}/.{name}{_MADE}", f"{dirpath}/.{name}{_ASIDE}"
+    if os.path.lexists(node):  # the swap was done; only the link was left to remove
+        _remove(aside)
+        _remove(made)
+        return None
+    if os.path.isdir(made) and not os.path.islink(made):  # complete: write_new_dir renames into it
+        os.rename(made, node)
+        os.unlink(aside)
+        return "made"
+    os.rename(aside, node)
+    return "link"
+
+
+def _linked_node_dirs(run_path: Path, finished: list[str]) -> list[tuple[str, str]]:
+    """``(hierarchy path, directory)`` of every reused node's link among the run's element
+    directories (not in ``.trace``, ``static_inputs`` or hidden directories). Swaps a killed
+    call left half done are finished first (their paths added to ``finished``) or undone."""
     found: list[tuple[str, str]] = []
     base = str(run_path)
     for dirpath, dirnames, filenames in os.walk(base):
         keep = []
-        # A link whose target is gone is listed with the files: look there too, for links
-        # reprise made (into a sibling run), not a file link a node made in its own directory.
-        for d in sorted([*dirnames, *filenames]):
+        names = sorted([*dirnames, *filenames])
+        for d in names:
+            full = os.path.join(dirpath, d)
+            if d.startswith(".") and d.endswith(_ASIDE) and len(d) > len(_ASIDE) + 1 and os.path.islink(full):
+                name = d[1 : -len(_ASIDE)]
+                if _made_by_reprise(full, base, os.path.join(dirpath, name)):
+                    state = _finish_swap(dirpath, name)
+                    text = os.path.relpath(os.path.join(dirpath, name), base).replace(os.sep, ".")
+                    if state == "made":
+                        finished.append(text)
+                    elif state == "link" and name not in names:
+                        found.append((text, os.path.join(dirpath, name)))
+        for d in names:
             if d.startswith(".") or (dirpath == base and d == "static_inputs"):
                 continue
             full = os.path.join(dirpath, d)
             if os.path.islink(full):
-                if linked_run_id(full) is not None:
+                # A link whose target is gone is listed with the files: look there too.
+                if _made_by_reprise(full, base):
                     found.append((os.path.relpath(full, base).replace(os.sep, "."), full))
-            elif d in dirnames:
+            elif os.path.isdir(full):
                 keep.append(d)
         dirnames[:] = keep  # os.walk does not descend into links; nor should we
     return found
