@@ -371,8 +371,9 @@ def test_a_checkpointed_stream_commits_exactly_the_files_it_is_given(tmp_path: P
     stream = repo.open_stream("r1")
     for i in range(70):  # one checkpoint at 64
         stream.add(f"root/n{i}/outcome.json", b"%d" % i)
-    # n3 was sent but is not among the files (its node's outcome was dropped); one file is new.
-    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(70) if i != 3]
+    # n3 and n66 (before and after the checkpoint) were sent but are not among the files (their
+    # nodes' outcomes were dropped); one file is new.
+    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(70) if i not in (3, 66)]
     files.append(OutcomeFile("", "root/extra.txt", data=b"extra"))
     commit = stream.finish(files, message="m")
     assert commit is not None

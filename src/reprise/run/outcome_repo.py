@@ -364,8 +364,8 @@ class OutcomeStream:
         out = self._buffer
         out.append(b"commit %s\nmark :%d\ncommitter %s" % (self._ref.encode(), mark, self._ident()))
         out.append(b"data 0\n")
-        out.extend(changes)
         out.extend(b"M 100644 :%d %s\n" % (blob, path.encode()) for blob, path in self._pending)
+        out.extend(changes)  # after: a D of a path sent since the last checkpoint must win
         out.append(b"\n")
         self._pending.clear()
         return mark
