@@ -623,3 +623,37 @@ def test_diffs_with_little_context_apply_back(seed: int, context: int) -> None:
         return
     diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "a/f", "b/f", n=context))
     assert apply_unified_diff(old, diff) == new
+
+
+@pytest.mark.parametrize("last_newline", [True, False])
+async def test_a_large_files_recorded_diff_is_exact(
+    last_newline: bool, base: Path, make_context: Callable[..., RunContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprise.dsl.nodes import file_ops
+
+    made_by_git: list[bool] = []
+    original = file_ops._git_diff
+
+    def recording(*args: Any) -> Any:
+        got = original(*args)
+        made_by_git.append(got is not None)
+        return got
+
+    monkeypatch.setattr(file_ops, "_git_diff", recording)
+    # 12,000 lines with 300 scattered changes: past the size where git makes the diff (difflib
+    # takes seconds on such a change). The recorded diff must turn the old text into the new.
+    before = "".join(f"line {i} text\n" for i in range(12_000))
+    after = before
+    for k in range(0, 12_000, 40):
+        after = after.replace(f"line {k} text\n", f"line {k} TEXT\n" if k % 80 else "", 1)
+    if not last_newline:
+        after = after[:-1]
+    (base / "big.txt").write_text(before, newline="")
+    changes = await run_ops(
+        FileOperationNode([UpdateFile(path="big.txt", content=after)], base_dir=str(base)), make_context("f")
+    )
+    diff = changes.changes[0].diff
+    assert diff.startswith("--- a/big.txt\n+++ b/big.txt\n@@ -1,")
+    assert "diff --git" not in diff and "index " not in diff
+    assert apply_unified_diff(before, diff) == after
+    assert made_by_git == [True]
