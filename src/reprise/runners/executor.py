@@ -126,9 +126,8 @@ class Executor:
         self._outcome_paths: list[str] = ctx.outcome_paths
         self._kept_bytes = 0
         self._stream: OutcomeStream | None = None
-        #: Nodes that completed with a directory of their own in this run, and those of them
-        #: that declared outcome files: the run's ``.trace/outcomes.json``.
-        self._held: list[str] = []
+        #: Nodes that completed with a directory of their own and declared outcome files (with
+        #: the run's executed outcomes, its ``.trace/outcomes.json``).
         self._declared_nodes: list[str] = []
 
     async def run_root(self) -> Any:
@@ -155,7 +154,10 @@ class Executor:
         try:
             if self.reuse is not None:
                 self.reuse.write_record()
-            held = self._held
+            # The nodes that completed with a directory of their own: those the run holds an
+            # outcome of, but did not reuse.
+            reused = self.ctx.reused_outcome_paths
+            held = [p for p in self._outcome_paths if p not in reused] if reused else self._outcome_paths
             declared = self._declared_nodes
             outcome_bytes: Mapping[str, bytes] = self.ctx.outcome_bytes
             if self.reuse is not None and self.reuse.copied:
@@ -634,7 +636,6 @@ class Executor:
                 files.append((OUTCOME_FILE, outcome_json))
                 text = str(path)
                 self._outcome_paths.append(text)
-                self._held.append(text)
                 if self._stream is not None:
                     self._stream.add(f"{path.relpath}/{OUTCOME_FILE}", outcome_json)
                 # Kept for the commit, so it need not read the file back (~6 µs a node); only
