@@ -220,7 +220,6 @@ def _diff(relative: str, before: str | None, after: str | None, to: str | None =
 
 #: Above this many lines (before and after together) a change's diff is made by git.
 _GIT_DIFF_LINES = 5_000
-_HUNK_HEADER = re.compile(r"@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 
 def _git_diff(before: str, after: str, fromfile: str, tofile: str) -> list[str] | None:
@@ -252,7 +251,7 @@ def _git_diff(before: str, after: str, fromfile: str, tofile: str) -> list[str] 
     body: list[str] = [f"--- {fromfile}\n", f"+++ {tofile}\n"]
     for line in lines[first:]:
         if line.startswith("@@"):
-            header = _HUNK_HEADER.match(line)
+            header = _HUNK.match(line)  # the range part, without the section name git adds
             if header is None:
                 return None
             line = header.group(0) + "\n"
