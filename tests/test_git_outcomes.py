@@ -186,7 +186,7 @@ async def test_many_packs_are_folded_together(tmp_path: Path, monkeypatch: pytes
     from reprise.run import outcome_repo
 
     monkeypatch.setattr(outcome_repo, "_MAX_PACKS", 3)
-    # Each commit writes one pack (reprise sets fastimport.unpackLimit=1); 120 outcomes each.
+    # Each commit writes one pack (reprise sets fastimport.unpackLimit=0); 120 outcomes each.
     flow = FlowDefinition().node("n0", lambda x: x, inputs={"x": Initial("x")})
     for i in range(1, 120):
         flow.node(f"n{i}", lambda n: n + 1, inputs={"n": Ref(f"n{i - 1}")})
@@ -200,6 +200,22 @@ async def test_many_packs_are_folded_together(tmp_path: Path, monkeypatch: pytes
         blob = repo.commit(f"run/{run_id}").tree / "root/n119/outcome.json"
         assert blob.data_stream.read().strip() == str(1000 * x + 119).encode()
     assert not [r for r in repo.refs if r.path.startswith("refs/reprise/")]  # no staging ref left
+
+
+async def test_a_run_with_nothing_new_but_its_commit_writes_no_loose_object(tmp_path: Path) -> None:
+    # The same flow on the same input: every outcome is in the repository already, and the run
+    # adds its commit alone. git would turn that one-object pack into a loose object by running
+    # a second process (unpack-objects, ~2.5 ms at the end of every such run): not wanted.
+    flow = FlowDefinition().node("a", lambda x: x + 1, inputs={"x": Initial("x")})
+    flow.node("b", lambda n: n * 2, inputs={"n": Ref("a")})
+    first = await FlowRunner(flow, RunContext("root", tmp_path, initial_inputs={"x": 1})).run()
+    second = await FlowRunner(flow, RunContext("root", tmp_path, initial_inputs={"x": 1})).run()
+    repo = repo_of(tmp_path)
+    objects = Path(repo.git_dir, "objects")
+    loose = [p for p in objects.glob("[0-9a-f][0-9a-f]/*")]
+    assert loose == []
+    assert repo.commit(f"run/{second.run_id}").tree == repo.commit(f"run/{first.run_id}").tree
+    assert repo.commit(f"run/{second.run_id}").hexsha != repo.commit(f"run/{first.run_id}").hexsha
 
 
 async def test_a_reruns_tree_holds_only_its_own_outcomes_not_its_parents(tmp_path: Path) -> None:
