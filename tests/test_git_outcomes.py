@@ -503,3 +503,131 @@ def test_a_rerun_that_reuses_nothing_leaves_no_git_process(tmp_path: Path) -> No
     ).run_sync()
     assert again.executed == 1200
     assert _children() - before == set()
+
+
+def _spy_git_commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record the git commands the outcome repository starts (they still run)."""
+    started: list[list[str]] = []
+    original = OutcomeRepository._popen
+
+    def spying(self: OutcomeRepository, args: list[str], git_dir: str, *, stdin: bool) -> Any:
+        started.append(list(args))
+        return original(self, args, git_dir, stdin=stdin)
+
+    monkeypatch.setattr(OutcomeRepository, "_popen", spying)
+    return started
+
+
+def _conditional_flow(outside: Path) -> FlowDefinition:
+    def load(x: int, ctx: NodeContext) -> int:
+        (ctx.node_dir / "notes.txt").write_text(f"x={x}")
+        ctx.declare_outcome_file("notes.txt")
+        outside.write_text(f"# report {x}")
+        ctx.declare_outcome_file(outside)
+        return x
+
+    return (
+        FlowDefinition()
+        .node("load", load, inputs={"x": Initial("x")})
+        .conditional(
+            "sign",
+            Computed(lambda v: v > 0, Initial("x")),
+            FlowDefinition().node("pos", lambda: "positive"),
+            FlowDefinition().node("neg", lambda: "negative"),
+        )
+        .node("last", lambda: "end")
+    )
+
+
+async def test_a_run_records_its_commits_tree_and_a_rerun_starts_from_that_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow = _conditional_flow(tmp_path / "report.md")
+    first = await FlowRunner(flow, RunContext("root", tmp_path, initial_inputs={"x": 1})).run()
+    repo = repo_of(tmp_path)
+
+    def blobs(run_id: str) -> list[str]:
+        return sorted(b.path for b in repo.commit(f"run/{run_id}").tree.traverse() if b.type == "blob")
+
+    record = json.loads((first.run_dir / ".trace" / "committed.json").read_text())
+    assert record["commit"] == repo.commit(f"run/{first.run_id}").hexsha
+    assert record["files"] == blobs(first.run_id)
+    assert "root/load/files/report.md" in record["files"] and "root/load/notes.txt" in record["files"]
+
+    # The re-run takes the other branch: the parent's files come from that record, not from a
+    # second git process, and the branch the first run took is gone from the re-run's tree.
+    started = _spy_git_commands(monkeypatch)
+    again = await FlowRunner(
+        flow,
+        RunContext(
+            "root", tmp_path, previous_run_id=first.run_id, start_hierarchy_path="root.sign", initial_inputs={"x": -1}
+        ),
+    ).run()
+    assert again.reused == 1  # load, with its declared files
+    assert [args for args in started if "ls-tree" in args] == []
+    expected = [
+        "root/last/outcome.json",
+        "root/load/files/report.md",
+        "root/load/notes.txt",
+        "root/load/outcome.json",
+        "root/sign/else/neg/outcome.json",
+    ]
+    assert blobs(again.run_id) == expected
+    again_record = json.loads((again.run_dir / ".trace" / "committed.json").read_text())
+    assert again_record["files"] == expected
+
+
+@pytest.mark.parametrize("damage", ["missing", "another commit", "not a list"])
+async def test_a_rerun_lists_its_parents_tree_with_git_when_the_record_does_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    outside = tmp_path / "report.md"
+    flow = _conditional_flow(outside)
+    first = await FlowRunner(flow, RunContext("root", tmp_path, initial_inputs={"x": 1})).run()
+    path = first.run_dir / ".trace" / "committed.json"
+    record = json.loads(path.read_text())
+    if damage == "missing":
+        path.unlink()
+    elif damage == "another commit":
+        # A record that leaves out the first run's conditional branch: believed, it would leave
+        # that branch's outcome in the re-run's tree.
+        record["commit"] = "0" * 40
+        record["files"] = [f for f in record["files"] if "/sign/" not in f]
+        path.write_text(json.dumps(record))
+    else:
+        record["files"] = "root/load/outcome.json"
+        path.write_text(json.dumps(record))
+    started = _spy_git_commands(monkeypatch)
+    again = await FlowRunner(
+        flow,
+        RunContext(
+            "root", tmp_path, previous_run_id=first.run_id, start_hierarchy_path="root.sign", initial_inputs={"x": -1}
+        ),
+    ).run()
+    assert len([args for args in started if "ls-tree" in args]) == 1
+    tree = repo_of(tmp_path).commit(f"run/{again.run_id}").tree
+    got = sorted(b.path for b in tree.traverse() if b.type == "blob")
+    assert got == [
+        "root/last/outcome.json",
+        "root/load/files/report.md",
+        "root/load/notes.txt",
+        "root/load/outcome.json",
+        "root/sign/else/neg/outcome.json",
+    ]
+
+
+def test_a_file_gone_before_the_commit_is_left_out_of_the_recorded_tree(tmp_path: Path) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    kept = tmp_path / "kept.txt"
+    kept.write_text("here")
+    files = [
+        OutcomeFile(kept, "root/a/kept.txt"),
+        OutcomeFile(tmp_path / "gone.txt", "root/a/gone.txt"),
+        OutcomeFile("", "root/a/outcome.json", data=b"1\n"),
+    ]
+    stream = repo.open_stream("run_x")
+    commit = stream.finish(files, message="m")
+    assert commit is not None
+    assert stream.committed_paths(files) == ["root/a/kept.txt", "root/a/outcome.json"]
+    tree = git.Repo(tmp_path / "repo").commit(commit).tree
+    assert sorted(b.path for b in tree.traverse() if b.type == "blob") == ["root/a/kept.txt", "root/a/outcome.json"]

@@ -36,14 +36,16 @@ from reprise.run.directory import (
     RunMetadata,
     pid_info,
 )
-from reprise.run.files import read_json, write_json_atomic
+from reprise.run.files import read_json, write_bytes_atomic, write_json_atomic
 from reprise.run.index import record_run
 from reprise.run.outcome_repo import (
+    COMMITTED_FILE,
     OutcomeFile,
     OutcomeRepository,
     OutcomeSettings,
     OutcomeStream,
     collect_outcome_files,
+    committed_document,
     listed_outcome_files,
 )
 from reprise.run.status import HOST, RunStatus
@@ -443,6 +445,8 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
                 # Try once more with a process of its own: this one may have been killed.
                 if ctx.telemetry is not None:
                     ctx.telemetry.logger.warning("outcome commit stream failed; committing again", error=exc.message)
+        if commit is not None and stream is not None:
+            _record_commit(run_dir.path, commit, stream.committed_paths(files))
         if commit is None:
             commit = repo.commit_run(run_dir.run_id, files, message=message, parent_run_id=ctx.previous_run_id)
     except (RepriseError, OSError) as exc:
@@ -454,6 +458,15 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
             ctx.telemetry.logger.error("outcome commit failed", error=message)
         return
     ctx._set_metadata(outcome_commit=commit, outcome_branch=repo.branch(run_dir.run_id), outcome_repo=str(repo.path))
+
+
+def _record_commit(run_path: Path, commit: str, paths: list[str]) -> None:
+    """Write ``.trace/committed.json``, which spares a re-run of this run a ``git ls-tree``
+    process. Without it a re-run asks git: a failure to write it costs nothing else."""
+    try:
+        write_bytes_atomic(run_path / ".trace" / COMMITTED_FILE, committed_document(commit, paths))
+    except OSError:
+        pass
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -21,6 +21,7 @@ by the readers (diffs, listings) alone.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -36,12 +37,15 @@ if TYPE_CHECKING:
     import git
 
 __all__ = [
+    "COMMITTED_FILE",
     "OutcomeFile",
     "OutcomeRepository",
     "OutcomeSettings",
     "OutcomeStream",
     "collect_outcome_files",
+    "committed_document",
     "listed_outcome_files",
+    "read_committed",
 ]
 
 _MAX_PACKS = 16
@@ -51,6 +55,8 @@ _STREAM_CHUNK = 16 * 1024
 _STREAM_BLOBS = 16
 #: A run without a parent commits what it has every this many outcomes (see OutcomeStream).
 _CHECKPOINT_BLOBS = 64
+#: ``.trace/<this>`` of a run: its commit and the paths of that commit's tree (see read_committed).
+COMMITTED_FILE = "committed.json"
 _MALLOC_TUNABLES = "glibc.malloc.trim_threshold=134217728:glibc.malloc.top_pad=16777216"
 
 
@@ -197,14 +203,21 @@ class OutcomeRepository:
 
     # -- writing ---------------------------------------------------------------------------
     def open_stream(
-        self, run_id: str, parent_run_id: str | None = None, *, keep_from_parent: bool = False
+        self,
+        run_id: str,
+        parent_run_id: str | None = None,
+        *,
+        keep_from_parent: bool = False,
+        parent_dir: Path | str | None = None,
     ) -> OutcomeStream:
         """Start the ``git fast-import`` that will commit ``run/<run_id>``; feed it outcomes as
         they are written (:meth:`OutcomeStream.add`) and commit with
         :meth:`OutcomeStream.finish`. ``keep_from_parent``: the run will reuse outcomes of
         ``parent_run_id``, which the commit can then keep from the parent's tree instead of
-        sending them again (the parent's file list is read by a ``git ls-tree`` started now)."""
-        return OutcomeStream(self, run_id, parent_run_id, keep_from_parent=keep_from_parent)
+        sending them again. The parent's file list comes from its run directory ``parent_dir``
+        (its ``.trace/committed.json``, if it names the parent's commit), else from a
+        ``git ls-tree`` started now."""
+        return OutcomeStream(self, run_id, parent_run_id, keep_from_parent=keep_from_parent, parent_dir=parent_dir)
 
     def commit_run(
         self,
@@ -306,7 +319,13 @@ class OutcomeStream:
     commits the files afresh (:meth:`OutcomeRepository.commit_run`)."""
 
     def __init__(
-        self, repo: OutcomeRepository, run_id: str, parent_run_id: str | None, *, keep_from_parent: bool
+        self,
+        repo: OutcomeRepository,
+        run_id: str,
+        parent_run_id: str | None,
+        *,
+        keep_from_parent: bool,
+        parent_dir: Path | str | None = None,
     ) -> None:
         self.repo = repo
         self.run_id = run_id
@@ -323,12 +342,20 @@ class OutcomeStream:
         self._checkpoints = self._parent is None
         self._pending: list[tuple[int, str]] = []  # (mark, path) sent since the last checkpoint
         self._checkpoint: int | None = None  # the mark of the last checkpoint commit
-        # The parent's file list, when the run reuses its outcomes: read concurrently with the run.
-        self._listing = (
-            repo._popen(["ls-tree", "-r", "-z", "--name-only", self._parent], git_dir, stdin=False)
-            if keep_from_parent and self._parent is not None
-            else None
-        )
+        #: Files of ``finish`` left out of the commit (their source no longer existed).
+        self.skipped: set[str] = set()
+        # The parent's file list, when the run reuses its outcomes: as the parent recorded it
+        # (a file read), or read concurrently with the run by a second git process (started
+        # right after fast-import, it waits for a core: 1-4 ms of a re-run's start here).
+        self._known_parent_files: set[str] | None = None
+        self._listing: subprocess.Popen[bytes] | None = None
+        if keep_from_parent and self._parent is not None:
+            if parent_dir is not None:
+                self._known_parent_files = read_committed(parent_dir, self._parent)
+            if self._known_parent_files is None:
+                self._listing = repo._popen(
+                    ["ls-tree", "-r", "-z", "--name-only", self._parent], git_dir, stdin=False
+                )
         # unpackLimit=0: always keep the one pack. git loosens a pack of *up to* that many
         # objects by running unpack-objects, a second process: below its default (100) for
         # every small run, and at 1 for every run whose outcomes git has already (only its
@@ -456,6 +483,8 @@ class OutcomeStream:
             data = _data_of(f)
             if data is not None:
                 changes.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
+            else:
+                self.skipped.add(path)
         changes.extend(b"D %s\n" % path.encode() for path in marks.keys() - listed)
         checkpoint = self._add_checkpoint(changes)
         self._buffer.append(b"ls :%d %s\n" % (checkpoint, top.encode()))
@@ -506,8 +535,15 @@ class OutcomeStream:
                 proc.kill()
                 proc.communicate()
 
+    def committed_paths(self, files: Sequence[OutcomeFile]) -> list[str]:
+        """The paths of the tree :meth:`finish` committed for ``files``: those it did not skip."""
+        skipped = self.skipped
+        return [f.repo_path for f in files if f.repo_path not in skipped]
+
     def _parent_files(self) -> set[str] | None:
         """The parent's file paths, or ``None`` when they could not be listed."""
+        if self._known_parent_files is not None:
+            return self._known_parent_files
         listing, self._listing = self._listing, None
         if listing is None:
             return None
@@ -567,6 +603,8 @@ class OutcomeStream:
                 data = _data_of(f)
                 if data is not None:
                     out.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
+                else:
+                    self.skipped.add(path)
 
         if self.repo.settings.commit_per_node:
             for node_path, group in _by_node(files):
@@ -589,6 +627,31 @@ def _git_program() -> str:
     if _GIT_PROGRAM[0] != path or path is None:
         _GIT_PROGRAM = (path, shutil.which("git", path=path) or "git")
     return _GIT_PROGRAM[1]
+
+
+def committed_document(commit: str, paths: Iterable[str]) -> bytes:
+    """``.trace/committed.json``: the run's commit and every path of its tree, so a re-run's
+    commit knows the tree it starts from without asking git (a process) for it."""
+    return json.dumps({"version": 1, "commit": commit, "files": sorted(paths)}, separators=(",", ":")).encode()
+
+
+def read_committed(run_dir: Path | str, commit: str) -> set[str] | None:
+    """The paths of ``commit``'s tree as the run at ``run_dir`` recorded them, or ``None`` when
+    it did not (an older run, a commit made afresh, a record of another commit, a bad file):
+    the caller then asks git."""
+    try:
+        with open(os.path.join(run_dir, ".trace", COMMITTED_FILE), "rb") as fh:
+            doc = json.loads(fh.read())
+        if not isinstance(doc, dict) or doc.get("commit") != commit or doc.get("version") != 1:
+            return None
+        files = doc["files"]
+        if not isinstance(files, list) or not all(
+            type(p) is str and p and "\n" not in p and not p.startswith('"') for p in files
+        ):
+            return None
+        return set(files)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _checked(repo_path: str) -> str:

@@ -179,8 +179,12 @@ class Executor:
         if repo is None or repo.settings.commit_per_node or ctx.outcome_stream is not None:
             return
         try:
+            reuse = self.reuse
             ctx.outcome_stream = repo.open_stream(
-                self.run_dir.run_id, ctx.previous_run_id, keep_from_parent=self.reuse is not None
+                self.run_dir.run_id,
+                ctx.previous_run_id,
+                keep_from_parent=reuse is not None,
+                parent_dir=reuse.previous.dir.path if reuse is not None else None,
             )
         except (RepriseError, OSError):
             ctx.outcome_stream = None
