@@ -631,3 +631,40 @@ def test_a_file_gone_before_the_commit_is_left_out_of_the_recorded_tree(tmp_path
     assert stream.committed_paths(files) == ["root/a/kept.txt", "root/a/outcome.json"]
     tree = git.Repo(tmp_path / "repo").commit(commit).tree
     assert sorted(b.path for b in tree.traverse() if b.type == "blob") == ["root/a/kept.txt", "root/a/outcome.json"]
+
+
+def test_a_large_outcome_is_left_for_the_commit_to_read(tmp_path: Path) -> None:
+    # Written to the pipe during the run, a large outcome would hold the event loop until git
+    # had read it all; it is read from its file when the commit is made instead.
+    from reprise.run import outcome_repo
+
+    big = b'"' + b"x" * (outcome_repo._STREAM_BLOB_MAX + 10) + b'"\n'
+    source = tmp_path / "big.json"
+    source.write_bytes(big)
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("run_big")
+    stream.add("root/small/outcome.json", b"1\n")
+    stream.add("root/big/outcome.json", big)
+    assert "root/big/outcome.json" not in stream._marks and "root/small/outcome.json" in stream._marks
+    assert all(big not in part for part in stream._buffer)
+    files = [
+        OutcomeFile("", "root/small/outcome.json", data=b"1\n"),
+        OutcomeFile(source, "root/big/outcome.json"),
+    ]
+    commit = stream.finish(files, message="m")
+    assert commit is not None
+    tree = git.Repo(tmp_path / "repo").commit(commit).tree
+    assert (tree / "root/big/outcome.json").data_stream.read() == big
+    assert (tree / "root/small/outcome.json").data_stream.read() == b"1\n"
+
+
+async def test_a_run_with_a_large_outcome_commits_it_whole(tmp_path: Path) -> None:
+    from reprise.run import outcome_repo
+
+    size = outcome_repo._STREAM_BLOB_MAX * 2
+    flow = FlowDefinition().node("big", lambda: "y" * size).node("after", lambda: 2)
+    result = await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    tree = repo_of(tmp_path).commit(f"run/{result.run_id}").tree
+    blob = (tree / "root/big/outcome.json").data_stream.read()
+    assert blob == (result.run_dir / "root/big/outcome.json").read_bytes()
+    assert len(blob) > size

@@ -53,6 +53,10 @@ _MAX_PACKS = 16
 #: this many blobs: often enough that git works while the run goes on (a write costs a few µs).
 _STREAM_CHUNK = 16 * 1024
 _STREAM_BLOBS = 16
+#: An outcome bigger than this is not sent while the run goes on: writing it to the pipe would
+#: hold the event loop (every parallel branch) until git has read it. The commit reads it from
+#: its file at the end instead.
+_STREAM_BLOB_MAX = 256 * 1024
 #: A run without a parent commits what it has every this many outcomes (see OutcomeStream).
 _CHECKPOINT_BLOBS = 64
 #: ``.trace/<this>`` of a run: its commit and the paths of that commit's tree (see read_committed).
@@ -368,7 +372,10 @@ class OutcomeStream:
 
     def add(self, repo_path: str, data: bytes) -> None:
         """Send ``data`` as the blob of ``repo_path`` (committed by :meth:`finish` if ``repo_path``
-        is among its files). Cheap: the bytes are buffered and written in chunks."""
+        is among its files). Cheap: the bytes are buffered and written in chunks. Data over
+        :data:`_STREAM_BLOB_MAX` is left for :meth:`finish`, which reads the file."""
+        if len(data) > _STREAM_BLOB_MAX:
+            return
         self._mark += 1
         self._marks[repo_path] = self._mark
         self._buffer.append(b"blob\nmark :%d\ndata %d\n" % (self._mark, len(data)))
