@@ -506,15 +506,22 @@ async def test_materialize_names_a_link_that_leads_nowhere(tmp_path: Path) -> No
     assert sorted(p.name for p in (r2.run_dir / "root").iterdir()) == ["n0", "n1", "n2", "n3", "result.json"]
 
 
-@pytest.mark.parametrize("crash_at", ["second-rename", "unlink"])
+@pytest.mark.parametrize("crash_at", ["second-rename", "unlink", "after-exchange"])
 async def test_materialize_after_a_crash_between_its_renames_finishes_the_node(
     tmp_path: Path, crash_at: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from reprise.runners import reuse as reuse_module
+
     calls = Calls()
     flow = chain(calls)
     r1 = await FlowRunner(flow, ctx(tmp_path)).run()
     r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
     real_rename, real_unlink = os.rename, os.unlink
+    if crash_at == "after-exchange":
+        if not _can_exchange(tmp_path):
+            pytest.skip("this system cannot exchange two paths in one step")
+    else:  # the swap in three renames, as where the exchange is not available
+        monkeypatch.setattr(reuse_module, "exchange_paths", lambda a, b: False)
 
     class Killed(BaseException):
         pass
@@ -527,6 +534,8 @@ async def test_materialize_after_a_crash_between_its_renames_finishes_the_node(
     def unlink(path: Any, *a: Any, **kw: Any) -> None:
         if crash_at == "unlink" and str(path).endswith(".n1.link"):
             raise Killed
+        if crash_at == "after-exchange" and str(path).endswith(".n1.materialized"):
+            raise Killed
         real_unlink(path, *a, **kw)
 
     monkeypatch.setattr(os, "rename", rename)
@@ -536,7 +545,8 @@ async def test_materialize_after_a_crash_between_its_renames_finishes_the_node(
     monkeypatch.undo()
     # Readers do not see the leftovers; the node is there or it is reported missing, never twice.
     hidden = sorted(p.name for p in (r2.run_dir / "root").iterdir() if p.name.startswith("."))
-    assert hidden == ([".n1.link", ".n1.materialized"] if crash_at == "second-rename" else [".n1.link"])
+    left = {"second-rename": [".n1.link", ".n1.materialized"], "unlink": [".n1.link"]}
+    assert hidden == left.get(crash_at, [".n1.materialized"])
     seen = {e.path for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
     assert seen <= {"root", *(f"root.n{i}" for i in range(4))}
     # The next call finishes what the killed one began and cleans up.
@@ -549,6 +559,61 @@ async def test_materialize_after_a_crash_between_its_renames_finishes_the_node(
     shutil.rmtree(r1.run_dir)
     tree = {e.path: e for e in Api(tmp_path / "runs").elements(r2.run_id).walk()}
     assert all(tree[f"root.n{i}"].status == "completed" for i in range(4)) and tree["root.n1"].reused
+
+
+def _can_exchange(tmp_path: Path) -> bool:
+    from reprise.run.files import exchange_paths
+
+    a, b = tmp_path / ".probe-a", tmp_path / ".probe-b"
+    a.write_text("a")
+    b.write_text("b")
+    try:
+        return exchange_paths(str(a), str(b)) and a.read_text() == "b"
+    finally:
+        a.unlink()
+        b.unlink()
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+async def test_materialize_never_leaves_a_moment_without_the_node(
+    tmp_path: Path, exchange: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After every step of every swap, each reused node is at its path (a link or a directory).
+    # Without the exchange, the three-rename swap has such a moment: the test shows it.
+    from reprise.run import files as files_module
+    from reprise.runners import reuse as reuse_module
+
+    if exchange and not _can_exchange(tmp_path):
+        pytest.skip("this system cannot exchange two paths in one step")
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    nodes = [r2.run_dir / "root" / f"n{i}" for i in range(3)]
+    missing: list[str] = []
+
+    def check(step: str) -> None:
+        missing.extend(f"{p.name} after {step}" for p in nodes if not os.path.lexists(p))
+
+    def watched(name: str, real: Any) -> Any:
+        def step(*a: Any, **kw: Any) -> Any:
+            out = real(*a, **kw)
+            check(name)
+            return out
+
+        return step
+
+    monkeypatch.setattr(os, "rename", watched("rename", os.rename))
+    monkeypatch.setattr(os, "unlink", watched("unlink", os.unlink))
+    swap = watched("exchange", files_module.exchange_paths) if exchange else (lambda a, b: False)
+    monkeypatch.setattr(reuse_module, "exchange_paths", swap)
+    assert materialize_reused(r2.run_dir) == ["root.n0", "root.n1", "root.n2"]
+    monkeypatch.undo()
+    assert not any(p.is_symlink() for p in nodes) and all(p.is_dir() for p in nodes)
+    if exchange:
+        assert missing == []
+    else:
+        assert "n0 after rename" in missing
 
 
 async def test_materialize_stopped_by_a_broken_link_records_the_nodes_it_made(tmp_path: Path) -> None:

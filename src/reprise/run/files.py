@@ -7,13 +7,14 @@ import itertools
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pydantic_core
 
-__all__ = ["dump_json", "read_json", "write_bytes_atomic", "write_json_atomic", "write_new_dir"]
+__all__ = ["dump_json", "exchange_paths", "read_json", "write_bytes_atomic", "write_json_atomic", "write_new_dir"]
 
 
 def dump_json(data: Any) -> bytes:
@@ -125,3 +126,38 @@ def read_json(path: Path | str) -> Any:
     """Read a JSON file."""
     with open(path, "rb") as f:
         return json.loads(f.read())
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+_renameat2: Any = None  # the C function once looked up; False where there is none
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Swap what the paths ``a`` and ``b`` name (say a symbolic link and a directory) in one
+    atomic step: Linux's ``renameat2(RENAME_EXCHANGE)``, so a reader of either path finds one
+    of the two things there at every moment. ``False`` when this system or file system cannot
+    (then nothing changed: the caller does it in steps); other failures raise ``OSError``."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            try:
+                func = ctypes.CDLL(None, use_errno=True).renameat2  # glibc 2.28 and later
+            except (AttributeError, OSError):
+                pass
+            else:
+                func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                func.restype = ctypes.c_int
+                _renameat2 = (func, ctypes.get_errno)
+    if _renameat2 is False:
+        return False
+    func, get_errno = _renameat2
+    if func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # an old kernel, or a file system without the flag
+    raise OSError(code, os.strerror(code), a, None, b)

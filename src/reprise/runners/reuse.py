@@ -41,7 +41,7 @@ from reprise.dsl.node import Node
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RerunError, RunSetupError
 from reprise.run.directory import OUTCOME_FILE, RESULT_FILE
-from reprise.run.files import dump_json, write_new_dir
+from reprise.run.files import dump_json, exchange_paths, write_new_dir
 from reprise.run.outcome_repo import OutcomeFile
 from reprise.run.previous import PreviousRun, link_tree
 from reprise.run.reused import (
@@ -721,11 +721,13 @@ def materialize_reused(run_path: Path | str) -> list[str]:
     be called again). A link that leads nowhere (its run deleted) or out of the run root is an
     error naming the node; the nodes done before it stay done, and ``reused.json`` says so.
 
-    Each node is swapped in three renames: the link goes aside to ``.<name>.link``, the complete
-    directory ``.<name>.materialized`` takes its name, the link is removed. Between the first
-    two a reader finds no node there (the link and the directory cannot be exchanged in one
-    rename); readers skip hidden names, and a call after a crash finishes or undoes each swap it
-    finds half done before anything else."""
+    Each node's complete directory is made as ``.<name>.materialized``, then exchanged with the
+    link in one atomic step (Linux's ``renameat2(RENAME_EXCHANGE)``), so a reader always finds
+    the node, and the link, now under the hidden name, is removed. Where the exchange is not
+    available it takes three renames: the link goes aside to ``.<name>.link``, the directory
+    takes its name, the link is removed; between the first two a reader finds no node there.
+    Readers skip hidden names, and a call after a crash finishes or undoes each swap it finds
+    half done before anything else."""
     from reprise.run.directory import RunDirectory
 
     run_path = Path(run_path)
@@ -771,9 +773,12 @@ def materialize_reused(run_path: Path | str) -> list[str]:
                 link_tree(real, directory, skip=_SKIP_RESULT)
 
             write_new_dir(made, [(RESULT_FILE, result)], fill=links)
-            os.rename(node_dir, aside)
-            os.rename(made, node_dir)
-            os.unlink(aside)
+            if exchange_paths(made, node_dir):
+                os.unlink(made)  # the link, now under the hidden name
+            else:
+                os.rename(node_dir, aside)
+                os.rename(made, node_dir)
+                os.unlink(aside)
             done.append(text)
             origins[text] = origin
     finally:
@@ -857,6 +862,13 @@ def _linked_node_dirs(run_path: Path, finished: list[str]) -> list[tuple[str, st
         names = sorted([*dirnames, *filenames])
         for d in names:
             full = os.path.join(dirpath, d)
+            if d.startswith(".") and d.endswith(_MADE) and len(d) > len(_MADE) + 1 and os.path.islink(full):
+                # Exchanged, then killed before the link (under the hidden name) was removed.
+                name = d[1 : -len(_MADE)]
+                node = os.path.join(dirpath, name)
+                if os.path.isdir(node) and not os.path.islink(node) and _made_by_reprise(full, base, node):
+                    os.unlink(full)
+                    finished.append(os.path.relpath(node, base).replace(os.sep, "."))
             if d.startswith(".") and d.endswith(_ASIDE) and len(d) > len(_ASIDE) + 1 and os.path.islink(full):
                 name = d[1 : -len(_ASIDE)]
                 if _made_by_reprise(full, base, os.path.join(dirpath, name)):
