@@ -668,3 +668,29 @@ async def test_a_run_with_a_large_outcome_commits_it_whole(tmp_path: Path) -> No
     blob = (tree / "root/big/outcome.json").data_stream.read()
     assert blob == (result.run_dir / "root/big/outcome.json").read_bytes()
     assert len(blob) > size
+
+
+async def test_a_completion_hook_that_raises_does_not_cost_the_run_its_commit(tmp_path: Path) -> None:
+    ran: list[str] = []
+
+    def broken(ctx: RunContext, status: Any) -> None:
+        ran.append("broken")
+        raise RuntimeError("the user's hook broke")
+
+    def later(ctx: RunContext, status: Any) -> None:
+        ran.append(f"later {status.value}")
+
+    ctx = RunContext("root", tmp_path)
+    ctx.add_completion_hook(broken)  # before set-up: it runs before the commit's hook
+    ctx.add_completion_hook(later)
+    with pytest.raises(RuntimeError, match="the user's hook broke"):
+        await FlowRunner(FlowDefinition().node("a", lambda: 1), ctx).run()
+    assert ran == ["broken", "later completed"]
+    run_dir = ctx.require_run_dir()
+    meta = json.loads((run_dir.path / ".trace" / "metadata.json").read_text())
+    assert meta["status"] == "completed"
+    commit = repo_of(tmp_path).commit(f"run/{run_dir.run_id}")
+    assert meta["outcome_commit"] == commit.hexsha
+    logs = [json.loads(line) for line in (run_dir.path / ".trace" / "logs.jsonl").read_text().splitlines()]
+    failures = [entry for entry in logs if entry.get("event") == "completion hook failed"]
+    assert len(failures) == 1 and "the user's hook broke" in failures[0]["error"]

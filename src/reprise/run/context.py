@@ -231,9 +231,18 @@ class RunContext:
         assert self._metadata is not None
         self.status = status
         self.error_msg = error_msg
+        failed: Exception | None = None
         try:
+            # Every hook runs, whatever an earlier one did: a user's hook that raises must not
+            # cost the run its git commit (a hook of its own, added when the run was set up).
             for hook in self._completion_hooks:
-                hook(self, status)
+                try:
+                    hook(self, status)
+                except Exception as exc:
+                    failed = failed or exc
+                    if self.telemetry is not None:
+                        name = getattr(hook, "__qualname__", None) or repr(hook)
+                        self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
         finally:
             if self.telemetry is not None:
                 self.telemetry.finish(status, error_msg)
@@ -243,9 +252,16 @@ class RunContext:
             self._metadata.duration_s = round(time.perf_counter() - self._started, 6)
             run_dir.write_metadata(self._metadata)
             record_run(run_dir, self._metadata)
+        if failed is not None:
+            raise failed
 
     def add_completion_hook(self, hook: CompletionHook) -> None:
-        """Call ``hook(context, status)`` when the run completes (before metadata is final)."""
+        """Call ``hook(context, status)`` when the run completes, before its metadata is final.
+
+        Hooks run in the order they were added (the git commit's is added by
+        :meth:`setup_run`). A hook that raises does not stop the others: its error is logged,
+        and the first one is raised by :meth:`complete_run` once the run is recorded (the run
+        keeps its status)."""
         self._completion_hooks.append(hook)
 
     def annotate(self, **fields: Any) -> None:
