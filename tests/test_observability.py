@@ -1406,3 +1406,115 @@ def test_duration_histogram_reports_what_the_sdk_histogram_reports() -> None:
     assert got is not None and timeless(got) == timeless(expected)
     assert DurationHistogram("x", "s", "d", DURATION_BUCKETS).metric() is None
     provider.shutdown()
+
+
+def _writer_and_sink(tmp_path: Path, name: str) -> tuple[Any, Any]:
+    from reprise.observability.lean import LeanSpanWriter
+    from reprise.observability.telemetry import JsonlSink
+
+    resource = Resource.create({"service.name": "pending"})
+    scope = InstrumentationScope("reprise", "1")
+    sink = JsonlSink(tmp_path / f"{name}.jsonl")
+    return LeanSpanWriter(sink, SpanLineEncoder(resource, scope), resource, scope), sink
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts", "kind"), [("completed", 1, "python"), ("cancelled", 3, "ai_model_call")]
+)
+def test_a_pending_node_spans_line_is_the_line_of_the_lean_span_it_stands_for(
+    tmp_path: Path, status: str, attempts: int, kind: str
+) -> None:
+    """The line a node span never asked for writes by itself is byte for byte the line of a
+    ``LeanSpan`` started with the node attributes and ended with status and attempts (given
+    the same ids and times), and it parses as an OTLP ``ExportTraceServiceRequest``."""
+    from reprise.observability.lean import PendingNodeSpan
+
+    writer, sink = _writer_and_sink(tmp_path, "t")
+    root = writer.start_span("flow f", None, {"reprise.run_id": "run_1"})
+    path = 'f.loop[3].n"odd'  # a character JSON must escape, too
+    pending = PendingNodeSpan(writer, root, path, kind, "run_1")
+    assert pending.end_plain(status, attempts)
+    attrs = {
+        "reprise.run_id": "run_1",
+        "reprise.hierarchy_path": path,
+        "reprise.element_type": "node",
+        "reprise.node_kind": kind,
+    }
+    span = writer.start_span(f"node {path}", root, attrs)
+    span._start_time = pending.start
+    span.end_with({"reprise.status": status, "reprise.attempts": attempts}, end_time=pending.ended)
+    sink.close()
+    fast, lean = (tmp_path / "t.jsonl").read_text().splitlines()
+    fast_id = json.loads(fast)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"]
+    assert fast.replace(fast_id, span._id_hex) == lean
+    check_otlp_json_shapes(json.loads(fast))
+    parse_trace_line(json.loads(fast))
+
+
+def test_a_pending_node_span_asked_for_becomes_that_span_and_writes_one_line(tmp_path: Path) -> None:
+    from reprise.observability.lean import PendingNodeSpan
+
+    writer, sink = _writer_and_sink(tmp_path, "t")
+    root = writer.start_span("flow f", None, {})
+    pending = PendingNodeSpan(writer, root, "f.n", "python", "run_1")
+    span = pending.materialize()
+    assert pending.materialize() is span and span.start_time == pending.start
+    assert span.parent is not None and span.parent.span_id == root.span_id
+    assert not pending.end_plain("completed", 1)  # the span is ended its own way
+    span.set_attribute("user.key", "v")
+    span.end_with({"reprise.status": "completed", "reprise.attempts": 1})
+    late = PendingNodeSpan(writer, root, "f.m", "python", "run_1")
+    assert late.end_plain("completed", 1)
+    assert not late.materialize().is_recording()  # asked for after its line: already ended
+    sink.close()
+    lines = json_lines(tmp_path / "t.jsonl")
+    assert len(lines) == 2
+    spans = [line["resourceSpans"][0]["scopeSpans"][0]["spans"][0] for line in lines]
+    assert {a["key"] for a in spans[0]["attributes"]} >= {"user.key", "reprise.status", "reprise.node_kind"}
+    assert [s["name"] for s in spans] == ["node f.n", "node f.m"]
+
+
+@pytest.mark.anyio
+async def test_nodes_that_use_their_span_and_nodes_that_do_not_leave_the_same_kind_of_trace(tmp_path: Path) -> None:
+    """In one run, a node that logs and opens a child span (its span is made) and nodes that
+    never touch theirs (written by the pending span): every node has one span, under the flow's
+    span, with the same attributes; the child span and the log line name the node's span."""
+
+    def busy(ctx: NodeContext) -> int:
+        ctx.logger.info("working")
+        with ctx.span("inner"):
+            pass
+        return 1
+
+    flow = FlowDefinition().node("quiet", lambda: 0).node("busy", busy).node("after", lambda: 2)
+    result = await FlowRunner(flow, RunContext("root", tmp_path, outcome_repo=False)).run()
+    spans = [
+        s
+        for line in json_lines(result.run_dir / ".trace" / "trace.jsonl")
+        for rs in line["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    ]
+    by_name = {s["name"]: s for s in spans}
+    assert sorted(s["name"] for s in spans if s["name"].startswith("node ")) == [
+        "node root.after",
+        "node root.busy",
+        "node root.quiet",
+    ]
+    flow_span = by_name["flow root"] if "flow root" in by_name else next(s for s in spans if "parentSpanId" not in s)
+    for name in ("node root.quiet", "node root.busy", "node root.after"):
+        span = by_name[name]
+        assert span["parentSpanId"] == flow_span["spanId"]
+        keys = [a["key"] for a in span["attributes"]]
+        assert keys == [
+            "reprise.run_id",
+            "reprise.hierarchy_path",
+            "reprise.element_type",
+            "reprise.node_kind",
+            "reprise.status",
+            "reprise.attempts",
+        ]
+    assert by_name["inner"]["parentSpanId"] == by_name["node root.busy"]["spanId"]
+    logs = json_lines(result.run_dir / ".trace" / "logs.jsonl")
+    (working,) = [entry for entry in logs if entry.get("event") == "working"]
+    assert working["span_id"] == by_name["node root.busy"]["spanId"]

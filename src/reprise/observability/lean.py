@@ -54,7 +54,7 @@ from reprise.observability.otlp_json import (
     quote_json,
 )
 
-__all__ = ["DurationHistogram", "LeanSpan", "LeanSpanWriter"]
+__all__ = ["DurationHistogram", "LeanSpan", "LeanSpanWriter", "PendingNodeSpan"]
 
 # The SDK's warnings, from the SDK's logger, for the same misuse (e.g. setting an attribute on
 # an ended span).
@@ -94,6 +94,7 @@ class LeanSpanWriter:
         "_kv_cache",
         "_limits",
         "_lock",
+        "_node_tails",
         "_plain_attributes",
         "_prefix",
         "_suffix",
@@ -113,6 +114,8 @@ class LeanSpanWriter:
         self._prefix = encoder.prefix
         self._head = f'{encoder.prefix}{{"traceId":"{self.trace_hex}","spanId":"'
         self._kv_cache: dict[tuple[Any, ...], str] = {}
+        # The end of a PendingNodeSpan's line after its path, by (run id, kind, status, attempts).
+        self._node_tails: dict[tuple[str, str, str, int], tuple[str, str]] = {}
         self._suffix = encoder.suffix
         # The same limits an SDK TracerProvider reads (OTEL_SPAN_*_LIMIT, OTEL_ATTRIBUTE_*).
         self._limits = SpanLimits()
@@ -140,6 +143,20 @@ class LeanSpanWriter:
             if len(self._kv_cache) < _KV_CACHE_SIZE:  # unique values (paths) would grow it forever
                 self._kv_cache[cache_key] = text
         return text
+
+    def _node_tail(self, key: tuple[str, str, str, int]) -> tuple[str, str]:
+        """The attribute text of a :class:`PendingNodeSpan`'s line before its path and after
+        it, to the end of the line, for ``(run id, node kind, status, attempts)``."""
+        run_id, kind, status, attempts = key
+        kv = self.key_value
+        before = kv("reprise.run_id", run_id) + "," + _PATH_KEY
+        after = (
+            f"}}}},{kv('reprise.element_type', 'node')},{kv('reprise.node_kind', kind)},"
+            f'{kv("reprise.status", status)},{kv("reprise.attempts", attempts)}],"status":{{}}}}{self._suffix}'
+        )
+        if len(self._node_tails) < _KV_CACHE_SIZE:
+            self._node_tails[key] = (before, after)
+        return before, after
 
     def start_span(self, name: str, parent: LeanSpan | None, attributes: dict[str, Any]) -> LeanSpan:
         """Start a span named ``name`` under ``parent`` (``None``: the trace's root), taking
@@ -226,6 +243,7 @@ class LeanSpan(trace_api.Span):
         "_id_hex",
         "_links",
         "_name",
+        "_parent_field",
         "_parent_hex",
         "_parent_id",
         "_start_time",
@@ -238,6 +256,8 @@ class LeanSpan(trace_api.Span):
         self._writer = writer
         self.span_id = _random_id(64)
         self._id_hex = f"{self.span_id:016x}"
+        # How a child's line names this span as its parent (written for every node under it).
+        self._parent_field = f'","parentSpanId":"{self._id_hex}'
         if parent is not None:
             self._parent_id = parent.span_id
             self._parent_hex = parent._id_hex
@@ -583,6 +603,75 @@ class LeanSpan(trace_api.Span):
         return f"{self._writer._prefix}{body}{self._writer._suffix}".encode("ascii")
 
 
+_PATH_KEY = '{"key":"reprise.hierarchy_path","value":{"stringValue":'
+
+
+class PendingNodeSpan:
+    """A node's span that nothing has asked for as a span yet.
+
+    Most nodes never touch their span: nothing logs under it, opens a child span or reads it.
+    For those the executor needs only the span's line when the node ends, and this handle
+    writes exactly the line a :class:`LeanSpan` started with reprise's node attributes and
+    ended with ``reprise.status`` and ``reprise.attempts`` would (same fields, same order),
+    without the span object, its attribute dict or its lock (~8 µs a node).
+
+    Whatever needs the span itself calls :meth:`materialize`: from then on it is that
+    :class:`LeanSpan` (same start time), ended the usual way."""
+
+    __slots__ = ("_kind", "_parent", "_run_id", "_text", "_writer", "ended", "span", "start")
+
+    def __init__(self, writer: LeanSpanWriter, parent: LeanSpan | None, text: str, kind: str, run_id: str) -> None:
+        self._writer = writer
+        self._parent = parent
+        self._text = text
+        self._kind = kind
+        self._run_id = run_id
+        #: The span, once something asked for it.
+        self.span: LeanSpan | None = None
+        #: End time (ns) once :meth:`end_plain` wrote the line.
+        self.ended: int | None = None
+        self.start = time_ns()
+
+    def materialize(self) -> LeanSpan:
+        """The node's span (made on the first call, started when this handle was)."""
+        span = self.span
+        if span is None:
+            attrs: dict[str, Any] = {
+                "reprise.run_id": self._run_id,
+                "reprise.hierarchy_path": self._text,
+                "reprise.element_type": "node",
+                "reprise.node_kind": self._kind,
+            }
+            span = LeanSpan(self._writer, f"node {self._text}", self._parent, attrs)
+            span._start_time = self.start
+            if self.ended is not None:  # asked for after its line was written: already ended
+                span._end_time = self.ended
+            self.span = span
+        return span
+
+    def end_plain(self, status: str, attempts: int) -> bool:
+        """Write the span's line, ended now with ``status`` and ``attempts`` and nothing else;
+        ``False`` (nothing written) when the span was asked for: end that span instead."""
+        if self.span is not None:
+            return False
+        end = self.ended = time_ns()
+        writer = self._writer
+        key = (self._run_id, self._kind, status, attempts)
+        tail = writer._node_tails.get(key)
+        if tail is None:
+            tail = writer._node_tail(key)
+        parent = self._parent
+        quoted = quote_json(self._text)
+        # One format for the whole line; the parts that repeat span after span come cached.
+        line = (
+            f"{writer._head}{getrandbits(64) or _random_id(64):016x}"
+            f'{"" if parent is None else parent._parent_field}{_FLAGS_FIELD}"name":"node {quoted[1:]},"kind":1'
+            f',"startTimeUnixNano":"{self.start}","endTimeUnixNano":"{end}","attributes":[{tail[0]}{quoted}{tail[1]}'
+        )
+        writer._write(line.encode("ascii"))
+        return True
+
+
 class DurationHistogram:
     """An explicit-bucket histogram of durations per attribute set, aggregated in Python and
     handed over as an SDK ``Metric`` when the run ends: what an SDK histogram with cumulative
@@ -614,6 +703,11 @@ class DurationHistogram:
                 series[4] = value
             # The SDK's bucket: the first boundary >= value (buckets are upper-inclusive).
             series[5][bisect_left(self._boundaries, value)] += 1
+
+    def counts(self) -> list[tuple[tuple[tuple[str, Any], ...], int]]:
+        """``(attributes, number of values)`` of each series, in the order they began."""
+        with self._lock:
+            return [(key, series[1]) for key, series in self._series.items()]
 
     def metric(self, time_unix_nano: int | None = None) -> Metric | None:
         """The histogram as an SDK ``Metric`` (cumulative), or ``None`` before any value.

@@ -54,7 +54,7 @@ from reprise import __version__
 from reprise.dsl.definition import definition_path
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RunSetupError
-from reprise.observability.lean import DurationHistogram, LeanSpan, LeanSpanWriter
+from reprise.observability.lean import DurationHistogram, LeanSpan, LeanSpanWriter, PendingNodeSpan
 from reprise.observability.otlp_json import SpanLineEncoder, metrics_request_line
 from reprise.observability.settings import ElementListener, ObservabilitySettings
 
@@ -473,6 +473,23 @@ class RunTelemetry:
         return self.logger.bind(**fields)
 
     # -- spans -----------------------------------------------------------------------------
+    def node_span(
+        self, path: HierarchyPath, parent: trace_api.Span | None, node_kind: str
+    ) -> trace_api.Span | PendingNodeSpan | None:
+        """Start a node's span: a :class:`PendingNodeSpan` when only ``trace.jsonl`` receives
+        spans, no listener follows elements and attributes are not bounded (what
+        :meth:`end_span` takes like a span; :meth:`PendingNodeSpan.materialize` makes it one),
+        else :meth:`start_span`'s span."""
+        lean = self._lean
+        if (
+            lean is not None
+            and self._listeners is None
+            and lean.plain_attributes
+            and (parent is None or type(parent) is LeanSpan)
+        ):
+            return PendingNodeSpan(lean, parent, str(path), node_kind, self.run_id)
+        return self.start_span(path, "node", parent, node_kind)
+
     def start_span(
         self, path: HierarchyPath, element_type: str, parent: trace_api.Span | None, node_kind: str | None = None
     ) -> trace_api.Span | None:
@@ -501,10 +518,23 @@ class RunTelemetry:
         return span
 
     def end_span(
-        self, span: trace_api.Span, status: str, error: BaseException | None, *, attempts: int | None = None
+        self,
+        span: trace_api.Span | PendingNodeSpan,
+        status: str,
+        error: BaseException | None,
+        *,
+        attempts: int | None = None,
     ) -> None:
         """End an element's span: status attribute, and for a failure status ERROR with the
         exception recorded (the original one, when reprise wrapped it)."""
+        if isinstance(span, PendingNodeSpan):
+            if error is None and status != "failed" and attempts is not None and span.end_plain(status, attempts):
+                return
+            self._end_span(span.materialize(), status, error, attempts)
+        else:
+            self._end_span(span, status, error, attempts)
+
+    def _end_span(self, span: trace_api.Span, status: str, error: BaseException | None, attempts: int | None) -> None:
         if type(span) is LeanSpan and error is None and status != "failed":
             # The common case in one step: attributes and end under one lock.
             span.end_with(
@@ -668,30 +698,44 @@ class RunTelemetry:
             self._counts[key] = self._counts.get(key, 0) + 1
 
     def _observe_counts(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Executed nodes are counted by the duration histogram (one series per status and kind,
+        # a count each); the rest (reused nodes, and all with live export) here.
+        counts: dict[tuple[str, str], int] = {}
+        if self._durations is not None:
+            for ((_, status), (_, kind)), n in self._durations.counts():
+                counts[(status, kind)] = n
         with self._lock:
-            counts = list(self._counts.items())
-        return [Observation(n, self._attrs(status, kind)) for (status, kind), n in counts]
+            for key, n in self._counts.items():
+                counts[key] = counts.get(key, 0) + n
+        return [Observation(n, self._attrs(status, kind)) for (status, kind), n in counts.items()]
 
     def node_finished(self, path: HierarchyPath, node_kind: str, status: str, duration_s: float, attempts: int) -> None:
         """Count a finished node and record its duration."""
         if self.meter_provider is None:
             return
         key = (status, node_kind)
-        with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
         durations = self._durations
-        if durations is not None:
+        if durations is not None:  # its series' counts are the node counts (_observe_counts)
             series = self._series_keys.get(key)
             if series is None:
                 series = self._series_keys[key] = (("reprise.status", status), ("reprise.node_kind", node_kind))
             durations.record(duration_s, series)
         else:
+            with self._lock:
+                self._counts[key] = self._counts.get(key, 0) + 1
             self._duration.record(duration_s, self._attrs(status, node_kind))
 
     def retry(
-        self, path: HierarchyPath, node_kind: str, attempt: int, error: BaseException, span: trace_api.Span | None
+        self,
+        path: HierarchyPath,
+        node_kind: str,
+        attempt: int,
+        error: BaseException,
+        span: trace_api.Span | PendingNodeSpan | None,
     ) -> None:
         """Record that attempt ``attempt`` failed and another follows."""
+        if isinstance(span, PendingNodeSpan):
+            span = span.materialize()
         if self.meter_provider is not None:
             # The definition path (loop indexes as ``*``) keeps the number of series bounded.
             self._retries.add(1, {"reprise.node_kind": node_kind, "reprise.definition_path": definition_path(path)})

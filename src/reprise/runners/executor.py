@@ -535,7 +535,7 @@ class Executor:
 
         started_at = _iso(time.time())
         t0 = time.perf_counter()
-        span = tel.start_span(path, "node", parent_span, node.kind) if tel is not None else None
+        span = tel.node_span(path, parent_span, node.kind) if tel is not None else None
         settings = node.settings
         attempts = 0
         status = ElementStatus.FAILED
