@@ -694,3 +694,45 @@ async def test_a_completion_hook_that_raises_does_not_cost_the_run_its_commit(tm
     logs = [json.loads(line) for line in (run_dir.path / ".trace" / "logs.jsonl").read_text().splitlines()]
     failures = [entry for entry in logs if entry.get("event") == "completion hook failed"]
     assert len(failures) == 1 and "the user's hook broke" in failures[0]["error"]
+
+
+def _count_ls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many ``ls`` commands the outcome streams send (they still send them)."""
+    sent = [0]
+    original = OutcomeStream._flush
+
+    def counting(self: OutcomeStream) -> None:
+        sent[0] += sum(part.count(b"\nls :") + part.startswith(b"ls :") for part in self._buffer)
+        original(self)
+
+    monkeypatch.setattr(OutcomeStream, "_flush", counting)
+    return sent
+
+
+@pytest.mark.parametrize("same_files", [True, False])
+def test_a_stream_prepared_at_the_runs_end_uses_gits_early_answer_when_the_files_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_files: bool
+) -> None:
+    sent = _count_ls(monkeypatch)
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("r1")
+    for i in range(10):  # fewer than a checkpoint's worth: prepare_finish makes the first
+        stream.add(f"root/n{i}/outcome.json", b"%d" % i)
+    stream.prepare_finish()
+    assert sent[0] == 1  # asked before the commit
+    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(10)]
+    if not same_files:  # a file git was not sent, and a sent one that is not committed
+        files = [f for f in files if f.repo_path != "root/n4/outcome.json"]
+        files.append(OutcomeFile("", "root/n2/notes.txt", data=b"declared"))
+    commit = stream.finish(files, message="m")
+    assert commit is not None
+    assert sent[0] == (1 if same_files else 2)
+    names = subprocess.run(
+        ["git", "--git-dir", repo.git_dir(), "ls-tree", "-r", "--name-only", commit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(names) == sorted(f.repo_path for f in files)
+    assert _tree_of(tmp_path / "repo", commit) == _tree_of(tmp_path / "repo", repo.commit_run("r2", files, message="m"))
+    assert git.Repo(tmp_path / "repo").commit(commit).parents == ()

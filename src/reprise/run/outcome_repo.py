@@ -346,6 +346,8 @@ class OutcomeStream:
         self._checkpoints = self._parent is None
         self._pending: list[tuple[int, str]] = []  # (mark, path) sent since the last checkpoint
         self._checkpoint: int | None = None  # the mark of the last checkpoint commit
+        # (checkpoint mark, top directory) of an ``ls`` sent by prepare_finish, not yet read.
+        self._early_ls: tuple[int, str] | None = None
         #: Files of ``finish`` left out of the commit (their source no longer existed).
         self.skipped: set[str] = set()
         # The parent's file list, when the run reuses its outcomes: as the parent recorded it
@@ -406,6 +408,25 @@ class OutcomeStream:
         out.append(b"\n")
         self._pending.clear()
         return mark
+
+    def prepare_finish(self) -> None:
+        """The run's last outcome was sent: let git build the tree of the outcomes sent so far
+        and answer for it (a checkpoint, then ``ls``) while the run writes its records, instead
+        of when :meth:`finish` asks. Nothing is read here; :meth:`finish` uses the answer when
+        its files are exactly the outcomes sent, and reads past it otherwise."""
+        if not self._checkpoints or self._finished or self._broken is not None or self._early_ls is not None:
+            return
+        marks = self._marks
+        if not marks:
+            return
+        top = next(iter(marks)).partition("/")[0]
+        prefix = top + "/"
+        if not all(path.startswith(prefix) for path in marks):
+            return
+        checkpoint = self._add_checkpoint([])
+        self._buffer.append(b"ls :%d %s\n" % (checkpoint, top.encode()))
+        self._early_ls = (checkpoint, top)
+        self._flush()
 
     def _flush(self) -> None:
         chunk = b"".join(self._buffer)
@@ -493,10 +514,17 @@ class OutcomeStream:
             else:
                 self.skipped.add(path)
         changes.extend(b"D %s\n" % path.encode() for path in marks.keys() - listed)
-        checkpoint = self._add_checkpoint(changes)
-        self._buffer.append(b"ls :%d %s\n" % (checkpoint, top.encode()))
-        self._flush()
-        line = self._read_line() if self._broken is None else b""
+        early, self._early_ls = self._early_ls, None
+        line = b""
+        if early is not None and self._broken is None:
+            line = self._read_line()  # the answer for prepare_finish's checkpoint
+            if changes or self._pending or early[1] != top:
+                line = b""  # the tree is not the commit's: ask again
+        if not line:
+            checkpoint = self._add_checkpoint(changes)
+            self._buffer.append(b"ls :%d %s\n" % (checkpoint, top.encode()))
+            self._flush()
+            line = self._read_line() if self._broken is None else b""
         parts = line.split()
         if len(parts) < 3 or parts[0] != b"040000" or len(parts[2]) != 40:
             self.abort()  # the caller commits afresh

@@ -144,6 +144,8 @@ class Executor:
                 root, path, path.name, frame, root.component_type, root_span, in_loop=False
             )
         finally:
+            if self._stream is not None:
+                self._stream.prepare_finish()  # git builds the tree while the records are written
             journal.close()
             self._write_records()
 
