@@ -1518,3 +1518,60 @@ async def test_nodes_that_use_their_span_and_nodes_that_do_not_leave_the_same_ki
     logs = json_lines(result.run_dir / ".trace" / "logs.jsonl")
     (working,) = [entry for entry in logs if entry.get("event") == "working"]
     assert working["span_id"] == by_name["node root.busy"]["spanId"]
+
+
+def _node_spans(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return {
+        s["name"]: s
+        for line in json_lines(run_dir / ".trace" / "trace.jsonl")
+        for rs in line["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    }
+
+
+@pytest.mark.anyio
+async def test_a_node_logger_first_used_after_the_node_ended_names_the_span_the_trace_holds(tmp_path: Path) -> None:
+    """A thread a node started logs through the node's logger only after the node ended (its
+    span's line written without the span object): the log line still names that span."""
+    import threading
+
+    go = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def starts_a_thread(ctx: NodeContext) -> int:
+        def later() -> None:
+            go.wait()
+            ctx.logger.info("late line")
+
+        thread = threading.Thread(target=later)
+        thread.start()
+        threads.append(thread)
+        return 1
+
+    def releases_it() -> int:
+        go.set()
+        threads[0].join()
+        return 2
+
+    flow = FlowDefinition().node("early", starts_a_thread).node("next", releases_it)
+    result = await FlowRunner(flow, RunContext("root", tmp_path, outcome_repo=False)).run()
+    spans = _node_spans(result.run_dir)
+    (late,) = [e for e in json_lines(result.run_dir / ".trace" / "logs.jsonl") if e.get("event") == "late line"]
+    assert late["span_id"] == spans["node root.early"]["spanId"]
+    assert sum(1 for name in spans if name == "node root.early") == 1
+
+
+def test_with_forward_to_global_a_node_runs_inside_its_own_span(tmp_path: Path) -> None:
+    """forward_to_global makes the node's span the current OpenTelemetry span while it runs
+    (libraries and log correlation read it), also when the global provider is not an SDK one
+    and trace.jsonl is the spans' only destination: the current span is the node's."""
+
+    def work() -> str:
+        return f"{trace_api.get_current_span().get_span_context().span_id:016x}"
+
+    flow = FlowDefinition().node("work", work)
+    settings = ObservabilitySettings(forward_to_global=True)
+    run = RunContext("root", tmp_path, outcome_repo=False, observability_settings=settings)
+    result = FlowRunner(flow, run).run_sync()
+    assert result.outcome == _node_spans(result.run_dir)["node root.work"]["spanId"]

@@ -618,7 +618,7 @@ class PendingNodeSpan:
     Whatever needs the span itself calls :meth:`materialize`: from then on it is that
     :class:`LeanSpan` (same start time), ended the usual way."""
 
-    __slots__ = ("_kind", "_parent", "_run_id", "_text", "_writer", "ended", "span", "start")
+    __slots__ = ("_id", "_kind", "_parent", "_run_id", "_text", "_writer", "ended", "span", "start")
 
     def __init__(self, writer: LeanSpanWriter, parent: LeanSpan | None, text: str, kind: str, run_id: str) -> None:
         self._writer = writer
@@ -626,6 +626,9 @@ class PendingNodeSpan:
         self._text = text
         self._kind = kind
         self._run_id = run_id
+        # The span's id, fixed now: the line end_plain writes and a span made later (a logger
+        # first used after the node ended, from another thread) must name the same span.
+        self._id = getrandbits(64) or _random_id(64)
         #: The span, once something asked for it.
         self.span: LeanSpan | None = None
         #: End time (ns) once :meth:`end_plain` wrote the line.
@@ -643,6 +646,9 @@ class PendingNodeSpan:
                 "reprise.node_kind": self._kind,
             }
             span = LeanSpan(self._writer, f"node {self._text}", self._parent, attrs)
+            span.span_id = self._id
+            span._id_hex = f"{self._id:016x}"
+            span._parent_field = f'","parentSpanId":"{span._id_hex}'
             span._start_time = self.start
             if self.ended is not None:  # asked for after its line was written: already ended
                 span._end_time = self.ended
@@ -664,7 +670,7 @@ class PendingNodeSpan:
         quoted = quote_json(self._text)
         # One format for the whole line; the parts that repeat span after span come cached.
         line = (
-            f"{writer._head}{getrandbits(64) or _random_id(64):016x}"
+            f"{writer._head}{self._id:016x}"
             f'{"" if parent is None else parent._parent_field}{_FLAGS_FIELD}"name":"node {quoted[1:]},"kind":1'
             f',"startTimeUnixNano":"{self.start}","endTimeUnixNano":"{end}","attributes":[{tail[0]}{quoted}{tail[1]}'
         )

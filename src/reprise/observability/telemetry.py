@@ -479,11 +479,13 @@ class RunTelemetry:
         """Start a node's span: a :class:`PendingNodeSpan` when only ``trace.jsonl`` receives
         spans, no listener follows elements and attributes are not bounded (what
         :meth:`end_span` takes like a span; :meth:`PendingNodeSpan.materialize` makes it one),
-        else :meth:`start_span`'s span."""
+        else :meth:`start_span`'s span. Not with ``forward_to_global``: the node then runs
+        with its span as the current OpenTelemetry span, which must be a span."""
         lean = self._lean
         if (
             lean is not None
             and self._listeners is None
+            and not self.settings.forward_to_global
             and lean.plain_attributes
             and (parent is None or type(parent) is LeanSpan)
         ):
