@@ -17,11 +17,13 @@ import pytest
 
 from reprise import Computed, FlowDefinition, FlowRunner, Initial, NodeContext, Ref, RunContext, RunFailedError
 from reprise.run.outcome_repo import (
+    COMMITTED_FILE,
     OutcomeFile,
     OutcomeRepository,
     OutcomeSettings,
     OutcomeStream,
     collect_outcome_files,
+    committed_document,
 )
 
 pytestmark = pytest.mark.anyio
@@ -736,3 +738,37 @@ def test_a_stream_prepared_at_the_runs_end_uses_gits_early_answer_when_the_files
     assert sorted(names) == sorted(f.repo_path for f in files)
     assert _tree_of(tmp_path / "repo", commit) == _tree_of(tmp_path / "repo", repo.commit_run("r2", files, message="m"))
     assert git.Repo(tmp_path / "repo").commit(commit).parents == ()
+
+
+@pytest.mark.parametrize("parent_files_from", ["record", "git"])
+def test_a_file_gone_before_a_reruns_commit_is_not_kept_from_the_parents_tree(
+    tmp_path: Path, parent_files_from: str
+) -> None:
+    # A file of the re-run (not of a reused node) that the parent's tree has too, gone before
+    # the commit: it is left out of the re-run's tree, as the record says, not kept at the
+    # parent's version (then the record and the tree would differ, and a re-run of this run
+    # trusting the record would keep a file its own run does not have).
+    repo = OutcomeRepository(tmp_path / "repo")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("first")
+    files = [
+        OutcomeFile("", "root/a/outcome.json", "root.a", data=b"1\n"),
+        OutcomeFile(notes, "root/b/notes.txt", "root.b"),
+    ]
+    parent = repo.open_stream("run_p")
+    parent_commit = parent.finish(files, message="p")
+    assert parent_commit is not None
+    parent_dir = tmp_path / "run_p"
+    (parent_dir / ".trace").mkdir(parents=True)
+    (parent_dir / ".trace" / COMMITTED_FILE).write_bytes(
+        committed_document(parent_commit, parent.committed_paths(files))
+    )
+    notes.unlink()
+    child = repo.open_stream(
+        "run_c", "run_p", keep_from_parent=True, parent_dir=parent_dir if parent_files_from == "record" else None
+    )
+    commit = child.finish(files, message="c", reused={"root.a"})
+    assert commit is not None
+    tree = git.Repo(tmp_path / "repo").commit(commit).tree
+    assert sorted(b.path for b in tree.traverse() if b.type == "blob") == ["root/a/outcome.json"]
+    assert child.committed_paths(files) == ["root/a/outcome.json"]

@@ -640,6 +640,8 @@ class OutcomeStream:
                     out.append(b"M 100644 inline %s\ndata %d\n%s\n" % (path.encode(), len(data), data))
                 else:
                     self.skipped.add(path)
+                    if kept is not None and path in kept:
+                        out.append(b"D %s\n" % path.encode())  # not the parent's version of it
 
         if self.repo.settings.commit_per_node:
             for node_path, group in _by_node(files):
