@@ -662,3 +662,23 @@ async def test_materialize_refuses_a_run_it_links_into_that_is_outside_the_run_r
     with pytest.raises(RunSetupError, match=r"cannot make root\.n0 of .*: its link leads out of the run root"):
         materialize_reused(r2.run_dir)
     assert (r2.run_dir / "root/n0").is_symlink()
+
+
+async def test_materialize_swaps_in_steps_on_a_python_without_ctypes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ctypes is optional (a Python built without libffi has none): the exchange is then
+    # unavailable, not an error that stops materialize.
+    import sys
+
+    from reprise.run import files as files_module
+
+    calls = Calls()
+    flow = chain(calls)
+    r1 = await FlowRunner(flow, ctx(tmp_path)).run()
+    r2 = await FlowRunner(flow, ctx(tmp_path, r1.run_id, "root.n3")).run()
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # ``import ctypes`` raises ImportError
+    monkeypatch.setattr(files_module, "_renameat2", None)  # not looked up yet in this process
+    assert materialize_reused(r2.run_dir) == ["root.n0", "root.n1", "root.n2"]
+    nodes = [r2.run_dir / "root" / f"n{i}" for i in range(3)]
+    assert all(p.is_dir() and not p.is_symlink() for p in nodes)

@@ -142,11 +142,11 @@ def exchange_paths(a: str, b: str) -> bool:
     if _renameat2 is None:
         _renameat2 = False
         if sys.platform.startswith("linux"):
-            import ctypes
-
             try:
+                import ctypes  # optional: a Python built without libffi has none
+
                 func = ctypes.CDLL(None, use_errno=True).renameat2  # glibc 2.28 and later
-            except (AttributeError, OSError):
+            except (ImportError, AttributeError, OSError):
                 pass
             else:
                 func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
