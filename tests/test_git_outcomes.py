@@ -772,3 +772,23 @@ def test_a_file_gone_before_a_reruns_commit_is_not_kept_from_the_parents_tree(
     tree = git.Repo(tmp_path / "repo").commit(commit).tree
     assert sorted(b.path for b in tree.traverse() if b.type == "blob") == ["root/a/outcome.json"]
     assert child.committed_paths(files) == ["root/a/outcome.json"]
+
+
+def test_a_completion_hook_that_stops_the_run_leaves_no_git_process(tmp_path: Path) -> None:
+    # A hook added before set-up runs before the commit's. One that raises a BaseException
+    # (SystemExit, KeyboardInterrupt) stops the hooks after it, the commit's too: the
+    # fast-import the run started must not be left waiting for a commit that never comes.
+    class Stop(BaseException):
+        pass
+
+    def stops(ctx: RunContext, status: Any) -> None:
+        raise Stop
+
+    ctx = RunContext("root", tmp_path)
+    ctx.add_completion_hook(stops)
+    before = _children()
+    with pytest.raises(Stop):
+        FlowRunner(FlowDefinition().node("a", lambda: 1), ctx).run_sync()
+    assert _children() - before == set()
+    meta = json.loads((ctx.require_run_dir().path / ".trace" / "metadata.json").read_text())
+    assert meta["status"] == "completed" and "outcome_commit" not in meta

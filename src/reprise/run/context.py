@@ -244,6 +244,11 @@ class RunContext:
                         name = getattr(hook, "__qualname__", None) or repr(hook)
                         self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
         finally:
+            stream, self.outcome_stream = self.outcome_stream, None
+            if stream is not None:
+                # The commit's hook did not take it (a hook before it stopped the others with
+                # a BaseException): its fast-import must not wait for a commit forever.
+                stream.abort()
             if self.telemetry is not None:
                 self.telemetry.finish(status, error_msg)
             self._metadata.status = status
@@ -465,7 +470,11 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
             _record_commit(run_dir.path, commit, stream.committed_paths(files))
         if commit is None:
             commit = repo.commit_run(run_dir.run_id, files, message=message, parent_run_id=ctx.previous_run_id)
-    except (RepriseError, OSError) as exc:
+    except BaseException as exc:
+        if not isinstance(exc, (RepriseError, OSError)):
+            if stream is not None:
+                stream.abort()  # e.g. KeyboardInterrupt while the files were listed
+            raise
         message = exc.message if isinstance(exc, RepriseError) else str(exc)
         ctx._set_metadata(outcome_commit_error=message)
         if stream is not None:
