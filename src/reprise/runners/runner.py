@@ -122,7 +122,12 @@ class ComponentRunner(Generic[C]):
         message = f"cancelled ({type(exc).__name__})" if cancelled else str(exc) or type(exc).__name__
         # Shielded: the run must be recorded even while an enclosing scope is cancelling us.
         with anyio.CancelScope(shield=True):
-            ctx.complete_run(status, message)
+            try:
+                ctx.complete_run(status, message)
+            except Exception:
+                # A completion hook failed (complete_run logged it and recorded the run): the
+                # run's own failure or cancellation is what the caller must see.
+                pass
         self.result = self._result(executor, status, None, error=message)
 
     def _error_to_raise(self, executor: Executor, exc: BaseException) -> BaseException:
