@@ -792,3 +792,70 @@ def test_a_completion_hook_that_stops_the_run_leaves_no_git_process(tmp_path: Pa
     assert _children() - before == set()
     meta = json.loads((ctx.require_run_dir().path / ".trace" / "metadata.json").read_text())
     assert meta["status"] == "completed" and "outcome_commit" not in meta
+
+
+async def test_a_failed_runs_error_is_raised_even_when_a_completion_hook_fails_too(tmp_path: Path) -> None:
+    def broken(ctx: RunContext, status: Any) -> None:
+        raise RuntimeError("the user's hook broke")
+
+    def fail() -> int:
+        raise ValueError("the node broke")
+
+    ctx = RunContext("root", tmp_path)
+    ctx.add_completion_hook(broken)
+    with pytest.raises(RunFailedError, match="the node broke") as caught:
+        await FlowRunner(FlowDefinition().node("a", fail), ctx).run()
+    assert caught.value.path == "root.a"
+    run_dir = ctx.require_run_dir()
+    meta = json.loads((run_dir.path / ".trace" / "metadata.json").read_text())
+    assert meta["status"] == "failed" and meta["outcome_commit"]
+    logs = (run_dir.path / ".trace" / "logs.jsonl").read_text()
+    assert "completion hook failed" in logs and "the user's hook broke" in logs
+
+
+def test_an_early_answer_for_an_older_checkpoint_is_not_used(tmp_path: Path) -> None:
+    # prepare_finish, then a checkpoint's worth of outcomes more (a new checkpoint): the tree
+    # of the early answer lacks them; the commit must ask for the tree again.
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("r1")
+    for i in range(10):
+        stream.add(f"root/n{i}/outcome.json", b"%d" % i)
+    stream.prepare_finish()
+    for i in range(10, 10 + 64):
+        stream.add(f"root/n{i}/outcome.json", b"%d" % i)
+    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(74)]
+    commit = stream.finish(files, message="m")
+    assert commit is not None
+    names = subprocess.run(
+        ["git", "--git-dir", repo.git_dir(), "ls-tree", "-r", "--name-only", commit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(names) == sorted(f.repo_path for f in files)
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_a_stream_of_exactly_a_checkpoints_worth_of_outcomes_commits_without_falling_back(
+    tmp_path: Path, prepared: bool
+) -> None:
+    # 64 outcomes: the last checkpoint holds them all and nothing is left for the final one.
+    # An empty checkpoint followed by ``ls`` once made git read the ``ls`` as part of that
+    # commit and die; the commit was then made afresh (same tree, a crash report, ~2x time).
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("r1")
+    for i in range(64):
+        stream.add(f"root/n{i}/outcome.json", b"%d" % i)
+    if prepared:
+        stream.prepare_finish()
+    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(64)]
+    commit = stream.finish(files, message="m")
+    assert commit is not None and stream.broken is None
+    assert not list(Path(repo.git_dir()).glob("fast_import_crash_*"))
+    names = subprocess.run(
+        ["git", "--git-dir", repo.git_dir(), "ls-tree", "-r", "--name-only", commit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(names) == sorted(f.repo_path for f in files)

@@ -397,12 +397,17 @@ class OutcomeStream:
 
     def _add_checkpoint(self, changes: list[bytes]) -> int:
         """Buffer a checkpoint commit of the outcomes sent since the last one (and ``changes``:
-        more ``M``/``D`` lines); its mark."""
+        more ``M``/``D`` lines); its mark. With nothing to add, the last checkpoint's."""
+        if not self._pending and not changes and self._checkpoint is not None:
+            return self._checkpoint
         self._mark += 1
         mark = self._checkpoint = self._mark
         out = self._buffer
         out.append(b"commit %s\nmark :%d\ncommitter %s" % (self._ref.encode(), mark, self._ident()))
-        out.append(b"data 0\n")
+        # The LF after the (empty) message is the one git allows after any data: without it
+        # the commit's closing LF would be taken for it, and a following ``ls`` would be read
+        # as part of the commit (its own mark not declared yet: fast-import dies).
+        out.append(b"data 0\n\n")
         out.extend(b"M 100644 :%d %s\n" % (blob, path.encode()) for blob, path in self._pending)
         out.extend(changes)  # after: a D of a path sent since the last checkpoint must win
         out.append(b"\n")
@@ -518,7 +523,7 @@ class OutcomeStream:
         line = b""
         if early is not None and self._broken is None:
             line = self._read_line()  # the answer for prepare_finish's checkpoint
-            if changes or self._pending or early[1] != top:
+            if changes or self._pending or early[0] != self._checkpoint or early[1] != top:
                 line = b""  # the tree is not the commit's: ask again
         if not line:
             checkpoint = self._add_checkpoint(changes)
@@ -662,7 +667,9 @@ def _git_program() -> str:
     global _GIT_PROGRAM
     path = os.environ.get("PATH")
     if _GIT_PROGRAM[0] != path or path is None:
-        _GIT_PROGRAM = (path, shutil.which("git", path=path) or "git")
+        found = shutil.which("git", path=path)
+        # Absolute: a relative PATH entry would name another file after a chdir.
+        _GIT_PROGRAM = (path, os.path.abspath(found) if found else "git")
     return _GIT_PROGRAM[1]
 
 
