@@ -859,3 +859,33 @@ def test_a_stream_of_exactly_a_checkpoints_worth_of_outcomes_commits_without_fal
         check=True,
     ).stdout.split()
     assert sorted(names) == sorted(f.repo_path for f in files)
+
+
+async def test_a_hook_added_after_set_up_runs_after_the_commit_and_sees_its_branch(tmp_path: Path) -> None:
+    # git finishes the commit while the run completes; a hook after the commit's must still
+    # find the branch made (and the commit recorded in the metadata).
+    seen: list[Any] = []
+    ctx = RunContext("root", tmp_path)
+    ctx.setup_run()
+
+    def after(c: RunContext, status: Any) -> None:
+        repo = OutcomeRepository(tmp_path / "runs" / "outcome" / tmp_path.name)
+        seen.append((repo.head_of(c.run_id), c._metadata.outcome_commit if c._metadata else None))
+
+    ctx.add_completion_hook(after)
+    result = await FlowRunner(FlowDefinition().node("a", lambda: 1), ctx).run()
+    head = repo_of(tmp_path).commit(f"run/{result.run_id}").hexsha
+    assert seen == [(head, head)]
+
+
+async def test_a_failed_commit_is_logged_before_the_runs_last_log_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "repo-file"
+    not_a_dir.write_text("not a repository")
+    ctx = RunContext("root", tmp_path, outcome_repo=OutcomeSettings(path=not_a_dir / "repo"))
+    result = await FlowRunner(FlowDefinition().node("a", lambda: 1), ctx).run()
+    assert result.status.value == "completed"  # a failed commit does not fail the run
+    meta = json.loads((result.run_dir / ".trace" / "metadata.json").read_text())
+    assert meta.get("outcome_commit_error") and "outcome_commit" not in meta
+    events = [json.loads(line)["event"] for line in (result.run_dir / ".trace" / "logs.jsonl").read_text().splitlines()]
+    assert "outcome commit failed" in events
+    assert events[-1] == "run finished"

@@ -31,7 +31,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -785,11 +785,15 @@ class RunTelemetry:
         instrument.record(value, dict(attributes))
 
     # -- completion ------------------------------------------------------------------------
-    def finish(self, status: str, error_msg: str | None) -> None:
+    def finish(
+        self, status: str, error_msg: str | None, *, before_close: Callable[[], None] | None = None
+    ) -> None:
         """End the root span, write metrics, close every file. Idempotent.
 
-        The files are complete when this returns. Live exporters are flushed and shut down on
-        background threads (see :meth:`wait_exported`)."""
+        ``before_close`` is called once the trace and metrics are written, while the log is
+        still open (the run's outcome commit is waited for there), and the ``run finished`` log
+        line comes after it, the last line. The files are complete when this returns. Live
+        exporters are flushed and shut down on background threads (see :meth:`wait_exported`)."""
         with self._lock:
             if self._closed:
                 return
@@ -797,38 +801,45 @@ class RunTelemetry:
         fields: dict[str, Any] = {"status": status}
         if error_msg:
             fields["error"] = error_msg
-        (self.logger.error if status == "failed" else self.logger.info)("run finished", **fields)
         try:
-            root = self.root_span
-            if root is not None:
-                if type(root) is LeanSpan:
-                    root.set_own_attributes({"reprise.status": status})
-                else:
-                    root.set_attribute("reprise.status", status)
-                if status == "failed":
-                    root.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
-                root.end()
-                if self._listeners is not None:
-                    self._notify_end(root, status)
-            if self._metric_reader is not None:
-                data = self._metric_reader.get_metrics_data()
-                durations = self._durations.metric(_collection_time(data)) if self._durations is not None else None
-                line = metrics_request_line(
-                    data,
-                    first=[durations] if durations is not None else (),
-                    resource=self.resource,
-                    scope=self._scope,
-                )
-                if line is not None:
-                    sink = JsonlSink(self.trace_dir / METRICS_FILE)
-                    sink.write(line)
-                    sink.close()
+            try:
+                self._finish_trace_and_metrics(status, error_msg)
+                if before_close is not None:
+                    before_close()
+            finally:
+                (self.logger.error if status == "failed" else self.logger.info)("run finished", **fields)
         finally:
             if self._trace_sink is not None:
                 self._trace_sink.close()
             if self._log_sink is not None:
                 self._log_sink.close()
             self._shutdown_providers()
+
+    def _finish_trace_and_metrics(self, status: str, error_msg: str | None) -> None:
+        root = self.root_span
+        if root is not None:
+            if type(root) is LeanSpan:
+                root.set_own_attributes({"reprise.status": status})
+            else:
+                root.set_attribute("reprise.status", status)
+            if status == "failed":
+                root.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
+            root.end()
+            if self._listeners is not None:
+                self._notify_end(root, status)
+        if self._metric_reader is not None:
+            data = self._metric_reader.get_metrics_data()
+            durations = self._durations.metric(_collection_time(data)) if self._durations is not None else None
+            line = metrics_request_line(
+                data,
+                first=[durations] if durations is not None else (),
+                resource=self.resource,
+                scope=self._scope,
+            )
+            if line is not None:
+                sink = JsonlSink(self.trace_dir / METRICS_FILE)
+                sink.write(line)
+                sink.close()
 
     def _shutdown_providers(self) -> None:
         jobs: list[Any] = []

@@ -142,6 +142,9 @@ class RunContext:
         self.reused_outcome_paths: set[str] = set()
         #: The commit in the making, fed outcomes as nodes finish (opened by the executor).
         self.outcome_stream: OutcomeStream | None = None
+        # The end of the outcome commit, when its hook sent it and git is finishing (see
+        # complete_run): wait for it, record it, or commit afresh.
+        self._commit_settle: Callable[[], None] | None = None
         # Handlers supplying the input of nodes that require it, by node id or path (None: any).
         self._input_handlers: dict[str | None, InputHandler] = {}
 
@@ -232,10 +235,11 @@ class RunContext:
         self.status = status
         self.error_msg = error_msg
         failed: Exception | None = None
+        hooks = self._completion_hooks
         try:
             # Every hook runs, whatever an earlier one did: a user's hook that raises must not
             # cost the run its git commit (a hook of its own, added when the run was set up).
-            for hook in self._completion_hooks:
+            for i, hook in enumerate(hooks):
                 try:
                     hook(self, status)
                 except Exception as exc:
@@ -243,14 +247,19 @@ class RunContext:
                     if self.telemetry is not None:
                         name = getattr(hook, "__qualname__", None) or repr(hook)
                         self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
+                if i < len(hooks) - 1:
+                    self._settle_commit()  # the hooks after the commit's may read its branch
         finally:
             stream, self.outcome_stream = self.outcome_stream, None
             if stream is not None:
                 # The commit's hook did not take it (a hook before it stopped the others with
                 # a BaseException): its fast-import must not wait for a commit forever.
                 stream.abort()
+            # git finishes the commit (pack, branch, exit: ~1 ms) while the trace and metrics
+            # are written; it is waited for before the files close, so its log lines land.
             if self.telemetry is not None:
-                self.telemetry.finish(status, error_msg)
+                self.telemetry.finish(status, error_msg, before_close=self._settle_commit)
+            self._settle_commit()
             self._metadata.status = status
             self._metadata.error_msg = error_msg
             self._metadata.ended_at = _now_iso()
@@ -259,6 +268,11 @@ class RunContext:
             record_run(run_dir, self._metadata)
         if failed is not None:
             raise failed
+
+    def _settle_commit(self) -> None:
+        settle, self._commit_settle = self._commit_settle, None
+        if settle is not None:
+            settle()
 
     def add_completion_hook(self, hook: CompletionHook) -> None:
         """Call ``hook(context, status)`` when the run completes, before its metadata is final.
@@ -435,7 +449,12 @@ class RunContext:
 
 def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     """Completion hook: commit the run's outcomes to ``run/<run_id>``. A failure to commit is
-    recorded in the metadata and logged; it does not change the run's status."""
+    recorded in the metadata and logged; it does not change the run's status.
+
+    The commit is sent here and git finishes it while the run's completion goes on; the rest
+    (waiting for git, the record, a fresh commit if the stream broke) is left to
+    ``ctx._commit_settle``, which :meth:`RunContext.complete_run` calls before anything could
+    read the branch: before a later hook, and before the run's files close."""
     repo = ctx.outcome_repository
     run_dir = ctx.require_run_dir()
     if repo is None:
@@ -458,31 +477,55 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
             )
         message = "\n".join(lines)
-        commit: str | None = None
+        wait: Callable[[], str | None] | None = None
         if stream is not None:
             try:
-                commit = stream.finish(files, message=message, reused=ctx.reused_outcome_paths)
+                wait = stream.begin_finish(files, message=message, reused=ctx.reused_outcome_paths)
             except RunSetupError as exc:
-                # Try once more with a process of its own: this one may have been killed.
-                if ctx.telemetry is not None:
-                    ctx.telemetry.logger.warning("outcome commit stream failed; committing again", error=exc.message)
-        if commit is not None and stream is not None:
-            _record_commit(run_dir.path, commit, stream.committed_paths(files))
-        if commit is None:
-            commit = repo.commit_run(run_dir.run_id, files, message=message, parent_run_id=ctx.previous_run_id)
+                _stream_failed(ctx, exc)
     except BaseException as exc:
-        if not isinstance(exc, (RepriseError, OSError)):
-            if stream is not None:
-                stream.abort()  # e.g. KeyboardInterrupt while the files were listed
-            raise
-        message = exc.message if isinstance(exc, RepriseError) else str(exc)
-        ctx._set_metadata(outcome_commit_error=message)
-        if stream is not None:
-            stream.abort()  # failed before it was finished (the files could not be listed)
-        if ctx.telemetry is not None:
-            ctx.telemetry.logger.error("outcome commit failed", error=message)
+        _commit_failed(ctx, stream, exc)
         return
-    ctx._set_metadata(outcome_commit=commit, outcome_branch=repo.branch(run_dir.run_id), outcome_repo=str(repo.path))
+
+    def settle() -> None:
+        try:
+            commit: str | None = None
+            if wait is not None and stream is not None:
+                try:
+                    commit = wait()
+                except RunSetupError as exc:
+                    _stream_failed(ctx, exc)
+                if commit is not None:
+                    _record_commit(run_dir.path, commit, stream.committed_paths(files))
+            if commit is None:
+                commit = repo.commit_run(run_dir.run_id, files, message=message, parent_run_id=ctx.previous_run_id)
+        except BaseException as exc:
+            _commit_failed(ctx, stream, exc)
+            return
+        ctx._set_metadata(
+            outcome_commit=commit, outcome_branch=repo.branch(run_dir.run_id), outcome_repo=str(repo.path)
+        )
+
+    ctx._commit_settle = settle
+
+
+def _stream_failed(ctx: RunContext, exc: RunSetupError) -> None:
+    # Tried once more with a process of its own: this one may have been killed.
+    if ctx.telemetry is not None:
+        ctx.telemetry.logger.warning("outcome commit stream failed; committing again", error=exc.message)
+
+
+def _commit_failed(ctx: RunContext, stream: OutcomeStream | None, exc: BaseException) -> None:
+    """Record (or, for an interruption, re-raise) a failure of the outcome commit, stopping
+    its git process."""
+    if stream is not None:
+        stream.abort()  # e.g. the files could not be listed, or KeyboardInterrupt meanwhile
+    if not isinstance(exc, (RepriseError, OSError)):
+        raise exc
+    message = exc.message if isinstance(exc, RepriseError) else str(exc)
+    ctx._set_metadata(outcome_commit_error=message)
+    if ctx.telemetry is not None:
+        ctx.telemetry.logger.error("outcome commit failed", error=message)
 
 
 def _record_commit(run_path: Path, commit: str, paths: list[str]) -> None:

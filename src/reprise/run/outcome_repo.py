@@ -26,7 +26,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -455,6 +455,15 @@ class OutcomeStream:
         A file sent by :meth:`add` is named by its mark; any other is sent now (``data``, or read
         from ``source``; one that no longer exists is left out). A file of a node in ``reused``
         (hierarchy paths) that the parent's tree has at the same place is kept from that tree."""
+        return self.begin_finish(files, message=message, reused=reused)()
+
+    def begin_finish(
+        self, files: Sequence[OutcomeFile], *, message: str, reused: Collection[str] = ()
+    ) -> Callable[[], str | None]:
+        """:meth:`finish` in two steps: send the rest of the commit now, and return a function
+        that waits for git (its pack, the branch, its exit) and returns what :meth:`finish`
+        would. The caller can do other work meanwhile (git does its part on another core); it
+        must call the function, which stops git if anything goes wrong while waiting."""
         if self._finished:
             raise RunSetupError(f"the outcome commit of {self.run_id} was already made")
         self._finished = True
@@ -463,7 +472,7 @@ class OutcomeStream:
             if top is not None:
                 return self._finish_from_checkpoint(files, message, top)
             stream, last_mark = self._commit_stream(files, message, reused)
-            return self._end(stream, last_mark)
+            return self._send_end(stream, last_mark)
         except BaseException:
             self.abort()  # no git process is left waiting for the rest of the stream
             raise
@@ -478,17 +487,31 @@ class OutcomeStream:
                 listing.kill()
             listing.communicate()
 
-    def _end(self, stream: bytes, last_mark: int) -> str | None:
-        """Send the end of the stream, wait for git, and return the commit of ``last_mark``."""
+    def _send_end(self, stream: bytes, last_mark: int) -> Callable[[], str | None]:
+        """Send the end of the stream and close git's input; the function that waits for git
+        and returns the commit of ``last_mark``."""
         if self._broken is not None:
             self.abort()
-            return None
+            return _no_commit
+        proc = self._proc
+        stdin = proc.stdin
+        assert stdin is not None
         try:
-            out, err = self._proc.communicate(stream)
+            stdin.write(stream)
+            stdin.close()
         except OSError as exc:
             self.abort()
             self._broken = str(exc)
-            return None
+            return _no_commit
+        proc.stdin = None  # closed: communicate() must not flush it again
+        return lambda: self._wait_end(last_mark)
+
+    def _wait_end(self, last_mark: int) -> str | None:
+        try:
+            out, err = self._proc.communicate()
+        except BaseException:
+            self.abort()
+            raise
         repo = self.repo
         if self._proc.returncode != 0:
             text = err.decode(errors="replace").strip() or f"exit status {self._proc.returncode}"
@@ -501,7 +524,9 @@ class OutcomeStream:
         repo._maybe_compact(self._git_dir)
         return commit
 
-    def _finish_from_checkpoint(self, files: Sequence[OutcomeFile], message: str, top: str) -> str | None:
+    def _finish_from_checkpoint(
+        self, files: Sequence[OutcomeFile], message: str, top: str
+    ) -> Callable[[], str | None]:
         """The final commit of a run that made checkpoints: a last checkpoint with the rest of
         ``files`` (and without what was sent but is not among them), then a root commit whose
         tree is that checkpoint's ``top`` directory, as git already built it."""
@@ -534,7 +559,7 @@ class OutcomeStream:
         if len(parts) < 3 or parts[0] != b"040000" or len(parts[2]) != 40:
             self.abort()  # the caller commits afresh
             self._broken = self._broken or f"git fast-import answered {line[:200]!r} for the tree of {top}"
-            return None
+            return _no_commit
         tree = parts[2].decode()
         self._mark += 1
         body = message.encode()
@@ -548,7 +573,7 @@ class OutcomeStream:
                 b"get-mark :%d\ndone\n" % self._mark,
             ]
         )
-        return self._end(final, self._mark)
+        return self._send_end(final, self._mark)
 
     def _read_line(self) -> bytes:
         """One answer line from fast-import (read unbuffered: communicate() reads the rest)."""
@@ -656,6 +681,11 @@ class OutcomeStream:
             commit(message, files)
         out.append(b"get-mark :%d\ndone\n" % mark)
         return b"".join(out), mark
+
+
+def _no_commit() -> str | None:
+    """What waiting for a stream that broke gives: no commit (the caller commits afresh)."""
+    return None
 
 
 _GIT_PROGRAM: tuple[str | None, str] = (None, "git")
