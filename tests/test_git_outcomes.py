@@ -889,3 +889,26 @@ async def test_a_failed_commit_is_logged_before_the_runs_last_log_line(tmp_path:
     events = [json.loads(line)["event"] for line in (result.run_dir / ".trace" / "logs.jsonl").read_text().splitlines()]
     assert "outcome commit failed" in events
     assert events[-1] == "run finished"
+
+
+@pytest.mark.parametrize("hook_after", [False, True])
+def test_an_unexpected_error_of_the_commit_is_a_hook_failure(tmp_path: Path, hook_after: bool) -> None:
+    # Without an executor the whole commit is made when the run completes. An error it did
+    # not expect (a node directory named in bytes that are not UTF-8) is the commit hook's
+    # failure: logged, the hooks after it still run, the run recorded, the error raised.
+    ran: list[str] = []
+    ctx = RunContext("root", tmp_path)
+    with pytest.raises(UnicodeEncodeError):
+        with ctx:
+            if hook_after:
+                ctx.add_completion_hook(lambda c, status: ran.append(status.value))
+            node = ctx.require_run_dir().path / os.fsdecode(b"n\xff")
+            node.mkdir()
+            (node / "outcome.json").write_text("1")
+    assert ran == (["completed"] if hook_after else [])
+    trace = ctx.require_run_dir().path / ".trace"
+    assert json.loads((trace / "metadata.json").read_text())["status"] == "completed"
+    logs = [json.loads(line) for line in (trace / "logs.jsonl").read_text().splitlines()]
+    failures = [entry for entry in logs if entry.get("event") == "completion hook failed"]
+    assert len(failures) == 1 and failures[0]["hook"] == "_commit_outcomes"
+    assert logs[-1]["event"] == "run finished"

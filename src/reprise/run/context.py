@@ -236,6 +236,21 @@ class RunContext:
         self.error_msg = error_msg
         failed: Exception | None = None
         hooks = self._completion_hooks
+
+        def hook_failed(hook: CompletionHook, exc: Exception) -> None:
+            nonlocal failed
+            failed = failed or exc
+            if self.telemetry is not None:
+                name = getattr(hook, "__qualname__", None) or repr(hook)
+                self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
+
+        def settle_commit() -> None:
+            # The rest of the commit's hook: an error it did not expect is that hook's failure.
+            try:
+                self._settle_commit()
+            except Exception as exc:
+                hook_failed(_commit_outcomes, exc)
+
         try:
             # Every hook runs, whatever an earlier one did: a user's hook that raises must not
             # cost the run its git commit (a hook of its own, added when the run was set up).
@@ -243,12 +258,9 @@ class RunContext:
                 try:
                     hook(self, status)
                 except Exception as exc:
-                    failed = failed or exc
-                    if self.telemetry is not None:
-                        name = getattr(hook, "__qualname__", None) or repr(hook)
-                        self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
+                    hook_failed(hook, exc)
                 if i < len(hooks) - 1:
-                    self._settle_commit()  # the hooks after the commit's may read its branch
+                    settle_commit()  # the hooks after the commit's may read its branch
         finally:
             stream, self.outcome_stream = self.outcome_stream, None
             if stream is not None:
@@ -258,8 +270,8 @@ class RunContext:
             # git finishes the commit (pack, branch, exit: ~1 ms) while the trace and metrics
             # are written; it is waited for before the files close, so its log lines land.
             if self.telemetry is not None:
-                self.telemetry.finish(status, error_msg, before_close=self._settle_commit)
-            self._settle_commit()
+                self.telemetry.finish(status, error_msg, before_close=settle_commit)
+            settle_commit()
             self._metadata.status = status
             self._metadata.error_msg = error_msg
             self._metadata.ended_at = _now_iso()
