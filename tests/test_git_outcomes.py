@@ -912,3 +912,22 @@ def test_an_unexpected_error_of_the_commit_is_a_hook_failure(tmp_path: Path, hoo
     failures = [entry for entry in logs if entry.get("event") == "completion hook failed"]
     assert len(failures) == 1 and failures[0]["hook"] == "_commit_outcomes"
     assert logs[-1]["event"] == "run finished"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_a_run_whose_trace_cannot_be_finished_still_settles_its_commit_and_records_itself(tmp_path: Path) -> None:
+    # git finishes the commit while the trace and metrics are written; when writing them
+    # fails, its process must still be waited for, the commit recorded, and the run too.
+    def blocks_the_metrics(ctx: RunContext, status: Any) -> None:
+        (ctx.require_run_dir().path / ".trace" / "metrics.jsonl").mkdir()
+
+    ctx = RunContext("root", tmp_path)
+    ctx.add_completion_hook(blocks_the_metrics)  # before set-up: it runs before the commit's
+    before = _children()
+    with pytest.raises(IsADirectoryError):
+        FlowRunner(FlowDefinition().node("a", lambda: 1), ctx).run_sync()
+    assert _children() - before == set()
+    run_dir = ctx.require_run_dir()
+    meta = json.loads((run_dir.path / ".trace" / "metadata.json").read_text())
+    assert meta["status"] == "completed"
+    assert meta["outcome_commit"] == repo_of(tmp_path).commit(f"run/{run_dir.run_id}").hexsha

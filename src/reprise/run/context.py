@@ -267,17 +267,24 @@ class RunContext:
                 # The commit's hook did not take it (a hook before it stopped the others with
                 # a BaseException): its fast-import must not wait for a commit forever.
                 stream.abort()
-            # git finishes the commit (pack, branch, exit: ~1 ms) while the trace and metrics
-            # are written; it is waited for before the files close, so its log lines land.
-            if self.telemetry is not None:
-                self.telemetry.finish(status, error_msg, before_close=settle_commit)
-            settle_commit()
-            self._metadata.status = status
-            self._metadata.error_msg = error_msg
-            self._metadata.ended_at = _now_iso()
-            self._metadata.duration_s = round(time.perf_counter() - self._started, 6)
-            run_dir.write_metadata(self._metadata)
-            record_run(run_dir, self._metadata)
+            try:
+                try:
+                    # git finishes the commit (pack, branch, exit: ~1 ms) while the trace and
+                    # metrics are written; it is waited for before the files close, so its log
+                    # lines land.
+                    if self.telemetry is not None:
+                        self.telemetry.finish(status, error_msg, before_close=settle_commit)
+                finally:
+                    settle_commit()  # without telemetry, or when finishing it failed before
+            finally:
+                # Recorded whatever went wrong above (the trace could not be written, an
+                # interruption while git was waited for): the run must not read as running.
+                self._metadata.status = status
+                self._metadata.error_msg = error_msg
+                self._metadata.ended_at = _now_iso()
+                self._metadata.duration_s = round(time.perf_counter() - self._started, 6)
+                run_dir.write_metadata(self._metadata)
+                record_run(run_dir, self._metadata)
         if failed is not None:
             raise failed
 
