@@ -931,3 +931,31 @@ def test_a_run_whose_trace_cannot_be_finished_still_settles_its_commit_and_recor
     meta = json.loads((run_dir.path / ".trace" / "metadata.json").read_text())
     assert meta["status"] == "completed"
     assert meta["outcome_commit"] == repo_of(tmp_path).commit(f"run/{run_dir.run_id}").hexsha
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_a_commit_stream_whose_input_closes_at_the_end_is_reported_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The end of the commit fits in the pipe's buffer: the write succeeds, and the broken
+    # pipe shows when it is closed. The stream is then broken (the caller commits afresh),
+    # and its process is stopped and reaped.
+    repo = OutcomeRepository(tmp_path / "repo")
+    repo.git_dir()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    closed = tmp_path / "closed"
+    # A "git" that closes its input at once and stays: git's own end, held open.
+    (fake / "git").write_text(f"#!/bin/sh\nexec 0<&-\n: > '{closed}'\nexec sleep 60\n")
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    before = _children()
+    stream = repo.open_stream("r1")
+    for _ in range(3000):  # the pipe's reader is gone only then
+        if closed.exists():
+            break
+        time.sleep(0.01)
+    wait = stream.begin_finish([OutcomeFile(tmp_path / "x", "root/outcome.json", data=b"1")], message="m")
+    assert wait() is None
+    assert stream.broken
+    assert _children() - before == set()

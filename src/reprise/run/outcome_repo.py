@@ -498,12 +498,14 @@ class OutcomeStream:
         assert stdin is not None
         try:
             stdin.write(stream)
+            # Closed below even if its flush fails (a broken pipe): communicate(), here or in
+            # abort(), must not flush it again (a closed file: ValueError, git left running).
+            proc.stdin = None
             stdin.close()
         except OSError as exc:
             self.abort()
             self._broken = str(exc)
             return _no_commit
-        proc.stdin = None  # closed: communicate() must not flush it again
         return lambda: self._wait_end(last_mark)
 
     def _wait_end(self, last_mark: int) -> str | None:
