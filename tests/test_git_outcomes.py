@@ -959,3 +959,33 @@ def test_a_commit_stream_whose_input_closes_at_the_end_is_reported_broken(
     assert wait() is None
     assert stream.broken
     assert _children() - before == set()
+
+
+async def test_a_cancelled_run_context_block_stays_cancelled_when_a_completion_hook_fails(tmp_path: Path) -> None:
+    # As with a runner: the block's own cancellation (or error) is what the caller sees, not
+    # a failing hook's error, which would escape the cancel scope meant to absorb it.
+    def broken(ctx: RunContext, status: Any) -> None:
+        raise RuntimeError("the user's hook broke")
+
+    ctx = RunContext("root", tmp_path)
+    with anyio.CancelScope() as scope:
+        async with ctx:
+            ctx.add_completion_hook(broken)
+            scope.cancel()
+            await anyio.sleep(1)  # raises the cancellation at once
+    trace = ctx.require_run_dir().path / ".trace"
+    assert json.loads((trace / "metadata.json").read_text())["status"] == "cancelled"
+    assert "the user's hook broke" in (trace / "logs.jsonl").read_text()
+
+
+def test_a_failed_run_context_block_raises_its_own_error_when_a_completion_hook_fails(tmp_path: Path) -> None:
+    def broken(ctx: RunContext, status: Any) -> None:
+        raise RuntimeError("the user's hook broke")
+
+    ctx = RunContext("root", tmp_path)
+    with pytest.raises(ValueError, match="the block broke"):
+        with ctx:
+            ctx.add_completion_hook(broken)
+            raise ValueError("the block broke")
+    meta = json.loads((ctx.require_run_dir().path / ".trace" / "metadata.json").read_text())
+    assert meta["status"] == "failed" and meta["outcome_commit"]

@@ -328,10 +328,17 @@ class RunContext:
             exit_scope(token)
         if exc is None:
             self.complete_run(RunStatus.COMPLETED)
-        elif _is_cancellation(exc):
-            self.complete_run(RunStatus.CANCELLED, error_msg=f"cancelled ({type(exc).__name__})")
-        else:
-            self.complete_run(RunStatus.FAILED, error_msg=str(exc) or type(exc).__name__)
+            return
+        try:
+            if _is_cancellation(exc):
+                self.complete_run(RunStatus.CANCELLED, error_msg=f"cancelled ({type(exc).__name__})")
+            else:
+                self.complete_run(RunStatus.FAILED, error_msg=str(exc) or type(exc).__name__)
+        except Exception:
+            # A completion hook failed (complete_run logged it and recorded the run): the
+            # block's own error or cancellation is what the caller must see, as with a runner
+            # (a hook's error in its place would escape the cancel scope that was cancelled).
+            pass
 
     async def __aenter__(self) -> RunContext:
         return self.__enter__()
