@@ -245,11 +245,13 @@ class RunContext:
                 self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
 
         def settle_commit() -> None:
-            # The rest of the commit's hook: an error it did not expect is that hook's failure.
-            try:
-                self._settle_commit()
-            except Exception as exc:
-                hook_failed(_commit_outcomes, exc)
+            # The rest of the commit's hook (once): an error it did not expect is that hook's.
+            settle, self._commit_settle = self._commit_settle, None
+            if settle is not None:
+                try:
+                    settle()
+                except Exception as exc:
+                    hook_failed(_commit_outcomes, exc)
 
         try:
             # Every hook runs, whatever an earlier one did: a user's hook that raises must not
@@ -287,11 +289,6 @@ class RunContext:
                 record_run(run_dir, self._metadata)
         if failed is not None:
             raise failed
-
-    def _settle_commit(self) -> None:
-        settle, self._commit_settle = self._commit_settle, None
-        if settle is not None:
-            settle()
 
     def add_completion_hook(self, hook: CompletionHook) -> None:
         """Call ``hook(context, status)`` when the run completes, before its metadata is final.
