@@ -989,3 +989,26 @@ def test_a_failed_run_context_block_raises_its_own_error_when_a_completion_hook_
             raise ValueError("the block broke")
     meta = json.loads((ctx.require_run_dir().path / ".trace" / "metadata.json").read_text())
     assert meta["status"] == "failed" and meta["outcome_commit"]
+
+
+def test_an_early_answer_for_one_top_directory_does_not_stand_for_a_commit_of_two(tmp_path: Path) -> None:
+    # Outcomes under two top directories: the early ``ls`` names the first one only; the
+    # commit (a tree of both) must not take it, and its own answer must still be found.
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("r1")
+    for i in range(5):
+        stream.add(f"root/n{i}/outcome.json", b"%d" % i)
+        stream.add(f"other/m{i}/outcome.json", b"%d" % i)
+    stream.prepare_finish()
+    files = [OutcomeFile("", f"root/n{i}/outcome.json", data=b"%d" % i) for i in range(5)]
+    files += [OutcomeFile("", f"other/m{i}/outcome.json", data=b"%d" % i) for i in range(5)]
+    commit = stream.finish(files, message="m")
+    assert commit is not None and len(commit) == 40
+    names = subprocess.run(
+        ["git", "--git-dir", repo.git_dir(), "ls-tree", "-r", "--name-only", commit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(names) == sorted(f.repo_path for f in files)
+    assert git.Repo(tmp_path / "repo").commit(commit).parents == ()

@@ -424,10 +424,10 @@ class OutcomeStream:
         marks = self._marks
         if not marks:
             return
+        # The top directory of the first outcome: the run's root element. Not checked against
+        # the others here (a walk over every path): the answer is used only when the commit's
+        # files are exactly the outcomes sent, under the one top directory it names.
         top = next(iter(marks)).partition("/")[0]
-        prefix = top + "/"
-        if not all(path.startswith(prefix) for path in marks):
-            return
         checkpoint = self._add_checkpoint([])
         self._buffer.append(b"ls :%d %s\n" % (checkpoint, top.encode()))
         self._early_ls = (checkpoint, top)
