@@ -809,6 +809,7 @@ async def test_a_failed_runs_error_is_raised_even_when_a_completion_hook_fails_t
     run_dir = ctx.require_run_dir()
     meta = json.loads((run_dir.path / ".trace" / "metadata.json").read_text())
     assert meta["status"] == "failed" and meta["outcome_commit"]
+    assert "the user's hook broke" in meta["completion_hook_error"] and "broken" in meta["completion_hook_error"]
     logs = (run_dir.path / ".trace" / "logs.jsonl").read_text()
     assert "completion hook failed" in logs and "the user's hook broke" in logs
 
@@ -1012,3 +1013,20 @@ def test_an_early_answer_for_one_top_directory_does_not_stand_for_a_commit_of_tw
     ).stdout.split()
     assert sorted(names) == sorted(f.repo_path for f in files)
     assert git.Repo(tmp_path / "repo").commit(commit).parents == ()
+
+
+async def test_a_failing_hook_is_recorded_in_the_metadata_even_without_telemetry(tmp_path: Path) -> None:
+    from reprise import ObservabilitySettings
+
+    def broken(ctx: RunContext, status: Any) -> None:
+        raise RuntimeError("no log to tell")
+
+    def fail() -> int:
+        raise ValueError("the node broke")
+
+    ctx = RunContext("root", tmp_path, observability_settings=ObservabilitySettings.disabled())
+    ctx.add_completion_hook(broken)
+    with pytest.raises(RunFailedError, match="the node broke"):
+        await FlowRunner(FlowDefinition().node("a", fail), ctx).run()
+    meta = json.loads((ctx.require_run_dir().path / ".trace" / "metadata.json").read_text())
+    assert meta["status"] == "failed" and "no log to tell" in meta["completion_hook_error"]

@@ -239,9 +239,12 @@ class RunContext:
 
         def hook_failed(hook: CompletionHook, exc: Exception) -> None:
             nonlocal failed
-            failed = failed or exc
+            name = getattr(hook, "__qualname__", None) or repr(hook)
+            if failed is None:
+                failed = exc
+                # Also where no log is kept, and when the run's own error is what is raised.
+                self._set_metadata(completion_hook_error=f"{name}: {str(exc) or repr(exc)}")
             if self.telemetry is not None:
-                name = getattr(hook, "__qualname__", None) or repr(hook)
                 self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
 
         def settle_commit() -> None:
