@@ -362,3 +362,18 @@ def test_observability_can_be_turned_off(tmp_path: Path) -> None:
     result = FlowRunner(_flow(), ctx).run_sync()
     assert result.status is RunStatus.COMPLETED
     assert (result.run_dir / "flow" / "summarize" / "outcome.json").is_file()
+
+
+@pytest.mark.parametrize("which", ["project root", "run root"])
+def test_a_path_that_is_not_utf8_is_refused_by_name_before_anything_is_made(tmp_path: Path, which: str) -> None:
+    odd = tmp_path / os.fsdecode(b"proj\xff")
+    try:
+        odd.mkdir()
+    except OSError:
+        pytest.skip("this file system takes only valid UTF-8 names")
+    with pytest.raises(RunSetupError, match=f"the {which} .*proj.* is not valid UTF-8"):
+        if which == "project root":
+            RunContext("root", odd)
+        else:
+            RunContext("root", tmp_path, run_root=odd / "runs")
+    assert not (odd / "runs").exists()

@@ -102,8 +102,10 @@ class RunContext:
         reused_nodes: str = "link",
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
-        self.project_root = Path(project_root).resolve()
-        self.run_root = Path(run_root).resolve() if run_root is not None else self.project_root / "runs"
+        self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
+        self.run_root = (
+            _utf8_path(Path(run_root).resolve(), "run root") if run_root is not None else self.project_root / "runs"
+        )
         self.observability_settings = observability_settings
         self.previous_run_id = previous_run_id
         self.start_hierarchy_path = HierarchyPath(start_hierarchy_path) if start_hierarchy_path is not None else None
@@ -471,6 +473,17 @@ class RunContext:
     def __repr__(self) -> str:
         rid = self.run_dir.run_id if self.run_dir else "not set up"
         return f"RunContext({self.root_component_id!r}, run={rid}, status={self.status})"
+
+
+def _utf8_path(path: Path, what: str) -> Path:
+    """``path``, if its name can be written in a run's JSON files (UTF-8); else the error naming
+    it, before anything is made (a name that is not, from bytes the file system allows, would
+    fail the run at its first metadata write)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RunSetupError(f"the {what} {path!r} is not valid UTF-8: a run records its paths as JSON") from None
+    return path
 
 
 def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
