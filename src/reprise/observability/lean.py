@@ -252,9 +252,16 @@ class LeanSpan(trace_api.Span):
         "span_id",
     )
 
-    def __init__(self, writer: LeanSpanWriter, name: str, parent: LeanSpan | None, attributes: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        writer: LeanSpanWriter,
+        name: str,
+        parent: LeanSpan | None,
+        attributes: dict[str, Any],
+        span_id: int | None = None,
+    ) -> None:
         self._writer = writer
-        self.span_id = _random_id(64)
+        self.span_id = span_id if span_id is not None else _random_id(64)
         self._id_hex = f"{self.span_id:016x}"
         # How a child's line names this span as its parent (written for every node under it).
         self._parent_field = f'","parentSpanId":"{self._id_hex}'
@@ -645,10 +652,7 @@ class PendingNodeSpan:
                 "reprise.element_type": "node",
                 "reprise.node_kind": self._kind,
             }
-            span = LeanSpan(self._writer, f"node {self._text}", self._parent, attrs)
-            span.span_id = self._id
-            span._id_hex = f"{self._id:016x}"
-            span._parent_field = f'","parentSpanId":"{span._id_hex}'
+            span = LeanSpan(self._writer, f"node {self._text}", self._parent, attrs, span_id=self._id)
             span._start_time = self.start
             if self.ended is not None:  # asked for after its line was written: already ended
                 span._end_time = self.ended

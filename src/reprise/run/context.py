@@ -36,7 +36,7 @@ from reprise.run.directory import (
     RunMetadata,
     pid_info,
 )
-from reprise.run.files import read_json, write_bytes_atomic, write_json_atomic
+from reprise.run.files import read_json, write_json_atomic
 from reprise.run.index import record_run
 from reprise.run.outcome_repo import (
     COMMITTED_FILE,
@@ -48,6 +48,7 @@ from reprise.run.outcome_repo import (
     committed_document,
     listed_outcome_files,
 )
+from reprise.run.reused import write_trace_file
 from reprise.run.status import HOST, RunStatus
 from reprise.tracking import enter_scope, exit_scope
 
@@ -571,7 +572,7 @@ def _record_commit(run_path: Path, commit: str, paths: list[str]) -> None:
     """Write ``.trace/committed.json``, which spares a re-run of this run a ``git ls-tree``
     process. Without it a re-run asks git: a failure to write it costs nothing else."""
     try:
-        write_bytes_atomic(run_path / ".trace" / COMMITTED_FILE, committed_document(commit, paths))
+        write_trace_file(run_path, COMMITTED_FILE, committed_document(commit, paths))
     except OSError:
         pass
 

@@ -621,7 +621,7 @@ class OutcomeStream:
             names = {name for name in out.decode().split("\0") if name}
         except UnicodeDecodeError:
             return None
-        if any("\n" in n or n.startswith('"') for n in names):
+        if not all(_unquoted(n) for n in names):
             return None  # not expressible unquoted in a D command: clear the tree instead
         return names
 
@@ -721,18 +721,21 @@ def read_committed(run_dir: Path | str, commit: str) -> set[str] | None:
         if not isinstance(doc, dict) or doc.get("commit") != commit or doc.get("version") != 1:
             return None
         files = doc["files"]
-        if not isinstance(files, list) or not all(
-            type(p) is str and p and "\n" not in p and not p.startswith('"') for p in files
-        ):
+        if not isinstance(files, list) or not all(type(p) is str and p and _unquoted(p) for p in files):
             return None
         return set(files)
     except (OSError, ValueError, KeyError):
         return None
 
 
+def _unquoted(repo_path: str) -> bool:
+    """Whether fast-import can take ``repo_path`` as it is (no quoting)."""
+    return "\n" not in repo_path and not repo_path.startswith('"')
+
+
 def _checked(repo_path: str) -> str:
     """``repo_path``, if fast-import can take it unquoted."""
-    if "\n" in repo_path or repo_path.startswith('"'):
+    if not _unquoted(repo_path):
         raise RunSetupError(f"cannot commit a file named {repo_path!r}")
     return repo_path
 
