@@ -185,9 +185,9 @@ def test_eight_processes_commit_concurrently_without_losing_anything(tmp_path: P
 
 
 async def test_many_packs_are_folded_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reprise.run import outcome_repo
+    from reprise.run import compaction
 
-    monkeypatch.setattr(outcome_repo, "_MAX_PACKS", 3)
+    monkeypatch.setattr(compaction, "MAX_PACKS", 3)
     # Each commit writes one pack (reprise sets fastimport.unpackLimit=0); 120 outcomes each.
     flow = FlowDefinition().node("n0", lambda x: x, inputs={"x": Initial("x")})
     for i in range(1, 120):
@@ -195,6 +195,7 @@ async def test_many_packs_are_folded_together(tmp_path: Path, monkeypatch: pytes
     ids = []
     for x in range(6):
         ids.append((await FlowRunner(flow, RunContext("root", tmp_path, initial_inputs={"x": 1000 * x})).run()).run_id)
+    compaction.wait_for_compactions()  # folding goes on behind the runs
     repo = repo_of(tmp_path)
     packs = list(Path(repo.git_dir, "objects", "pack").glob("*.pack"))
     assert 1 <= len(packs) <= 3

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprise.errors import RunSetupError
+from reprise.run.compaction import compact_in_background
 
 if TYPE_CHECKING:
     import git
@@ -48,7 +49,6 @@ __all__ = [
     "read_committed",
 ]
 
-_MAX_PACKS = 16
 #: Blobs are written to fast-import in chunks of about this size (a pipe holds 64 KiB), or of
 #: this many blobs: often enough that git works while the run goes on (a write costs a few µs).
 _STREAM_CHUNK = 16 * 1024
@@ -268,36 +268,10 @@ class OutcomeRepository:
             raise RunSetupError(f"cannot run git for the outcome repository {self.path}: {exc}") from exc
 
     def _maybe_compact(self, git_dir: str) -> None:
-        """Each commit adds one pack; fold them once there are many, so lookups (diffs, re-run
-        parents, the next commit's existence checks) stay fast. Cheap check: count the packs.
-
-        A geometric repack merges only the smaller packs into a progression of sizes, so its cost
-        does not grow with the whole repository as a full repack's would; it keeps every object
-        of the packs it merges (reachable or not), so another process's commit whose pack is not
-        behind a ref yet loses nothing.
-
-        Also removes the ``fast_import_crash_<pid>`` reports git leaves when a run's process is
-        killed (its fast-import sees the input end early): expected, and of no use to anyone."""
-        try:
-            for entry in os.scandir(git_dir):
-                if entry.name.startswith("fast_import_crash_"):
-                    os.unlink(entry.path)
-        except OSError:
-            pass
-        try:
-            packs = sum(1 for e in os.scandir(os.path.join(git_dir, "objects", "pack")) if e.name.endswith(".pack"))
-        except OSError:
-            return
-        if packs > _MAX_PACKS:
-            try:
-                self._git(["repack", "-d", "-q", "--geometric=2"], git_dir=git_dir)
-            except RunSetupError as exc:
-                if "geometric" not in exc.message:
-                    return  # another process may be repacking; the next commit tries again
-                try:  # git before 2.32: fold everything (unreachable objects are kept loose)
-                    self._git(["repack", "-A", "-d", "-q"], git_dir=git_dir)
-                except RunSetupError:
-                    pass
+        """Each commit adds one pack; once there are many, fold them (in the background, see
+        :mod:`reprise.run.compaction`), so lookups (diffs, re-run parents, the next commit's
+        existence checks) stay fast. Cheap when there is nothing to do: the packs are counted."""
+        compact_in_background(_git_program(), git_dir, self._command_env())
 
 
 class OutcomeStream:
