@@ -90,9 +90,9 @@ def test_a_users_glibc_tunables_win_over_reprises_for_git(tmp_path: Path, monkey
     # defaults for git must come first, so a value the user set for the same tunable stays.
     from reprise.run.outcome_repo import OutcomeRepository
 
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.top_pad=4096")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4096:glibc.malloc.top_pad=4096")
     repo = OutcomeRepository(tmp_path / "outcome")
     out = repo._git(["-c", "alias.tunables=!printenv GLIBC_TUNABLES", "tunables"], git_dir=repo.git_dir()).strip()
-    pads = [item for item in out.split(":") if item.startswith("glibc.malloc.top_pad=")]
-    assert pads[-1] == "glibc.malloc.top_pad=4096", out
-    assert "glibc.malloc.trim_threshold=" in out  # reprise's own still apply otherwise
+    trims = [item for item in out.split(":") if item.startswith("glibc.malloc.trim_threshold=")]
+    assert len(trims) == 2 and trims[-1] == "glibc.malloc.trim_threshold=4096", out  # reprise's, then the user's
+    assert out.endswith("glibc.malloc.top_pad=4096"), out  # the user's others are kept
