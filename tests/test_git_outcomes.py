@@ -16,6 +16,7 @@ import git
 import pytest
 
 from reprise import Computed, FlowDefinition, FlowRunner, Initial, NodeContext, Ref, RunContext, RunFailedError
+from reprise.run import outcome_repo
 from reprise.run.outcome_repo import (
     COMMITTED_FILE,
     OutcomeFile,
@@ -276,7 +277,7 @@ async def test_outcomes_reach_git_while_the_run_goes_on(tmp_path: Path) -> None:
 
     def watch() -> str:
         stream = ctx.outcome_stream
-        assert stream is not None, "the commit should have been started with the run"
+        assert stream is not None and stream._proc is not None, "git should have started at the 40th outcome"
         # What fast-import has read from us so far (Linux's per-process I/O counters): wait,
         # bounded, for the first chunk of blobs.
         io = Path(f"/proc/{stream._proc.pid}/io")
@@ -333,12 +334,12 @@ async def test_a_broken_commit_stream_is_replaced_by_a_fresh_commit(tmp_path: Pa
 
     def kill_git() -> str:
         stream = ctx.outcome_stream
-        assert stream is not None
+        assert stream is not None and stream._proc is not None  # git starts at the 40th outcome
         stream._proc.kill()
         stream._proc.wait()
         return "killed"
 
-    flow = _chain(3).node("kill", kill_git)
+    flow = _chain(70).node("kill", kill_git)
     flow.node("after", lambda: "after")
     result = await FlowRunner(flow, ctx).run()
     meta = json.loads((result.run_dir / ".trace/metadata.json").read_text())
@@ -346,7 +347,8 @@ async def test_a_broken_commit_stream_is_replaced_by_a_fresh_commit(tmp_path: Pa
     commit = repo_of(tmp_path).commit(f"run/{result.run_id}")
     assert meta["outcome_commit"] == commit.hexsha
     blobs = sorted(b.path for b in commit.tree.traverse() if b.type == "blob")
-    assert blobs == [f"root/{n}/outcome.json" for n in ("after", "kill", "n0", "n1", "n2")]
+    names = ["after", "kill", *(f"n{i}" for i in range(70))]
+    assert blobs == sorted(f"root/{n}/outcome.json" for n in names)
 
 
 def _tree_of(repo_dir: Path, commit: str) -> str:
@@ -716,6 +718,7 @@ def _count_ls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_a_stream_prepared_at_the_runs_end_uses_gits_early_answer_when_the_files_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_files: bool
 ) -> None:
+    monkeypatch.setattr(outcome_repo, "_DIRECT_MAX", 0)  # git from the start, however few outcomes
     sent = _count_ls(monkeypatch)
     repo = OutcomeRepository(tmp_path / "repo")
     stream = repo.open_stream("r1")
@@ -942,6 +945,7 @@ def test_a_commit_stream_whose_input_closes_at_the_end_is_reported_broken(
     # The end of the commit fits in the pipe's buffer: the write succeeds, and the broken
     # pipe shows when it is closed. The stream is then broken (the caller commits afresh),
     # and its process is stopped and reaped.
+    monkeypatch.setattr(outcome_repo, "_DIRECT_MAX", 0)  # git from the start
     repo = OutcomeRepository(tmp_path / "repo")
     repo.git_dir()
     fake = tmp_path / "bin"

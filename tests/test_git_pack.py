@@ -1,0 +1,197 @@
+"""Small runs committed without git fast-import (reprise.run.git_pack), checked by git itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import git
+import pytest
+
+from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext
+from reprise.errors import RunSetupError
+from reprise.run import outcome_repo
+from reprise.run.git_pack import PackBuilder, can_write_directly, create_branch
+from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository
+
+REAL_GIT = shutil.which("git")
+
+
+@pytest.fixture
+def git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``git`` first on PATH that logs each call, then hands over to the real one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "git-calls.log"
+    script = bin_dir / "git"
+    script.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {REAL_GIT} "$@"\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def _calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run([REAL_GIT, "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def _chain(n: int) -> FlowDefinition:
+    flow = FlowDefinition().node("n0", lambda x: x, inputs={"x": Initial("x")})
+    for i in range(1, n):
+        flow.node(f"n{i}", lambda v: v + 1, inputs={"v": Ref(f"n{i - 1}")})
+    return flow
+
+
+FILES = {
+    # Names that sort differently as files and as directories ("a" < "a-b" < "a.b" < "a/"...).
+    "root/a/outcome.json": b'{"v": 1}\n',
+    "root/a-b/outcome.json": b"2\n",
+    "root/a.b": b"a file named like a directory's neighbour\n",
+    "root/a0/outcome.json": b"",
+    "root/deep/er/still/outcome.json": bytes(range(256)) * 3,  # binary
+    "root/big/outcome.json": b'{"text": "%s"}\n' % (b"x" * 50_000),  # the large-window branch
+    "root/\u00e9t\u00e9/outcome.json": "caf\u00e9\n".encode(),
+    "top.txt": b"beside the root\n",
+}
+
+
+def _files(tmp_path: Path) -> list[OutcomeFile]:
+    out = []
+    for i, (path, data) in enumerate(FILES.items()):
+        if i % 2:  # half from disk, as declared outcome files are
+            source = tmp_path / "src" / f"f{i}"
+            source.parent.mkdir(exist_ok=True)
+            source.write_bytes(data)
+            out.append(OutcomeFile(source, path))
+        else:
+            out.append(OutcomeFile("", path, data=data))
+    return out
+
+
+def test_a_direct_commit_has_the_tree_fast_import_makes_and_passes_fsck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, git_calls: Path
+) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    files = _files(tmp_path)
+    direct = repo.commit_run("direct", files, message="run direct: completed\n\nroot: root")
+    assert not [c for c in _calls(git_calls) if "fast-import" in c]
+    monkeypatch.setattr(outcome_repo, "_DIRECT_MAX", 0)
+    by_git = repo.commit_run("by-git", files, message="m")
+    assert [c for c in _calls(git_calls) if "fast-import" in c]  # the comparison is real
+    work = tmp_path / "repo"
+    assert _git(work, "rev-parse", f"{direct}^{{tree}}") == _git(work, "rev-parse", f"{by_git}^{{tree}}")
+    assert _git(work, "rev-parse", "refs/heads/run/direct").strip() == direct
+    for path, data in FILES.items():
+        shown = subprocess.run([REAL_GIT, "-C", str(work), "show", f"run/direct:{path}"], capture_output=True)
+        assert shown.stdout == data, path
+    commit = git.Repo(work).commit("run/direct")
+    assert commit.parents == ()
+    assert commit.message == "run direct: completed\n\nroot: root"
+    assert (commit.author.name, commit.author.email) == ("reprise", "reprise@localhost")
+    assert (commit.committer.name, commit.committer.email) == ("reprise", "reprise@localhost")
+    fsck = subprocess.run([REAL_GIT, "-C", str(work), "fsck", "--strict", "--full"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert "dangling" not in fsck.stdout
+    assert not list((work / ".git" / "objects" / "pack").glob("tmp_*"))
+
+
+def test_a_small_run_starts_no_git_and_a_large_one_does(tmp_path: Path, git_calls: Path) -> None:
+    small = FlowRunner(_chain(5), RunContext("root", tmp_path, initial_inputs={"x": 1})).run_sync()
+    assert not [c for c in _calls(git_calls) if "fast-import" in c]
+    repo = git.Repo(tmp_path / "runs" / "outcome" / tmp_path.name)
+    tree = repo.commit(f"run/{small.run_id}").tree
+    assert (tree / "root/n4/outcome.json").data_stream.read() == (small.run_dir / "root/n4/outcome.json").read_bytes()
+    assert small.run_dir.joinpath(".trace/metadata.json").read_text().count(repo.commit(f"run/{small.run_id}").hexsha)
+    large = FlowRunner(_chain(70), RunContext("root", tmp_path, initial_inputs={"x": 1})).run_sync()
+    assert [c for c in _calls(git_calls) if "fast-import" in c]
+    tree = repo.commit(f"run/{large.run_id}").tree
+    assert len([b for b in tree.traverse() if b.type == "blob"]) == 70
+    # A re-run of the small one (a parent: git from the start) keeps what it reused.
+    again = FlowRunner(
+        _chain(5), RunContext("root", tmp_path, previous_run_id=small.run_id, start_hierarchy_path="root.n3")
+    ).run_sync()
+    tree = repo.commit(f"run/{again.run_id}").tree
+    assert sorted(b.path for b in tree.traverse() if b.type == "blob") == [f"root/n{i}/outcome.json" for i in range(5)]
+    assert repo.commit(f"run/{again.run_id}").parents == (repo.commit(f"run/{small.run_id}"),)
+    fsck = subprocess.run([REAL_GIT, "-C", repo.working_dir, "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_a_repository_not_in_the_plain_format_is_left_to_fast_import(tmp_path: Path, git_calls: Path) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    git_dir = repo.git_dir()
+    assert can_write_directly(git_dir)
+    _git(tmp_path / "repo", "config", "core.sharedRepository", "group")
+    assert not can_write_directly(git_dir)  # read again: the file changed
+    commit = repo.commit_run("r1", [OutcomeFile("", "root/a/outcome.json", data=b"1\n")], message="m")
+    assert [c for c in _calls(git_calls) if "fast-import" in c]
+    assert repo.head_of("r1") == commit
+
+
+def test_an_object_directory_from_the_environment_is_left_to_fast_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    assert can_write_directly(repo.git_dir())
+    monkeypatch.setenv("GIT_OBJECT_DIRECTORY", str(tmp_path / "elsewhere"))
+    assert not can_write_directly(repo.git_dir())
+
+
+def test_a_path_git_must_be_asked_about_is_left_to_fast_import(tmp_path: Path, git_calls: Path) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    files = [OutcomeFile("", "root/a/outcome.json", data=b"1\n"), OutcomeFile("", "root/.GIT/x", data=b"2\n")]
+    assert PackBuilder().tree({f.repo_path: b"\0" * 20 for f in files}) is None
+    repo.commit_run("r1", files, message="m")
+    assert [c for c in _calls(git_calls) if "fast-import" in c]
+
+
+def test_a_branch_is_created_under_its_lock_and_never_moved(tmp_path: Path) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    git_dir = repo.git_dir()
+    first = repo.commit_run("r1", [OutcomeFile("", "a", data=b"1")], message="m")
+    with pytest.raises(RunSetupError, match="exists already"):
+        create_branch(git_dir, "refs/heads/run/r1", "0" * 40)
+    assert repo.head_of("r1") == first
+    # A branch that git packed into packed-refs counts as existing too.
+    _git(tmp_path / "repo", "pack-refs", "--all")
+    assert not Path(git_dir, "refs/heads/run/r1").exists()
+    with pytest.raises(RunSetupError, match="exists already"):
+        create_branch(git_dir, "refs/heads/run/r1", "0" * 40)
+    assert repo.head_of("r1") == first
+    # Another writer holding the lock: refused, and its lock left alone.
+    lock = Path(git_dir, "refs/heads/run/r2.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    with pytest.raises(RunSetupError, match=r"r2\.lock exists"):
+        create_branch(git_dir, "refs/heads/run/r2", first)
+    assert lock.exists()
+    assert repo.head_of("r2") is None
+    assert not list(Path(git_dir, "refs/heads/run").glob("r1.lock"))
+
+
+def test_a_direct_commit_whose_branch_exists_fails_and_makes_nothing_visible(tmp_path: Path) -> None:
+    repo = OutcomeRepository(tmp_path / "repo")
+    first = repo.commit_run("r1", [OutcomeFile("", "a", data=b"1")], message="m")
+    with pytest.raises(RunSetupError):
+        repo.commit_run("r1", [OutcomeFile("", "a", data=b"2")], message="m")
+    assert repo.head_of("r1") == first
+
+
+def test_direct_packs_are_folded_like_any_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprise.run import compaction
+
+    monkeypatch.setattr(compaction, "MAX_PACKS", 2)
+    repo = OutcomeRepository(tmp_path / "repo")
+    commits = [repo.commit_run(f"r{i}", [OutcomeFile("", "root/x", data=b"%d" % i)], message="m") for i in range(6)]
+    compaction.wait_for_compactions()
+    packs = list(Path(repo.git_dir(), "objects", "pack").glob("*.pack"))
+    assert len(packs) <= 3
+    for i, commit in enumerate(commits):
+        assert _git(tmp_path / "repo", "show", f"{commit}:root/x") == str(i)
+    fsck = subprocess.run([REAL_GIT, "-C", str(tmp_path / "repo"), "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
