@@ -28,7 +28,8 @@ from typing import Any
 
 __all__ = ["CHAIN_SIZES", "FANOUT", "Report", "interleaved", "main_args", "time_async", "versions"]
 
-CHAIN_SIZES = {"chain-200": 200, "chain-2000": 2000}
+#: chain-1 is one node: what a run costs apart from its nodes (set-up, records, telemetry, git).
+CHAIN_SIZES = {"chain-1": 1, "chain-200": 200, "chain-2000": 2000}
 FANOUT = 1000
 
 
