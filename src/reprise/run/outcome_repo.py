@@ -61,11 +61,12 @@ _STREAM_BLOB_MAX = 256 * 1024
 #: A run without a parent commits what it has every this many outcomes (see OutcomeStream).
 _CHECKPOINT_BLOBS = 64
 #: A run without a parent that ends with fewer outcomes than this, of at most _DIRECT_BYTES in
-#: all, is committed by reprise itself (git_pack), without starting git: 3.7 -> 2.0 ms for one
-#: outcome, 4.5 -> 3.9 for 25. Git starts at the _DIRECT_MAX-th outcome: around 45 the two
-#: cost the same here, and beyond, git hashing and compressing on another core while the run
-#: goes on is worth its process.
-_DIRECT_MAX = 40
+#: all, is committed by reprise itself (git_pack), without starting git. A/B on this machine:
+#: one outcome 3.7 -> 2.0 ms a run, 25: 4.5 -> 3.9, 60: 7.0 -> 6.5, 100: 10.2 -> 9.7; around
+#: 140 the two cost the same, and at 200 and 1,000 git hashing and compressing on another core
+#: while the run goes on is worth its process. Git starts at the _DIRECT_MAX-th outcome (or
+#: once the outcomes held pass _DIRECT_BYTES).
+_DIRECT_MAX = 100
 _DIRECT_BYTES = 4 * 1024 * 1024
 #: ``.trace/<this>`` of a run: its commit and the paths of that commit's tree (see read_committed).
 COMMITTED_FILE = "committed.json"
@@ -353,9 +354,10 @@ class OutcomeStream:
         # without it git takes the end of its input (our process died) for the end of the
         # stream and publishes the last checkpoint as the run's branch.
         # A run without a parent starts git only once it has sent _DIRECT_MAX outcomes: one that
-        # ends with fewer is committed without git (git_pack), ~2.5 ms less than a process.
+        # ends with fewer is committed without git (git_pack), up to ~1.7 ms less a run.
         self._proc: subprocess.Popen[bytes] | None = None
         self._held: dict[str, bytes] | None = {} if self._parent is None and _DIRECT_MAX > 0 else None
+        self._held_bytes = 0
         if self._held is None:
             self._start()
 
@@ -387,7 +389,8 @@ class OutcomeStream:
         held = self._held
         if held is not None:
             held[repo_path] = data
-            if len(held) < _DIRECT_MAX:
+            self._held_bytes += len(data)
+            if len(held) < _DIRECT_MAX and self._held_bytes <= _DIRECT_BYTES:
                 return  # no git yet: the commit may not need one
             self._start()
         elif self._buffered >= _STREAM_CHUNK or self._mark % _STREAM_BLOBS == 0:
