@@ -239,3 +239,14 @@ def test_many_bytes_are_left_to_git(tmp_path: Path, git_calls: Path) -> None:
             break
     assert i == 20  # 21 x 200,000 bytes > 4 MiB
     stream.abort()
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 4096, 4097, 65535, 65536, 131071, 200_000])
+def test_objects_are_zlib_streams_of_any_size(size: int) -> None:
+    import zlib
+
+    from reprise.run.git_pack import _deflate
+
+    data = bytes(i % 251 for i in range(size))
+    assert zlib.decompress(_deflate(data)) == data
+    assert zlib.decompress(_deflate(data, compress=False)) == data

@@ -118,15 +118,12 @@ def _deflate(data: bytes, *, compress: bool = True) -> bytes:
     if n < 65536:  # one block: the common case, without the loop
         return b"\x78\x01\x01" + _STORED.pack(n, n ^ 0xFFFF) + data + _ADLER.pack(zlib.adler32(data))
     out = [b"\x78\x01"]
-    view = memoryview(data)
-    while True:
-        block, view = view[:65535], view[65535:]
-        n = len(block)
-        out.append(struct.pack("<BHH", 0 if view else 1, n, n ^ 0xFFFF))
+    for start in range(0, n, 65535):
+        block = data[start : start + 65535]
+        last = start + 65535 >= n
+        out.append(struct.pack("<BHH", 1 if last else 0, len(block), len(block) ^ 0xFFFF))
         out.append(block)
-        if not view:
-            break
-    out.append(struct.pack(">I", zlib.adler32(data)))
+    out.append(_ADLER.pack(zlib.adler32(data)))
     return b"".join(out)
 
 
