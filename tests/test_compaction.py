@@ -144,6 +144,34 @@ def test_another_failure_of_a_repack_does_not_give_up_geometric(
     assert len(_packs(git_dir)) < 3
 
 
+def test_a_failure_naming_a_path_with_geometric_in_it_does_not_give_up_geometric(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes folding one repository at once: the later repack dies (exit 128) naming a
+    # pack the other removed, by its path. A project called "geometric_flows" puts the word in
+    # that path; only git's refusal of the option itself (a usage error, 129) means an old git.
+    project = tmp_path / "geometric_flows"
+    project.mkdir()
+    monkeypatch.setattr(compaction, "_NO_GEOMETRIC", False)
+    _packs_to_fold(project, monkeypatch, 3)
+    git_dir = _git_dir(project)
+    pack = _packs(git_dir)[0]
+    busy = _wrapper(
+        tmp_path,
+        f"""
+        echo "error: packfile {pack} index unavailable" >&2
+        echo "fatal: packfile {pack} cannot be accessed" >&2
+        exit 128
+        """,
+    )
+    compaction.compact_in_background(str(busy), str(git_dir), dict(os.environ))
+    assert wait_for_compactions() == 1
+    assert not compaction._NO_GEOMETRIC
+    compaction.compact_in_background(str(REAL_GIT), str(git_dir), dict(os.environ))
+    assert wait_for_compactions() == 1
+    assert len(_packs(git_dir)) == 1
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_neither_waits_for_nor_reaps_its_parents_repack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -38,6 +38,8 @@ _NO_GEOMETRIC = False
 
 _GEOMETRIC = ("repack", "-d", "-q", "--geometric=2")
 _FOLD_ALL = ("repack", "-A", "-d", "-q")  # unreachable objects are kept loose
+# git's exit status for a command line it refuses (an unknown option); a fatal error is 128.
+_USAGE_ERROR = 129
 
 
 def compact_in_background(git: str, git_dir: str, env: Mapping[str, str]) -> None:
@@ -99,9 +101,10 @@ def wait_for_compactions(timeout: float | None = None) -> int:
 def _reap(proc: subprocess.Popen[bytes], geometric: bool, timeout: float | None) -> None:
     global _NO_GEOMETRIC
     _, err = proc.communicate(timeout=timeout)
-    if proc.returncode != 0 and geometric and b"geometric" in err:
-        # Only a git that does not know the option names it; any other failure (another
-        # process repacking) is left for the next commit to try again.
+    if proc.returncode == _USAGE_ERROR and geometric and b"geometric" in err:
+        # A git that does not know the option refuses it as a usage error. Any other failure
+        # (another process repacking: exit 128, naming a pack by its path, which may well
+        # contain "geometric") is left for the next commit to try again.
         _NO_GEOMETRIC = True
 
 
