@@ -35,7 +35,14 @@ from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk.metrics.export import AggregationTemporality, Histogram, HistogramDataPoint, Metric
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    Sum,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, SpanLimits
 from opentelemetry.sdk.util import BoundedList
@@ -54,7 +61,7 @@ from reprise.observability.otlp_json import (
     quote_json,
 )
 
-__all__ = ["DurationHistogram", "LeanSpan", "LeanSpanWriter", "PendingNodeSpan"]
+__all__ = ["DurationHistogram", "LeanSpan", "LeanSpanWriter", "PendingNodeSpan", "node_counts_metric"]
 
 # The SDK's warnings, from the SDK's logger, for the same misuse (e.g. setting an attribute on
 # an ended span).
@@ -746,3 +753,25 @@ class DurationHistogram:
             unit=self.unit,
             data=Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE),
         )
+
+
+def node_counts_metric(
+    name: str, description: str, counts: Sequence[tuple[Mapping[str, Any], int]], time_unix_nano: int
+) -> Metric | None:
+    """Counts per attribute set as an SDK ``Metric``: what an SDK observable counter (a
+    cumulative, monotonic sum, its points starting at their first collection) reports for them,
+    without a meter provider. ``None`` without counts."""
+    if not counts:
+        return None
+    points = [
+        NumberDataPoint(
+            attributes=dict(attributes), start_time_unix_nano=time_unix_nano, time_unix_nano=time_unix_nano, value=n
+        )
+        for attributes, n in counts
+    ]
+    return Metric(
+        name=name,
+        description=description,
+        unit="",
+        data=Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=True),
+    )
