@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import git
@@ -221,3 +222,17 @@ def test_a_process_waits_for_its_repack_before_it_exits(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "returned"
     assert done.read_text().strip() == "0"  # finished before the process that started it exited
+
+
+def test_a_repack_that_writes_a_lot_of_errors_does_not_stall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With GIT_TRACE* set, git writes far more than a pipe holds; nobody reads its errors before
+    # it ends, so written to a pipe they would hold it forever.
+    _packs_to_fold(tmp_path, monkeypatch, 3)
+    git_dir = _git_dir(tmp_path)
+    chatty = _wrapper(tmp_path, "head -c 300000 /dev/zero | tr '\\\\0' x >&2")
+    compaction.compact_in_background(str(chatty), str(git_dir), dict(os.environ))
+    deadline = time.monotonic() + 30
+    while len(_packs(git_dir)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # nobody reads its errors meanwhile, as between two commits
+    assert len(_packs(git_dir)) == 1  # it finished without anyone reading: folded
+    assert wait_for_compactions() == 1

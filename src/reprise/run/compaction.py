@@ -21,8 +21,10 @@ from __future__ import annotations
 import atexit
 import os
 import subprocess
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from typing import IO
 
 __all__ = ["MAX_PACKS", "compact_in_background", "wait_for_compactions"]
 
@@ -31,7 +33,8 @@ MAX_PACKS = 16
 
 # git dir -> its repack still running (or exited and not yet reaped). One lock: commits of
 # runs in several threads may end at once.
-_RUNNING: dict[str, tuple[subprocess.Popen[bytes], bool]] = {}  # (process, geometric?)
+# (process, geometric?, the file its errors go to)
+_RUNNING: dict[str, tuple[subprocess.Popen[bytes], bool, IO[bytes]]] = {}
 _LOCK = threading.Lock()
 # Set once a git without --geometric (before 2.32) refused it: fold everything from then on.
 _NO_GEOMETRIC = False
@@ -56,11 +59,11 @@ def compact_in_background(git: str, git_dir: str, env: Mapping[str, str]) -> Non
         pass
     with _LOCK:
         if git_dir in _RUNNING:
-            running, geometric = _RUNNING[git_dir]
+            running, geometric, errors = _RUNNING[git_dir]
             if running.poll() is None:
                 return  # still folding: the packs it was started for are being merged
             del _RUNNING[git_dir]
-            _reap(running, geometric, None)
+            _reap(running, geometric, errors, None)
         try:
             packs = sum(1 for e in os.scandir(os.path.join(git_dir, "objects", "pack")) if e.name.endswith(".pack"))
         except OSError:
@@ -69,18 +72,23 @@ def compact_in_background(git: str, git_dir: str, env: Mapping[str, str]) -> Non
             return
         command: Sequence[str] = _FOLD_ALL if _NO_GEOMETRIC else _GEOMETRIC
         try:
+            # Its errors go to a file, not a pipe: nobody reads them before the repack ends,
+            # and with GIT_TRACE* set git writes more than a pipe holds, then waits forever.
+            errors = tempfile.TemporaryFile()
+        except OSError:
+            return
+        try:
             proc = subprocess.Popen(
                 [git, f"--git-dir={git_dir}", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                # A refusal is a line or a usage text: far below what a pipe holds, so git
-                # never waits for it to be read.
-                stderr=subprocess.PIPE,
+                stderr=errors,
                 env=dict(env),
             )
         except OSError:
+            errors.close()
             return  # no git to fold with: the next commit tries again
-        _RUNNING[git_dir] = (proc, command is _GEOMETRIC)
+        _RUNNING[git_dir] = (proc, command is _GEOMETRIC, errors)
 
 
 def wait_for_compactions(timeout: float | None = None) -> int:
@@ -90,17 +98,20 @@ def wait_for_compactions(timeout: float | None = None) -> int:
     with _LOCK:
         running = list(_RUNNING.items())
         _RUNNING.clear()
-    for _, (proc, geometric) in running:
+    for _, (proc, geometric, errors) in running:
         try:
-            _reap(proc, geometric, timeout)
+            _reap(proc, geometric, errors, timeout)
         except subprocess.TimeoutExpired:
-            pass
+            errors.close()  # it goes on writing to its own descriptor of the (unlinked) file
     return len(running)
 
 
-def _reap(proc: subprocess.Popen[bytes], geometric: bool, timeout: float | None) -> None:
+def _reap(proc: subprocess.Popen[bytes], geometric: bool, errors: IO[bytes], timeout: float | None) -> None:
     global _NO_GEOMETRIC
-    _, err = proc.communicate(timeout=timeout)
+    proc.wait(timeout=timeout)
+    with errors:
+        errors.seek(0)
+        err = errors.read(64 * 1024)
     if proc.returncode == _USAGE_ERROR and geometric and b"geometric" in err:
         # A git that does not know the option refuses it as a usage error. Any other failure
         # (another process repacking: exit 128, naming a pack by its path, which may well
@@ -111,6 +122,8 @@ def _reap(proc: subprocess.Popen[bytes], geometric: bool, timeout: float | None)
 def _forget_in_child() -> None:
     # A forked child does not own its parent's repacks: it must neither wait for nor reap them.
     global _LOCK
+    for _, _, errors in _RUNNING.values():
+        errors.close()  # the child's copy of the descriptor
     _RUNNING.clear()
     _LOCK = threading.Lock()  # the parent may have held it while forking
 
