@@ -14,7 +14,7 @@ from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext
 from reprise.errors import RunSetupError
 from reprise.run import outcome_repo
 from reprise.run.git_pack import PackBuilder, can_write_directly, create_branch
-from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository
+from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings
 
 REAL_GIT = shutil.which("git")
 
@@ -250,3 +250,44 @@ def test_objects_are_zlib_streams_of_any_size(size: int) -> None:
     data = bytes(i % 251 for i in range(size))
     assert zlib.decompress(_deflate(data)) == data
     assert zlib.decompress(_deflate(data, compress=False)) == data
+
+
+@pytest.mark.parametrize("run_id", ["x.lock", "a b", "a..b", "../../../../escaped", "ok~1"])
+def test_a_run_id_git_refuses_as_a_branch_name_is_left_to_fast_import(
+    tmp_path: Path, git_calls: Path, run_id: str
+) -> None:
+    # Written directly, these made a ref file git ignores (or one outside the repository) and
+    # reported a commit no branch holds; fast-import refuses them, and says why.
+    repo = OutcomeRepository(tmp_path / "repo")
+    with pytest.raises(RunSetupError, match="conform"):
+        repo.commit_run(run_id, [OutcomeFile("", "root/a/outcome.json", data=b"1\n")], message="m")
+    assert [c for c in _calls(git_calls) if "fast-import" in c]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == [".git"]
+    assert not Path(repo.git_dir(), "refs", "heads", "run").exists()
+    with pytest.raises(RunSetupError, match="not a branch"):
+        create_branch(repo.git_dir(), f"refs/heads/run/{run_id}", "0" * 40)
+
+
+@pytest.mark.parametrize(("name", "email"), [("a<b", "e@x"), ("a\nb", "e@x"), ("ok", "e>x")])
+def test_an_identity_git_refuses_is_left_to_fast_import(
+    tmp_path: Path, git_calls: Path, name: str, email: str
+) -> None:
+    # Written directly, it made a commit fsck --strict rejects; fast-import refuses it.
+    repo = OutcomeRepository(tmp_path / "repo", OutcomeSettings(author_name=name, author_email=email))
+    with pytest.raises(RunSetupError, match="ident"):
+        repo.commit_run("r1", [OutcomeFile("", "root/a/outcome.json", data=b"1\n")], message="m")
+    assert [c for c in _calls(git_calls) if "fast-import" in c]
+    assert repo.head_of("r1") is None
+
+
+def test_configuration_from_the_environment_is_left_to_fast_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # git reads GIT_CONFIG_COUNT's settings as it reads GIT_CONFIG_PARAMETERS' (e.g. a
+    # core.sharedRepository that gives the branch and the pack other permissions).
+    repo = OutcomeRepository(tmp_path / "repo")
+    assert can_write_directly(repo.git_dir())
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.sharedRepository")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0660")
+    assert not can_write_directly(repo.git_dir())

@@ -12,7 +12,10 @@ and a process killed on the way leaves at most an unreferenced pack (for ``git g
 
 Only where that is exactly what git would do: a repository in the plain format ``git init``
 made (format version 0, no extensions, no shared permissions), objects in the repository's own
-directory (no ``GIT_OBJECT_DIRECTORY``), paths git takes as they are. Anything else, and any
+directory (no ``GIT_OBJECT_DIRECTORY``), no configuration from the environment, paths, a branch
+name and an identity git takes as they are (git refuses some that a file could hold: a branch
+``x.lock`` or ``a b``, a name with ``<``; written here they made a ref git ignores, or a commit
+fsck rejects, where fast-import says what is wrong). Anything else, and any
 error, goes to fast-import, which is the general path. The objects are not looked up in the
 repository first: a pack may hold objects other packs have (git allows it; the repack that
 folds packs keeps one of each).
@@ -34,7 +37,7 @@ from collections.abc import Iterable, Mapping
 
 from reprise.errors import RunSetupError
 
-__all__ = ["PackBuilder", "can_write_directly", "create_branch"]
+__all__ = ["PackBuilder", "can_write_directly", "create_branch", "is_plain_branch"]
 
 _COMMIT, _TREE, _BLOB = 1, 2, 3
 _TYPE_NAMES = {_COMMIT: b"commit", _TREE: b"tree", _BLOB: b"blob"}
@@ -45,6 +48,8 @@ _ADLER = struct.Struct(">I")
 _STORE_BELOW = 128
 # A path component git takes as it is, and fsck --strict does not flag.
 _BAD_COMPONENT = re.compile(r"^(|\.|\.\.)$|[\x00\n]|^\.git$", re.IGNORECASE)
+# A branch git takes as it is (a subset of check-ref-format's rules: run ids are of this form).
+_PLAIN_BRANCH = re.compile(r"refs/heads/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 # The only configuration a repository written here may have: what ``git init`` writes.
 _PLAIN_CONFIG = {
     "core.repositoryformatversion": "0",
@@ -61,8 +66,9 @@ _PLAIN: dict[str, tuple[tuple[int, int], bool]] = {}
 
 def can_write_directly(git_dir: str) -> bool:
     """Whether a commit of ``git_dir`` may be written here (see the module docstring)."""
-    if os.environ.get("GIT_OBJECT_DIRECTORY") or os.environ.get("GIT_CONFIG_PARAMETERS"):
-        return False
+    env = os.environ
+    if env.get("GIT_OBJECT_DIRECTORY") or env.get("GIT_CONFIG_PARAMETERS") or env.get("GIT_CONFIG_COUNT"):
+        return False  # objects elsewhere, or configuration (permissions...) git would apply
     config = os.path.join(git_dir, "config")
     try:
         st = os.stat(config)
@@ -270,10 +276,19 @@ def _write_synced(path: str, chunks: list[bytes]) -> None:
         os.close(fd)
 
 
+def is_plain_branch(ref: str) -> bool:
+    """Whether :func:`create_branch` may create ``ref``: a branch whose name git takes as it is
+    (anything else is left to git, which checks it)."""
+    return _PLAIN_BRANCH.fullmatch(ref) is not None
+
+
 def create_branch(git_dir: str, ref: str, commit: str) -> None:
     """Create ``ref`` (``refs/heads/...``) at ``commit`` as git creates a loose ref: under
     ``<ref>.lock``, taken exclusively. A ref that exists already is an error: a run's branch
     is made once."""
+    if not is_plain_branch(ref):
+        # git would ignore such a ref file (a space, "x.lock"), or it would lie outside refs/.
+        raise RunSetupError(f"cannot create {ref!r} in {git_dir}: not a branch name written without git")
     path = os.path.join(git_dir, *ref.split("/"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     lock = path + ".lock"

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from reprise.errors import RunSetupError
 from reprise.run.compaction import compact_in_background
-from reprise.run.git_pack import PackBuilder, can_write_directly, create_branch
+from reprise.run.git_pack import PackBuilder, can_write_directly, create_branch, is_plain_branch
 
 if TYPE_CHECKING:
     import git
@@ -501,8 +501,15 @@ class OutcomeStream:
         """Commit ``files`` without git (a run that ended with few outcomes: see
         :mod:`reprise.run.git_pack`); the commit, or ``None`` to leave it to fast-import."""
         held = self._held
-        if held is None or self.repo.settings.commit_per_node or not can_write_directly(self._git_dir):
-            return None
+        settings = self.repo.settings
+        if (
+            held is None
+            or settings.commit_per_node
+            or not is_plain_branch(self._ref)
+            or any(c in settings.author_name + settings.author_email for c in "<>\n\0")
+            or not can_write_directly(self._git_dir)
+        ):
+            return None  # a branch or an identity git refuses (and says why), or not git's plain format
         try:
             pack = PackBuilder()
             blobs: dict[str, bytes] = {}
