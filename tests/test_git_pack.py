@@ -291,3 +291,12 @@ def test_configuration_from_the_environment_is_left_to_fast_import(
     monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.sharedRepository")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0660")
     assert not can_write_directly(repo.git_dir())
+
+
+def test_a_path_fast_import_refuses_is_refused_the_same_way(tmp_path: Path) -> None:
+    # A direct commit of it would succeed, and the re-run of that run (fast-import, from its
+    # tree) would fail: one behaviour, whatever the size of the run.
+    repo = OutcomeRepository(tmp_path / "repo")
+    with pytest.raises(RunSetupError, match="cannot commit a file named"):
+        repo.commit_run("r1", [OutcomeFile("", '"quoted"/outcome.json', data=b"1")], message="m")
+    assert repo.head_of("r1") is None

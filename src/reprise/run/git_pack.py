@@ -46,7 +46,8 @@ _STORED = struct.Struct("<HH")
 _ADLER = struct.Struct(">I")
 #: Objects smaller than this are stored, not compressed (see _deflate).
 _STORE_BELOW = 128
-# A path component git takes as it is, and fsck --strict does not flag.
+# A path component left to fast-import: empty, '.', '..', '.git' (any case), NUL or newline. Other
+# names fsck --strict flags (``git~1``, ``.git.``) are written as fast-import writes them.
 _BAD_COMPONENT = re.compile(r"^(|\.|\.\.)$|[\x00\n]|^\.git$", re.IGNORECASE)
 # A branch git takes as it is (a subset of check-ref-format's rules: run ids are of this form).
 _PLAIN_BRANCH = re.compile(r"refs/heads/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")

@@ -516,6 +516,8 @@ class OutcomeStream:
             skipped: set[str] = set()
             size = 0
             for f in files:
+                if not _unquoted(f.repo_path):
+                    return None  # fast-import refuses it, and a re-run's commit would: say so now
                 data = held.get(f.repo_path)
                 if data is None:
                     data = _data_of(f)
