@@ -236,3 +236,19 @@ def test_a_repack_that_writes_a_lot_of_errors_does_not_stall(tmp_path: Path, mon
         time.sleep(0.05)  # nobody reads its errors meanwhile, as between two commits
     assert len(_packs(git_dir)) == 1  # it finished without anyone reading: folded
     assert wait_for_compactions() == 1
+
+
+def test_packs_are_counted_every_few_commits_and_still_folded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MAX_PACKS 8: counted at the first commit and then every second one (8 // 4).
+    from reprise.run.outcome_repo import OutcomeFile
+
+    monkeypatch.setattr(compaction, "MAX_PACKS", 8)
+    repo = OutcomeRepository(tmp_path / "repo")
+    git_dir = Path(repo.git_dir())
+    seen = []
+    for i in range(30):
+        repo.commit_run(f"r{i}", [OutcomeFile("", "root/x", data=b"%d" % i)], message="m")
+        seen.append(len(_packs(git_dir)))
+        wait_for_compactions()  # each fold done before the next commit: the count alone decides
+    assert max(seen) <= 8 + 2  # at most one uncounted commit past the limit
+    assert seen[-1] < 30

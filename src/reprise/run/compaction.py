@@ -23,7 +23,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 __all__ = ["MAX_PACKS", "compact_in_background", "wait_for_compactions"]
@@ -45,9 +45,12 @@ _FOLD_ALL = ("repack", "-A", "-d", "-q")  # unreachable objects are kept loose
 _USAGE_ERROR = 129
 
 
-def compact_in_background(git: str, git_dir: str, env: Mapping[str, str]) -> None:
+def compact_in_background(
+    git: str, git_dir: str, env: Mapping[str, str] | Callable[[], Mapping[str, str]]
+) -> None:
     """Start folding ``git_dir``'s packs with the ``git`` program ``git`` if there are more
-    than :data:`MAX_PACKS` and no repack of it is running; return at once.
+    than :data:`MAX_PACKS` and no repack of it is running; return at once. ``env``: the
+    repack's environment, or a function that makes it (called only if a repack starts).
 
     Also removes the ``fast_import_crash_<pid>`` reports git leaves when a run's process is
     killed (its fast-import sees its input end early): expected, and of no use to anyone."""
@@ -83,7 +86,7 @@ def compact_in_background(git: str, git_dir: str, env: Mapping[str, str]) -> Non
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
-                env=dict(env),
+                env=dict(env() if callable(env) else env),
             )
         except OSError:
             errors.close()
