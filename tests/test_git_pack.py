@@ -300,3 +300,14 @@ def test_a_path_fast_import_refuses_is_refused_the_same_way(tmp_path: Path) -> N
     with pytest.raises(RunSetupError, match="cannot commit a file named"):
         repo.commit_run("r1", [OutcomeFile("", '"quoted"/outcome.json', data=b"1")], message="m")
     assert repo.head_of("r1") is None
+
+
+def test_a_repository_deleted_between_two_runs_is_made_again(tmp_path: Path) -> None:
+    first = FlowRunner(_chain(2), RunContext("root", tmp_path, initial_inputs={"x": 1})).run_sync()
+    work = tmp_path / "runs" / "outcome" / tmp_path.name
+    assert git.Repo(work).commit(f"run/{first.run_id}")
+    shutil.rmtree(work)  # this process knew it: it must not take it for granted
+    second = FlowRunner(_chain(2), RunContext("root", tmp_path, initial_inputs={"x": 2})).run_sync()
+    meta = (second.run_dir / ".trace" / "metadata.json").read_text()
+    assert "outcome_commit_error" not in meta
+    assert git.Repo(work).commit(f"run/{second.run_id}").hexsha in meta
