@@ -31,9 +31,9 @@ __all__ = ["MAX_PACKS", "compact_in_background", "wait_for_compactions"]
 #: More packs than this in a repository start a repack.
 MAX_PACKS = 16
 
-# git dir -> its repack still running (or exited and not yet reaped). One lock: commits of
-# runs in several threads may end at once.
-# (process, geometric?, the file its errors go to)
+# git dir -> (its repack still running, or exited and not yet reaped; whether it is the
+# geometric one; the file its errors go to). One lock: commits of runs in several threads may
+# end at once.
 _RUNNING: dict[str, tuple[subprocess.Popen[bytes], bool, IO[bytes]]] = {}
 _LOCK = threading.Lock()
 # Set once a git without --geometric (before 2.32) refused it: fold everything from then on.

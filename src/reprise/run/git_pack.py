@@ -20,7 +20,9 @@ error, goes to fast-import, which is the general path. The objects are not looke
 repository first: a pack may hold objects other packs have (git allows it; the repack that
 folds packs keeps one of each).
 
-Differences from fast-import, none visible to git commands: the objects are compressed with a
+Differences from fast-import, none visible to git commands: trees, the commit and outcomes
+under 128 bytes are stored in their zlib streams without compression (object ids do not
+compress, and deflate makes a tiny outcome no smaller), larger outcomes are compressed with a
 small window (a few µs each instead of ~35 for zlib's default state), and no reflog entry is
 written for the new branch (a run's branch is created once and never moved).
 """

@@ -7,9 +7,11 @@ previous run's commit as parent, so ``git diff run/A run/B`` shows what changed.
 
 No working tree is ever checked out and no shared index is used: a run's commit is one
 ``git fast-import`` process fed from memory (every blob, tree and commit in a single pack), which
-creates ``run/<run_id>`` when it is done. The executor starts that process with the run and sends
-each outcome as its node finishes (:class:`OutcomeStream`), so git hashes and compresses them on
-another core while the run goes on; a re-run's commit starts from the earlier run's tree and
+creates ``run/<run_id>`` when it is done. The executor starts that process with the run (a run
+without a parent: at its 100th outcome) and sends each outcome as its node finishes
+(:class:`OutcomeStream`), so git hashes and compresses them on another core while the run goes
+on; a run without a parent that ends with fewer outcomes is committed by reprise itself, in
+git's formats, without a process (:mod:`reprise.run.git_pack`); a re-run's commit starts from the earlier run's tree and
 names only what changed, keeping the outcomes it reused. Run ids are unique under a run root and fast-import
 refuses to move an existing branch to an unrelated commit, so many processes can commit under
 one run root at the same time without ``index.lock`` failures or lost commits. Commits carry the
@@ -305,7 +307,10 @@ class OutcomeRepository:
 
 
 class OutcomeStream:
-    """One run's commit in the making: a ``git fast-import`` process started when the run starts.
+    """One run's commit in the making: a ``git fast-import`` process started when the run starts
+    (a run without a parent: at its :data:`_DIRECT_MAX`-th outcome; one that ends with fewer is
+    committed without git, by :mod:`reprise.run.git_pack`, unless something there is for git to
+    judge).
 
     Outcomes are sent to it as blobs while the run goes on (:meth:`add`, buffered and written in
     chunks), so git hashes and compresses them on another core instead of after the last node;
