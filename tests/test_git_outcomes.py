@@ -313,6 +313,7 @@ async def test_outcomes_reach_git_while_the_run_goes_on(tmp_path: Path) -> None:
     assert blobs["root/watch/outcome.json"].strip() == b'"watched"'
 
 
+@pytest.mark.usefixtures("fast_import_only")
 async def test_a_reruns_commit_keeps_reused_outcomes_from_its_parent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -311,3 +311,46 @@ def test_a_repository_deleted_between_two_runs_is_made_again(tmp_path: Path) -> 
     meta = (second.run_dir / ".trace" / "metadata.json").read_text()
     assert "outcome_commit_error" not in meta
     assert git.Repo(work).commit(f"run/{second.run_id}").hexsha in meta
+
+
+def _rerun(tmp_path: Path, parent: str, start: str) -> str:
+    ctx = RunContext("root", tmp_path, initial_inputs={"x": 1}, previous_run_id=parent, start_hierarchy_path=start)
+    return FlowRunner(_chain(5), ctx).run_sync().run_id
+
+
+def test_a_small_reruns_commit_is_written_directly_with_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, git_calls: Path
+) -> None:
+    first = FlowRunner(_chain(5), RunContext("root", tmp_path, initial_inputs={"x": 1})).run_sync().run_id
+    again = _rerun(tmp_path, first, "root.n3")
+    assert not [c for c in _calls(git_calls) if "fast-import" in c or "ls-tree" in c]
+    monkeypatch.setattr(outcome_repo, "_DIRECT_MAX", 0)
+    by_git = _rerun(tmp_path, first, "root.n3")
+    assert [c for c in _calls(git_calls) if "fast-import" in c]  # the comparison is real
+    repo = git.Repo(tmp_path / "runs" / "outcome" / tmp_path.name)
+    c1, c2, c3 = (repo.commit(f"run/{r}") for r in (first, again, by_git))
+    assert c2.parents == (c1,) and c3.parents == (c1,)
+    assert c2.tree == c3.tree == c1.tree  # the same outcomes: reused ones kept, n3 and n4 the same
+    fsck = subprocess.run([REAL_GIT, "-C", repo.working_dir, "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_a_rerun_whose_reused_outcome_is_gone_is_left_to_fast_import(tmp_path: Path, git_calls: Path) -> None:
+    # Written directly, the commit would lack the outcome; fast-import keeps it from the
+    # parent's tree, as it always has.
+    first = FlowRunner(_chain(5), RunContext("root", tmp_path, initial_inputs={"x": 1})).run_sync()
+    stream_files = outcome_repo.listed_outcome_files
+
+    def losing_one(*args: object, **kwargs: object) -> list[OutcomeFile]:
+        files = stream_files(*args, **kwargs)  # type: ignore[arg-type]
+        gone = "root/n0/outcome.json"
+        return [OutcomeFile(tmp_path / "gone", f.repo_path, f.node_path) if f.repo_path == gone else f for f in files]
+
+    import reprise.run.context as context_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(context_module, "listed_outcome_files", losing_one)
+        again = _rerun(tmp_path, first.run_id, "root.n3")
+    assert [c for c in _calls(git_calls) if "fast-import" in c]
+    repo = git.Repo(tmp_path / "runs" / "outcome" / tmp_path.name)
+    assert repo.commit(f"run/{again}").tree == repo.commit(f"run/{first.run_id}").tree

@@ -10,8 +10,8 @@ No working tree is ever checked out and no shared index is used: a run's commit 
 creates ``run/<run_id>`` when it is done. The executor starts that process with the run (a run
 without a parent: at its 100th outcome) and sends each outcome as its node finishes
 (:class:`OutcomeStream`), so git hashes and compresses them on another core while the run goes
-on; a run without a parent that ends with fewer outcomes is committed by reprise itself, in
-git's formats, without a process (:mod:`reprise.run.git_pack`); a re-run's commit starts from the earlier run's tree and
+on; a run without a parent that ends with fewer outcomes (or a re-run of a small run) is
+committed by reprise itself, in git's formats, without a process (:mod:`reprise.run.git_pack`); a re-run's commit starts from the earlier run's tree and
 names only what changed, keeping the outcomes it reused. Run ids are unique under a run root and fast-import
 refuses to move an existing branch to an unrelated commit, so many processes can commit under
 one run root at the same time without ``index.lock`` failures or lost commits. Commits carry the
@@ -378,9 +378,13 @@ class OutcomeStream:
         # without it git takes the end of its input (our process died) for the end of the
         # stream and publishes the last checkpoint as the run's branch.
         # A run without a parent starts git only once it has sent _DIRECT_MAX outcomes: one that
-        # ends with fewer is committed without git (git_pack), up to ~1.7 ms less a run.
+        # ends with fewer is committed without git (git_pack), up to ~1.7 ms less a run. So
+        # does a re-run of a run that recorded fewer files than that (its commit holds all
+        # the files again, read from the run directory, with the parent's commit as parent).
         self._proc: subprocess.Popen[bytes] | None = None
-        self._held: dict[str, bytes] | None = {} if self._parent is None and _DIRECT_MAX > 0 else None
+        small_parent = self._known_parent_files is not None and len(self._known_parent_files) < _DIRECT_MAX
+        direct = _DIRECT_MAX > 0 and (self._parent is None or small_parent)
+        self._held: dict[str, bytes] | None = {} if direct else None
         self._held_bytes = 0
         if self._held is None:
             self._start()
@@ -526,8 +530,10 @@ class OutcomeStream:
         :mod:`reprise.run.git_pack`); the commit, or ``None`` to leave it to fast-import."""
         held = self._held
         settings = self.repo.settings
+        parent = self._parent
         if (
             held is None
+            or (parent is not None and len(files) >= _DIRECT_MAX)
             or settings.commit_per_node
             or not is_plain_branch(self._ref)
             or any(c in settings.author_name + settings.author_email for c in "<>\n\0")
@@ -546,6 +552,8 @@ class OutcomeStream:
                 if data is None:
                     data = _data_of(f)
                     if data is None:
+                        if parent is not None:
+                            return None  # fast-import keeps a reused one from the parent's tree
                         skipped.add(f.repo_path)
                         continue
                 size += len(data)
@@ -555,7 +563,8 @@ class OutcomeStream:
             tree = pack.tree(blobs)
             if tree is None:
                 return None  # a path git must be asked about
-            commit = pack.commit(tree, self._ident().rstrip(b"\n"), message.encode())
+            parents = () if parent is None else (parent,)
+            commit = pack.commit(tree, self._ident().rstrip(b"\n"), message.encode(), parents)
             pack.write(self._git_dir)
         except (OSError, RunSetupError):
             return None  # fast-import will say what is wrong, if anything still is
