@@ -11,10 +11,12 @@ creates ``run/<run_id>`` when it is done. The executor starts that process with 
 without a parent: at its 100th outcome) and sends each outcome as its node finishes
 (:class:`OutcomeStream`), so git hashes and compresses them on another core while the run goes
 on; a run without a parent that ends with fewer outcomes (or a re-run of a small run) is
-committed by reprise itself, in git's formats, without a process (:mod:`reprise.run.git_pack`); a re-run's commit starts from the earlier run's tree and
-names only what changed, keeping the outcomes it reused. Run ids are unique under a run root and fast-import
-refuses to move an existing branch to an unrelated commit, so many processes can commit under
-one run root at the same time without ``index.lock`` failures or lost commits. Commits carry the
+committed by reprise itself, in git's formats, without a process (:mod:`reprise.run.git_pack`).
+A re-run's commit through fast-import starts from the earlier run's tree and names only what
+changed, keeping the outcomes it reused. Run ids are unique under a run root and a branch is
+never moved (fast-import refuses to move one to an unrelated commit; git_pack creates it under
+its lock or fails), so many processes can commit under one run root at the same time without
+``index.lock`` failures or lost commits. Commits carry the
 configured author (default ``reprise``), never the machine's git identity, and git reads no
 global or system configuration. Writing needs only the ``git`` command; GitPython is imported
 by the readers (diffs, listings) alone.
