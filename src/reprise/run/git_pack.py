@@ -38,6 +38,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 
 from reprise.errors import RunSetupError
+from reprise.run.files import _write_all
 
 __all__ = ["PackBuilder", "can_write_directly", "create_branch", "is_plain_branch"]
 
@@ -271,9 +272,7 @@ def _write_synced(path: str, chunks: list[bytes]) -> None:
     # Read-only, as git makes its pack files; synced, as git syncs packs by default.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     try:
-        view = memoryview(b"".join(chunks))
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, b"".join(chunks))
         os.fsync(fd)
     finally:
         os.close(fd)

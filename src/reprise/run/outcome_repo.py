@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 from reprise.errors import RunSetupError
 from reprise.run import compaction
-from reprise.run.compaction import compact_in_background
 from reprise.run.git_pack import PackBuilder, can_write_directly, create_branch, is_plain_branch
 
 if TYPE_CHECKING:
@@ -305,7 +304,7 @@ class OutcomeRepository:
         _COMMITS_SEEN[git_dir] = seen + 1
         if seen % max(1, compaction.MAX_PACKS // 4):
             return
-        compact_in_background(_git_program(), git_dir, self._command_env)
+        compaction.compact_in_background(_git_program(), git_dir, self._command_env)
 
 
 class OutcomeStream:
