@@ -150,6 +150,18 @@ def test_a_path_git_must_be_asked_about_is_left_to_fast_import(tmp_path: Path, g
     assert [c for c in _calls(git_calls) if "fast-import" in c]
 
 
+@pytest.mark.parametrize(
+    "path", ["", "/a", "a/", "a//b", ".", "a/./b", "a/../b", "..", ".git", "a/.Git/b", "a\nb", "a/b\0"]
+)
+def test_a_path_with_a_component_git_refuses_has_no_direct_tree(path: str) -> None:
+    assert PackBuilder().tree({"ok/outcome.json": b"\0" * 20, path: b"\1" * 20}) is None
+
+
+@pytest.mark.parametrize("path", ["a/.gitx", "a/..b", "a/.b", "x.git/y", "...", "a/b.git"])
+def test_names_that_only_look_like_refused_components_are_written_directly(path: str) -> None:
+    assert PackBuilder().tree({path: b"\1" * 20}) is not None
+
+
 def test_a_branch_is_created_under_its_lock_and_never_moved(tmp_path: Path) -> None:
     repo = OutcomeRepository(tmp_path / "repo")
     git_dir = repo.git_dir()

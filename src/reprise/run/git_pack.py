@@ -49,9 +49,10 @@ _STORED = struct.Struct("<HH")
 _ADLER = struct.Struct(">I")
 #: Objects smaller than this are stored, not compressed (see _deflate).
 _STORE_BELOW = 128
-# A path component left to fast-import: empty, '.', '..', '.git' (any case), NUL or newline. Other
+# A path with a component left to fast-import: empty, '.', '..', '.git' (any case), NUL or newline
+# (one search of the whole path, not one a component). Other
 # names fsck --strict flags (``git~1``, ``.git.``) are written as fast-import writes them.
-_BAD_COMPONENT = re.compile(r"^(|\.|\.\.)$|[\x00\n]|^\.git$", re.IGNORECASE)
+_BAD_COMPONENT = re.compile(r"(?:^|/)(?:|\.|\.\.|\.git)(?:/|$)|[\x00\n]", re.IGNORECASE)
 # A branch git takes as it is (a subset of check-ref-format's rules: run ids are of this form).
 _PLAIN_BRANCH = re.compile(r"refs/heads/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 # The only configuration a repository written here may have: what ``git init`` writes.
@@ -137,6 +138,29 @@ def _deflate(data: bytes, *, compress: bool = True) -> bytes:
     return b"".join(out)
 
 
+# b"<type> %d\0": the header git hashes before an object's body.
+_HEADS = {kind: name + b" %d\0" for kind, name in _TYPE_NAMES.items()}
+
+
+def _entry_head(kind: int, size: int) -> bytes:
+    """A pack entry's header: the type and the size, 4 bits of it and then 7 bits per byte."""
+    if size < 16:
+        return bytes(((kind << 4) | size,))
+    out = bytearray()
+    byte = (kind << 4) | (size & 0x0F)
+    size >>= 4
+    while size:
+        out.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    out.append(byte)
+    return bytes(out)
+
+
+# Entry headers made so far, by (type, size): runs repeat the sizes of their outcomes and trees.
+_ENTRY_HEADS: dict[tuple[int, int], bytes] = {}
+
+
 class PackBuilder:
     """The objects of one commit, in memory until :meth:`write`."""
 
@@ -148,24 +172,14 @@ class PackBuilder:
 
     def _add(self, kind: int, body: bytes) -> bytes:
         size = len(body)
-        sha = hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[kind], size))
-        sha.update(body)
-        digest = sha.digest()
+        digest = hashlib.sha1(_HEADS[kind] % size + body).digest()
         if digest not in self._seen:
             self._seen.add(digest)
-            # Entry header: type and size, the size in 4 bits then 7 bits per byte.
-            if size < 16:
-                head = bytes(((kind << 4) | size,))
-            else:
-                out = bytearray()
-                byte = (kind << 4) | (size & 0x0F)
-                size >>= 4
-                while size:
-                    out.append(byte | 0x80)
-                    byte = size & 0x7F
-                    size >>= 7
-                out.append(byte)
-                head = bytes(out)
+            head = _ENTRY_HEADS.get((kind, size))
+            if head is None:
+                head = _entry_head(kind, size)
+                if size < 65536:  # bounded: a header per small size at most
+                    _ENTRY_HEADS[kind, size] = head
             self._objects.append((digest, head + _deflate(body, compress=kind == _BLOB)))
         return digest
 
@@ -178,32 +192,35 @@ class PackBuilder:
         100644); the root tree's id, or ``None`` if a path is not one git takes as it is."""
         root: dict[str, object] = {}
         for path, blob in files.items():
-            parts = path.split("/")
-            if any(_BAD_COMPONENT.search(p) for p in parts):
+            if _BAD_COMPONENT.search(path):
                 return None
+            *dirs, name = path.split("/")
             node = root
-            for part in parts[:-1]:
-                child = node.setdefault(part, {})
-                if not isinstance(child, dict):
+            for part in dirs:
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+                elif type(child) is not dict:
                     return None  # a file and a directory of the same name
                 node = child
-            if parts[-1] in node:
+            if name in node:
                 return None
-            node[parts[-1]] = blob
+            node[name] = blob
         return self._tree(root).hex()
 
     def _tree(self, entries: Mapping[str, object]) -> bytes:
         items: list[tuple[bytes, bytes]] = []
         for name, value in entries.items():
             raw = name.encode()
-            if isinstance(value, dict):
+            if type(value) is dict:
                 # git orders a directory as if its name ended in "/".
-                items.append((raw + b"/", b"40000 " + raw + b"\0" + self._tree(value)))
+                items.append((raw + b"/", b"40000 %s\0%s" % (raw, self._tree(value))))
             else:
                 assert isinstance(value, bytes)
-                items.append((raw, b"100644 " + raw + b"\0" + value))
-        items.sort(key=lambda item: item[0])
-        return self._add(_TREE, b"".join(entry for _, entry in items))
+                items.append((raw, b"100644 %s\0%s" % (raw, value)))
+        if len(items) > 1:
+            items.sort()  # by name: names are unique, so the entries are never compared
+        return self._add(_TREE, b"".join([entry for _, entry in items]))
 
     def commit(self, tree: str, ident: bytes, message: bytes, parents: Iterable[str] = ()) -> str:
         """Add a commit (``ident``: ``name <email> time +zone``, for author and committer);

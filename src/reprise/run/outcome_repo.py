@@ -392,10 +392,15 @@ class OutcomeStream:
 
     def _start(self) -> None:
         """Start git fast-import and send it what was held for it."""
-        self._held = None
+        held, self._held = self._held, None
         self._proc = self.repo._popen(
             ["-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done"], self._git_dir, stdin=True
         )
+        if held:
+            # Held outcomes were not put in fast-import's form while the run went on (a run
+            # that ends with few needs no git at all): that is done now, in the order sent.
+            for repo_path, data in held.items():
+                self._send_blob(repo_path, data)
         if self._buffer:
             self._flush()
 
@@ -405,6 +410,22 @@ class OutcomeStream:
         :data:`_STREAM_BLOB_MAX` is left for :meth:`finish`, which reads the file."""
         if len(data) > _STREAM_BLOB_MAX:
             return
+        held = self._held
+        if held is not None:
+            # No git yet: the commit may not need one. An outcome sent again for the same
+            # path replaces the one held (as the later ``M`` line would in fast-import).
+            previous = held.pop(repo_path, None)
+            held[repo_path] = data
+            self._held_bytes += len(data) - (0 if previous is None else len(previous))
+            if len(held) >= _DIRECT_MAX or self._held_bytes > _DIRECT_BYTES:
+                self._start()
+            return
+        self._send_blob(repo_path, data)
+        if self._buffered >= _STREAM_CHUNK or self._mark % _STREAM_BLOBS == 0:
+            self._flush()
+
+    def _send_blob(self, repo_path: str, data: bytes) -> None:
+        """Buffer ``data`` as fast-import's blob of ``repo_path`` (and a checkpoint when due)."""
         self._mark += 1
         self._marks[repo_path] = self._mark
         self._buffer.append(b"blob\nmark :%d\ndata %d\n" % (self._mark, len(data)))
@@ -415,15 +436,6 @@ class OutcomeStream:
             self._pending.append((self._mark, repo_path))
             if len(self._pending) >= _CHECKPOINT_BLOBS:
                 self._add_checkpoint([])
-        held = self._held
-        if held is not None:
-            held[repo_path] = data
-            self._held_bytes += len(data)
-            if len(held) < _DIRECT_MAX and self._held_bytes <= _DIRECT_BYTES:
-                return  # no git yet: the commit may not need one
-            self._start()
-        elif self._buffered >= _STREAM_CHUNK or self._mark % _STREAM_BLOBS == 0:
-            self._flush()
 
     def _ident(self) -> bytes:
         s = self.repo.settings
