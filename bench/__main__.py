@@ -241,6 +241,27 @@ def find(
     return None
 
 
+def _gap(results: list[dict[str, Any]], bench: str) -> list[dict[str, Any]]:
+    """Where reprise's median over the floor's goes, in µs per node: what turning git off and
+    turning tracing off each save, and what is left with both off. Differences of medians
+    measured at the same moments (interleaved), so roughly additive, not exactly."""
+    floor_now = find(results, "floor", bench, "bare-loop")
+    configs = {c: find(results, "reprise", bench, c) for c in ("defaults", "git-off", "tracing-off", "bare")}
+    if floor_now is None or any(r is None for r in configs.values()):
+        return []
+    us = {c: r["us_per_node"] for c, r in configs.items() if r is not None}
+    parts = [
+        ("the whole gap (defaults - floor)", us["defaults"] - floor_now["us_per_node"]),
+        ("the git commit (defaults - git-off)", us["defaults"] - us["git-off"]),
+        ("the trace, metrics and logs (defaults - tracing-off)", us["defaults"] - us["tracing-off"]),
+        ("the rest: executor and run records (bare - floor)", us["bare"] - floor_now["us_per_node"]),
+    ]
+    return [
+        {"ratio": f"{bench}: µs per node over the floor, {what}", "value": round(v, 1), "goal": "-", "met": None}
+        for what, v in parts
+    ]
+
+
 def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ratio lines of the issue's goals, each with its goal and whether it is met."""
     out: list[dict[str, Any]] = []
@@ -267,6 +288,13 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             find(results, "floor", bench, "bare-loop"),
             "-",
         )
+        add(
+            f"{bench}: reprise bare (tracing and git off) / floor",
+            find(results, "reprise", bench, "bare"),
+            floor_now,
+            "-",
+        )
+        out.extend(_gap(results, bench))
         add(
             f"{bench}: dhenara-agent / reprise defaults",
             find(results, "dhenara-agent", bench),

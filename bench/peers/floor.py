@@ -99,7 +99,8 @@ def _node(run: _Run, hpath: str, x: int, *, parents: bool = False) -> int:
         for name, data in files:
             _write_atomic(d, name, data)
     else:
-        os.write(run.journal_fd, (json.dumps({"path": hpath, "started_at": time.time(), "input": {"x": x}}) + "\n").encode())
+        line = json.dumps({"path": hpath, "started_at": time.time(), "input": {"x": x}}) + "\n"
+        os.write(run.journal_fd, line.encode())
         out, files = _files(hpath, x)
         head, name = os.path.split(d)
         tmp = f"{head}/.{name}.{_PID}.tmp"

@@ -2,8 +2,9 @@
 
 Configs: ``defaults`` (run directory files, trace/metrics/logs in ``.trace/``, outcomes committed
 to git when the run completes), ``tracing-off`` (``ObservabilitySettings.disabled()``: no
-``.trace/`` files; run directory and git as by default) and ``git-off`` (defaults without the
-outcome repository, to show what the commit costs a run).
+``.trace/`` files; run directory and git as by default), ``git-off`` (defaults without the
+outcome repository, to show what the commit costs a run) and, for the chains, ``bare`` (both
+off: what is left over the floor is the executor's own Python and the run's records).
 
 Every node is ``async def inc(x: int) -> int: return x + 1`` (async, as in every peer, so no
 worker-thread hop), fed by ``Ref`` to the node before it.
@@ -58,6 +59,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "tracing-off": {"observability_settings": ObservabilitySettings.disabled()},
     "git-off": {"outcome_repo": False},
+    # Neither: the executor and the run's own records (journal, node files, metadata, index),
+    # which is what the floor does, plus reprise's Python around it.
+    "bare": {"outcome_repo": False, "observability_settings": ObservabilitySettings.disabled()},
 }
 
 
