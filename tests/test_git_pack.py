@@ -366,3 +366,25 @@ def test_a_rerun_whose_reused_outcome_is_gone_is_left_to_fast_import(tmp_path: P
     assert [c for c in _calls(git_calls) if "fast-import" in c]
     repo = git.Repo(tmp_path / "runs" / "outcome" / tmp_path.name)
     assert repo.commit(f"run/{again}").tree == repo.commit(f"run/{first.run_id}").tree
+
+
+@pytest.mark.parametrize("direct_max", [outcome_repo._DIRECT_MAX, 0])
+def test_a_path_sent_again_too_large_to_stream_commits_the_later_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct_max: int
+) -> None:
+    # The large version is not streamed (the commit reads it); the small one sent before it
+    # was committed in its place, directly and through fast-import alike.
+    monkeypatch.setattr(outcome_repo, "_DIRECT_MAX", direct_max)
+    repo = OutcomeRepository(tmp_path / "repo")
+    stream = repo.open_stream("r")
+    stream.add("root/a/outcome.json", b"old\n")
+    big = b"n" * (outcome_repo._STREAM_BLOB_MAX + 1)
+    stream.add("root/a/outcome.json", big)
+    commit = stream.finish([OutcomeFile("", "root/a/outcome.json", data=big)], message="m")
+    assert commit is not None
+    shown = subprocess.run(
+        [REAL_GIT, f"--git-dir={repo.git_dir()}", "cat-file", "blob", f"{commit}:root/a/outcome.json"],
+        capture_output=True,
+        check=True,
+    )
+    assert shown.stdout == big

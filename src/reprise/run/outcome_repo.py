@@ -409,6 +409,12 @@ class OutcomeStream:
         is among its files). Cheap: the bytes are buffered and written in chunks. Data over
         :data:`_STREAM_BLOB_MAX` is left for :meth:`finish`, which reads the file."""
         if len(data) > _STREAM_BLOB_MAX:
+            # An earlier version of the path sent small must not stand in for this one.
+            self._marks.pop(repo_path, None)
+            if self._held is not None:
+                previous = self._held.pop(repo_path, None)
+                if previous is not None:
+                    self._held_bytes -= len(previous)
             return
         held = self._held
         if held is not None:
