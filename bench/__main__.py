@@ -282,6 +282,12 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rd = find(results, "reprise", bench, "defaults")
         floor_now = find(results, "floor", bench, "bare-loop")
         add(f"{bench}: reprise defaults / floor", rd, floor_now, "<= 1.3", lambda v: v <= 1.3)
+        if rd is not None and floor_now is not None and rd.get("min") and floor_now.get("min"):
+            # The same ratio from each side's fastest run: load from elsewhere inflates medians,
+            # and not always both alike (a 2-core machine); the goal is judged on the medians.
+            value = rd["min"] / floor_now["min"]
+            name = f"{bench}: reprise defaults / floor, by the fastest runs"
+            out.append({"ratio": name, "value": round(value, 3), "goal": "-", "met": None})
         add(
             f"{bench}: reprise tracing-off / floor",
             find(results, "reprise", bench, "tracing-off"),
