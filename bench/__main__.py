@@ -266,10 +266,17 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ratio lines of the issue's goals, each with its goal and whether it is met."""
     out: list[dict[str, Any]] = []
 
-    def add(name: str, a: dict[str, Any] | None, b: dict[str, Any] | None, goal: str, ok: Any = None) -> None:
-        if a is None or b is None:
+    def add(
+        name: str,
+        a: dict[str, Any] | None,
+        b: dict[str, Any] | None,
+        goal: str,
+        ok: Any = None,
+        field: str = "us_per_node",
+    ) -> None:
+        if a is None or b is None or not a.get(field) or not b.get(field):
             return
-        value = a["us_per_node"] / b["us_per_node"]
+        value = a[field] / b[field]
         out.append({"ratio": name, "value": round(value, 3), "goal": goal, "met": ok(value) if ok else None})
 
     for bench in ("chain-200", "chain-2000"):
@@ -282,12 +289,9 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rd = find(results, "reprise", bench, "defaults")
         floor_now = find(results, "floor", bench, "bare-loop")
         add(f"{bench}: reprise defaults / floor", rd, floor_now, "<= 1.3", lambda v: v <= 1.3)
-        if rd is not None and floor_now is not None and rd.get("min") and floor_now.get("min"):
-            # The same ratio from each side's fastest run: load from elsewhere inflates medians,
-            # and not always both alike (a 2-core machine); the goal is judged on the medians.
-            value = rd["min"] / floor_now["min"]
-            name = f"{bench}: reprise defaults / floor, by the fastest runs"
-            out.append({"ratio": name, "value": round(value, 3), "goal": "-", "met": None})
+        # The same ratio from each side's fastest run: load from elsewhere inflates medians,
+        # and not always both alike (a 2-core machine); the goal is judged on the medians.
+        add(f"{bench}: reprise defaults / floor, by the fastest runs", rd, floor_now, "-", field="min")
         add(
             f"{bench}: reprise tracing-off / floor",
             find(results, "reprise", bench, "tracing-off"),

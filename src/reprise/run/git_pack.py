@@ -49,10 +49,10 @@ _STORED = struct.Struct("<HH")
 _ADLER = struct.Struct(">I")
 #: Objects smaller than this are stored, not compressed (see _deflate).
 _STORE_BELOW = 128
-# A path with a component left to fast-import: empty, '.', '..', '.git' (any case), NUL or newline
-# (one search of the whole path, not one a component). Other
-# names fsck --strict flags (``git~1``, ``.git.``) are written as fast-import writes them.
-_BAD_COMPONENT = re.compile(r"(?:^|/)(?:|\.|\.\.|\.git)(?:/|$)|[\x00\n]", re.IGNORECASE)
+# A path with a component left to fast-import: empty, '.', '..', '.git' (any case), NUL or
+# newline, found by one search of the whole path. Other names fsck --strict flags (``git~1``,
+# ``.git.``) are written as fast-import writes them.
+_BAD_PATH = re.compile(r"(?:^|/)(?:|\.|\.\.|\.git)(?:/|$)|[\x00\n]", re.IGNORECASE)
 # A branch git takes as it is (a subset of check-ref-format's rules: run ids are of this form).
 _PLAIN_BRANCH = re.compile(r"refs/heads/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 # The only configuration a repository written here may have: what ``git init`` writes.
@@ -157,9 +157,6 @@ def _entry_head(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
-# Entry headers made so far, by (type, size): runs repeat the sizes of their outcomes and trees.
-_ENTRY_HEADS: dict[tuple[int, int], bytes] = {}
-
 
 class PackBuilder:
     """The objects of one commit, in memory until :meth:`write`."""
@@ -175,12 +172,7 @@ class PackBuilder:
         digest = hashlib.sha1(_HEADS[kind] % size + body).digest()
         if digest not in self._seen:
             self._seen.add(digest)
-            head = _ENTRY_HEADS.get((kind, size))
-            if head is None:
-                head = _entry_head(kind, size)
-                if size < 65536:  # bounded: a header per small size at most
-                    _ENTRY_HEADS[kind, size] = head
-            self._objects.append((digest, head + _deflate(body, compress=kind == _BLOB)))
+            self._objects.append((digest, _entry_head(kind, size) + _deflate(body, compress=kind == _BLOB)))
         return digest
 
     def blob(self, data: bytes) -> bytes:
@@ -192,7 +184,7 @@ class PackBuilder:
         100644); the root tree's id, or ``None`` if a path is not one git takes as it is."""
         root: dict[str, object] = {}
         for path, blob in files.items():
-            if _BAD_COMPONENT.search(path):
+            if _BAD_PATH.search(path):
                 return None
             *dirs, name = path.split("/")
             node = root

@@ -411,24 +411,27 @@ class OutcomeStream:
         if len(data) > _STREAM_BLOB_MAX:
             # An earlier version of the path sent small must not stand in for this one.
             self._marks.pop(repo_path, None)
-            if self._held is not None:
-                previous = self._held.pop(repo_path, None)
-                if previous is not None:
-                    self._held_bytes -= len(previous)
+            self._drop_held(repo_path)
             return
         held = self._held
         if held is not None:
             # No git yet: the commit may not need one. An outcome sent again for the same
             # path replaces the one held (as the later ``M`` line would in fast-import).
-            previous = held.pop(repo_path, None)
+            self._drop_held(repo_path)
             held[repo_path] = data
-            self._held_bytes += len(data) - (0 if previous is None else len(previous))
+            self._held_bytes += len(data)
             if len(held) >= _DIRECT_MAX or self._held_bytes > _DIRECT_BYTES:
                 self._start()
             return
         self._send_blob(repo_path, data)
         if self._buffered >= _STREAM_CHUNK or self._mark % _STREAM_BLOBS == 0:
             self._flush()
+
+    def _drop_held(self, repo_path: str) -> None:
+        held = self._held
+        previous = None if held is None else held.pop(repo_path, None)
+        if previous is not None:
+            self._held_bytes -= len(previous)
 
     def _send_blob(self, repo_path: str, data: bytes) -> None:
         """Buffer ``data`` as fast-import's blob of ``repo_path`` (and a checkpoint when due)."""
