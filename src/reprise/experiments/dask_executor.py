@@ -1,4 +1,4 @@
-"""DaskExecutor: items on a Dask distributed cluster (install ``reprise[dask]``).
+"""DaskExecutor: items on a Dask distributed cluster (install ``reprise-agents[dask]``).
 
 ::
 
@@ -62,7 +62,7 @@ def _import_distributed() -> Any:
         import distributed
     except ImportError:
         raise ExperimentError(
-            "the Dask executor needs the 'distributed' package: pip install 'reprise[dask]'"
+            "the Dask executor needs the 'distributed' package: pip install 'reprise-agents[dask]'"
         ) from None
     return distributed
 
