@@ -143,3 +143,31 @@ async def test_timeout_and_an_existing_client(cluster: Any, tmp_path: Path) -> N
     assert slow["error_type"] == "ItemTimeoutError"
     assert (tmp_path / "runs" / slow["run_id"] / ".trace" / "metadata.json").is_file()
     await anyio.sleep(0)
+
+
+async def test_workers_with_two_threads_load_a_file_target_once(tmp_path: Path) -> None:
+    """Workers with two threads start two items at once, and both load the file target: each
+    must get the whole module (its body sleeps to keep the loading window open)."""
+    (tmp_path / "dask_slow_flows.py").write_text(
+        "import threading, time\n"
+        "from reprise import FlowDefinition, Initial\n"
+        "time.sleep(0.5)\n"
+        "def answer(q: str) -> dict:\n"
+        "    return {'answer': q.upper(), 'thread': threading.get_ident()}\n"
+        "flow = FlowDefinition('slowload').node('answer', answer, inputs={'q': Initial('q')})\n"
+    )
+    with distributed.LocalCluster(
+        # A dashboard on a free port: the module's cluster may hold the default one.
+        n_workers=2, processes=True, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0"
+    ) as local_cluster:
+        summary = await Experiment(
+            "dask_slow_flows.py:flow",
+            [{"id": str(i), "initial_inputs": {"q": f"q{i}"}} for i in range(8)],
+            project_root=tmp_path,
+            max_concurrency=4,
+            outcome_repo=False,
+            executor=DaskExecutor(local_cluster.scheduler_address),
+        ).run()
+    lines = [json.loads(line) for line in (Path(summary.path) / "runs.jsonl").read_text().splitlines()]
+    assert [(line["status"], line["error_message"]) for line in lines] == [("completed", None)] * 8
+    assert sorted(line["outcome"]["answer"] for line in lines) == [f"Q{i}" for i in range(8)]

@@ -29,3 +29,33 @@ def test_file_and_module_references(tmp_path: Path) -> None:
     ]:
         with pytest.raises(TargetError, match=message):
             import_target(ref, tmp_path)
+
+
+def test_threads_loading_the_same_file_target_all_get_it(tmp_path: Path) -> None:
+    """Dask workers with several threads load a file target from many threads at once: none may
+    see the module before its body has run (the body sleeps to keep that window open)."""
+    import threading
+
+    (tmp_path / "slow_flows.py").write_text(
+        "import time\n"
+        "from reprise import FlowDefinition\n"
+        "time.sleep(0.3)\n"
+        "flow = FlowDefinition('slow').node('a', lambda: 1)\n"
+    )
+    barrier = threading.Barrier(8)
+    got: list[object] = []
+
+    def load() -> None:
+        barrier.wait()
+        try:
+            got.append(import_target("slow_flows.py:flow", tmp_path))
+        except TargetError as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [type(obj).__name__ for obj in got] == ["FlowDefinition"] * 8
+    assert len({id(obj) for obj in got}) == 1  # one module, loaded once

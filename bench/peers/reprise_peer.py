@@ -291,7 +291,7 @@ async def main() -> None:
     if args.benchmark.startswith("_rss-"):
         await rss_main(int(args.benchmark.removeprefix("_rss-")), args.tmp)
         return
-    report = Report("reprise", ("reprise", "opentelemetry-sdk", "pydantic", "anyio"))
+    report = Report("reprise", ("reprise-agents", "opentelemetry-sdk", "pydantic", "anyio"))
     runs = Runs(args.tmp)
     b = args.benchmark
     if b in CHAIN_SIZES:

@@ -7,6 +7,12 @@ the same way:
 * ``path/to/flows.py:name`` - the file (relative to a base directory) loaded as the module
   ``reprise_target_<stem>``, registered in ``sys.modules`` so what it defines pickles by
   reference and its ``if __name__ == "__main__":`` block does not run.
+
+Loading a file is safe from many threads at once (a Dask worker with several threads starts
+several items together): the module sits in ``sys.modules`` while its body runs, as any
+imported module does, so a thread that only checked ``sys.modules`` could take a module whose
+names are not defined yet. A module counts as loaded only once its body has finished, and one
+lock per process serialises the loading itself.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import importlib
 import importlib.util
 import re
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,6 +39,11 @@ TARGET_TAG = "reprise.target"
 PROJECT_TAG = "reprise.project_root"
 
 _ATTR = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
+
+# Re-entrant: a target file may itself load another target file while its body runs.
+_LOAD_LOCK = threading.RLock()
+# Module name -> the module whose body finished running (what sys.modules alone cannot tell).
+_LOADED: dict[str, ModuleType] = {}
 
 
 def split_reference(ref: str) -> tuple[str, str]:
@@ -61,22 +73,37 @@ def attribute(module: ModuleType, attr: str, ref: str) -> Container:
 
 
 def load_file_module(path: Path) -> ModuleType:
-    """Load a Python file as the module ``reprise_target_<stem>``, once per process."""
+    """Load a Python file as the module ``reprise_target_<stem>``, once per process; threads
+    loading it at the same time all get it after its body has run."""
     name = "reprise_target_" + re.sub(r"\W", "_", path.stem)
     module = sys.modules.get(name)
-    if module is not None and getattr(module, "__file__", None) == str(path):
+    if module is not None and _LOADED.get(name) is module and _is_from(module, path):
         return module
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise TargetError(f"cannot load {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise TargetError(f"loading {path} failed: {type(exc).__name__}: {exc}") from exc
+    with _LOAD_LOCK:
+        # Under the lock no other thread is running a body: a module found here was loaded
+        # while this thread waited, or is this thread's own (a file that loads itself gets the
+        # partly run module, as a circular import does).
+        module = sys.modules.get(name)
+        if module is not None and _is_from(module, path):
+            return module
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise TargetError(f"cannot load {path} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        # Published while its body runs, as importlib does: dataclasses, typing and pickle look
+        # the module up by name. Other threads wait on the lock, not on sys.modules.
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise TargetError(f"loading {path} failed: {type(exc).__name__}: {exc}") from exc
+        _LOADED[name] = module
     return module
+
+
+def _is_from(module: ModuleType, path: Path) -> bool:
+    return getattr(module, "__file__", None) == str(path)
 
 
 def import_target(ref: str, base: Path | None = None) -> Container:

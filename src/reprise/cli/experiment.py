@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="EXECUTOR",
         help="local (worker processes, default), inline (one process, no crash isolation) or "
-        "dask://HOST:PORT (a Dask scheduler; needs reprise[dask])",
+        "dask://HOST:PORT (a Dask scheduler; needs reprise-agents[dask])",
     )
     p.add_argument("--project-root", metavar="DIR", help="the project directory, imported from (default: .)")
     p.add_argument(

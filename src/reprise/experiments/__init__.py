@@ -8,8 +8,9 @@
     summary = await Experiment(flow, items, executor=DaskExecutor("dask://10.0.0.5:8786")).run()
     summary = await Experiment.resume("experiments/review_20250301_142233")
 
-See ``docs/experiments.md``. :class:`DaskExecutor` needs ``pip install 'reprise[dask]'``; it is
-imported from here lazily, so ``import reprise.experiments`` does not import Dask.
+See ``docs/experiments.md``. :class:`DaskExecutor` needs
+``pip install 'reprise-agents[dask]'``; it is imported from here lazily, so
+``import reprise.experiments`` does not import Dask.
 """
 
 from __future__ import annotations

@@ -1,16 +1,18 @@
-"""DaskExecutor: items on a Dask distributed cluster (install ``reprise[dask]``).
+"""DaskExecutor: items on a Dask distributed cluster (install ``reprise-agents[dask]``).
 
 ::
 
     summary = await Experiment(flow, "inputs.yaml", executor=DaskExecutor("tcp://10.0.0.5:8786")).run()
 
 Each item is one Dask task that runs the item inside its own ``anyio.run`` in a worker thread,
-so the item's code never blocks the worker's event loop. The task returns the item's result,
-with its error (original type and cause chain) and, by default, the run directory packed as a
-tar: the client unpacks it under its own run root and commits the outcomes to git. The client
-alone writes the experiment's files and commits. With ``shared_filesystem=True`` workers write
-run directories straight into the client's run root instead (a path that must be the same,
-shared directory on every worker); the client still commits.
+so the item's code never blocks the worker's event loop; a worker with several threads
+(``--nthreads``) runs that many items at once, and they load the target once per process.
+The task returns the item's result, with its error (original type and cause chain) and, by
+default, the run directory packed as a tar: the client unpacks it under its own run root and
+commits the outcomes to git. The client alone writes the experiment's files and commits. With
+``shared_filesystem=True`` workers write run directories straight into the client's run root
+instead (a path that must be the same, shared directory on every worker); the client still
+commits.
 
 A worker process that dies while running an item (``os._exit``, a segfault, out of memory)
 reaches the client as Dask's ``KilledWorker`` once the scheduler has given up on the task
@@ -60,7 +62,7 @@ def _import_distributed() -> Any:
         import distributed
     except ImportError:
         raise ExperimentError(
-            "the Dask executor needs the 'distributed' package: pip install 'reprise[dask]'"
+            "the Dask executor needs the 'distributed' package: pip install 'reprise-agents[dask]'"
         ) from None
     return distributed
 

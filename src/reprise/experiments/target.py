@@ -31,6 +31,7 @@ from reprise.experiments.errors import ExperimentError
 __all__ = ["TargetSpec", "import_target"]
 
 # Resolved targets of this process: a worker resolves each target once, not once per item.
+# Threads of one worker may resolve the same target together; the first one stored wins.
 _RESOLVED: dict[str, Container] = {}
 
 
@@ -129,8 +130,7 @@ class TargetSpec:
         else:
             assert self.ref is not None
             target = import_target(self.ref)
-        _RESOLVED[key] = target
-        return target
+        return _RESOLVED.setdefault(key, target)
 
 
 def _find_reference(target: Container) -> tuple[str, str | None] | None:

@@ -1,8 +1,8 @@
 """Live OTLP export (HTTP or gRPC) of a run's spans, metrics and logs to any collector.
 
-Loaded only when an endpoint is configured; needs the extra ``reprise[otlp]``. Every queue here
-is large (64k items) because the SDK defaults (2,048) silently drop data under bursts; the run's
-own files in ``.trace/`` never depend on these queues.
+Loaded only when an endpoint is configured; needs the extra ``reprise-agents[otlp]``. Every
+queue here is large (64k items) because the SDK defaults (2,048) silently drop data under
+bursts; the run's own files in ``.trace/`` never depend on these queues.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _exporter(settings: ObservabilitySettings, signal: str, endpoint: str) -> An
 
         return HttpLogs(endpoint=endpoint, headers=headers)
     except ImportError as exc:
-        raise RunSetupError(f"live OTLP export needs the extra: pip install 'reprise[otlp]' ({exc})") from None
+        raise RunSetupError(f"live OTLP export needs the extra: pip install 'reprise-agents[otlp]' ({exc})") from None
 
 
 def live_span_processor(settings: ObservabilitySettings, endpoint: str) -> SpanProcessor:

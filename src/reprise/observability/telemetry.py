@@ -223,7 +223,7 @@ def _preflight(settings: ObservabilitySettings) -> None:
         if not found:
             raise RunSetupError(
                 f"live OTLP export ({signal} over {settings.resolved_protocol(signal)}) needs the extra: "
-                "pip install 'reprise[otlp]'"
+                "pip install 'reprise-agents[otlp]'"
             )
 
 

@@ -1,8 +1,8 @@
 """Model providers: the small interface an :class:`~reprise.dsl.nodes.AIModelNode` calls.
 
 A provider turns a :class:`ModelRequest` into a :class:`ModelResponse`. Two ship with reprise,
-both on the official SDKs, imported only when a call is made (``pip install 'reprise[openai]'``,
-``'reprise[anthropic]'``):
+both on the official SDKs, imported only when a call is made
+(``pip install 'reprise-agents[openai]'``, ``'reprise-agents[anthropic]'``):
 
 * :class:`OpenAIChatProvider` - ``/v1/chat/completions`` of OpenAI or any OpenAI-compatible
   server (vLLM, Ollama, llama.cpp server) named by ``base_url``;
@@ -156,7 +156,9 @@ def _import_sdk(module: str, extra: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise NodeExecutionError(f"the {module!r} package is not installed: pip install 'reprise[{extra}]'") from None
+        raise NodeExecutionError(
+            f"the {module!r} package is not installed: pip install 'reprise-agents[{extra}]'"
+        ) from None
 
 
 def _server(base_url: str | None, default: str) -> str:
