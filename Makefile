@@ -29,9 +29,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## bench: reprise vs its peers and the file-system floor (first run installs the peers); BENCH_ARGS=--quick
 bench: $(STAMP)

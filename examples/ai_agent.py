@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from reprise import FlowDefinition, FlowRunner, Initial, Ref, RepriseError, RunContext, RunResult
-from reprise.dsl.nodes import AIModelNode, FileChanges, FileOperationNode, FolderAnalysis, FolderAnalyzerNode
+from reprise.nodes import AIModelNode, FileChanges, FileOperationNode, FolderAnalysis, FolderAnalyzerNode
 
 __all__ = ["Briefing", "EndpointSettings", "build_flow", "endpoint_from_env", "main"]
 

@@ -22,8 +22,8 @@ import pytest
 from pydantic import BaseModel
 
 from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFailedError
-from reprise.dsl.nodes import AIModelNode, PriceTable, register_price
-from reprise.dsl.nodes.pricing import DEFAULT_PRICES
+from reprise.nodes import AIModelNode, PriceTable, register_price
+from reprise.nodes.pricing import DEFAULT_PRICES
 
 pytestmark = pytest.mark.anyio
 
@@ -365,7 +365,7 @@ def test_retry_after_values() -> None:
     from datetime import UTC, datetime
     from email.utils import format_datetime
 
-    from reprise.dsl.nodes.providers import retry_after_seconds
+    from reprise.nodes.providers import retry_after_seconds
 
     now = 1_800_000_000.0
     date = format_datetime(datetime.fromtimestamp(now + 7, UTC), usegmt=True)
@@ -378,7 +378,7 @@ def test_retry_after_values() -> None:
 
 
 def test_retry_after_header_odd_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reprise.dsl.nodes.providers import retry_after_seconds
+    from reprise.nodes.providers import retry_after_seconds
 
     # A dict spelled as HTTP spells it (a provider's own error, a test double) is read too.
     assert retry_after_seconds({"Retry-After": "3"}) == 3.0
@@ -551,7 +551,7 @@ def test_register_price_extends_the_default_table() -> None:
 
 def test_import_reprise_imports_no_model_sdk() -> None:
     code = (
-        "import reprise, reprise.dsl.nodes, sys; "
+        "import reprise, reprise.nodes, sys; "
         "assert 'openai' not in sys.modules and 'anthropic' not in sys.modules, "
         "[m for m in sys.modules if m.startswith(('openai', 'anthropic'))]"
     )

@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from reprise import FlowDefinition, FlowRunner, RunContext, RunFailedError
-from reprise.dsl.nodes import CommandNode, CommandResult
-from reprise.dsl.nodes.command import OutputBuffer
 from reprise.errors import DefinitionError
+from reprise.nodes import CommandNode, CommandResult
+from reprise.nodes.command import OutputBuffer
 
 pytestmark = pytest.mark.anyio
 PY = sys.executable

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFailedError
-from reprise.dsl.nodes import (
+from reprise.errors import DefinitionError, NodeExecutionError
+from reprise.nodes import (
     CreateFile,
     DeleteFile,
     DiffFile,
@@ -26,10 +27,9 @@ from reprise.dsl.nodes import (
     PatchFile,
     UpdateFile,
 )
-from reprise.dsl.nodes.file_ops import apply_unified_diff, confine
-from reprise.dsl.nodes.folder_analyzer import FolderAnalysisOptions, analyze_folder
-from reprise.dsl.nodes.gitignore import IgnoreRules, parse_gitignore
-from reprise.errors import DefinitionError, NodeExecutionError
+from reprise.nodes.file_ops import apply_unified_diff, confine
+from reprise.nodes.folder_analyzer import FolderAnalysisOptions, analyze_folder
+from reprise.nodes.gitignore import IgnoreRules, parse_gitignore
 
 pytestmark = pytest.mark.anyio
 
@@ -629,7 +629,7 @@ def test_diffs_with_little_context_apply_back(seed: int, context: int) -> None:
 async def test_a_large_files_recorded_diff_is_exact(
     last_newline: bool, base: Path, make_context: Callable[..., RunContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reprise.dsl.nodes import file_ops
+    from reprise.nodes import file_ops
 
     made_by_git: list[bool] = []
     original = file_ops._git_diff

@@ -16,8 +16,8 @@ import pytest
 from pydantic import BaseModel
 
 from reprise import FlowDefinition, FlowRunner, Ref, RunContext, RunFailedError
-from reprise.dsl.nodes import HumanInputNode, InputRequest
 from reprise.errors import DefinitionError
+from reprise.nodes import HumanInputNode, InputRequest
 
 pytestmark = pytest.mark.anyio
 
@@ -147,7 +147,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     from pydantic import BaseModel
     from reprise import FlowDefinition, FlowRunner, RunContext, Ref
-    from reprise.dsl.nodes import HumanInputNode, terminal_input_handler
+    from reprise.nodes import HumanInputNode, terminal_input_handler
 
     class Approval(BaseModel):
         plan: str

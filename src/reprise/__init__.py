@@ -9,8 +9,7 @@
                                          initial_inputs={"n": 21})).run_sync()
 """
 
-__version__ = "0.1.0"
-
+from reprise._version import __version__
 from reprise.api import Api
 from reprise.dsl import (
     AgentDefinition,
@@ -20,6 +19,7 @@ from reprise.dsl import (
     HierarchyPath,
     Initial,
     Node,
+    NodeContext,
     NodeSettings,
     Ref,
     Template,
@@ -40,7 +40,7 @@ from reprise.errors import (
 )
 from reprise.observability import ObservabilitySettings
 from reprise.run import RunContext, RunDirectory, RunStatus
-from reprise.runners import AgentRunner, FlowRunner, NodeContext, RunResult
+from reprise.runners import AgentRunner, FlowRunner, RunResult
 from reprise.tracking import AlertLevel, alert, log
 
 __all__ = [

@@ -36,8 +36,6 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,10 +43,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprise.errors import RepriseError
+from reprise.run.current import current_scope, enter_scope, exit_scope, running_in
 
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
-    from reprise.runners.node_context import NodeContext
+    from reprise.runners.node_context import ExecutorNodeContext as NodeContext
 
 __all__ = [
     "ALERTS_FILE",
@@ -70,13 +69,6 @@ __all__ = [
 
 USER_METRICS_FILE = "user_metrics.jsonl"
 ALERTS_FILE = "alerts.jsonl"
-
-#: The run (or the node, which knows its run) that ``log``/``alert`` write to when no run is
-#: passed. Set by the runner for a run's duration, by the executor around each node and by
-#: ``with RunContext(...)``; task groups and worker threads inherit it, so parallel branches
-#: and sync nodes see the right run, and two runs in one process never see each other's.
-_CURRENT: ContextVar[RunContext | NodeContext | None] = ContextVar("reprise_current_run", default=None)
-
 
 class AlertLevel(StrEnum):
     """How serious an alert is. ``ERROR``: stop and change approach; ``WARN``: something
@@ -112,35 +104,10 @@ _LOG_METHOD = {AlertLevel.INFO: "info", AlertLevel.WARN: "warning", AlertLevel.E
 # -- the current run ---------------------------------------------------------------------------
 def current_run() -> RunContext | None:
     """The run ``log``/``alert`` write to when none is passed, or ``None`` outside a run."""
-    scope = _CURRENT.get()
+    scope = current_scope()
     if scope is None:
         return None
     return _split(scope)[0]
-
-
-@contextmanager
-def running_in(scope: RunContext | NodeContext) -> Iterator[None]:
-    """Make ``scope`` the current run (or node) inside the ``with`` block."""
-    token = _CURRENT.set(scope)
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
-
-
-def enter_scope(scope: RunContext | NodeContext) -> Token[RunContext | NodeContext | None]:
-    """Make ``scope`` current until :func:`exit_scope` with the returned token (for code that
-    cannot use a ``with`` block, such as ``RunContext.__enter__``)."""
-    return _CURRENT.set(scope)
-
-
-def exit_scope(token: Token[RunContext | NodeContext | None]) -> None:
-    """Undo :func:`enter_scope`. A token from another context (a ``with RunContext`` entered in
-    one task and left in another) is ignored rather than raising in the user's exit path."""
-    try:
-        _CURRENT.reset(token)
-    except ValueError:
-        pass
 
 
 def _split(scope: RunContext | NodeContext) -> tuple[RunContext, NodeContext | None]:
@@ -152,7 +119,7 @@ def _split(scope: RunContext | NodeContext) -> tuple[RunContext, NodeContext | N
 
 
 def _resolve(run: RunContext | NodeContext | None, what: str) -> tuple[RunContext, NodeContext | None]:
-    scope = run if run is not None else _CURRENT.get()
+    scope = run if run is not None else current_scope()
     if scope is None:
         raise RepriseError(
             f"reprise.{what}() found no current run: call it inside a node, inside "

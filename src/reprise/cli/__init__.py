@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``reprise`` command with every registered sub-command."""
-    from reprise import __version__
+    from reprise._version import __version__
 
     parser = _Parser(
         prog="reprise",

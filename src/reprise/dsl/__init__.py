@@ -1,6 +1,7 @@
 """What to run: nodes, flows, agents, hierarchy paths and value sources."""
 
 from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
+from reprise.dsl.context import NodeContext
 from reprise.dsl.definition import DefinitionIndex, definition_path, validate_definition
 from reprise.dsl.elements import (
     ConditionalElement,
@@ -31,6 +32,7 @@ __all__ = [
     "HierarchyPath",
     "Initial",
     "Node",
+    "NodeContext",
     "NodeElement",
     "NodeSettings",
     "ParallelElement",

@@ -21,11 +21,14 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from reprise.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from reprise.dsl.context import NodeContext
 
 __all__ = ["FunctionNode", "Node", "NodeSettings", "node"]
 
@@ -74,10 +77,10 @@ class Node:
     #: Whether :meth:`run` takes the node context (``ctx``) as second argument.
     wants_context: bool = True
     #: Whether the node asks for its input (a person, through the run's input handlers) when no
-    #: static input is registered for it. See :mod:`reprise.dsl.nodes.human_input`.
+    #: static input is registered for it. See :mod:`reprise.nodes.human_input`.
     input_required: bool = False
 
-    async def run(self, input: BaseModel | None, ctx: Any) -> Any:  # pragma: no cover - abstract
+    async def run(self, input: BaseModel | None, ctx: NodeContext) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def validate_outcome(self, outcome: Any) -> Any:
@@ -209,7 +212,7 @@ class FunctionNode(Node):
     def name(self) -> str:
         return getattr(self.fn, "__qualname__", repr(self.fn))
 
-    def _call(self, input: BaseModel | None, ctx: Any) -> Any:
+    def _call(self, input: BaseModel | None, ctx: NodeContext) -> Any:
         sig = self._sig
         kwargs: dict[str, Any]
         if sig.model_param:
@@ -222,7 +225,7 @@ class FunctionNode(Node):
             kwargs[sig.ctx_param] = ctx
         return self.fn(**kwargs)
 
-    async def run(self, input: BaseModel | None, ctx: Any) -> Any:
+    async def run(self, input: BaseModel | None, ctx: NodeContext) -> Any:
         if self._is_async:
             return await self._call(input, ctx)
         if self.thread:

@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from reprise import __version__
+from reprise._version import __version__
 from reprise.dsl.container import Container
 from reprise.dsl.paths import validate_id
 from reprise.errors import DefinitionError, RepriseError

@@ -563,7 +563,7 @@ def finalize_lost_run(
             return  # stopped before its run began: resume runs it, nothing to record
         run = RunDirectory.create(run_root, job.run_id_prefix)
         pid, pid_start = pid_info()
-        from reprise import __version__
+        from reprise._version import __version__
         from reprise.run.directory import INITIAL_INPUTS_FILE
 
         meta = RunMetadata(

@@ -51,7 +51,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Status, StatusCode
 
-from reprise import __version__
+from reprise._version import __version__
 from reprise.dsl.definition import definition_path
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RepriseError, RunSetupError

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from reprise import __version__
+from reprise._version import __version__
 from reprise.dsl.definition import DefinitionIndex
 from reprise.dsl.node import validation_summary
 from reprise.dsl.paths import HierarchyPath, validate_id
 from reprise.errors import DefinitionError, RepriseError, RunSetupError, StaticInputError
+from reprise.run.current import enter_scope, exit_scope
 from reprise.run.directory import (
     INITIAL_INPUTS_FILE,
     STATIC_INPUTS_FILE,
@@ -50,10 +51,9 @@ from reprise.run.outcome_repo import (
 )
 from reprise.run.reused import write_trace_file
 from reprise.run.status import HOST, RunStatus
-from reprise.tracking import enter_scope, exit_scope
 
 if TYPE_CHECKING:
-    from reprise.dsl.nodes.human_input import InputHandler
+    from reprise.nodes.human_input import InputHandler
     from reprise.observability.settings import ObservabilitySettings
     from reprise.observability.telemetry import RunTelemetry
 
@@ -389,7 +389,7 @@ class RunContext:
 
     # -- human input -----------------------------------------------------------------------
     def register_input_handler(self, handler: InputHandler, node: str | None = None) -> None:
-        """Supply the input of nodes with ``input_required`` (see ``reprise.dsl.nodes.human_input``):
+        """Supply the input of nodes with ``input_required`` (see ``reprise.nodes.human_input``):
         ``handler`` is ``async (InputRequest) -> mapping | model``, for the node ``node`` (id or
         path) or, with ``node=None``, for every node without a handler of its own. A static input
         still wins: the handler is only asked for nodes that have none."""

@@ -1,7 +1,6 @@
 """How it runs: FlowRunner, AgentRunner and the executor behind them."""
 
-from reprise.runners.node_context import NodeContext
 from reprise.runners.result import RunResult
 from reprise.runners.runner import AgentRunner, ComponentRunner, FlowRunner
 
-__all__ = ["AgentRunner", "ComponentRunner", "FlowRunner", "NodeContext", "RunResult"]
+__all__ = ["AgentRunner", "ComponentRunner", "FlowRunner", "RunResult"]

@@ -33,14 +33,14 @@ from reprise.dsl.node import NodeSettings, validation_summary
 from reprise.dsl.paths import HierarchyPath
 from reprise.dsl.sources import Source, resolve_value
 from reprise.errors import NodeExecutionError, NodeInputError, RepriseError, TemplateError
+from reprise.run.current import enter_scope, exit_scope
 from reprise.run.directory import INPUT_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
 from reprise.run.files import dump_json, write_bytes_atomic, write_new_dir
 from reprise.run.journal import NodeJournal
 from reprise.run.reused import OUTCOMES_FILE, outcomes_document, write_trace_file
 from reprise.run.status import ElementStatus
 from reprise.runners.frame import Frame
-from reprise.runners.node_context import NodeContext
-from reprise.tracking import enter_scope, exit_scope
+from reprise.runners.node_context import ExecutorNodeContext
 
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
@@ -491,9 +491,19 @@ class Executor:
             data = {k: self._resolve(v, frame, path, f"input {k!r}") for k, v in bindings.items()}
         if el.node.input_required:
             # The node asks for its input (a person, through the run's input handler).
-            from reprise.dsl.nodes.human_input import request_input
+            from reprise.nodes.human_input import request_input
 
-            data = await request_input(self.ctx, el.node, path, dpath, data, frame)
+            tel = self.ctx.telemetry
+            data = await request_input(
+                self.ctx.input_handler_for(dpath),
+                el.node,
+                path,
+                dpath,
+                data,
+                frame,
+                run_id=self.ctx.run_id,
+                logger=tel.logger if tel is not None else None,
+            )
         try:
             if isinstance(data, model):
                 return data
@@ -505,7 +515,9 @@ class Executor:
                 f"input does not validate against {model.__name__}: {validation_summary(exc)}", path=str(path)
             ) from None
 
-    async def _run_in_span(self, node: Any, inp: Any, nctx: NodeContext, span: Any, timeout: float | None) -> Any:
+    async def _run_in_span(
+        self, node: Any, inp: Any, nctx: ExecutorNodeContext, span: Any, timeout: float | None
+    ) -> Any:
         """Run the node with its span as the current OpenTelemetry span, so spans that libraries
         open with the global tracer nest under it. Only when the user forwards our spans to their
         global provider: otherwise nothing could see those spans, and it costs time per node."""
@@ -543,7 +555,7 @@ class Executor:
         status = ElementStatus.FAILED
         error: BaseException | None = None
         outcome: Any = None
-        nctx: NodeContext | None = None
+        nctx: ExecutorNodeContext | None = None
         scope: Any = None
         input_json: bytes | None = None
         outcome_json: bytes | None = None
@@ -553,7 +565,7 @@ class Executor:
             input_json = dump_json(input_data)
             if self._journal is not None:
                 self._journal.started(str(path), started_at, input_data)
-            nctx = NodeContext(path, self.ctx, node_dir, span, frame, input_json)
+            nctx = ExecutorNodeContext(path, self.ctx, node_dir, span, frame, input_json)
             scope = enter_scope(nctx)  # reprise.log()/alert() called by the node name this node
             max_attempts = settings.retries + 1
             while True:

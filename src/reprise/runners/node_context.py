@@ -1,4 +1,4 @@
-"""NodeContext: what a running node can reach (its ``ctx`` parameter)."""
+"""The runners' implementation of :class:`reprise.dsl.context.NodeContext`."""
 
 from __future__ import annotations
 
@@ -21,18 +21,11 @@ if TYPE_CHECKING:
     from reprise.run.context import RunContext
     from reprise.tracking import AlertLevel
 
-__all__ = ["NodeContext"]
+__all__ = ["ExecutorNodeContext"]
 
 
-class NodeContext:
-    """Handed to a node function that declares a ``ctx`` parameter.
-
-    >>> async def fetch(url: str, ctx: NodeContext) -> str:
-    ...     ctx.logger.info("fetching", url=url)
-    ...     ctx.metric("bytes", 1234)
-    ...     with ctx.span("parse"):
-    ...         ...
-    """
+class ExecutorNodeContext:
+    """Handed to a node that takes a ``ctx`` parameter; implements the DSL's ``NodeContext``."""
 
     __slots__ = (
         "_input_json",
@@ -92,6 +85,11 @@ class NodeContext:
                 write_bytes_atomic(os.path.join(self._node_dir, INPUT_FILE), self._input_json)
             self.dir_made = True
         return Path(self._node_dir)
+
+    @property
+    def project_root(self) -> Path:
+        """The run's project root."""
+        return self.run.project_root
 
     @property
     def initial_inputs(self) -> Mapping[str, Any]:

@@ -21,11 +21,11 @@ from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
 from reprise.dsl.definition import DefinitionIndex, validate_definition
 from reprise.errors import DefinitionError, RepriseError, RunFailedError
 from reprise.run.context import RunContext
+from reprise.run.current import enter_scope, exit_scope
 from reprise.run.files import write_bytes_atomic
 from reprise.run.status import RunStatus
 from reprise.runners.executor import Executor
 from reprise.runners.result import RunResult
-from reprise.tracking import enter_scope, exit_scope
 
 if TYPE_CHECKING:
     from reprise.runners.reuse import ReusePlan

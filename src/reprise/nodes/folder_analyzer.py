@@ -6,7 +6,7 @@
     flow = FlowDefinition().node("scan", analyze, inputs={"root": Initial("folder")})
 
 The walk is deterministic (names sorted), skips ``.git``, respects ``.gitignore`` files (see
-:mod:`reprise.dsl.nodes.gitignore`) plus extra ``ignore`` patterns in the same syntax, and
+:mod:`reprise.nodes.gitignore`) plus extra ``ignore`` patterns in the same syntax, and
 never follows a symlinked directory (no loops, no escape from the root). Symlinked files are
 listed, but their contents are read only when they point inside the root.
 
@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict
 
-from reprise.dsl.nodes._base import ModelOutcomeNode
-from reprise.dsl.nodes._render import input_variables, render_text
-from reprise.dsl.nodes.gitignore import IgnoreRules
 from reprise.errors import DefinitionError, NodeExecutionError
+from reprise.nodes._base import ModelOutcomeNode
+from reprise.nodes._render import input_variables, render_text
+from reprise.nodes.gitignore import IgnoreRules
 
 if TYPE_CHECKING:
-    from reprise.runners.node_context import NodeContext
+    from reprise.dsl.context import NodeContext
 
 __all__ = [
     "ExtensionStats",
@@ -171,7 +171,7 @@ class FolderAnalyzerNode(ModelOutcomeNode):
             raise NodeExecutionError("no folder to analyze: give the node root= or bind an input field named 'root'")
         root = Path(render_text(str(given), ctx, variables)).expanduser()
         if not root.is_absolute():
-            root = ctx.run.project_root / root
+            root = ctx.project_root / root
         if not root.is_dir():
             raise NodeExecutionError(f"not a directory: {root}")
         # A walk of a large tree blocks; in a worker thread, and abandoned if the node is

@@ -17,8 +17,8 @@ from pydantic import BaseModel
 from reprise.dsl.sources import MISSING
 
 if TYPE_CHECKING:
+    from reprise.dsl.context import NodeContext
     from reprise.dsl.scope import Scope
-    from reprise.runners.node_context import NodeContext
 
 __all__ = ["NodeScope", "input_variables", "render_in", "render_setting", "render_text"]
 

@@ -19,7 +19,7 @@ The outcome is the answer's text, or an instance of ``output``. Each call record
 ``result.json`` (``usage``, ``cost_usd``, ``ai``), as metrics (``gen_ai.client.token.usage``,
 ``gen_ai.client.operation.duration``, ``ai.cost_usd``) and on a ``chat <model>`` child
 span with the OpenTelemetry GenAI attributes, which model answered and what it cost. The API key
-never leaves the SDK client: see :mod:`reprise.dsl.nodes.credentials`.
+never leaves the SDK client: see :mod:`reprise.nodes.credentials`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reprise.dsl.node import Node, NodeSettings, validation_summary
-from reprise.dsl.nodes._render import input_variables, render_text
-from reprise.dsl.nodes.credentials import resolve_credentials
-from reprise.dsl.nodes.pricing import DEFAULT_PRICES, PriceTable
-from reprise.dsl.nodes.providers import (
+from reprise.errors import DefinitionError, NodeExecutionError, NodeInputError, RepriseError
+from reprise.nodes._render import input_variables, render_text
+from reprise.nodes.credentials import resolve_credentials
+from reprise.nodes.pricing import DEFAULT_PRICES, PriceTable
+from reprise.nodes.providers import (
     ModelProvider,
     ModelRequest,
     ModelResponse,
@@ -43,10 +44,9 @@ from reprise.dsl.nodes.providers import (
     provider_named,
     server_address,
 )
-from reprise.errors import DefinitionError, NodeExecutionError, NodeInputError, RepriseError
 
 if TYPE_CHECKING:
-    from reprise.runners.node_context import NodeContext
+    from reprise.dsl.context import NodeContext
 
 __all__ = ["AIModelNode", "PromptVariables"]
 
@@ -68,7 +68,7 @@ class AIModelNode(Node):
     Args:
         model: the model name (a template).
         provider: ``"openai"`` (also any OpenAI-compatible server, with ``base_url``),
-            ``"anthropic"``, or a :class:`~reprise.dsl.nodes.providers.ModelProvider`.
+            ``"anthropic"``, or a :class:`~reprise.nodes.providers.ModelProvider`.
         prompt: the user message (a template); default: the input's ``prompt`` field.
         system: system instructions (a template).
         output: a pydantic model for structured output; the outcome is an instance of it.
@@ -76,11 +76,11 @@ class AIModelNode(Node):
         base_url: the API's base URL (e.g. ``http://127.0.0.1:8000/v1`` for vLLM).
         api_key_env: read the key from this environment variable instead of the provider's.
         credentials_profile, credentials_file: read the key (and base URL) from this table of a
-            credentials file; see :mod:`reprise.dsl.nodes.credentials`.
+            credentials file; see :mod:`reprise.nodes.credentials`.
         timeout: seconds per attempt (the whole call, and the SDK's request timeout).
         retries, backoff, max_backoff: retries after rate limits (429), timeouts and server
             errors (5xx), with exponential backoff; other errors fail at once.
-        prices: the price table for ``cost_usd`` (default :data:`~reprise.dsl.nodes.pricing.DEFAULT_PRICES`).
+        prices: the price table for ``cost_usd`` (default :data:`~reprise.nodes.pricing.DEFAULT_PRICES`).
         extra: more request fields passed to the API as they are (``top_p``, ``seed``, ...).
     """
 

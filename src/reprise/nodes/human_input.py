@@ -42,14 +42,14 @@ import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 
 from reprise.dsl.node import Node, validation_summary
-from reprise.dsl.nodes._base import ModelOutcomeNode
-from reprise.dsl.nodes._render import render_in
 from reprise.errors import DefinitionError, NodeInputError
+from reprise.nodes._base import ModelOutcomeNode
+from reprise.nodes._render import render_in
 
 if TYPE_CHECKING:
+    from reprise.dsl.context import NodeContext
     from reprise.dsl.paths import HierarchyPath
     from reprise.dsl.scope import Scope
-    from reprise.run.context import RunContext
 
 __all__ = [
     "HumanInputNode",
@@ -120,19 +120,26 @@ class HumanInputNode(ModelOutcomeNode):
     def name(self) -> str:
         return f"HumanInputNode({self.outcome_model.__name__})"
 
-    async def run(self, input: BaseModel | None, ctx: Any) -> Any:
+    async def run(self, input: BaseModel | None, ctx: NodeContext) -> Any:
         return input
 
 
 async def request_input(
-    run: RunContext, node: Node, path: HierarchyPath, definition_path: str, data: Any, scope: Scope | None
+    handler: InputHandler | None,
+    node: Node,
+    path: HierarchyPath,
+    definition_path: str,
+    data: Any,
+    scope: Scope | None,
+    *,
+    run_id: str,
+    logger: Any = None,
 ) -> dict[str, Any]:
-    """Ask the run's input handler for the input of ``node`` (the executor calls this for a node
-    with ``input_required`` and no static input); returns the bound ``data`` with the answer
-    merged over it, for the executor to validate."""
+    """Ask ``handler`` (the run's input handler for this node) for the input of ``node``; the
+    executor calls this for a node with ``input_required`` and no static input. Returns the
+    bound ``data`` with the answer merged over it, for the executor to validate."""
     model = node.input_model
     assert model is not None
-    handler = run.input_handler_for(definition_path)
     if handler is None:
         raise NodeInputError(
             f"{node.name} needs input and none was given: register a static input "
@@ -146,15 +153,14 @@ async def request_input(
     request = InputRequest(
         path=str(path),
         definition_path=definition_path,
-        run_id=run.run_id,
+        run_id=run_id,
         node=node,
         input_model=model,
         prompt=prompt,
         known=known,
     )
-    tel = run.telemetry
-    if tel is not None:
-        tel.logger.info("input requested", hierarchy_path=str(path), missing=list(request.missing))
+    if logger is not None:
+        logger.info("input requested", hierarchy_path=str(path), missing=list(request.missing))
     timeout = getattr(node, "input_timeout", None)
     try:
         with anyio.fail_after(timeout):
@@ -167,8 +173,8 @@ async def request_input(
         raise NodeInputError(
             f"the input handler returned {type(answer).__name__}; expected a mapping or a model", path=str(path)
         )
-    if tel is not None:
-        tel.logger.info("input received", hierarchy_path=str(path), fields=sorted(answer))
+    if logger is not None:
+        logger.info("input received", hierarchy_path=str(path), fields=sorted(answer))
     return {**known, **answer}
 
 

@@ -8,7 +8,7 @@ guessed one.
 The built-in entries are list prices taken from the providers' pricing pages (``PRICES_AS_OF``);
 prices change, so check them and override what you use::
 
-    from reprise.dsl.nodes import register_price
+    from reprise.nodes import register_price
     register_price("my-finetune", input_per_mtok=0.30, output_per_mtok=1.20)
 
 ``register_price`` changes :data:`DEFAULT_PRICES`, the table every AI model node uses unless it is

@@ -38,6 +38,7 @@ fields; operations that arrive as input data are used exactly as they are.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -53,13 +54,12 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from reprise.dsl.node import NodeSettings
-from reprise.dsl.nodes._base import ModelOutcomeNode
-from reprise.dsl.nodes._render import input_variables, render_text
 from reprise.errors import DefinitionError, NodeExecutionError
-from reprise.run.files import write_bytes_atomic
+from reprise.nodes._base import ModelOutcomeNode
+from reprise.nodes._render import input_variables, render_text
 
 if TYPE_CHECKING:
-    from reprise.runners.node_context import NodeContext
+    from reprise.dsl.context import NodeContext
 
 __all__ = [
     "CreateFile",
@@ -319,6 +319,23 @@ class _Journal:
                 pass
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it over ``path``, so nobody reads a torn file.
+
+    Node kinds sit below the run layer and do not import its writer; user files need no more
+    than a unique temporary in the same directory."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def _write(path: Path, text: str) -> None:
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
     write_bytes_atomic(path, text.encode())
@@ -363,7 +380,7 @@ class FileOperationNode(ModelOutcomeNode):
             return ctx.node_dir.resolve()
         base = Path(render_text(str(self.base_dir), ctx, variables)).expanduser()
         if not base.is_absolute():
-            base = ctx.run.project_root / base
+            base = ctx.project_root / base
         base.mkdir(parents=True, exist_ok=True)
         return base.resolve()
 

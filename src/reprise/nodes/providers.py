@@ -1,4 +1,4 @@
-"""Model providers: the small interface an :class:`~reprise.dsl.nodes.AIModelNode` calls.
+"""Model providers: the small interface an :class:`~reprise.nodes.AIModelNode` calls.
 
 A provider turns a :class:`ModelRequest` into a :class:`ModelResponse`. Two ship with reprise,
 both on the official SDKs, imported only when a call is made
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from reprise.dsl.nodes.credentials import Credentials, redact
 from reprise.errors import NodeExecutionError
+from reprise.nodes.credentials import Credentials, redact
 
 __all__ = [
     "AnthropicMessagesProvider",
@@ -141,7 +141,7 @@ class ModelResponse:
 
 @runtime_checkable
 class ModelProvider(Protocol):
-    """What :class:`~reprise.dsl.nodes.AIModelNode` needs from a provider."""
+    """What :class:`~reprise.nodes.AIModelNode` needs from a provider."""
 
     #: The ``gen_ai.provider.name`` of the calls (``openai``, ``anthropic``, ...).
     name: str

@@ -2,16 +2,16 @@
 
 ::
 
-    from reprise.dsl.nodes import AIModelNode, CommandNode, FileOperationNode, FolderAnalyzerNode
+    from reprise.nodes import AIModelNode, CommandNode, FileOperationNode, FolderAnalyzerNode
 
 Importing this package imports no model SDK: ``openai`` and ``anthropic`` load when an
 :class:`AIModelNode` makes its first call.
 """
 
-from reprise.dsl.nodes.ai_model import AIModelNode, PromptVariables
-from reprise.dsl.nodes.command import CommandNode, CommandResult
-from reprise.dsl.nodes.credentials import Credentials, resolve_credentials
-from reprise.dsl.nodes.file_ops import (
+from reprise.nodes.ai_model import AIModelNode, PromptVariables
+from reprise.nodes.command import CommandNode, CommandResult
+from reprise.nodes.credentials import Credentials, resolve_credentials
+from reprise.nodes.file_ops import (
     CreateFile,
     DeleteFile,
     DiffFile,
@@ -23,7 +23,7 @@ from reprise.dsl.nodes.file_ops import (
     PatchFile,
     UpdateFile,
 )
-from reprise.dsl.nodes.folder_analyzer import (
+from reprise.nodes.folder_analyzer import (
     ExtensionStats,
     FileInfo,
     FolderAnalysis,
@@ -31,16 +31,16 @@ from reprise.dsl.nodes.folder_analyzer import (
     FolderAnalyzerNode,
     analyze_folder,
 )
-from reprise.dsl.nodes.gitignore import IgnoreRules
-from reprise.dsl.nodes.human_input import (
+from reprise.nodes.gitignore import IgnoreRules
+from reprise.nodes.human_input import (
     HumanInputNode,
     InputHandler,
     InputRequest,
     TerminalInputHandler,
     terminal_input_handler,
 )
-from reprise.dsl.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
-from reprise.dsl.nodes.providers import (
+from reprise.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
+from reprise.nodes.providers import (
     AnthropicMessagesProvider,
     ModelProvider,
     ModelRequest,

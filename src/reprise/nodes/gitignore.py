@@ -1,4 +1,4 @@
-"""The common ``.gitignore`` rules, for :class:`~reprise.dsl.nodes.FolderAnalyzerNode`.
+"""The common ``.gitignore`` rules, for :class:`~reprise.nodes.FolderAnalyzerNode`.
 
 Implemented (see ``gitignore(5)``): blank lines and ``#`` comments; ``\\#`` and ``\\!`` for a
 literal first character; trailing spaces ignored unless escaped; ``!`` negation (the last

@@ -36,12 +36,12 @@ from anyio.abc import ByteReceiveStream, Process
 from pydantic import BaseModel, ConfigDict
 
 from reprise.dsl.node import NodeSettings
-from reprise.dsl.nodes._base import ModelOutcomeNode
-from reprise.dsl.nodes._render import input_variables, render_text
 from reprise.errors import DefinitionError, NodeExecutionError
+from reprise.nodes._base import ModelOutcomeNode
+from reprise.nodes._render import input_variables, render_text
 
 if TYPE_CHECKING:
-    from reprise.runners.node_context import NodeContext
+    from reprise.dsl.context import NodeContext
 
 __all__ = ["CommandNode", "CommandResult", "CommandVariables", "OutputBuffer"]
 
@@ -190,7 +190,7 @@ class CommandNode(ModelOutcomeNode):
         else:
             cwd = Path(render_text(str(self.cwd), ctx, variables)).expanduser()
             if not cwd.is_absolute():
-                cwd = ctx.run.project_root / cwd
+                cwd = ctx.project_root / cwd
         if not cwd.is_dir():
             raise NodeExecutionError(f"working directory does not exist: {cwd}")
         env = dict(os.environ) if self.inherit_env else {"PATH": os.environ.get("PATH", os.defpath)}

@@ -1,0 +1,3 @@
+"""The version of reprise, in one place: the package and the build (hatch) read it here."""
+
+__version__ = "0.1.0"
