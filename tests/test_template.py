@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from reprise import (
     Template,
     TemplateError,
 )
-from reprise.dsl.expr import MAX_DEPTH, MAX_EXPRESSION_LENGTH, MAX_RANGE, MAX_SIZE, compile_expression
+from reprise.dsl.expr import MAX_DEPTH, MAX_EXPRESSION_LENGTH, MAX_SIZE, MAX_STEPS, compile_expression
 from reprise.dsl.template import MAX_TEMPLATE_LENGTH, compile_value, render
 from reprise.runners.frame import Frame
 
@@ -64,6 +67,7 @@ def make_scope() -> Frame:
     root.outcomes["point"] = Point(1, 2)
     root.outcomes["text"] = "Hello, World"
     root.outcomes["injected"] = "$expr{1+1}"
+    root.outcomes["big"] = list(range(200_000))  # about 1.1 million characters as text
     return root.child("loop", {"item": {"title": "loop item"}, "index": 2}, keep=False)
 
 
@@ -291,19 +295,30 @@ def test_rejected(expression: str) -> None:
         ("9**9**9", "bits"),
         ("2 ** 100000", "bits"),
         ("(10 ** 3000) * (10 ** 3000)", "bits"),
-        ("'a' * 10**10", "too large"),
-        ("10**10 * 'a'", "too large"),
-        ("[0] * 10**9", "too large"),
-        ("[[0] * 600000] * 2", "too large"),
+        ("'a' * 10**10", "* would build 10,000,000,000 characters/items"),
+        ("10**10 * 'a'", "budget"),
+        ("[0] * 10**9", "budget"),
+        ("[''] * 10**9", "budget"),
+        ("[[0] * 600000] * 2", "budget"),
         # shared references would double at every level without size checks on displays
-        ("[[[0] * 400000, [0] * 400000], [[0] * 400000]]", "too large"),
-        ("('a' * 600000) + ('b' * 600000)", "too large"),
-        ("range(10**12)", "range()"),
-        ("range(10**30)", "range()"),
-        (f"range({MAX_RANGE + 1})", "range()"),
-        ("('a' * 1000).replace('', 'b' * 1000)", "too large"),
-        ("('x' * 1000).replace('x', 'y' * 10000)", "too large"),
-        ("('x' * 100000).join(['a'] * 100)", "too large"),
+        ("[[[0] * 400000, [0] * 400000], [[0] * 400000]]", "budget"),
+        ("('a' * 600000) + ('b' * 600000)", "budget"),
+        ("range(10**12)", "range() would build"),
+        ("range(10**30)", "range() would build"),
+        (f"range({MAX_SIZE})", "range() would build"),
+        ("('a' * 1000).replace('', 'b' * 1000)", ".replace() would build"),
+        ("('x' * 1000).replace('x', 'y' * 10000)", ".replace() would build"),
+        ("('x' * 100000).join(['a'] * 100)", ".join() would build"),
+        # one budget for every value built and every step taken, whatever builds or takes it
+        ("'a' * 400000 + 'b' * 400000", "+ would build 800,000 characters/items, more than the 200,000 left"),
+        ("('a' * 300000).upper() + ('a' * 300000).upper()", ".upper() would build"),
+        ("range(100000)[1:][1:]", "slicing [:] built"),
+        ("len(str(range(100000))) + len(str(range(100000)))", "str() would build"),
+        ("sorted(sorted($hier{big}))", f"sorted() would take 20,462,403 steps, more than the {MAX_STEPS:,} left"),
+        (" and ".join(["$hier{big} == $hier{big}"] * 5), "== would take"),
+        (" or ".join(["'x' in $hier{big}"] * 10), "in would take"),
+        ("str($hier{big})", "str() would build"),
+        ("[$hier{big}]", "a list [...] would build"),
         ("round(10**100, -10**9)", "ndigits"),
         ("int('9' * 5000)", "ValueError"),
         ("10.0 ** 400", "OverflowError"),
@@ -332,8 +347,87 @@ def test_bounds_and_errors(expression: str, message: str) -> None:
 def test_bounds_allow_values_up_to_the_limit() -> None:
     # The checks are limits, not bans: values right at the limit are built.
     assert len(ev(f"'a' * {MAX_SIZE}")) == MAX_SIZE
-    assert len(ev(f"range({MAX_RANGE})")) == MAX_RANGE
+    assert len(ev("range(100000)")) == 100000
     assert ev("2 ** 9000") == 2**9000
+
+
+# Expressions that once ran for minutes or ate gigabytes: every one must be refused by the
+# evaluation's budget, naming the node, without the process growing by 100 MB.
+RUNAWAY_TEMPLATES = [
+    # the issue's expression: str/sorted results did not count towards any limit
+    "$expr{len(str(sorted(str(sorted(str(sorted(str(sorted(str(sorted(str(range(100000)))))))))))))}",
+    "$expr{list(str(list(str(list(str(range(100000)))))))}",
+    "$expr{str(sorted(str(sorted(str(range(100000))))))}",
+    "$expr{sorted(str(range(100000)))}",
+    # many values each under the old per-value limit: the budget is for the whole evaluation
+    "$expr{" + " + ".join(["len(str(range(100000)))"] * 20) + "}",
+    "$expr{" + " + ".join(["len(range(100000))"] * 12) + "}",
+    "$expr{len(str(range(100000)))} " * 6,
+    "$expr{('a' * 900000) + ('b' * 900000)}",
+    "$expr{len('a' * 900000) + len('b' * 900000)}",
+    # repetition and big ranges
+    "$expr{'a' * 10**10}",
+    "$expr{[''] * 10**9}",
+    "$expr{[[[[[[1] * 10] * 10] * 10] * 10] * 10] * 10}",
+    "$expr{range(10**12)}",
+    "$expr{range(10**30)}",
+    "$expr{'-'.join(str(sorted(str(range(100000)))))}",
+    "$expr{'-'.join(list(str(range(100000))))}",
+    "$expr{str(range(100000)).replace(',', ',,,,')}",
+    "$expr{str(range(100000)).split(',') + str(range(100000)).split(',')}",
+    # big integers, alone and repeated
+    "$expr{9**9**9}",
+    "$expr{2 ** 10**8}",
+    "$expr{(2 ** 9999) ** 2}",
+    "$expr{str([2 ** 9000] * 100000)}",
+    "x $expr{[2 ** 9000] * 100000}",
+    # format widths: no formatting is offered at all
+    "$expr{f'{1:>999999999}'}",
+    "$expr{'{:>999999999}'.format(1)}",
+    "$expr{'%999999999d' % 1}",
+]
+
+_RUNAWAY_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    # A regression fails here (MemoryError) instead of eating the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    from reprise import TemplateError
+    from reprise.dsl.template import render
+
+    render("$expr{len(str(range(10)))}", None, path="flow.warm")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = []
+    for text in json.loads(sys.stdin.read()):
+        try:
+            render(text, None, path="flow.node")
+            out.append({"text": text, "refused": False})
+        except TemplateError as exc:
+            out.append({"text": text, "refused": True, "path": exc.path, "message": exc.message})
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    print(json.dumps({"results": out, "grown_kb": grown}))
+    """
+)
+
+
+def test_runaway_expressions_are_refused_within_the_budget() -> None:
+    # A child process with an address-space cap, so a regression fails instead of swapping;
+    # the timeout is a generous guard for the whole set, not a measurement.
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNAWAY_CHILD],
+        input=json.dumps(RUNAWAY_TEMPLATES),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for result in report["results"]:
+        assert result["refused"], result["text"]
+        assert result["path"] == "flow.node", result
+        # refused by the budget or a language rule, not by running out of memory
+        assert "MemoryError" not in result["message"], result
+    assert report["grown_kb"] < 100 * 1024, report["grown_kb"]
 
 
 def test_structural_limits() -> None:

@@ -4,10 +4,14 @@ An expression is translated (``&&``/``||``/``!`` become ``and``/``or``/``not``, 
 ``$hier{}`` become placeholders), parsed once with ``ast.parse(mode="eval")`` and compiled into a
 tree of small Python closures. Nothing is ever handed to ``eval``, ``exec`` or ``compile``: only
 the node types listed in :class:`_Compiler` are accepted, names are limited to placeholders,
-``true``/``false``/``null`` and the function whitelist, and every operation that could grow a
-value (``**``, ``*``, ``+``, displays, ``range``, ``join``, ``replace``) checks the size of its
-result *before* computing it. Evaluation only reads data: dict keys, pydantic model fields and
-dataclass fields, never other attributes, never names starting with ``_``.
+``true``/``false``/``null`` and the function whitelist. Evaluation only reads data: dict keys,
+pydantic model fields and dataclass fields, never other attributes, never names starting with ``_``.
+
+Every value an evaluation builds and every walk over a value is paid from one budget
+(:class:`Evaluation`, :data:`MAX_SIZE` and :data:`MAX_STEPS`). Each operation is an
+:class:`Operation` whose cost is predicted from its operands *before* the value is built (a lower
+bound where the exact size is unknown), then trued up from the value it built, so an expression
+stops with a :class:`TemplateError` long before it can take noticeable time or memory.
 
 The limits are module constants so the documentation and the tests name the same numbers.
 """
@@ -19,7 +23,7 @@ import dataclasses
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +41,12 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_EXPRESSION_LENGTH",
     "MAX_INT_BITS",
-    "MAX_RANGE",
     "MAX_SIZE",
+    "MAX_STEPS",
     "CompiledExpression",
     "Evaluation",
     "HierRef",
+    "Operation",
     "compile_expression",
     "to_text",
 ]
@@ -50,13 +55,15 @@ __all__ = [
 MAX_EXPRESSION_LENGTH = 2000
 #: Deepest accepted nesting of the expression's syntax tree.
 MAX_DEPTH = 32
-#: Largest integer an operation may produce, in bits (about 3000 decimal digits).
+#: Largest integer an operation may produce, in bits (about 3000 decimal digits): arithmetic on
+#: integers costs more than their size, so one integer is bounded on its own.
 MAX_INT_BITS = 10_000
-#: Largest value an operation may build: characters of strings plus items of lists, tuples and
-#: dicts, counted through nested containers.
+#: The size budget of one evaluation (all the ``$expr{}`` parts of one template rendering): the
+#: characters plus items of every value it builds, counted through nested containers.
 MAX_SIZE = 1_000_000
-#: Most items ``range()`` may produce.
-MAX_RANGE = 100_000
+#: The work budget of one evaluation, in steps: one per character or item built, walked,
+#: compared or sorted (sorting n items takes about n·log2(n)).
+MAX_STEPS = 10_000_000
 # round(10**100, -n) computes 10**n: bound n.
 _MAX_ROUND_DIGITS = 400
 
@@ -77,53 +84,106 @@ class HierRef(Ref):
 
 
 class Evaluation:
-    """The state of one evaluation: the scope values are read from, and the sizes of the values
-    seen so far (by identity), so a size check never walks the same value twice."""
+    """The state of one evaluation: the scope values are read from, what is left of its budget,
+    and the sizes of the values seen so far (by identity), so no value is walked twice.
 
-    __slots__ = ("_sizes", "scope")
+    :meth:`charge` is the one place the budget is spent. The size of a value is its characters
+    plus items through nested containers, about the length of its text (see :func:`to_text`): a
+    string counts its characters (at least 1), a number its digits, any other value 1 plus what
+    it contains (dict keys and model field names included)."""
+
+    __slots__ = ("_sizes", "scope", "size_left", "steps_left")
 
     def __init__(self, scope: Scope | None) -> None:
         self.scope = scope
-        self._sizes: dict[int, tuple[Any, int]] | None = None
+        self.size_left = MAX_SIZE
+        self.steps_left = MAX_STEPS
+        self._sizes: dict[int, tuple[Any, int]] = {}
+
+    def charge(self, what: str, *, size: int = 0, steps: int = 0) -> None:
+        """Pay for ``what``, which is about to build ``size`` characters/items (a step each) and
+        do ``steps`` more work; raise :class:`TemplateError` instead if the budget cannot pay."""
+        steps += size
+        if size > self.size_left:
+            raise TemplateError(
+                f"{what} would build {size:,} characters/items, more than the {self.size_left:,} left"
+                f" of the expression's budget ({MAX_SIZE:,})"
+            )
+        if steps > self.steps_left:
+            raise TemplateError(
+                f"{what} would take {steps:,} steps, more than the {self.steps_left:,} left"
+                f" of the expression's budget ({MAX_STEPS:,})"
+            )
+        self.size_left -= size
+        self.steps_left -= steps
+
+    def built(self, what: str, value: Any, paid: int) -> Any:
+        """Account for ``value``, just built by ``what`` after paying ``paid`` in advance: the
+        rest of its measured size is charged now."""
+        size = self.size(value)
+        if size > paid + self.size_left:
+            raise TemplateError(
+                f"{what} built {size:,} characters/items, more than the {paid + self.size_left:,} left"
+                f" of the expression's budget ({MAX_SIZE:,})"
+            )
+        if size > paid:
+            self.charge(what, size=size - paid)
+        return value
 
     def size(self, value: Any) -> int:
-        """Characters plus items in ``value``, counted through nested containers; stops counting
-        once past :data:`MAX_SIZE`."""
-        if isinstance(value, str):
-            return len(value)
-        if value is None or isinstance(value, (int, float)):
-            return 1
+        """The size of ``value`` (see the class). A walk stops once past the steps left, since
+        the caller, who pays at least that many steps, is then refused."""
+        own = _scalar_size(value)
+        if own is not None:
+            return own
         memo = self._sizes
-        if memo is None:
-            memo = self._sizes = {}
         hit = memo.get(id(value))
         if hit is not None and hit[0] is value:
             return hit[1]
+        cap = self.steps_left
         total = 0
-        stack: list[Any] = [value]
-        while stack and total <= MAX_SIZE:
-            item = stack.pop()
-            if isinstance(item, str):
-                total += len(item)
-                continue
-            total += 1
-            if item is not value:
-                known = memo.get(id(item))
-                if known is not None and known[0] is item:
-                    total += known[1] - 1
-                    continue
-            stack.extend(islice(_children(item), MAX_SIZE + 1))
+        # A stack of iterators keeps the walk's memory to the depth of the value.
+        stack: list[Iterator[Any]] = [iter((value,))]
+        while stack:
+            for item in stack[-1]:
+                own = _scalar_size(item)
+                descend = False
+                if own is None:
+                    known = memo.get(id(item))
+                    if known is not None and known[0] is item:
+                        own = known[1]
+                    else:
+                        own, descend = 1, True
+                total += own
+                if total > cap:
+                    return total
+                if descend:
+                    stack.append(iter(_children(item)))
+                    break
+            else:
+                stack.pop()
         # Keeping the value alive in the memo keeps its id from being reused during this evaluation.
         memo[id(value)] = (value, total)
         return total
 
-    def created(self, value: Any, size: int) -> Any:
-        """Record the size of a value an operation just built, after checking it."""
-        check_size(size)
-        if self._sizes is None:
-            self._sizes = {}
-        self._sizes[id(value)] = (value, size)
-        return value
+
+def _scalar_size(value: Any) -> int | None:
+    """The size of a string or number (about the characters it shows as), None for anything
+    that may contain others."""
+    if isinstance(value, str):
+        return len(value) or 1
+    if isinstance(value, int):
+        return _digits(value.bit_length())
+    if isinstance(value, float):
+        return len(float.__repr__(value))
+    if value is None:
+        return 1
+    return None
+
+
+def _digits(bits: float) -> int:
+    """The decimal digits of an integer of ``bits`` bits (at least 1)."""
+    return int(bits * 0.30103) + 1
 
 
 def _children(value: Any) -> Iterable[Any]:
@@ -132,16 +192,10 @@ def _children(value: Any) -> Iterable[Any]:
     if isinstance(value, Mapping):
         return chain.from_iterable(value.items())
     if isinstance(value, BaseModel):
-        return value.__dict__.values()
+        return chain.from_iterable(chain(value.__dict__.items(), (value.model_extra or {}).items()))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [getattr(value, f.name) for f in dataclasses.fields(value)]
+        return chain.from_iterable((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
     return ()
-
-
-def check_size(size: int) -> None:
-    """Raise :class:`TemplateError` if a value of ``size`` would be too large to build."""
-    if size > MAX_SIZE:
-        raise TemplateError(f"the result would be too large ({size:,} characters/items; the limit is {MAX_SIZE:,})")
 
 
 def to_text(value: Any) -> str:
@@ -271,64 +325,125 @@ def hier_ref(content: str) -> HierRef:
         raise TemplateError(f"$hier{{{content}}}: {exc.message}") from None
 
 
-# -- operators -------------------------------------------------------------------------------
+# -- operations and their costs ------------------------------------------------------------
+#: Predicts, from an operation's operands and before anything is built, the size of the value it
+#: will build (a lower bound where the exact size is unknown) and the steps it takes besides.
+Cost = Callable[..., tuple[int, int]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Operation:
+    """Something an expression can do (an operator, a function, a method) and what it costs.
+
+    Calling it is the one way a value is produced: its predicted cost is charged to the
+    evaluation's budget before ``apply`` runs, and the value built is measured afterwards and
+    charged for what the prediction missed. ``reads`` marks operations that return existing data
+    (``min``, ``dict.get``); a result that is one of the operands (``str('x')``) costs nothing."""
+
+    what: str
+    apply: Callable[..., Any]
+    cost: Cost
+    keywords: frozenset[str] | None = frozenset()
+    reads: bool = False
+
+    def __call__(self, ev: Evaluation, *args: Any, **kwargs: Any) -> Any:
+        try:
+            size, steps = self.cost(ev, *args, **kwargs)
+        except TypeError:
+            # Arguments the operation does not take: calling it reports them in its own words.
+            size, steps = 1, 0
+        ev.charge(self.what, size=size, steps=steps)
+        value = self.apply(*args, **kwargs)
+        if self.reads or any(value is a for a in args):
+            return value
+        return ev.built(self.what, value, size)
+
+
+def _count(value: Any) -> int:
+    return len(value) if isinstance(value, Sized) else 0
+
+
+def _walk(ev: Evaluation, values: Iterable[Any]) -> int:
+    """The summed size of ``values``, stopping once past the steps left."""
+    total = 0
+    for v in values:
+        total += ev.size(v)
+        if total > ev.steps_left:
+            break
+    return total
+
+
+def _one(ev: Evaluation, *args: Any, **kwargs: Any) -> tuple[int, int]:
+    """A number or bool from a fixed amount of work."""
+    return 1, 0
+
+
+def _walking(ev: Evaluation, *args: Any, **kwargs: Any) -> tuple[int, int]:
+    """A number, bool or existing item found by going through the operands (==, in, sum, min)."""
+    return 1, _walk(ev, chain(args, kwargs.values()))
+
+
 _SEQ = (str, list, tuple)
 
 
-def _add(ev: Evaluation, a: Any, b: Any) -> Any:
+def _add_cost(ev: Evaluation, a: Any, b: Any) -> tuple[int, int]:
+    if isinstance(a, str) and isinstance(b, str):
+        return max(1, len(a) + len(b)), 0
     if isinstance(a, _SEQ) and isinstance(b, _SEQ):
-        size = ev.size(a) + ev.size(b)
-        check_size(size)
-        return ev.created(operator.add(a, b), size)
-    return a + b
+        return max(1, _walk(ev, (a, b)) - 1), 0  # one container instead of two
+    return 1, 0
 
 
-def _repeat(ev: Evaluation, seq: Any, n: int) -> Any:
+def _repeat_cost(ev: Evaluation, seq: Any, n: int) -> tuple[int, int]:
     if n <= 0:
-        return seq[:0]
+        return 1, 0
     # The copies share one container: count its contents n times, the container once.
-    size = ev.size(seq) * n if isinstance(seq, str) else 1 + (ev.size(seq) - 1) * n
-    check_size(size)
-    return ev.created(seq * n, size)
+    if isinstance(seq, str):
+        return len(seq) * n, 0
+    return 1 + (ev.size(seq) - 1) * n, 0
 
 
-def _mul(ev: Evaluation, a: Any, b: Any) -> Any:
+def _mul_cost(ev: Evaluation, a: Any, b: Any) -> tuple[int, int]:
     if isinstance(a, _SEQ) and isinstance(b, int):
-        return _repeat(ev, a, b)
+        return _repeat_cost(ev, a, b)
     if isinstance(a, int) and isinstance(b, _SEQ):
-        return _repeat(ev, b, a)
-    if isinstance(a, int) and isinstance(b, int) and a.bit_length() + b.bit_length() > MAX_INT_BITS:
-        raise TemplateError(f"the product would have more than {MAX_INT_BITS:,} bits")
-    return a * b
+        return _repeat_cost(ev, b, a)
+    if isinstance(a, int) and isinstance(b, int):
+        bits = a.bit_length() + b.bit_length()
+        if bits > MAX_INT_BITS:
+            raise TemplateError(f"the product would have more than {MAX_INT_BITS:,} bits")
+        return _digits(bits), 0
+    return 1, 0
 
 
-def _pow(ev: Evaluation, a: Any, b: Any) -> Any:
+def _pow_cost(ev: Evaluation, a: Any, b: Any) -> tuple[int, int]:
     if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
         bits = math.log2(abs(a)) * b
         if bits > MAX_INT_BITS:
             raise TemplateError(f"the power would have about {bits:,.0f} bits; the limit is {MAX_INT_BITS:,}")
-    return a**b
+        return _digits(bits), 0
+    return 1, 0
 
 
-def _mod(ev: Evaluation, a: Any, b: Any) -> Any:
+def _mod_cost(ev: Evaluation, a: Any, b: Any) -> tuple[int, int]:
     if isinstance(a, str):
         # '%0999999999d' % 1 would build a gigabyte; string formatting is not offered.
         raise TemplateError("'%' formatting of strings is not supported; use + and str()")
-    return a % b
+    return 1, 0
 
 
-def _plain(fn: Callable[[Any, Any], Any]) -> Callable[[Evaluation, Any, Any], Any]:
-    return lambda ev, a, b: fn(a, b)
-
-
-_BINARY: dict[type[ast.operator], Callable[[Evaluation, Any, Any], Any]] = {
-    ast.Add: _add,
-    ast.Sub: _plain(operator.sub),
-    ast.Mult: _mul,
-    ast.Div: _plain(operator.truediv),
-    ast.FloorDiv: _plain(operator.floordiv),
-    ast.Mod: _mod,
-    ast.Pow: _pow,
+_BINARY: dict[type[ast.operator], Operation] = {
+    ast.Add: Operation("+", operator.add, _add_cost),
+    ast.Sub: Operation("-", operator.sub, _one),
+    ast.Mult: Operation("*", operator.mul, _mul_cost),
+    ast.Div: Operation("/", operator.truediv, _one),
+    ast.FloorDiv: Operation("//", operator.floordiv, _one),
+    ast.Mod: Operation("%", operator.mod, _mod_cost),
+    ast.Pow: Operation("**", operator.pow, _pow_cost),
+}
+_UNARY: dict[type[ast.unaryop], Operation] = {
+    ast.USub: Operation("-", operator.neg, _one),
+    ast.UAdd: Operation("+", operator.pos, _one),
 }
 _OPERATOR_TEXT = {
     ast.BitAnd: "&",
@@ -348,18 +463,41 @@ def _in(a: Any, b: Any) -> bool:
     return a in b
 
 
-_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: _in,
-    ast.NotIn: _not_in,
-    ast.Is: operator.is_,
-    ast.IsNot: operator.is_not,
+# Comparing goes through both operands (at worst), except for identity.
+_COMPARE: dict[type[ast.cmpop], Operation] = {
+    ast.Eq: Operation("==", operator.eq, _walking),
+    ast.NotEq: Operation("!=", operator.ne, _walking),
+    ast.Lt: Operation("<", operator.lt, _walking),
+    ast.LtE: Operation("<=", operator.le, _walking),
+    ast.Gt: Operation(">", operator.gt, _walking),
+    ast.GtE: Operation(">=", operator.ge, _walking),
+    ast.In: Operation("in", _in, _walking),
+    ast.NotIn: Operation("not in", _not_in, _walking),
+    ast.Is: Operation("is", operator.is_, _one),
+    ast.IsNot: Operation("is not", operator.is_not, _one),
 }
+
+
+def _slice_cost(ev: Evaluation, value: Any, key: Any) -> tuple[int, int]:
+    if isinstance(value, _SEQ) and isinstance(key, slice):
+        try:
+            n = len(range(len(value))[key])
+        except (TypeError, ValueError):
+            return 1, 0  # the slicing itself reports the bad slice
+        return (max(1, n), 0) if isinstance(value, str) else (1 + n, 0)
+    return 1, 0
+
+
+_SLICE = Operation("slicing [:]", lambda value, key: get_item(value, key), _slice_cost)
+
+
+def _display_cost(ev: Evaluation, *values: Any) -> tuple[int, int]:
+    return 1 + _walk(ev, values), 0
+
+
+_LIST_DISPLAY = Operation("a list [...]", lambda *values: list(values), _display_cost)
+_TUPLE_DISPLAY = Operation("a tuple (...)", lambda *values: values, _display_cost)
+_DICT_DISPLAY = Operation("a dict {...}", lambda *flat: dict(zip(flat[::2], flat[1::2], strict=True)), _display_cost)
 
 
 # -- functions and methods --------------------------------------------------------------------
@@ -369,103 +507,156 @@ def _number(value: Any, what: str) -> Any:
     return value
 
 
-def _sum(ev: Evaluation, iterable: Iterable[Any], start: Any = 0) -> Any:
+def _sum(iterable: Iterable[Any], start: Any = 0) -> Any:
     total = _number(start, "sum()")
     for item in iterable:
         total = total + _number(item, "sum()")
     return total
 
 
-def _round(ev: Evaluation, number: Any, ndigits: Any = None) -> Any:
+def _round_cost(ev: Evaluation, number: Any, ndigits: Any = None) -> tuple[int, int]:
     if isinstance(ndigits, int) and abs(ndigits) > _MAX_ROUND_DIGITS:
         raise TemplateError(f"round(): ndigits must be within ±{_MAX_ROUND_DIGITS}")
-    return round(number, ndigits)
+    return 1, 0
 
 
-def _range(ev: Evaluation, *args: Any) -> list[int]:
+def _range_cost(ev: Evaluation, *args: Any) -> tuple[int, int]:
     if not all(isinstance(a, int) for a in args):
         raise TemplateError("range() takes integers")
-    r = range(*args)
     try:
-        n = len(r)
+        return 1 + len(range(*args)), 0
     except OverflowError:
-        n = MAX_RANGE + 1
-    if n > MAX_RANGE:
-        raise TemplateError(f"range() would have more than {MAX_RANGE:,} items")
-    return list(r)
+        return 1 + 2**63, 0
+    except (TypeError, ValueError):
+        return 1, 0  # range() itself reports the wrong arguments
 
 
-def _str(ev: Evaluation, value: Any = "") -> str:
-    return to_text(value)
+def _text_cost(ev: Evaluation, value: Any = "") -> tuple[int, int]:
+    # Compact JSON has at least a character per character or item counted by size().
+    return (1, 0) if isinstance(value, str) else (ev.size(value), 0)
 
 
-def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return lambda ev, *args, **kwargs: fn(*args, **kwargs)
+def _parse_cost(ev: Evaluation, value: Any = 0, *args: Any, **kwargs: Any) -> tuple[int, int]:
+    return 1, len(value) if isinstance(value, str) else 0
 
 
-# name -> (implementation taking the evaluation first, keyword arguments it accepts; None: any)
-_FUNCTIONS: dict[str, tuple[Callable[..., Any], frozenset[str] | None]] = {
-    "len": (_wrap(len), frozenset()),
-    "sum": (_sum, frozenset()),
-    "min": (_wrap(min), frozenset({"default"})),
-    "max": (_wrap(max), frozenset({"default"})),
-    "sorted": (_wrap(sorted), frozenset({"reverse"})),
-    "round": (_round, frozenset({"ndigits"})),
-    "str": (_str, frozenset()),
-    "int": (_wrap(int), frozenset({"base"})),
-    "float": (_wrap(float), frozenset()),
-    "bool": (_wrap(bool), frozenset()),
-    "any": (_wrap(any), frozenset()),
-    "all": (_wrap(all), frozenset()),
-    "abs": (_wrap(abs), frozenset()),
-    "list": (_wrap(list), frozenset()),
-    "dict": (_wrap(dict), None),
-    "range": (_range, frozenset()),
+def _sorted_cost(ev: Evaluation, items: Any, **kwargs: Any) -> tuple[int, int]:
+    # Each item takes part in about log2(n) comparisons, each going through it at worst.
+    n = _count(items)
+    return 1 + n, max(1, math.ceil(math.log2(n + 1))) * ev.size(items)
+
+
+def _list_cost(ev: Evaluation, items: Any = ()) -> tuple[int, int]:
+    return 1 + _count(items), 0
+
+
+def _dict_cost(ev: Evaluation, *args: Any, **kwargs: Any) -> tuple[int, int]:
+    return 1 + 2 * (_count(args[0]) if args else 0) + 2 * len(kwargs), 0
+
+
+def _function(name: str, apply: Callable[..., Any], cost: Cost, *keywords: str, reads: bool = False) -> Operation:
+    return Operation(f"{name}()", apply, cost, frozenset(keywords), reads)
+
+
+_FUNCTIONS: dict[str, Operation] = {
+    "len": _function("len", len, _one),
+    "sum": _function("sum", _sum, _walking),
+    "min": _function("min", min, _walking, "default", reads=True),
+    "max": _function("max", max, _walking, "default", reads=True),
+    "sorted": _function("sorted", sorted, _sorted_cost, "reverse"),
+    "round": _function("round", round, _round_cost, "ndigits"),
+    "str": _function("str", to_text, _text_cost),
+    "int": _function("int", int, _parse_cost, "base"),
+    "float": _function("float", float, _parse_cost),
+    "bool": _function("bool", bool, _one),
+    "any": _function("any", any, _walking),
+    "all": _function("all", all, _walking),
+    "abs": _function("abs", abs, _one),
+    "list": _function("list", list, _list_cost),
+    "dict": Operation("dict()", dict, _dict_cost, None),
+    "range": _function("range", lambda *args: list(range(*args)), _range_cost),
 }
 #: The functions an expression may call.
 FUNCTION_NAMES = frozenset(_FUNCTIONS)
 
 
-def _join(ev: Evaluation, sep: str, items: Iterable[Any]) -> str:
-    parts = list(items)
-    size = sum(len(p) if isinstance(p, str) else 0 for p in parts) + len(sep) * max(len(parts) - 1, 0)
-    check_size(size)
-    return ev.created(str.join(sep, parts), size)  # type: ignore[no-any-return]
+def text_of(ev: Evaluation, value: Any) -> str:
+    """``str(value)`` paid from ``ev``'s budget: how an ``$expr{}`` inside a longer template
+    becomes text."""
+    text: str = _FUNCTIONS["str"](ev, value)
+    return text
 
 
-def _replace(ev: Evaluation, s: str, old: str, new: str, count: int = -1) -> str:
+def _join_cost(ev: Evaluation, sep: Any, items: Any) -> tuple[int, int]:
+    if not isinstance(sep, str) or not isinstance(items, (str, list, tuple, Mapping)):
+        return 1, 0  # join() itself reports what it cannot join
+    n = len(items)
+    # Each part counts at least its characters in size(), and one more for the container.
+    chars = ev.size(items) - (n if isinstance(items, str) else 1 + n)
+    return max(1, chars + len(sep) * max(n - 1, 0)), n
+
+
+def _replace_cost(ev: Evaluation, s: str, old: Any, new: Any, count: Any = -1) -> tuple[int, int]:
     if not isinstance(old, str) or not isinstance(new, str):
         raise TemplateError("replace() takes strings")
     hits = s.count(old) if old else len(s) + 1
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
-    size = len(s) + hits * (len(new) - len(old))
-    check_size(size)
-    return str.replace(s, old, new, count)
+    return max(1, len(s) + hits * (len(new) - len(old))), len(s)
 
 
-def _str_method(name: str) -> Callable[..., Any]:
+def _split_cost(ev: Evaluation, s: str, sep: Any = None, maxsplit: Any = -1) -> tuple[int, int]:
+    # The list counts 1, each part its characters (at least 1).
+    if sep is None:
+        spaces = sum(s.count(c) for c in " \t\n\r\x0b\x0c")
+        return 1 + max(1, len(s) - spaces), len(s)
+    if not isinstance(sep, str) or not sep:
+        return 1, 0  # split() itself reports the bad separator
+    cuts = s.count(sep)
+    if isinstance(maxsplit, int) and maxsplit >= 0:
+        cuts = min(cuts, maxsplit)
+    return 1 + max(cuts + 1, len(s) - cuts * len(sep)), len(s)
+
+
+def _stretch_cost(ev: Evaluation, s: str) -> tuple[int, int]:
+    # lower()/upper() give at least as many characters as they are given.
+    return max(1, len(s)), 0
+
+
+def _scan_cost(ev: Evaluation, s: str, *args: Any, **kwargs: Any) -> tuple[int, int]:
+    return 1, len(s) + _walk(ev, args)
+
+
+def _str_method(name: str, cost: Cost) -> Operation:
     # The method is taken from the str class, not the value, so a str subclass cannot override it.
-    method = getattr(str, name)
-    return lambda ev, s, *args, **kwargs: method(s, *args, **kwargs)
+    return Operation(f".{name}()", getattr(str, name), cost, None)
 
 
-_STR_METHODS: dict[str, Callable[..., Any]] = {
-    **{n: _str_method(n) for n in ("lower", "upper", "strip", "split", "startswith", "endswith")},
-    "join": _join,
-    "replace": _replace,
+_STR_METHODS: dict[str, Operation] = {
+    "lower": _str_method("lower", _stretch_cost),
+    "upper": _str_method("upper", _stretch_cost),
+    "strip": _str_method("strip", _scan_cost),
+    "split": _str_method("split", _split_cost),
+    "startswith": _str_method("startswith", _scan_cost),
+    "endswith": _str_method("endswith", _scan_cost),
+    "join": _str_method("join", _join_cost),
+    "replace": _str_method("replace", _replace_cost),
 }
 
 
-def _dict_get(ev: Evaluation, d: Mapping[Any, Any], key: Any, default: Any = None) -> Any:
-    return d.get(key, default)
+def _keys_cost(ev: Evaluation, d: Mapping[Any, Any]) -> tuple[int, int]:
+    return 1 + len(d), 0
 
 
-_DICT_METHODS: dict[str, Callable[..., Any]] = {
-    "get": _dict_get,
-    "keys": lambda ev, d: list(d.keys()),
-    "values": lambda ev, d: list(d.values()),
-    "items": lambda ev, d: list(d.items()),
+def _items_cost(ev: Evaluation, d: Mapping[Any, Any]) -> tuple[int, int]:
+    return 1 + 3 * len(d), 0
+
+
+_DICT_METHODS: dict[str, Operation] = {
+    "get": Operation(".get()", lambda d, key, default=None: d.get(key, default), _one, None, reads=True),
+    "keys": Operation(".keys()", lambda d: list(d.keys()), _keys_cost, None),
+    "values": Operation(".values()", lambda d: list(d.values()), _keys_cost, None),
+    "items": Operation(".items()", lambda d: list(d.items()), _items_cost, None),
 }
 #: The methods an expression may call: on strings, and on dicts.
 STR_METHOD_NAMES = frozenset(_STR_METHODS)
@@ -688,6 +879,8 @@ class _Compiler:
     def c_Subscript(self, node: ast.Subscript, depth: int) -> Evaluator:
         value = self.compile(node.value, depth)
         key = self.compile(node.slice, depth)
+        if isinstance(node.slice, ast.Slice):
+            return lambda ev: _SLICE(ev, value(ev), key(ev))
         return lambda ev: get_item(value(ev), key(ev))
 
     def c_Slice(self, node: ast.Slice, depth: int) -> Evaluator:
@@ -710,11 +903,10 @@ class _Compiler:
         operand = self.compile(node.operand, depth)
         if isinstance(node.op, ast.Not):
             return lambda ev: not operand(ev)
-        if isinstance(node.op, ast.USub):
-            return lambda ev: -operand(ev)
-        if isinstance(node.op, ast.UAdd):
-            return lambda ev: +operand(ev)
-        raise TemplateError("operator ~ is not supported")
+        op = _UNARY.get(type(node.op))
+        if op is None:
+            raise TemplateError("operator ~ is not supported")
+        return lambda ev: op(ev, operand(ev))
 
     def c_BoolOp(self, node: ast.BoolOp, depth: int) -> Evaluator:
         values = [self.compile(v, depth) for v in node.values]
@@ -746,13 +938,13 @@ class _Compiler:
         rights = [self.compile(c, depth) for c in node.comparators]
         if len(ops) == 1:
             op, right = ops[0], rights[0]
-            return lambda ev: op(left(ev), right(ev))
+            return lambda ev: op(ev, left(ev), right(ev))
 
         def chained(ev: Evaluation) -> Any:
             a = left(ev)
             for op, right in zip(ops, rights, strict=True):
                 b = right(ev)
-                if not op(a, b):
+                if not op(ev, a, b):
                     return False
                 a = b
             return True
@@ -765,27 +957,22 @@ class _Compiler:
         orelse = self.compile(node.orelse, depth)
         return lambda ev: body(ev) if test(ev) else orelse(ev)
 
-    def _display(self, elements: list[ast.expr], depth: int, build: Callable[[list[Any]], Any]) -> Evaluator:
+    def _display(self, elements: list[ast.expr], depth: int, build: Operation) -> Evaluator:
         items = [self.compile(e, depth) for e in elements]
-
-        def make(ev: Evaluation) -> Any:
-            values = [item(ev) for item in items]
-            return ev.created(build(values), 1 + sum(ev.size(v) for v in values))
-
-        return make
+        return lambda ev: build(ev, *[item(ev) for item in items])
 
     def c_List(self, node: ast.List, depth: int) -> Evaluator:
-        return self._display(node.elts, depth, list)
+        return self._display(node.elts, depth, _LIST_DISPLAY)
 
     def c_Tuple(self, node: ast.Tuple, depth: int) -> Evaluator:
-        return self._display(node.elts, depth, tuple)
+        return self._display(node.elts, depth, _TUPLE_DISPLAY)
 
     def c_Dict(self, node: ast.Dict, depth: int) -> Evaluator:
         if any(k is None for k in node.keys):
             raise TemplateError("** unpacking is not allowed in expressions")
         keys = [k for k in node.keys if k is not None]
         flat = [e for pair in zip(keys, node.values, strict=True) for e in pair]
-        return self._display(flat, depth, lambda v: dict(zip(v[::2], v[1::2], strict=True)))
+        return self._display(flat, depth, _DICT_DISPLAY)
 
     def c_Call(self, node: ast.Call, depth: int) -> Evaluator:
         if any(k.arg is None for k in node.keywords):
@@ -794,7 +981,8 @@ class _Compiler:
         kwargs = [(k.arg, self.compile(k.value, depth)) for k in node.keywords if k.arg is not None]
         func = node.func
         if isinstance(func, ast.Name) and func.id in _FUNCTIONS:
-            impl, allowed = _FUNCTIONS[func.id]
+            impl = _FUNCTIONS[func.id]
+            allowed = impl.keywords
             bad = [k for k, _ in kwargs if allowed is not None and k not in allowed]
             if bad:
                 raise TemplateError(f"{func.id}() takes no keyword argument {bad[0]!r} here")
@@ -807,7 +995,7 @@ class _Compiler:
         raise TemplateError("only the whitelisted functions and str/dict methods can be called")
 
     @staticmethod
-    def _call(impl: Callable[..., Any], args: list[Evaluator], kwargs: list[tuple[str, Evaluator]]) -> Evaluator:
+    def _call(impl: Operation, args: list[Evaluator], kwargs: list[tuple[str, Evaluator]]) -> Evaluator:
         if not kwargs:
             if len(args) == 1:
                 arg = args[0]

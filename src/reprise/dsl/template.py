@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from reprise.dsl.expr import (
     MAX_EXPRESSION_LENGTH,
+    CompiledExpression,
     Evaluation,
     Evaluator,
     HierRef,
@@ -34,6 +35,7 @@ from reprise.dsl.expr import (
     hier_ref,
     read_outcome,
     string_end,
+    text_of,
     to_text,
     var_reader,
 )
@@ -59,6 +61,19 @@ class _Hole:
     def __init__(self, text: str, fn: Evaluator) -> None:
         self.text = text
         self.fn = fn
+
+    def text_value(self, ev: Evaluation) -> str:
+        """The part as text inside a longer template. An expression's value becomes text as
+        ``str()`` makes it, paid from the evaluation's budget; a ``$var{}`` or ``$hier{}`` is
+        data that already exists and is shown as it is."""
+        value = self.value(ev)
+        if not isinstance(self.fn, CompiledExpression):
+            return to_text(value)
+        try:
+            return text_of(ev, value)
+        except TemplateError as exc:
+            exc.expression = self.text
+            raise
 
     def value(self, ev: Evaluation) -> Any:
         try:
@@ -199,7 +214,7 @@ class Template(Source):
             if single is not None:
                 return single if isinstance(single, str) else single.value(Evaluation(scope))
             ev = Evaluation(scope)
-            return "".join(p if isinstance(p, str) else to_text(p.value(ev)) for p in self._parts)
+            return "".join(p if isinstance(p, str) else p.text_value(ev) for p in self._parts)
         except TemplateError as exc:
             if exc.path is None:
                 exc.path = path
