@@ -1,10 +1,17 @@
-"""The reuse-or-execute decision of a re-run.
+"""The reuse-or-execute decision of a re-run and of a resume.
 
 A re-run names an earlier run and a start path. Every node that precedes the start path in
 execution order, and completed in the earlier run, is *reused*: its outcome is taken from the
 earlier run and its code is not called. The start element and everything after it execute
 again. Composite elements are always evaluated again, so conditions and loop items see the
 reused outcomes.
+
+A resume names only the earlier run: every node that completed in it is reused, wherever it
+is, and every other node executes. One start path cannot say this: iterations of a concurrent
+loop, and the branches of a parallel block, complete in any order, so nodes after the first
+unfinished one may have completed. Reusing all of them is consistent: a node completes only
+after the nodes it reads from completed, so everything a reused node depends on is reused too
+(the definition must match the earlier run's everywhere, see :meth:`ReusePlan._check_definition`).
 
 How a reused node appears in the new run's directory (``RunContext(reused_nodes=...)``):
 
@@ -22,7 +29,7 @@ iteration (``loop.3`` precedes ``loop.7``), and - for a start path inside a para
 every *sibling* branch: they run concurrently and do not depend on the re-run branch, so they are
 reused where they completed and executed where they did not.
 
-Without a start path (``resume``), the start is the first element that did not complete.
+A resume records the first element that did not complete as its start path.
 """
 
 from __future__ import annotations
@@ -89,19 +96,26 @@ class ReusePlan:
     reused node's place in the new run (a link or a copy)."""
 
     def __init__(
-        self, index: DefinitionIndex, previous: PreviousRun, start: HierarchyPath, mode: str = "link"
+        self,
+        index: DefinitionIndex,
+        previous: PreviousRun,
+        start: HierarchyPath,
+        mode: str = "link",
+        *,
+        resume: bool = False,
     ) -> None:
         if mode not in REUSED_NODES_MODES:
             raise RunSetupError(f"reused_nodes must be 'link' or 'copy', not {mode!r}")
         self.index = index
         self.previous = previous
+        #: The first element to execute again; for a resume, the first that did not complete.
         self.start = start
         #: ``"link"`` or ``"copy"``.
         self.mode = mode
         self.links = mode == "link"
         self._start_parts = start.parts
-        #: True when the start path was found automatically (resume).
-        self.resumed = False
+        #: A resume: every node that completed in the earlier run is reused, wherever it is.
+        self.resumed = resume
         self._declared: list[OutcomeFile] = []
         self._previous_id = previous.run_id
         self._previous_base = str(previous.dir.path)
@@ -155,23 +169,22 @@ class ReusePlan:
         if start is None:
             start = find_resume_point(previous, index)
             ctx.start_hierarchy_path = start
-        plan = cls(index, previous, start, ctx.reused_nodes)
-        plan.resumed = resumed
-        plan._check_start(must_have_executed=not resumed)
+        plan = cls(index, previous, start, ctx.reused_nodes, resume=resumed)
+        if not resumed:
+            plan._check_start()
         plan._check_definition()
         plan._carry_inputs(ctx)
         return plan
 
-    def _check_start(self, *, must_have_executed: bool = True) -> None:
+    def _check_start(self) -> None:
+        """Check the start path the user named (a resume's is found in the earlier run)."""
         start = self.start
         element = self.index.element(start)
         if start.root != self.index.root_id or element is None or not _index_segments_ok(start, self.index):
             near = self.index.suggest(str(start))
             hint = f"; nearest valid paths: {', '.join(near)}" if near else ""
             raise RerunError(f"start path {start} does not exist in the definition{hint}", path=str(start))
-        # A resume point found automatically may be an element the earlier run never reached
-        # (it was killed between two elements); one the user names must have run.
-        if must_have_executed and not self.previous.executed(start):
+        if not self.previous.executed(start):
             raise RerunError(
                 f"start path {start} did not execute in run {self.previous.run_id} "
                 "(a branch not taken, an iteration that did not happen, or the run stopped before it)",
@@ -179,6 +192,10 @@ class ReusePlan:
             )
 
     def _check_definition(self) -> None:
+        """Refuse a definition that no longer matches the earlier run's where nodes may be
+        reused: before the start path for a re-run; everywhere for a resume, which reuses
+        completed nodes wherever they are (an element added before one of them could change
+        its input)."""
         if self.previous.definition_bytes() == self.index.outline_json():
             return  # the usual case: the same outline, written the same way (nothing to parse)
         before = self.previous.definition()
@@ -191,7 +208,7 @@ class ReusePlan:
         problems: list[str] = []
         for path in sorted(set(before) | set(now)):
             parts = tuple(path.split("."))
-            relevant = self._precedes(parts, start_parts) or start_parts[: len(parts)] == parts
+            relevant = self.resumed or self._precedes(parts, start_parts) or start_parts[: len(parts)] == parts
             if not relevant:
                 continue
             old, new = before.get(path), now.get(path)
@@ -205,6 +222,12 @@ class ReusePlan:
                 problems.append(f"{path} changed from {old} to {new}")
         if problems:
             shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+            if self.resumed:
+                raise RerunError(
+                    f"the definition no longer matches run {self.previous.run_id}, and a resume reuses "
+                    f"what it completed anywhere: {shown} (re-run from a start path instead)",
+                    run_id=self.previous.run_id,
+                )
             raise RerunError(
                 f"the definition before {self.start} no longer matches run {self.previous.run_id}: {shown}",
                 path=str(self.start),
@@ -271,7 +294,11 @@ class ReusePlan:
         return rule
 
     def _reused_here(self, parts: tuple[str, ...]) -> bool:
-        """:meth:`_precedes` against the start path, on the hot path of a re-run."""
+        """Whether the node at ``parts`` is reused if it completed in the earlier run: always
+        in a resume, else if it precedes the start path (:meth:`_precedes`, on the hot path of a
+        re-run)."""
+        if self.resumed:
+            return True
         start = self._start_parts
         n = min(len(parts), len(start))
         k = 0
@@ -285,10 +312,12 @@ class ReusePlan:
         """How many of the first elements of ``body``, run at the path ``parts``, precede the
         start: all of them in a body wholly before it, those before the start's position in the
         body that holds it, none in one at or after it. The executor reuses those nodes in one
-        go (:meth:`reuse_linked`)."""
+        go (:meth:`reuse_linked`). In a resume, all of them: each is reused if it completed."""
+        elements = body.elements
+        if self.resumed:
+            return len(elements)
         start = self._start_parts
         n = len(parts)
-        elements = body.elements
         if n < len(start) and start[:n] == parts:
             rule = self._rule(parts, start[n])
             if isinstance(rule, tuple) and rule[0] is body:
@@ -300,8 +329,8 @@ class ReusePlan:
         return len(elements) if self._reused_here(parts) else 0
 
     def reuse_node(self, path: HierarchyPath, node: Node, node_dir: str) -> tuple[Any, dict[str, Any]] | None:
-        """Reuse the earlier result of the node at ``path`` if it precedes the start and
-        completed; returns ``(outcome, result)`` or ``None`` to execute it.
+        """Reuse the earlier result of the node at ``path`` if it completed and precedes the
+        start (or this is a resume); returns ``(outcome, result)`` or ``None`` to execute it.
 
         On reuse, ``node_dir`` (which need not exist, nor its parent) becomes a symbolic link to
         the node's directory in the run that holds it (``"link"``), or a directory of hard links
