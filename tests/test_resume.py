@@ -1,4 +1,4 @@
-"""Resume after a real crash (issue 17, item 4).
+"""Resume after a real crash (issue 17, items 4 and 5).
 
 Each test runs a flow of ``_resume_flows`` in a subprocess, waits until chosen nodes are
 running (they block) and others completed, kills the process with SIGKILL, then resumes the
@@ -187,3 +187,50 @@ def test_resume_refuses_a_definition_changed_where_it_would_reuse(
         FlowRunner(changed, RunContext("root", tmp_path, previous_run_id=run.name)).run_sync()
     assert calls(tmp_path) == Counter()
     assert [p.name for p in (tmp_path / "runs").glob("*run_*")] == [run.name]
+
+
+# -- item 5: a run killed after its last node -------------------------------------------------
+@MODES
+@pytest.mark.parametrize("moment", ["before-records", "before-commit", "after-commit"])
+def test_resume_completes_a_run_killed_after_its_last_node(
+    tmp_path: Path, mode: str, moment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Killed in a completion hook: every node completed, the metadata still says running.
+    # "before-commit" / "after-commit": the hook runs before / after the outcome commit's.
+    # "before-records": killed a moment earlier, before the executor wrote the root's
+    # result.json and .trace/outcomes.json. No hook runs there, and the window is far too small
+    # to hit with a signal, so the state such a kill leaves is made from a run killed in its
+    # first completion hook by removing the two files written after the last node.
+    killed = KilledRun(tmp_path, "loop", hook="after-commit" if moment == "after-commit" else "before-commit")
+    killed.wait_for("finishing")
+    run = killed.kill()
+    if moment == "before-records":
+        (run / "root" / "result.json").unlink()
+        (run / ".trace" / "outcomes.json").unlink()
+    branches = git(tmp_path, "for-each-ref", "--format=%(refname)", "refs/heads/run")
+    assert (f"refs/heads/run/{run.name}" in branches) is (moment == "after-commit")
+
+    resumed = resume(tmp_path, "loop", run, mode, monkeypatch)
+    assert resumed.status is RunStatus.COMPLETED
+    assert calls(tmp_path) == Counter()  # nothing runs again
+    assert resumed.outcomes["root.z"] == 6 and (resumed.executed, resumed.reused) == (0, 9)
+    meta = RunDirectory(resumed.run_dir).read_metadata()
+    assert meta.status is RunStatus.COMPLETED and meta.ended_at is not None
+    assert meta.previous_run_id == run.name and meta.start_hierarchy_path is None
+    assert json.loads((resumed.run_dir / ".trace/metadata.json").read_text())["resumed"] is True
+    # The outcomes are committed once, on the resume's branch: one commit on top of the killed
+    # run's (when it had made it), holding every outcome.
+    branch = f"run/{resumed.run_id}"
+    since = f"run/{run.name}..{branch}" if moment == "after-commit" else branch
+    assert git(tmp_path, "rev-list", "--count", since).strip() == "1"
+    tree = git(tmp_path, "ls-tree", "-r", "--name-only", branch).split()
+    expected = {f"root/loop/{i}/{n}/outcome.json" for i in range(4) for n in "ab"} | {"root/z/outcome.json"}
+    assert set(tree) == expected
+    subprocess.run(
+        ["git", "--git-dir", str(tmp_path / "runs" / "outcome" / tmp_path.name / ".git"), "fsck", "--strict"],
+        capture_output=True,
+        check=True,
+    )
+    # The resume completed: resuming it is the usual error.
+    with pytest.raises(RerunError, match="nothing to resume"):
+        resume(tmp_path, "loop", resumed.run_dir, mode, monkeypatch)

@@ -29,7 +29,8 @@ iteration (``loop.3`` precedes ``loop.7``), and - for a start path inside a para
 every *sibling* branch: they run concurrently and do not depend on the re-run branch, so they are
 reused where they completed and executed where they did not.
 
-A resume records the first element that did not complete as its start path.
+A resume records the first element that did not complete as its start path (``None`` when
+every element completed: a run killed after its last node, which the resume then completes).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from reprise.run.reused import (
     reused_document,
     write_trace_file,
 )
+from reprise.run.status import RunStatus
 
 _SKIP_RESULT = frozenset({RESULT_FILE})
 
@@ -99,21 +101,24 @@ class ReusePlan:
         self,
         index: DefinitionIndex,
         previous: PreviousRun,
-        start: HierarchyPath,
+        start: HierarchyPath | None,
         mode: str = "link",
         *,
         resume: bool = False,
     ) -> None:
         if mode not in REUSED_NODES_MODES:
             raise RunSetupError(f"reused_nodes must be 'link' or 'copy', not {mode!r}")
+        if start is None and not resume:
+            raise RunSetupError("a re-run needs a start path")
         self.index = index
         self.previous = previous
-        #: The first element to execute again; for a resume, the first that did not complete.
+        #: The first element to execute again; for a resume, the first that did not complete
+        #: (``None`` if every element did).
         self.start = start
         #: ``"link"`` or ``"copy"``.
         self.mode = mode
         self.links = mode == "link"
-        self._start_parts = start.parts
+        self._start_parts = start.parts if start is not None else ()
         #: A resume: every node that completed in the earlier run is reused, wherever it is.
         self.resumed = resume
         self._declared: list[OutcomeFile] = []
@@ -179,6 +184,7 @@ class ReusePlan:
     def _check_start(self) -> None:
         """Check the start path the user named (a resume's is found in the earlier run)."""
         start = self.start
+        assert start is not None
         element = self.index.element(start)
         if start.root != self.index.root_id or element is None or not _index_segments_ok(start, self.index):
             near = self.index.suggest(str(start))
@@ -204,7 +210,7 @@ class ReusePlan:
         now = self.index.outline()
         if before == now:
             return  # the usual case, and one comparison instead of one per element
-        start_parts = tuple(definition_path(self.start).split("."))
+        start_parts = tuple(definition_path(self.start).split(".")) if self.start is not None else ()
         problems: list[str] = []
         for path in sorted(set(before) | set(now)):
             parts = tuple(path.split("."))
@@ -249,7 +255,8 @@ class ReusePlan:
         self._base = str(run_dir.path)
         self._run_id = run_dir.run_id
         ctx.save_initial_inputs()
-        ctx.annotate(resumed=self.resumed, start_hierarchy_path=str(self.start), reused_nodes=self.mode)
+        start = str(self.start) if self.start is not None else None
+        ctx.annotate(resumed=self.resumed, start_hierarchy_path=start, reused_nodes=self.mode)
 
     def write_record(self) -> None:
         """Write ``.trace/reused.json``: which nodes this run reused, where their directories
@@ -669,10 +676,12 @@ def _index_segments_ok(path: HierarchyPath, index: DefinitionIndex) -> bool:
     return True
 
 
-def find_resume_point(previous: PreviousRun, index: DefinitionIndex) -> HierarchyPath:
-    """The first element, in execution order, that did not complete in ``previous``."""
+def find_resume_point(previous: PreviousRun, index: DefinitionIndex) -> HierarchyPath | None:
+    """The first element, in execution order, that did not complete in ``previous``; ``None``
+    when every element completed but the run did not (it was killed after its last node: the
+    resume completes it). A run that completed has nothing to resume: :class:`RerunError`."""
     found = _first_incomplete(previous, index.root, HierarchyPath(index.root_id))
-    if found is None:
+    if found is None and previous.metadata.status is RunStatus.COMPLETED:
         raise RerunError(
             f"run {previous.run_id} has nothing to resume: every element completed "
             "(use a re-run with a start path to execute part of it again)",
