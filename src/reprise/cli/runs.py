@@ -141,7 +141,8 @@ def _show(args: argparse.Namespace, out: Output) -> int:
             + (f"  ({info.tags['reprise.target']})" if "reprise.target" in info.tags else ""),
         ]
         if info.previous_run_id:
-            head.append(f"from     {info.previous_run_id} at {info.start_hierarchy_path}")
+            at = f" at {info.start_hierarchy_path}" if info.start_hierarchy_path else ""
+            head.append(f"from     {info.previous_run_id}{at}")
         usage = f"nodes    {totals['executed']} executed, {totals['reused']} reused, {totals['failed']} failed"
         if totals["input_tokens"] is not None or totals["output_tokens"] is not None:
             usage += f"; tokens in {_n(totals['input_tokens'])} out {_n(totals['output_tokens'])}"

@@ -503,7 +503,8 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     lines = [f"run {run_dir.run_id}: {status.value} in {duration:.3f}s", "", f"root: {ctx.root_component_id}"]
     if ctx.previous_run_id:
         lines.append(f"previous run: {ctx.previous_run_id}")
-        lines.append(f"start path: {ctx.start_hierarchy_path}")
+        if ctx.start_hierarchy_path is not None:  # a resume of a run killed after its last node has none
+            lines.append(f"start path: {ctx.start_hierarchy_path}")
     if ctx.error_msg:
         lines.append(f"error: {ctx.error_msg}")
     stream, ctx.outcome_stream = ctx.outcome_stream, None

@@ -1,10 +1,17 @@
-"""The reuse-or-execute decision of a re-run.
+"""The reuse-or-execute decision of a re-run and of a resume.
 
 A re-run names an earlier run and a start path. Every node that precedes the start path in
 execution order, and completed in the earlier run, is *reused*: its outcome is taken from the
 earlier run and its code is not called. The start element and everything after it execute
 again. Composite elements are always evaluated again, so conditions and loop items see the
 reused outcomes.
+
+A resume names only the earlier run: every node that completed in it is reused, wherever it
+is, and every other node executes. One start path cannot say this: iterations of a concurrent
+loop, and the branches of a parallel block, complete in any order, so nodes after the first
+unfinished one may have completed. Reusing all of them is consistent: a node completes only
+after the nodes it reads from completed, so everything a reused node depends on is reused too
+(the definition must match the earlier run's everywhere, see :meth:`ReusePlan._check_definition`).
 
 How a reused node appears in the new run's directory (``RunContext(reused_nodes=...)``):
 
@@ -22,7 +29,8 @@ iteration (``loop.3`` precedes ``loop.7``), and - for a start path inside a para
 every *sibling* branch: they run concurrently and do not depend on the re-run branch, so they are
 reused where they completed and executed where they did not.
 
-Without a start path (``resume``), the start is the first element that did not complete.
+A resume records the first element that did not complete as its start path (``None`` when
+every element completed: a run killed after its last node, which the resume then completes).
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from reprise.run.reused import (
     reused_document,
     write_trace_file,
 )
+from reprise.run.status import RunStatus
 
 _SKIP_RESULT = frozenset({RESULT_FILE})
 
@@ -89,19 +98,29 @@ class ReusePlan:
     reused node's place in the new run (a link or a copy)."""
 
     def __init__(
-        self, index: DefinitionIndex, previous: PreviousRun, start: HierarchyPath, mode: str = "link"
+        self,
+        index: DefinitionIndex,
+        previous: PreviousRun,
+        start: HierarchyPath | None,
+        mode: str = "link",
+        *,
+        resume: bool = False,
     ) -> None:
         if mode not in REUSED_NODES_MODES:
             raise RunSetupError(f"reused_nodes must be 'link' or 'copy', not {mode!r}")
+        if start is None and not resume:
+            raise RunSetupError("a re-run needs a start path")
         self.index = index
         self.previous = previous
+        #: The first element to execute again; for a resume, the first that did not complete
+        #: (``None`` if every element did).
         self.start = start
         #: ``"link"`` or ``"copy"``.
         self.mode = mode
         self.links = mode == "link"
-        self._start_parts = start.parts
-        #: True when the start path was found automatically (resume).
-        self.resumed = False
+        self._start_parts = start.parts if start is not None else ()
+        #: A resume: every node that completed in the earlier run is reused, wherever it is.
+        self.resumed = resume
         self._declared: list[OutcomeFile] = []
         self._previous_id = previous.run_id
         self._previous_base = str(previous.dir.path)
@@ -155,23 +174,23 @@ class ReusePlan:
         if start is None:
             start = find_resume_point(previous, index)
             ctx.start_hierarchy_path = start
-        plan = cls(index, previous, start, ctx.reused_nodes)
-        plan.resumed = resumed
-        plan._check_start(must_have_executed=not resumed)
+        plan = cls(index, previous, start, ctx.reused_nodes, resume=resumed)
+        if not resumed:
+            plan._check_start()
         plan._check_definition()
         plan._carry_inputs(ctx)
         return plan
 
-    def _check_start(self, *, must_have_executed: bool = True) -> None:
+    def _check_start(self) -> None:
+        """Check the start path the user named (a resume's is found in the earlier run)."""
         start = self.start
+        assert start is not None
         element = self.index.element(start)
         if start.root != self.index.root_id or element is None or not _index_segments_ok(start, self.index):
             near = self.index.suggest(str(start))
             hint = f"; nearest valid paths: {', '.join(near)}" if near else ""
             raise RerunError(f"start path {start} does not exist in the definition{hint}", path=str(start))
-        # A resume point found automatically may be an element the earlier run never reached
-        # (it was killed between two elements); one the user names must have run.
-        if must_have_executed and not self.previous.executed(start):
+        if not self.previous.executed(start):
             raise RerunError(
                 f"start path {start} did not execute in run {self.previous.run_id} "
                 "(a branch not taken, an iteration that did not happen, or the run stopped before it)",
@@ -179,6 +198,10 @@ class ReusePlan:
             )
 
     def _check_definition(self) -> None:
+        """Refuse a definition that no longer matches the earlier run's where nodes may be
+        reused: before the start path for a re-run; everywhere for a resume, which reuses
+        completed nodes wherever they are (an element added before one of them could change
+        its input)."""
         if self.previous.definition_bytes() == self.index.outline_json():
             return  # the usual case: the same outline, written the same way (nothing to parse)
         before = self.previous.definition()
@@ -187,11 +210,11 @@ class ReusePlan:
         now = self.index.outline()
         if before == now:
             return  # the usual case, and one comparison instead of one per element
-        start_parts = tuple(definition_path(self.start).split("."))
+        start_parts = tuple(definition_path(self.start).split(".")) if self.start is not None else ()
         problems: list[str] = []
         for path in sorted(set(before) | set(now)):
             parts = tuple(path.split("."))
-            relevant = self._precedes(parts, start_parts) or start_parts[: len(parts)] == parts
+            relevant = self.resumed or self._precedes(parts, start_parts) or start_parts[: len(parts)] == parts
             if not relevant:
                 continue
             old, new = before.get(path), now.get(path)
@@ -205,6 +228,12 @@ class ReusePlan:
                 problems.append(f"{path} changed from {old} to {new}")
         if problems:
             shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+            if self.resumed:
+                raise RerunError(
+                    f"the definition no longer matches run {self.previous.run_id}, and a resume reuses "
+                    f"what it completed anywhere: {shown} (re-run from a start path instead)",
+                    run_id=self.previous.run_id,
+                )
             raise RerunError(
                 f"the definition before {self.start} no longer matches run {self.previous.run_id}: {shown}",
                 path=str(self.start),
@@ -226,7 +255,8 @@ class ReusePlan:
         self._base = str(run_dir.path)
         self._run_id = run_dir.run_id
         ctx.save_initial_inputs()
-        ctx.annotate(resumed=self.resumed, start_hierarchy_path=str(self.start), reused_nodes=self.mode)
+        start = str(self.start) if self.start is not None else None
+        ctx.annotate(resumed=self.resumed, start_hierarchy_path=start, reused_nodes=self.mode)
 
     def write_record(self) -> None:
         """Write ``.trace/reused.json``: which nodes this run reused, where their directories
@@ -271,7 +301,11 @@ class ReusePlan:
         return rule
 
     def _reused_here(self, parts: tuple[str, ...]) -> bool:
-        """:meth:`_precedes` against the start path, on the hot path of a re-run."""
+        """Whether the node at ``parts`` is reused if it completed in the earlier run: always
+        in a resume, else if it precedes the start path (:meth:`_precedes`, on the hot path of a
+        re-run)."""
+        if self.resumed:
+            return True
         start = self._start_parts
         n = min(len(parts), len(start))
         k = 0
@@ -285,10 +319,12 @@ class ReusePlan:
         """How many of the first elements of ``body``, run at the path ``parts``, precede the
         start: all of them in a body wholly before it, those before the start's position in the
         body that holds it, none in one at or after it. The executor reuses those nodes in one
-        go (:meth:`reuse_linked`)."""
+        go (:meth:`reuse_linked`). In a resume, all of them: each is reused if it completed."""
+        elements = body.elements
+        if self.resumed:
+            return len(elements)
         start = self._start_parts
         n = len(parts)
-        elements = body.elements
         if n < len(start) and start[:n] == parts:
             rule = self._rule(parts, start[n])
             if isinstance(rule, tuple) and rule[0] is body:
@@ -300,8 +336,8 @@ class ReusePlan:
         return len(elements) if self._reused_here(parts) else 0
 
     def reuse_node(self, path: HierarchyPath, node: Node, node_dir: str) -> tuple[Any, dict[str, Any]] | None:
-        """Reuse the earlier result of the node at ``path`` if it precedes the start and
-        completed; returns ``(outcome, result)`` or ``None`` to execute it.
+        """Reuse the earlier result of the node at ``path`` if it completed and precedes the
+        start (or this is a resume); returns ``(outcome, result)`` or ``None`` to execute it.
 
         On reuse, ``node_dir`` (which need not exist, nor its parent) becomes a symbolic link to
         the node's directory in the run that holds it (``"link"``), or a directory of hard links
@@ -640,10 +676,12 @@ def _index_segments_ok(path: HierarchyPath, index: DefinitionIndex) -> bool:
     return True
 
 
-def find_resume_point(previous: PreviousRun, index: DefinitionIndex) -> HierarchyPath:
-    """The first element, in execution order, that did not complete in ``previous``."""
+def find_resume_point(previous: PreviousRun, index: DefinitionIndex) -> HierarchyPath | None:
+    """The first element, in execution order, that did not complete in ``previous``; ``None``
+    when every element completed but the run did not (it was killed after its last node: the
+    resume completes it). A run that completed has nothing to resume: :class:`RerunError`."""
     found = _first_incomplete(previous, index.root, HierarchyPath(index.root_id))
-    if found is None:
+    if found is None and previous.metadata.status is RunStatus.COMPLETED:
         raise RerunError(
             f"run {previous.run_id} has nothing to resume: every element completed "
             "(use a re-run with a start path to execute part of it again)",
