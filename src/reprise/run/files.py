@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import json
+import math
 import os
 import shutil
 import sys
@@ -13,8 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pydantic_core
+from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["dump_json", "exchange_paths", "read_json", "write_bytes_atomic", "write_json_atomic", "write_new_dir"]
+__all__ = [
+    "dump_json",
+    "exchange_paths",
+    "json_problem",
+    "read_json",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_new_dir",
+]
 
 
 def dump_json(data: Any) -> bytes:
@@ -26,6 +37,57 @@ def dump_json(data: Any) -> bytes:
         return pydantic_core.to_json(data, indent=2, fallback=str) + b"\n"
     except pydantic_core.PydanticSerializationError as exc:
         raise TypeError(f"cannot encode as JSON: {exc}") from exc
+
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def json_problem(value: Any, *, objects: bool = True) -> tuple[str, str] | None:
+    """The first part of ``value`` that a JSON file cannot hold as it is, as ``(where, what)``:
+    ``where`` a Python-style place (``"['scores'][2]"``, ``".loss"``, ``""`` for ``value``
+    itself), ``what`` the reason. ``None`` when reprise can write ``value`` and read it back.
+
+    A float that is NaN or infinite is refused: JSON has no such number, and pydantic writes a
+    bare ``NaN`` (not JSON) or ``null`` (a silent change) depending on where it sits. With
+    ``objects`` (the default), so is an object pydantic cannot encode; callers that encode with
+    a type of their own (a node's outcome type) pass ``objects=False``. Models and dataclasses
+    are looked into through what they dump."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    seen: set[int] = set()  # containers already looked into: a shared one once, a cycle ends
+    while stack:
+        item, where = stack.pop()
+        kind = type(item)
+        if kind in _PLAIN:
+            continue
+        if isinstance(item, (dict, list, tuple, set, frozenset)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return where, f"{item!r} is not a JSON number"
+        elif isinstance(item, dict):
+            stack.extend((v, f"{where}[{k!r}]") for k, v in reversed(item.items()))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((item[i], f"{where}[{i}]") for i in range(len(item) - 1, -1, -1))
+        elif isinstance(item, (set, frozenset)):
+            stack.extend((v, f"{where}{{...}}") for v in item)
+        elif isinstance(item, BaseModel) or (dataclasses.is_dataclass(item) and not isinstance(item, type)):
+            data = _ANY.dump_python(item, mode="python", warnings=False)
+            if isinstance(data, dict):
+                stack.extend(
+                    (v, f"{where}.{k}" if isinstance(k, str) and k.isidentifier() else f"{where}[{k!r}]")
+                    for k, v in reversed(data.items())
+                )
+            else:
+                stack.append((data, where))  # a root model: its one value
+        elif objects:
+            try:
+                _ANY.dump_python(item, mode="json")
+            except pydantic_core.PydanticSerializationError:
+                return where, f"object of type {kind.__name__} is not JSON-serialisable"
+    return None
 
 
 # Per-process sequence for temporary names; next() on itertools.count is atomic under the GIL.
