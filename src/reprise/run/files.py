@@ -41,6 +41,7 @@ def dump_json(data: Any) -> bytes:
 
 _ANY: TypeAdapter[Any] = TypeAdapter(Any)
 _PLAIN = frozenset({str, int, bool, type(None)})
+_CONTAINERS = (dict, list, tuple, set, frozenset)
 
 
 def json_problem(value: Any, *, objects: bool = True) -> tuple[str, str] | None:
@@ -52,42 +53,90 @@ def json_problem(value: Any, *, objects: bool = True) -> tuple[str, str] | None:
     bare ``NaN`` (not JSON) or ``null`` (a silent change) depending on where it sits. With
     ``objects`` (the default), so is an object pydantic cannot encode; callers that encode with
     a type of their own (a node's outcome type) pass ``objects=False``. Models and dataclasses
-    are looked into through what they dump."""
-    stack: list[tuple[Any, str]] = [(value, "")]
+    are looked into field by field, as they hold their values.
+
+    It runs on every node's outcome: a first walk only looks; the places are worked out by a
+    second one when something is wrong."""
+    if type(value) in _PLAIN or not _any_problem(value, objects):
+        return None
+    return _first_problem(value, objects)
+
+
+def _any_problem(value: Any, objects: bool) -> bool:
+    """Whether :func:`json_problem` finds something: the walk without places, to be cheap."""
+    stack = [value]
     seen: set[int] = set()  # containers already looked into: a shared one once, a cycle ends
     while stack:
-        item, where = stack.pop()
-        kind = type(item)
-        if kind in _PLAIN:
+        item = stack.pop()
+        if type(item) in _PLAIN:
             continue
-        if isinstance(item, (dict, list, tuple, set, frozenset)):
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+            continue
+        if isinstance(item, _CONTAINERS):
             if id(item) in seen:
                 continue
             seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+            continue
+        fields = _fields(item)
+        if fields is not None:
+            stack.extend(v for _, v in fields)
+        elif objects and not _encodable(item):
+            return True
+    return False
+
+
+def _first_problem(value: Any, objects: bool) -> tuple[str, str] | None:
+    """The same walk, keeping each part's place, in order: the first problem is reported."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    seen: set[int] = set()
+    while stack:
+        item, where = stack.pop()
+        if type(item) in _PLAIN:
+            continue
         if isinstance(item, float):
             if not math.isfinite(item):
                 return where, f"{item!r} is not a JSON number"
-        elif isinstance(item, dict):
-            stack.extend((v, f"{where}[{k!r}]") for k, v in reversed(item.items()))
+            continue
+        if isinstance(item, _CONTAINERS):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if isinstance(item, dict):
+            parts = [(v, f"{where}[{k!r}]") for k, v in item.items()]
         elif isinstance(item, (list, tuple)):
-            stack.extend((item[i], f"{where}[{i}]") for i in range(len(item) - 1, -1, -1))
+            parts = [(v, f"{where}[{i}]") for i, v in enumerate(item)]
         elif isinstance(item, (set, frozenset)):
-            stack.extend((v, f"{where}{{...}}") for v in item)
-        elif isinstance(item, BaseModel) or (dataclasses.is_dataclass(item) and not isinstance(item, type)):
-            data = _ANY.dump_python(item, mode="python", warnings=False)
-            if isinstance(data, dict):
-                stack.extend(
-                    (v, f"{where}.{k}" if isinstance(k, str) and k.isidentifier() else f"{where}[{k!r}]")
-                    for k, v in reversed(data.items())
-                )
-            else:
-                stack.append((data, where))  # a root model: its one value
-        elif objects:
-            try:
-                _ANY.dump_python(item, mode="json")
-            except pydantic_core.PydanticSerializationError:
-                return where, f"object of type {kind.__name__} is not JSON-serialisable"
+            parts = [(v, f"{where}{{...}}") for v in item]
+        else:
+            fields = _fields(item)
+            if fields is None:
+                if objects and not _encodable(item):
+                    return where, f"object of type {type(item).__name__} is not JSON-serialisable"
+                continue
+            parts = [(v, f"{where}.{k}") for k, v in fields]
+        stack.extend(reversed(parts))
     return None
+
+
+def _fields(item: Any) -> list[tuple[str, Any]] | None:
+    """``(name, value)`` of a model's or dataclass's fields, as it holds them; ``None`` for
+    anything else."""
+    if isinstance(item, BaseModel):
+        return list(item)  # every field and extra
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return [(f.name, getattr(item, f.name)) for f in dataclasses.fields(item)]
+    return None
+
+
+def _encodable(item: Any) -> bool:
+    try:
+        _ANY.dump_python(item, mode="json")
+    except pydantic_core.PydanticSerializationError:
+        return False
+    return True
 
 
 # Per-process sequence for temporary names; next() on itertools.count is atomic under the GIL.
