@@ -13,7 +13,7 @@ import anyio
 from examples.folder_report import SAMPLE_FOLDER, run_report
 
 from reprise import FlowDefinition, FlowRunner, RunContext, RunResult
-from reprise.nodes import CommandNode
+from reprise.nodes import CommandNode, CreateFile, FileOperationNode
 
 PY = sys.executable
 # Slow enough that two runs cannot take the same time, to the microsecond.
@@ -95,3 +95,11 @@ def test_the_demo_run_and_its_rerun_diff_empty(tmp_path: Path) -> None:
     assert rerun.executed > 0
     assert changed(runs, first, rerun) == []
     assert changed(runs, first, again) == []
+
+
+def test_two_runs_of_the_same_file_operations_in_their_node_directory_diff_empty(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    flow = FlowDefinition().node("edit", FileOperationNode([CreateFile(path="notes.md", content="# hi\n")]))
+    first = FlowRunner(flow, RunContext("flow", tmp_path, run_root=runs)).run_sync()
+    second = FlowRunner(flow, RunContext("flow", tmp_path, run_root=runs)).run_sync()
+    assert changed(runs, first, second) == []
