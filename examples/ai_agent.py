@@ -149,10 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ctx.run_dir is not None:
             print(f"run directory: {ctx.run_dir.path}", file=sys.stderr)
         return 1
-    changes = result.outcome
-    assert isinstance(changes, FileChanges)
+    assert isinstance(result.outcome, FileChanges)
     print(f"run directory: {result.run_dir}")
-    print(f"briefing:      {Path(changes.base_dir) / 'briefing.md'}")
+    print(f"briefing:      {result.run_dir / ROOT_ID / 'write' / 'briefing.md'}")
     return 0
 
 

@@ -118,9 +118,10 @@ class Totals(BaseModel):
 
 
 class Report(BaseModel):
-    """The report: where it was written and its Markdown."""
+    """The report's Markdown, also written as ``report.md`` in the node's directory (see
+    :func:`report_path`). Where it lies and which run wrote it are not in it: two runs over the
+    same folder make the same outcome, so comparing them shows nothing changed."""
 
-    path: str
     markdown: str
 
 
@@ -206,12 +207,12 @@ def write_report(
     totals: Totals,
     ctx: NodeContext,
 ) -> Report:
-    """Render the Markdown report and write it as ``report.md`` in this node's directory."""
+    """Render the Markdown report and write it as ``report.md`` in this node's directory (named
+    in its ``result.json``)."""
     lines = [
         f"# Folder report: {Path(listing.folder).name}",
         "",
-        f"Folder: `{listing.folder}`  ",
-        f"Run: `{ctx.run_id}`",
+        f"Folder: `{listing.folder}`",
         "",
         "## Totals",
         "",
@@ -237,7 +238,7 @@ def write_report(
     path = ctx.node_dir / "report.md"
     path.write_text(markdown, encoding="utf-8")
     ctx.annotate_result(report=path.name)
-    return Report(path=str(path), markdown=markdown)
+    return Report(markdown=markdown)
 
 
 # -- the agent -----------------------------------------------------------------------------------

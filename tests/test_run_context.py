@@ -377,3 +377,33 @@ def test_a_path_that_is_not_utf8_is_refused_by_name_before_anything_is_made(tmp_
         else:
             RunContext("root", tmp_path, run_root=odd / "runs")
     assert not (odd / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (object(), r"initial_inputs\['o'\]: object of type object is not JSON-serialisable"),
+        ({"deep": [1, object()]}, r"initial_inputs\['o'\]\['deep'\]\[1\]: object of type object"),
+        (float("nan"), r"initial_inputs\['o'\]: nan is not a JSON number"),
+        ({"score": float("-inf")}, r"initial_inputs\['o'\]\['score'\]: -inf is not a JSON number"),
+        (Style(tone="x", max_words=1).model_copy(update={"tone": object()}), r"initial_inputs\['o'\]\.tone"),
+    ],
+)
+def test_initial_inputs_json_cannot_hold_are_refused_by_key_before_anything_is_made(
+    tmp_path: Path, value: Any, fragment: str
+) -> None:
+    # Not a raw pydantic error naming nothing, nor a run directory that reads "running" and
+    # then "crashed": the key is named, and no directory or index entry is made.
+    from reprise.run.index import RunIndex
+
+    for start in ("runner", "setup_run"):
+        ctx = RunContext("flow", tmp_path, initial_inputs={"tone": "plain", "o": value})
+        with pytest.raises(RunSetupError, match=fragment):
+            if start == "runner":
+                FlowRunner(_flow(), ctx).run_sync()
+            else:
+                ctx.setup_run()
+        assert not ctx.is_setup
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.name.startswith("run_")]
+    assert RunIndex(runs).runs() == []

@@ -7,7 +7,8 @@ where a problem is::
     RepriseError
     ├── DefinitionError        a flow or agent definition is invalid (raised before anything runs)
     ├── TemplateError          a template or expression could not be parsed or evaluated
-    ├── RunSetupError          a run could not be set up (bad run root, unknown previous run, ...)
+    ├── RunSetupError          a run could not be set up (bad run root, unknown previous run,
+    │   │                      initial inputs JSON cannot hold, ...)
     │   ├── StaticInputError   a static input names an unknown node or does not validate
     │   └── RerunError         a re-run cannot start from the requested path
     ├── NodeInputError         a node's input could not be built or did not validate

@@ -73,7 +73,8 @@ class NodeContext(Protocol):
         ...
 
     def annotate_result(self, **fields: Any) -> None:
-        """Add fields to the node's ``result.json`` (token usage, cost, return code, ...)."""
+        """Add fields to the node's ``result.json`` (token usage, cost, return code, ...); a NaN or
+        infinite float in them fails the node (``result.json`` is plain JSON)."""
         ...
 
     def declare_outcome_file(self, path: Path | str, *, name: str | None = None) -> str:

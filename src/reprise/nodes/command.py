@@ -55,13 +55,14 @@ class CommandVariables(BaseModel):
 
 
 class CommandResult(BaseModel):
-    """The outcome of a :class:`CommandNode`."""
+    """The outcome of a :class:`CommandNode`: what the command did, not how long it took (that
+    is the node's ``duration_s`` in ``result.json``), so the same work makes the same outcome
+    and two runs of it diff empty."""
 
     args: list[str]
     returncode: int
     stdout: str
     stderr: str
-    duration_s: float
     #: Total bytes the command wrote to each stream (the text above may hold fewer).
     stdout_bytes: int
     stderr_bytes: int
@@ -248,13 +249,14 @@ class CommandNode(ModelOutcomeNode):
             returncode=returncode,
             stdout=out.text(),
             stderr=err.text(),
-            duration_s=round(duration, 6),
             stdout_bytes=out.total,
             stderr_bytes=err.total,
             stdout_truncated=out.dropped > 0,
             stderr_truncated=err.dropped > 0,
         )
-        ctx.annotate_result(returncode=returncode, command=shown[:1], timed_out=timed_out)
+        ctx.annotate_result(
+            returncode=returncode, command=shown[:1], timed_out=timed_out, command_duration_s=round(duration, 6)
+        )
         ctx.logger.info("command finished", returncode=returncode, duration_s=round(duration, 3), timed_out=timed_out)
         if timed_out:
             raise NodeExecutionError(

@@ -161,6 +161,7 @@ class FileChange(BaseModel):
 class FileChanges(BaseModel):
     """The outcome of a :class:`FileOperationNode`."""
 
+    #: The directory the paths are relative to, resolved; ``"."`` for the node's own directory.
     base_dir: str
     changes: list[FileChange]
     #: Files that exist after the operations, relative to ``base_dir``.
@@ -409,7 +410,10 @@ class FileOperationNode(ModelOutcomeNode):
             for relative in declared:
                 ctx.declare_outcome_file(base / relative, name=relative)
         ctx.annotate_result(file_changes=len(changes), base_dir=str(base))
-        return FileChanges(base_dir=str(base), changes=changes, declared_outcome_files=declared)
+        # The node's own directory is named "." in the outcome: its path differs in every run
+        # (result.json has it), and the same changes must make the same outcome.
+        shown = str(base) if self.base_dir is not None else "."
+        return FileChanges(base_dir=shown, changes=changes, declared_outcome_files=declared)
 
 
 def _apply(operations: list[FileOperation], base: Path) -> tuple[list[FileChange], set[str]]:

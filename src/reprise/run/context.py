@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from reprise._version import __version__
 from reprise.dsl.definition import DefinitionIndex
@@ -37,7 +38,7 @@ from reprise.run.directory import (
     RunMetadata,
     pid_info,
 )
-from reprise.run.files import read_json, write_json_atomic
+from reprise.run.files import json_problem, read_json, write_json_atomic
 from reprise.run.index import record_run
 from reprise.run.outcome_repo import (
     COMMITTED_FILE,
@@ -182,6 +183,7 @@ class RunContext:
         if self.previous_run_id is not None:
             # Fails early, before a directory is made, if the previous run does not exist.
             RunDirectory.find(self.run_root, self.previous_run_id)
+        initial_inputs = self._initial_inputs_json()  # refused before a directory is made
         run_dir = RunDirectory.create(self.run_root, run_id_prefix, rerun=self.is_rerun)
         self.run_dir = run_dir
         self._started = time.perf_counter()
@@ -202,7 +204,7 @@ class RunContext:
         run_dir.write_metadata(self._metadata)
         record_run(run_dir, self._metadata)  # the run root's index; never fails the run
         self.status = RunStatus.RUNNING
-        self.save_initial_inputs()
+        write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, initial_inputs)
         from reprise.observability.telemetry import RunTelemetry
 
         try:
@@ -461,9 +463,21 @@ class RunContext:
 
     def save_initial_inputs(self) -> None:
         """Write the initial inputs to ``static_inputs/initial_inputs.json``."""
-        write_json_atomic(
-            self.require_run_dir().static_inputs_dir / INITIAL_INPUTS_FILE, _jsonable(self.initial_inputs)
-        )
+        write_json_atomic(self.require_run_dir().static_inputs_dir / INITIAL_INPUTS_FILE, self._initial_inputs_json())
+
+    def _initial_inputs_json(self) -> Any:
+        """The initial inputs as the JSON data ``initial_inputs.json`` holds; a
+        :class:`RunSetupError` naming the key when a value cannot be written as JSON and read
+        back as it was (an arbitrary object, a NaN or infinite float)."""
+        for key, value in self.initial_inputs.items():
+            problem = json_problem(value)
+            if problem is not None:
+                where, what = problem
+                raise RunSetupError(f"initial_inputs[{key!r}]{where}: {what}")
+        try:
+            return _jsonable(self.initial_inputs)
+        except PydanticSerializationError as exc:  # what json_problem cannot see (a key, say)
+            raise RunSetupError(f"initial_inputs cannot be written as JSON: {exc}") from None
 
     def save_static_inputs(self) -> None:
         """Write the bound static inputs to ``static_inputs/static_inputs.json``."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import json
+import math
 import os
 import shutil
 import sys
@@ -13,8 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pydantic_core
+from pydantic import BaseModel, TypeAdapter
 
-__all__ = ["dump_json", "exchange_paths", "read_json", "write_bytes_atomic", "write_json_atomic", "write_new_dir"]
+__all__ = [
+    "dump_json",
+    "exchange_paths",
+    "json_problem",
+    "read_json",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_new_dir",
+]
 
 
 def dump_json(data: Any) -> bytes:
@@ -26,6 +37,106 @@ def dump_json(data: Any) -> bytes:
         return pydantic_core.to_json(data, indent=2, fallback=str) + b"\n"
     except pydantic_core.PydanticSerializationError as exc:
         raise TypeError(f"cannot encode as JSON: {exc}") from exc
+
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_PLAIN = frozenset({str, int, bool, type(None)})
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
+def json_problem(value: Any, *, objects: bool = True) -> tuple[str, str] | None:
+    """The first part of ``value`` that a JSON file cannot hold as it is, as ``(where, what)``:
+    ``where`` a Python-style place (``"['scores'][2]"``, ``".loss"``, ``""`` for ``value``
+    itself), ``what`` the reason. ``None`` when reprise can write ``value`` and read it back.
+
+    A float that is NaN or infinite is refused: JSON has no such number, and pydantic writes a
+    bare ``NaN`` (not JSON) or ``null`` (a silent change) depending on where it sits. With
+    ``objects`` (the default), so is an object pydantic cannot encode; callers that encode with
+    a type of their own (a node's outcome type) pass ``objects=False``. Models and dataclasses
+    are looked into field by field, as they hold their values.
+
+    It runs on every node's outcome: a first walk only looks; the places are worked out by a
+    second one when something is wrong."""
+    if type(value) in _PLAIN or not _any_problem(value, objects):
+        return None
+    return _first_problem(value, objects)
+
+
+def _any_problem(value: Any, objects: bool) -> bool:
+    """Whether :func:`json_problem` finds something: the walk without places, to be cheap."""
+    stack = [value]
+    seen: set[int] = set()  # containers already looked into: a shared one once, a cycle ends
+    while stack:
+        item = stack.pop()
+        if type(item) in _PLAIN:
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+            continue
+        if isinstance(item, _CONTAINERS):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+            continue
+        fields = _fields(item)
+        if fields is not None:
+            stack.extend(v for _, v in fields)
+        elif objects and not _encodable(item):
+            return True
+    return False
+
+
+def _first_problem(value: Any, objects: bool) -> tuple[str, str] | None:
+    """The same walk, keeping each part's place, in order: the first problem is reported."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    seen: set[int] = set()
+    while stack:
+        item, where = stack.pop()
+        if type(item) in _PLAIN:
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return where, f"{item!r} is not a JSON number"
+            continue
+        if isinstance(item, _CONTAINERS):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if isinstance(item, dict):
+            parts = [(v, f"{where}[{k!r}]") for k, v in item.items()]
+        elif isinstance(item, (list, tuple)):
+            parts = [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+        elif isinstance(item, (set, frozenset)):
+            parts = [(v, f"{where}{{...}}") for v in item]
+        else:
+            fields = _fields(item)
+            if fields is None:
+                if objects and not _encodable(item):
+                    return where, f"object of type {type(item).__name__} is not JSON-serialisable"
+                continue
+            parts = [(v, f"{where}.{k}") for k, v in fields]
+        stack.extend(reversed(parts))
+    return None
+
+
+def _fields(item: Any) -> list[tuple[str, Any]] | None:
+    """``(name, value)`` of a model's or dataclass's fields, as it holds them; ``None`` for
+    anything else."""
+    if isinstance(item, BaseModel):
+        return list(item)  # every field and extra
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return [(f.name, getattr(item, f.name)) for f in dataclasses.fields(item)]
+    return None
+
+
+def _encodable(item: Any) -> bool:
+    try:
+        _ANY.dump_python(item, mode="json")
+    except pydantic_core.PydanticSerializationError:
+        return False
+    return True
 
 
 # Per-process sequence for temporary names; next() on itertools.count is atomic under the GIL.

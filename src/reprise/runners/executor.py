@@ -35,7 +35,7 @@ from reprise.dsl.sources import Source, resolve_value
 from reprise.errors import NodeExecutionError, NodeInputError, RepriseError, TemplateError
 from reprise.run.current import enter_scope, exit_scope
 from reprise.run.directory import INPUT_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
-from reprise.run.files import dump_json, write_bytes_atomic, write_new_dir
+from reprise.run.files import dump_json, json_problem, write_bytes_atomic, write_new_dir
 from reprise.run.journal import NodeJournal
 from reprise.run.reused import OUTCOMES_FILE, outcomes_document, write_trace_file
 from reprise.run.status import ElementStatus
@@ -80,6 +80,17 @@ def _retry_delay(settings: NodeSettings, attempt: int, failure: BaseException) -
         if isinstance(hint, (int, float)) and not isinstance(hint, bool) and hint > delay:
             return float(min(hint, settings.max_backoff))
     return delay
+
+
+def _check_value(value: Any, what: str, path: HierarchyPath, error: type[RepriseError]) -> None:
+    """Refuse a node's input or outcome that its JSON file cannot hold as it is (a NaN or
+    infinite float, at any depth): written, it would be a bare ``NaN`` (not JSON) or ``null``,
+    and a re-run reusing the node would read something else than the node had. Encoding the
+    rest is the node's types' job: a value they cannot encode fails there."""
+    problem = json_problem(value, objects=False)
+    if problem is not None:
+        where, why = problem
+        raise error(f"{what}{where}: {why} (use None or a string instead)", path=str(path))
 
 
 def _error_info(exc: BaseException) -> dict[str, Any]:
@@ -561,6 +572,7 @@ class Executor:
         outcome_json: bytes | None = None
         try:
             inp = await self._build_input(el, dpath, frame, path)
+            _check_value(inp, "input", path, NodeInputError)
             input_data = inp.model_dump(mode="json") if inp is not None else None
             input_json = dump_json(input_data)
             if self._journal is not None:
@@ -585,6 +597,7 @@ class Executor:
                         raise NodeExecutionError(
                             f"outcome does not validate: {validation_summary(exc)}", path=str(path)
                         ) from exc
+                    _check_value(outcome, "outcome", path, NodeExecutionError)
                     break
                 except TimeoutError as exc:
                     if settings.timeout is None:

@@ -10,8 +10,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from reprise.dsl.paths import HierarchyPath
+from reprise.errors import NodeExecutionError
 from reprise.run.directory import INPUT_FILE
-from reprise.run.files import write_bytes_atomic
+from reprise.run.files import json_problem, write_bytes_atomic
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -66,7 +67,16 @@ class ExecutorNodeContext:
         self.result_fields: dict[str, Any] = {}
 
     def annotate_result(self, **fields: Any) -> None:
-        """Add fields to this node's ``result.json`` (e.g. token usage, cost, return code)."""
+        """Add fields to this node's ``result.json`` (e.g. token usage, cost, return code).
+
+        A value ``result.json`` cannot hold as it is (a NaN or infinite float) is a
+        :class:`~reprise.errors.NodeExecutionError` naming the field: it would be written as a
+        bare ``NaN``, which is not JSON."""
+        for key, value in fields.items():
+            problem = json_problem(value, objects=False)
+            if problem is not None:
+                where, what = problem
+                raise NodeExecutionError(f"annotate_result({key}){where}: {what}", path=str(self.path))
         self.result_fields.update(fields)
 
     @property
