@@ -13,17 +13,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import anyio
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFailedError
-from reprise.dsl.nodes import AIModelNode, PriceTable, register_price
+from reprise.dsl.nodes import AIModelNode, Credentials, PriceTable, register_price
+from reprise.dsl.nodes.credentials import redact_value
 from reprise.dsl.nodes.pricing import DEFAULT_PRICES
+from reprise.view import write_run_view
 
 pytestmark = pytest.mark.anyio
 
@@ -110,17 +115,21 @@ def model_server() -> Iterator[ModelServer]:
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-            reply = state.respond(self.path, json.loads(raw), {k.lower(): v for k, v in self.headers.items()})
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            reply = state.respond(self.path, json.loads(raw), headers)
             data = (
                 reply.body
                 if isinstance(reply.body, bytes)
                 else (reply.body.encode() if isinstance(reply.body, str) else json.dumps(reply.body).encode())
             )
+            # A misbehaving server: "$KEY" in a queued reply stands for the key it received.
+            key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+            data = data.replace(b"$KEY", key.encode())
             self.send_response(reply.status)
             self.send_header("content-type", reply.content_type)
             self.send_header("content-length", str(len(data)))
             for name, value in reply.headers.items():
-                self.send_header(name, value)
+                self.send_header(name, value.replace("$KEY", key))
             self.end_headers()
             self.wfile.write(data)
 
@@ -493,6 +502,168 @@ async def test_canary_key_never_reaches_the_run_directory(
     }
     for path in files:
         assert CANARY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+
+
+CANARY_FLOWS = """
+import os
+
+from pydantic import BaseModel
+
+from reprise import FlowDefinition
+from reprise.dsl.nodes import AIModelNode
+
+
+class Plan(BaseModel):
+    title: str
+    steps: list[str]
+
+
+URL = os.environ["CANARY_MODEL_URL"]
+structured = FlowDefinition().node(
+    "ask", AIModelNode(model="gpt-4o", base_url=URL + "/v1", prompt="Plan.", output=Plan, retries=0)
+)
+"""
+
+
+def _openai_answer(content: Any, **message: Any) -> dict[str, Any]:
+    return {
+        "id": "$KEY",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "gpt-4o-$KEY",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+    }
+
+
+#: Every way a server can hand the key back, each in a run of its own: (openai?, output=Plan?,
+#: replies, whether the run completes). "$KEY" stands for the key the server received.
+ECHOES: dict[str, tuple[bool, bool, list[Reply], bool]] = {
+    "reply-text-model-id-header": (
+        True, False, [Reply(body=_openai_answer("hello $KEY"), headers={"x-echo": "$KEY"})], True,
+    ),
+    "retried-5xx": (
+        True, False, [Reply(500, {"error": {"message": "overloaded for $KEY"}}, headers={"x-echo": "$KEY"})], True,
+    ),
+    "structured-data": (True, True, [Reply(body=_openai_answer('{"title": "$KEY", "steps": ["$KEY"]}'))], True),
+    "structured-invalid": (True, True, [Reply(body=_openai_answer('{"title": "$KEY", "steps": 3}'))], False),
+    "html-body": (True, False, [Reply(body="<html>$KEY</html>", content_type="text/html")], False),
+    "refusal": (True, False, [Reply(body=_openai_answer(None, refusal="not for $KEY"))], False),
+    "error-body-401": (
+        True, False, [Reply(401, {"error": {"message": "invalid key $KEY", "type": "auth"}})], False,
+    ),
+    "anthropic-tool-input": (
+        False, True,
+        [Reply(body={
+            "id": "$KEY", "type": "message", "role": "assistant", "model": "$KEY", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "t", "name": "Plan", "input": {"title": "$KEY", "steps": []}}],
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        })],
+        True,
+    ),
+    "anthropic-error-400": (
+        False, False,
+        [Reply(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "bad: $KEY"}})],
+        False,
+    ),
+    "anthropic-body-not-json": (False, False, [Reply(body="{not json $KEY")], False),
+}  # fmt: skip
+
+
+def test_canary_key_appears_nowhere(model_server: ModelServer, tmp_path: Path) -> None:
+    """A server that echoes the key in every place it can (replies, structured output, model
+    names, ids, headers, error bodies, bodies that are not JSON, refusals, 5xx that are retried):
+    after the runs, the key is in no file under the run root (run directories, the SQLite index,
+    HTML views), no git object or commit message of the outcome repository, and no CLI output."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "canary_flows.py").write_text(CANARY_FLOWS)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REPRISE_", "OPENAI_", "ANTHROPIC_"))},
+        "OPENAI_API_KEY": CANARY,
+        "CANARY_MODEL_URL": model_server.url,
+        "REPRISE_CREDENTIALS": str(tmp_path / "no-credentials.toml"),
+        "PYTHONPATH": str(REPO / "src"),  # this checkout, whatever the venv has installed
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "reprise.cli", *args],
+            cwd=project, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert CANARY not in proc.stdout + proc.stderr, f"the API key leaked into `reprise {args[0]}`"
+        return proc
+
+    outputs: list[str] = []
+    # The path of the report: structured output whose reply is not JSON, run by the CLI.
+    model_server.queue(Reply(body=_openai_answer("not JSON at all: $KEY")))
+    run = cli("run", "canary_flows:structured", "--json")
+    assert run.returncode == 1, run.stderr
+    run_ids = [json.loads(run.stdout)["data"]["run_id"]]
+    assert "[redacted]" in run.stdout
+
+    async def run_echoes() -> None:
+        for name, (openai, structured, replies, completes) in ECHOES.items():
+            model_server.queue(*replies)
+            make = openai_node if openai else anthropic_node
+            node = make(model_server, output=Plan if structured else None, retries=1)
+            ctx = RunContext(root_component_id="f", project_root=project, tags={"case": name})
+            try:
+                await FlowRunner(FlowDefinition().node("ask", node), ctx).run()
+                status = "completed"
+            except RunFailedError as exc:
+                status = "failed"
+                outputs.append(str(exc))
+            assert status == ("completed" if completes else "failed"), name
+            run_ids.append(ctx.require_run_dir().path.name)
+
+    anyio.run(run_echoes)
+    assert not model_server.replies  # every echo was served
+
+    run_root = project / "runs"
+    for rid in run_ids:
+        write_run_view(run_root / rid, run_root / ".views" / f"{rid}.html")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        shown = list(pool.map(lambda rid: cli("show", rid, "--json"), run_ids))
+    outputs.extend(proc.stdout for proc in shown)
+    outputs.append(cli("runs", "--json", "--limit", "100").stdout)
+    for text in outputs:
+        assert CANARY not in text
+
+    run_root = project / "runs"
+    files = [p for p in run_root.rglob("*") if p.is_file()]
+    assert any(p.name == ".index.sqlite" for p in files) and any(p.suffix == ".html" for p in files)
+    for path in files:
+        assert CANARY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+    repo = run_root / "outcome" / "proj"
+    git = ["git", "-C", str(repo)]
+    history = subprocess.run([*git, "log", "--all", "-p"], capture_output=True, check=True).stdout
+    assert history.count(b"\ncommit ") + history.startswith(b"commit ") == len(run_ids)
+    objects = subprocess.run(
+        [*git, "cat-file", "--batch", "--batch-all-objects"], capture_output=True, check=True
+    ).stdout
+    assert CANARY.encode() not in history + objects, "the API key leaked into the outcome repository"
+
+
+def test_redaction_covers_escaped_forms_and_spares_placeholders() -> None:
+    key = 'sk-"odd"\nkey-0123456789'
+    creds = Credentials(SecretStr(key), "test")
+    echoes = {
+        "plain": key,
+        "json": json.dumps({"k": key}),
+        "repr": repr(key),
+        "header": repr(f"Bearer {key}".encode()),
+        "url": "https://x/?key=" + quote(key, safe=""),
+        "environment": f"also {CANARY}",  # OPENAI_API_KEY, set by the _keys fixture
+    }
+    scrubbed = redact_value({"echoes": [echoes], "tuple": (key,)}, creds)
+    for name, text in scrubbed["echoes"][0].items():
+        assert "0123456789" not in text and CANARY not in text and "[redacted]" in text, name
+    assert scrubbed["tuple"] == ("[redacted]",)
+    # A placeholder key is not a secret: words of an answer stay as they are.
+    assert redact_value("unused variables", Credentials(SecretStr("unused"), "test")) == "unused variables"
 
 
 async def test_credentials_file_profile(

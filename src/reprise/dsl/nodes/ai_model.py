@@ -18,8 +18,12 @@
 The outcome is the answer's text, or an instance of ``output``. Each call records, in
 ``result.json`` (``usage``, ``cost_usd``, ``ai``), as metrics (``gen_ai.client.token.usage``,
 ``gen_ai.client.operation.duration``, ``ai.cost_usd``) and on a ``chat <model>`` child
-span with the OpenTelemetry GenAI attributes, which model answered and what it cost. The API key
-never leaves the SDK client: see :mod:`reprise.dsl.nodes.credentials`.
+span with the OpenTelemetry GenAI attributes, which model answered and what it cost.
+
+The API key never leaves the SDK client, and no text from a server reaches the run unscrubbed:
+every response and error of the provider passes through one door, :meth:`AIModelNode._complete`,
+which replaces every known credential with ``[redacted]`` (see
+:mod:`reprise.dsl.nodes.credentials`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reprise.dsl.node import Node, NodeSettings, validation_summary
 from reprise.dsl.nodes._render import input_variables, render_text
-from reprise.dsl.nodes.credentials import resolve_credentials
+from reprise.dsl.nodes.credentials import Credentials, redact, redact_value, resolve_credentials
 from reprise.dsl.nodes.pricing import DEFAULT_PRICES, PriceTable
 from reprise.dsl.nodes.providers import (
     ModelProvider,
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
 __all__ = ["AIModelNode", "PromptVariables"]
 
 _DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+#: Error messages quote a server's reply at most this long (after credentials are scrubbed).
+_MAX_ERROR_TEXT = 1000
 
 
 class PromptVariables(BaseModel):
@@ -197,7 +203,7 @@ class AIModelNode(Node):
         started = time.perf_counter()
         with ctx.span(f"chat {request.model}", **attributes) as span:
             try:
-                response = await provider.complete(request, credentials)
+                response = await self._complete(request, credentials, ctx)
             except RepriseError as exc:
                 if span is not None:
                     span.set_attribute("error.type", type(exc).__name__)
@@ -209,6 +215,23 @@ class AIModelNode(Node):
             if span is not None and cost is not None:
                 span.set_attribute("reprise.ai.cost_usd", cost)
         return self._outcome(response, ctx)
+
+    async def _complete(self, request: ModelRequest, credentials: Credentials, ctx: NodeContext) -> ModelResponse:
+        """The provider's answer with every credential scrubbed out of it: the one door through
+        which a server's text (replies, model names, ids, error bodies, headers quoted in errors)
+        enters the run. An error is scrubbed, shortened and raised without the exception it came
+        from, so no trace, log, ``result.json`` or commit message can quote the original."""
+        failure: RepriseError
+        try:
+            response = await self.provider.complete(request, credentials)
+        except Exception as exc:  # any provider, any failure: nothing passes unscrubbed
+            failure = _scrubbed_error(exc, self.provider.name, credentials)
+        else:
+            scrubbed: ModelResponse = redact_value(response, credentials)
+            if scrubbed != response:
+                ctx.logger.warning("the model's response held a credential: replaced by [redacted]")
+            return scrubbed
+        raise failure  # outside the except clause: the original is not even its __context__
 
     def _record(
         self,
@@ -308,3 +331,23 @@ class AIModelNode(Node):
 
     def __repr__(self) -> str:
         return self.name
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
+
+
+def _scrubbed_error(exc: Exception, provider: str, credentials: Credentials) -> RepriseError:
+    """``exc`` with every credential scrubbed out of its message and nothing chained to it.
+
+    A reprise error keeps its class (a :class:`ModelTransientError` is still retried, after its
+    ``retry_after``); any other exception becomes a :class:`NodeExecutionError` naming its type
+    (a :class:`ModelTransientError` for a ``TimeoutError``)."""
+    if isinstance(exc, RepriseError):
+        exc.message = _shorten(redact(exc.message, credentials))
+        exc.args = (exc.message,)
+        exc.__cause__ = exc.__context__ = None
+        return exc
+    message = _shorten(redact(f"{provider} call failed: {type(exc).__name__}: {exc}", credentials))
+    return ModelTransientError(message) if isinstance(exc, TimeoutError) else NodeExecutionError(message)
