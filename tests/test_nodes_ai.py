@@ -165,6 +165,62 @@ async def test_prompt_and_system_are_templates(
     assert messages[1]["content"] == "Summarize for kids: A LONG STORY"
 
 
+# -- what was sent --------------------------------------------------------------------------------
+@pytest.mark.parametrize("make_node", [openai_node, anthropic_node], ids=["openai", "anthropic"])
+async def test_the_rendered_request_is_recorded_and_on_the_span(
+    make_node: Callable[..., AIModelNode], model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    """input.json holds the node's input ({"prompt": null} with a prompt template); request.json
+    holds what was sent, and the chat span carries it as GenAI messages for trace viewers."""
+    model_server.structured = {"title": "Ship it", "steps": ["build"]}
+    node = make_node(
+        model_server,
+        system="Answer as a $var{role}.",
+        prompt="Plan: $var{task}",
+        output=Plan,
+        temperature=0.1,
+        max_tokens=99,
+        extra={"top_p": 0.5},
+    )
+    flow = FlowDefinition().node("ask", node, inputs={"role": Initial("role"), "task": Initial("task")})
+    result = await run_flow(flow, make_context("f", initial_inputs={"role": "planner", "task": "ship"}))
+
+    node_dir = result.run_dir / "f" / "ask"
+    assert json.loads((node_dir / "input.json").read_text()) == {"prompt": None, "role": "planner", "task": "ship"}
+    request = json.loads((node_dir / "request.json").read_text())
+    assert request == {
+        "provider": node.provider.name,
+        "model": node.model,
+        "server": "127.0.0.1",
+        "system": "Answer as a planner.",
+        "messages": [{"role": "user", "content": "Plan: ship"}],
+        "parameters": {"temperature": 0.1, "max_tokens": 99, "timeout": 120.0, "top_p": 0.5},
+        "output": {"name": "Plan", "schema": Plan.model_json_schema()},
+    }
+
+    chat = next(s for s in spans(result.run_dir) if s["name"].startswith("chat "))["attrs"]
+    assert json.loads(chat["gen_ai.system_instructions"]) == [{"type": "text", "content": "Answer as a planner."}]
+    assert json.loads(chat["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Plan: ship"}]}
+    ]
+    [answer] = json.loads(chat["gen_ai.output.messages"])
+    assert answer["role"] == "assistant" and answer["finish_reason"] in ("stop", "tool_use")
+    assert [json.loads(p["content"]) for p in answer["parts"]] == [{"title": "Ship it", "steps": ["build"]}]
+
+
+async def test_a_failed_call_still_records_its_request(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    model_server.queue(Reply(400, {"error": {"message": "no"}}))
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("ask", openai_node(model_server)), make_context("f"))
+    run_dir = info.value.result.run_dir  # type: ignore[attr-defined]
+    request = json.loads((run_dir / "f" / "ask" / "request.json").read_text())
+    assert request["messages"] == [{"role": "user", "content": "Say hello."}] and request["system"] is None
+    chat = next(s for s in spans(run_dir) if s["name"] == "chat gpt-4o")["attrs"]
+    assert "Say hello." in chat["gen_ai.input.messages"] and "gen_ai.output.messages" not in chat
+
+
 # -- structured output -----------------------------------------------------------------------------
 async def test_openai_structured_output(model_server: ModelServer, make_context: Callable[..., RunContext]) -> None:
     model_server.structured = {"title": "Ship it", "steps": ["build", "test"]}
