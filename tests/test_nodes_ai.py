@@ -26,6 +26,7 @@ from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFai
 from reprise.dsl.nodes import AIModelNode, Credentials, PriceTable, register_price
 from reprise.dsl.nodes.credentials import redact_value
 from reprise.dsl.nodes.pricing import DEFAULT_PRICES
+from reprise.dsl.nodes.providers import ModelRequest, ModelResponse
 from reprise.view import write_run_view
 
 pytestmark = pytest.mark.anyio
@@ -596,6 +597,43 @@ def test_canary_key_appears_nowhere(model_server: ModelServer, tmp_path: Path) -
         [*git, "cat-file", "--batch", "--batch-all-objects"], capture_output=True, check=True
     ).stdout
     assert CANARY.encode() not in history + objects, "the API key leaked into the outcome repository"
+
+
+class RawSDKProvider:
+    """A provider as a user might write one: the official SDK, its exceptions left as they are."""
+
+    name = "openai"
+
+    async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
+        import openai
+
+        assert credentials.api_key is not None
+        key = credentials.api_key.get_secret_value()
+        async with openai.AsyncOpenAI(api_key=key, base_url=request.base_url, max_retries=0) as client:
+            completion = await client.chat.completions.create(
+                model=request.model, messages=[{"role": "user", "content": request.prompt}]
+            )
+        return ModelResponse(text=completion.choices[0].message.content, model=completion.model)
+
+
+async def test_an_own_providers_exceptions_are_scrubbed(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    """The SDK's own exception (its message quotes the server's 401 body, which echoes the key)
+    escapes a provider of the user's: the node scrubs it like any other."""
+    model_server.queue(Reply(401, {"error": {"message": "invalid key $KEY", "type": "auth"}}))
+    node = AIModelNode(
+        provider=RawSDKProvider(), model="gpt-4o", base_url=model_server.url + "/v1", prompt="hi", backoff=0.01
+    )
+    ctx = make_context("f")
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("ask", node), ctx)
+    assert "AuthenticationError" in str(info.value) and "[redacted]" in str(info.value)
+    run_dir = ctx.require_run_dir().path
+    assert read_result(run_dir, "ask")["error"]["type"] == "NodeExecutionError"
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
 
 
 def test_redaction_covers_escaped_forms_and_spares_placeholders() -> None:
