@@ -38,7 +38,6 @@ fields; operations that arrive as input data are used exactly as they are.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import re
@@ -56,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from reprise.dsl.node import NodeSettings
 from reprise.errors import DefinitionError, NodeExecutionError
 from reprise.nodes._base import ModelOutcomeNode
+from reprise.nodes._files import write_bytes_atomic
 from reprise.nodes._render import input_variables, render_text
 
 if TYPE_CHECKING:
@@ -318,23 +318,6 @@ class _Journal:
                 directory.rmdir()
             except OSError:
                 pass
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it over ``path``, so nobody reads a torn file.
-
-    Node kinds sit below the run layer and do not import its writer; user files need no more
-    than a unique temporary in the same directory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _write(path: Path, text: str) -> None:

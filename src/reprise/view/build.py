@@ -8,7 +8,8 @@ the composite ends) still gives a complete tree: what is missing is inferred fro
 
 The data comes in two parts so a page opens fast: :attr:`RunViewData.model` (the tree, timings,
 statuses, costs, lineage) is read when the page loads, :attr:`RunViewData.details` (inputs,
-outcomes, errors, log lines per element) only when an element is first selected.
+outcomes, errors, log lines, an AI model node's messages per element) only when an element is
+first selected.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from reprise.errors import RunSetupError
+from reprise.nodes.ai_model import REQUEST_FILE
 from reprise.run.directory import INPUT_FILE, METADATA_FILE, OUTCOME_FILE, RESULT_FILE, RUN_ID_PATTERN, RunDirectory
 from reprise.run.journal import InFlight, in_flight
 from reprise.run.reused import ReusedNodes
@@ -457,8 +459,33 @@ class _Builder:
                     detail.setdefault("started_at", record["started_at"])
             if files:
                 detail["files"] = sorted(files)
+            if e.get("k") == "ai_model" and any(file_name == REQUEST_FILE for file_name, _ in files):
+                chat = self._chat(directory, OUTCOME_FILE in names)
+                if chat:
+                    detail["chat"] = chat
         if detail:
             self.details[str(e["i"])] = detail
+
+    def _chat(self, directory: Path, has_outcome: bool) -> list[dict[str, str]]:
+        """An AI model node's conversation as chat messages (``role``, ``text``): the system
+        instructions and messages of its ``request.json``, then its answer (``outcome.json``;
+        structured output as JSON)."""
+        request = _read_json(directory / REQUEST_FILE)
+        if not isinstance(request, dict):
+            return []
+        chat: list[dict[str, str]] = []
+        if isinstance(request.get("system"), str) and request["system"]:
+            chat.append({"role": "system", "text": _clip(request["system"], self.limit)})
+        messages = request.get("messages")
+        for message in messages if isinstance(messages, list) else []:
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                chat.append({"role": str(message.get("role", "user")), "text": _clip(message["content"], self.limit)})
+        if has_outcome:
+            answer = _read_json(directory / OUTCOME_FILE)
+            if answer is not None:
+                text = answer if isinstance(answer, str) else _pretty(answer, self.limit)
+                chat.append({"role": "assistant", "text": _clip(text, self.limit)})
+        return chat
 
     def _event(self, event: Mapping[str, Any]) -> dict[str, Any]:
         attributes = _attributes(event.get("attributes"))
