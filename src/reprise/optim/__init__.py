@@ -1,0 +1,21 @@
+"""Learnable prompts: Variables, textual gradients and optimisers over reprise runs.
+
+::
+
+    from reprise.optim import Variable
+
+    x = Variable("The weather is nice today.", role="weather update statement", requires_grad=True)
+    z = x + Variable(" Let's go for a walk.", role="activity suggestion")
+    z.backward(Variable("Add a question for the reader.", role="reviewer feedback"))
+    print(x.grad)
+
+See docs/optimisation.md.
+"""
+
+from reprise.optim._variable import GradFn, Variable
+
+__all__ = ["GradFn", "Variable"]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name
