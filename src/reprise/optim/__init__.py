@@ -12,9 +12,24 @@
 See docs/optimisation.md.
 """
 
+from reprise.optim._chat import ChatBackward, ChatCompletion
+from reprise.optim._errors import OptimizationError
+from reprise.optim._evaluators import ExactMatch, FunctionEvaluator, ModelJudge
+from reprise.optim._model import CallRecord, ChatModel
 from reprise.optim._variable import GradFn, Variable
 
-__all__ = ["GradFn", "Variable"]
+__all__ = [
+    "CallRecord",
+    "ChatBackward",
+    "ChatCompletion",
+    "ChatModel",
+    "ExactMatch",
+    "FunctionEvaluator",
+    "GradFn",
+    "ModelJudge",
+    "OptimizationError",
+    "Variable",
+]
 
 for _name in __all__:
     globals()[_name].__module__ = __name__
