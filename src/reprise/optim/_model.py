@@ -11,6 +11,7 @@ context keeps the usage and cost of the call so the caller can account for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,12 @@ class CallRecord:
 
     @property
     def logger(self) -> Any:
-        return structlog.get_logger("reprise.optim").bind(path=str(self.path))
+        # To the standard library's "reprise.optim" logger: silent unless the program turns it on.
+        return structlog.wrap_logger(
+            logging.getLogger("reprise.optim"),
+            wrapper_class=structlog.stdlib.BoundLogger,
+            processors=[structlog.stdlib.render_to_log_kwargs],
+        ).bind(path=str(self.path))
 
     @property
     def current_span(self) -> None:
