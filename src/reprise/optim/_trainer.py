@@ -91,7 +91,8 @@ class Trainer:
         self, train: Sequence[tuple[Any, Any]], validation: Sequence[tuple[Any, Any]], *, epochs: int = 1
     ) -> TrainingResult:
         """Train for ``epochs`` passes over ``train`` in batches; one optimiser step per batch
-        that got feedback. Returns the :class:`TrainingResult`; the module ends with the best
+        that got feedback, stopping early once validation scores 1.0. Returns the
+        :class:`TrainingResult`; the module ends with the best
         parameters seen on ``validation``."""
         result = TrainingResult()
         step = self.optimizer.step_count
@@ -133,9 +134,9 @@ class Trainer:
                             f"val_score={val:.3f} at step {step}; best {result.best_score:.3f} at step "
                             f"{result.best_step}; the best parameters are kept",
                         )
-                if result.best_score >= 1.0:
-                    break
-            if result.best_score >= 1.0:
+                if val >= 1.0:
+                    break  # nothing left to learn from validation
+            if result.validation[-1] >= 1.0 and result.steps:
                 break
         self.module.load_state_dict(result.best_state)
         return result
