@@ -219,3 +219,23 @@ def test_bad_input_is_a_clear_error(make: object, error: type[Exception], words:
     with pytest.raises(error) as info:
         make()  # type: ignore[operator]
     assert words in str(info.value)
+
+
+def test_public_api_is_exactly_all() -> None:
+    import reprise.optim
+
+    public = {n for n, v in vars(reprise.optim).items() if not n.startswith("_") and not isinstance(v, type(reprise))}
+    assert public == set(reprise.optim.__all__)
+    for name in reprise.optim.__all__:
+        value = getattr(reprise.optim, name)
+        if isinstance(value, type):
+            assert value.__module__ == "reprise.optim", name
+
+
+def test_import_optim_imports_no_model_sdk() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, reprise.optim; print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
