@@ -87,6 +87,8 @@ class RunContext:
             (cheap; the re-run then depends on that run's directory). ``"copy"``: a directory of
             hard links to its files and its own ``result.json`` (self-contained: to archive or
             ship a run). See docs/reruns.md.
+        commit_note: text added to the message of the run's outcome commit, to say why the
+            outcomes are what they are (an optimiser puts the feedback behind a new prompt here).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class RunContext:
         tags: Mapping[str, str] | None = None,
         outcome_repo: OutcomeSettings | bool = True,
         reused_nodes: str = "link",
+        commit_note: str | None = None,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
@@ -119,6 +122,8 @@ class RunContext:
         self.reused_nodes = reused_nodes
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
+        #: Text appended to the message of the run's outcome commit (why these outcomes changed).
+        self.commit_note = commit_note
 
         self.run_dir: RunDirectory | None = None
         self.telemetry: RunTelemetry | None = None
@@ -521,6 +526,8 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
             lines.append(f"start path: {ctx.start_hierarchy_path}")
     if ctx.error_msg:
         lines.append(f"error: {ctx.error_msg}")
+    if ctx.commit_note:
+        lines += ["", ctx.commit_note]
     stream, ctx.outcome_stream = ctx.outcome_stream, None
     try:
         if ctx.outcome_paths is not None:
