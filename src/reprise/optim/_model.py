@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ __all__ = ["CallRecord", "ChatModel"]
 class CallRecord:
     """A stand-in for a node's context for model calls made outside a run: it keeps what the
     node would have written to ``result.json`` (``usage``, ``cost_usd``, ``ai``) in
-    ``result_fields``, and the metrics in ``metrics``. It writes no files."""
+    ``result_fields``, and the metrics in ``metrics``. What the node writes to its directory
+    (``request.json``) goes to a temporary directory of the record's own, removed with it."""
 
     path: HierarchyPath
     scope: Any = None
@@ -38,6 +40,7 @@ class CallRecord:
     result_fields: dict[str, Any] = field(default_factory=dict)
     metrics: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     project_root: Path = field(default_factory=Path.cwd)
+    _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -45,7 +48,9 @@ class CallRecord:
 
     @property
     def node_dir(self) -> Path:
-        raise RuntimeError("a model call outside a run has no node directory")
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="reprise-call-")
+        return Path(self._scratch.name)
 
     @property
     def initial_inputs(self) -> Mapping[str, Any]:
