@@ -128,7 +128,6 @@ class Executor:
         self.counts: dict[str, int] = {"executed": 0, "reused": 0, "failed": 0}
         self.failed_path: str | None = None
         self._base = str(self.run_dir.path)
-        self._current_span_needed = self.tel is not None and self.tel.settings.forward_to_global
         self._journal: NodeJournal | None = None  # open while run_root runs
         #: Nodes whose ``outcome.json`` this run holds, in the order they finished: what the
         #: outcome repository commits (no walk over the run directory at the end).
@@ -530,8 +529,7 @@ class Executor:
         self, node: Any, inp: Any, nctx: ExecutorNodeContext, span: Any, timeout: float | None
     ) -> Any:
         """Run the node with its span as the current OpenTelemetry span, so spans that libraries
-        open with the global tracer nest under it. Only when the user forwards our spans to their
-        global provider: otherwise nothing could see those spans, and it costs time per node."""
+        open with a tracer of their own nest under it."""
         from opentelemetry import trace as trace_api
 
         with trace_api.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
@@ -560,7 +558,7 @@ class Executor:
 
         started_at = _iso(time.time())
         t0 = time.perf_counter()
-        span = tel.node_span(path, parent_span, node.kind) if tel is not None else None
+        span = tel.start_span(path, "node", parent_span, node.kind) if tel is not None else None
         settings = node.settings
         attempts = 0
         status = ElementStatus.FAILED
@@ -584,7 +582,7 @@ class Executor:
                 attempts += 1
                 nctx.attempt = attempts
                 try:
-                    if span is not None and self._current_span_needed:
+                    if span is not None:
                         raw = await self._run_in_span(node, inp, nctx, span, settings.timeout)
                     elif settings.timeout is not None:
                         with anyio.fail_after(settings.timeout):

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from reprise.dsl.scope import Scope
-    from reprise.observability.lean import PendingNodeSpan
     from reprise.run.context import RunContext
     from reprise.tracking import AlertLevel
 
@@ -46,7 +45,7 @@ class ExecutorNodeContext:
         path: HierarchyPath,
         run: RunContext,
         node_dir: Path | str,
-        span: Span | PendingNodeSpan | None,
+        span: Span | None,
         scope: Scope | None = None,
         input_json: bytes | None = None,
     ) -> None:
@@ -112,31 +111,19 @@ class ExecutorNodeContext:
         to ``.trace/logs.jsonl`` and, with live export on, to OpenTelemetry logs."""
         if self._logger is None:
             tel = self.run.telemetry
-            self._logger = tel.node_logger(self.path, self._node_span()) if tel is not None else _NullLogger()
+            self._logger = tel.node_logger(self.path, self._span) if tel is not None else _NullLogger()
         return self._logger
-
-    def _node_span(self) -> Span | None:
-        """The node's span, made now if the executor holds it as a :class:`PendingNodeSpan`."""
-        span = self._span
-        if span is None:
-            return None
-        from reprise.observability.lean import PendingNodeSpan  # loaded with the telemetry
-
-        if isinstance(span, PendingNodeSpan):
-            made = self._span = span.materialize()
-            return made
-        return span
 
     @property
     def current_span(self) -> Span | None:
         """The node's OpenTelemetry span (``None`` with tracing off)."""
-        return self._node_span()
+        return self._span
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[Span | None]:
         """Open a child span of this node's span."""
         tel = self.run.telemetry
-        parent = self._node_span()
+        parent = self._span
         if tel is None or parent is None:
             yield None
             return
