@@ -1055,3 +1055,118 @@ async def test_a_failing_hook_is_recorded_in_the_metadata_even_without_telemetry
         await FlowRunner(FlowDefinition().node("a", fail), ctx).run()
     meta = json.loads((ctx.require_run_dir().path / ".trace" / "metadata.json").read_text())
     assert meta["status"] == "failed" and "no log to tell" in meta["completion_hook_error"]
+
+
+# -- names git refuses (issue 17, item 2) ------------------------------------------------------
+BAD_NAMES = [
+    ".GIT/config",
+    ".Git/hooks/post-checkout",
+    "git~1/config",
+    "GIT~1/config",
+    ".git./config",
+    ".git /config",
+    ".git::$INDEX_ALLOCATION/config",
+    ".g\u200cit/config",  # HFS+ ignores U+200C
+    "sub\\.git\\config",  # a separator on Windows
+    "sub/.gitmodules",
+    "GITMOD~1",
+    "line\nbreak.txt",
+    "tab\there.txt",
+]
+
+
+def _fsck(repo_dir: Path) -> None:
+    fsck = subprocess.run(["git", "fsck", "--strict"], cwd=repo_dir, capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+@pytest.mark.parametrize("own_base", [True, False], ids=["node-dir", "base-dir"])
+async def test_a_name_git_refuses_fails_its_node_before_anything_is_written(
+    tmp_path: Path, name: str, own_base: bool
+) -> None:
+    from reprise.dsl.nodes.file_ops import CreateFile, FileOperationNode
+
+    base = tmp_path / "work"
+    base.mkdir()
+    flow = (
+        FlowDefinition()
+        .node("ok", lambda: 1)
+        .node("w", FileOperationNode([CreateFile(path=name, content="x")], base_dir=None if own_base else str(base)))
+    )
+    with pytest.raises(RunFailedError) as info:
+        await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    message = str(info.value)
+    assert "root.w" in message and repr(name) in message
+    assert list(base.iterdir()) == []
+    node_dir = tmp_path / "runs" / info.value.run_id / "root" / "w"
+    assert sorted(p.name for p in node_dir.iterdir()) == ["input.json", "result.json"]
+    # The run's other outcomes are committed, and the repository stays clean.
+    repo = repo_of(tmp_path)
+    commit = repo.commit(f"run/{info.value.run_id}")
+    assert [b.path for b in commit.tree.traverse() if b.type == "blob"] == ["root/ok/outcome.json"]
+    _fsck(Path(repo.git_dir))
+
+
+async def test_a_name_git_refuses_is_refused_where_a_symlink_leads(tmp_path: Path) -> None:
+    from reprise.dsl.nodes.file_ops import CreateFile, FileOperationNode
+
+    base = tmp_path / "work"
+    (base / ".git").mkdir(parents=True)
+    (base / "link").symlink_to(".git")
+    write = FileOperationNode([CreateFile(path="link/config", content="x")], base_dir=str(base))
+    flow = FlowDefinition().node("w", write)
+    with pytest.raises(RunFailedError, match=r"'\.git' is git's own directory"):
+        await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    assert list((base / ".git").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", [".GIT/config", "a\nb.txt", "git~1"])
+async def test_a_declared_outcome_file_git_refuses_fails_its_node(tmp_path: Path, name: str) -> None:
+    outside = tmp_path / "report.md"
+    outside.write_text("# report")
+
+    def declare(ctx: NodeContext) -> int:
+        ctx.declare_outcome_file(outside, name=name)
+        return 1
+
+    flow = FlowDefinition().node("ok", lambda: 1).node("d", declare)
+    with pytest.raises(RunFailedError) as info:
+        await FlowRunner(flow, RunContext("root", tmp_path)).run()
+    assert "root.d" in str(info.value) and repr(name) in str(info.value)
+    run_dir = tmp_path / "runs" / info.value.run_id
+    assert not (run_dir / "root" / "d" / "files").exists()
+    commit = repo_of(tmp_path).commit(f"run/{info.value.run_id}")
+    assert [b.path for b in commit.tree.traverse() if b.type == "blob"] == ["root/ok/outcome.json"]
+
+
+def test_the_commit_leaves_out_a_name_git_refuses_and_keeps_the_rest(tmp_path: Path) -> None:
+    # A run recorded by an older version may name such a file: the commit leaves it out.
+    with RunContext("root", tmp_path) as ctx:
+        node_dir = ctx.require_run_dir().path / "root" / "n"
+        (node_dir / ".GIT").mkdir(parents=True)
+        (node_dir / "outcome.json").write_text("1\n")
+        (node_dir / ".GIT" / "config").write_text("[core]\n")
+        ctx.declared_outcome_files.append(OutcomeFile(node_dir / ".GIT" / "config", "root/n/.GIT/config", "root.n"))
+    repo = repo_of(tmp_path)
+    commit = repo.commit(f"run/{ctx.run_id}")
+    assert [b.path for b in commit.tree.traverse() if b.type == "blob"] == ["root/n/outcome.json"]
+    _fsck(Path(repo.git_dir))
+    logs = (ctx.require_run_dir().path / ".trace" / "logs.jsonl").read_text()
+    assert "outcome file left out of the commit" in logs and "root/n/.GIT/config" in logs
+
+
+@pytest.mark.parametrize(
+    "path", ["src/app.py", ".github/workflows/ci.yml", ".gitignore", ".gitattributes", "git~2/x", "a.git", ".gitx"]
+)
+def test_names_git_takes_pass(path: str) -> None:
+    from reprise.dsl.paths import git_path_problem
+
+    assert git_path_problem(path) is None
+
+
+@pytest.mark.parametrize("path", [*BAD_NAMES, "a//b", "./a", "a/../b", "/abs", "\udcff"])
+def test_names_git_refuses_are_refused(path: str) -> None:
+    from reprise.dsl.paths import git_path_problem
+
+    assert git_path_problem(path) is not None

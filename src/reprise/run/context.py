@@ -27,7 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from reprise import __version__
 from reprise.dsl.definition import DefinitionIndex
 from reprise.dsl.node import validation_summary
-from reprise.dsl.paths import HierarchyPath, validate_id
+from reprise.dsl.paths import HierarchyPath, git_path_problem, validate_id
 from reprise.errors import DefinitionError, RepriseError, RunSetupError, StaticInputError
 from reprise.run.directory import (
     INITIAL_INPUTS_FILE,
@@ -516,6 +516,7 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
             files = collect_outcome_files(
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
             )
+        files = _committable(ctx, files)
         message = "\n".join(lines)
         wait: Callable[[], str | None] | None = None
         if stream is not None:
@@ -547,6 +548,22 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
         )
 
     ctx._commit_settle = settle
+
+
+def _committable(ctx: RunContext, files: list[OutcomeFile]) -> list[OutcomeFile]:
+    """``files`` without those whose name git refuses (the nodes that declare them fail, so
+    these can only come from a run recorded by an older version): each is left out, and the
+    log names its node and file."""
+    refused = [(f, problem) for f in files if (problem := git_path_problem(f.repo_path)) is not None]
+    if not refused:
+        return files
+    for f, problem in refused:
+        if ctx.telemetry is not None:
+            ctx.telemetry.logger.warning(
+                "outcome file left out of the commit", path=f.node_path, file=f.repo_path, error=problem
+            )
+    left_out = {id(f) for f, _ in refused}
+    return [f for f in files if id(f) not in left_out]
 
 
 def _stream_failed(ctx: RunContext, exc: RunSetupError) -> None:
