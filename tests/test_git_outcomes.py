@@ -1,5 +1,5 @@
-"""Outcomes committed to git: one branch per run, re-run parents, names git refuses,
-concurrency."""
+"""Outcomes committed to git: one branch per run, re-run parents, names git refuses, SHA-256
+repositories, concurrency, no git process left behind."""
 
 from __future__ import annotations
 
@@ -610,6 +610,45 @@ def test_a_reruns_commit_keeps_a_reused_file_from_its_parent_and_drops_its_own_g
     assert _blobs(tmp_path / "repo", child) == ["root/a/outcome.json"]
     assert _git(tmp_path / "repo", "rev-parse", f"{child}^") == parent
     assert _git(tmp_path / "repo", "show", f"{child}:root/a/outcome.json") == "1"
+
+
+async def test_a_150_node_run_commits_once_to_a_sha256_repository(tmp_path: Path) -> None:
+    repo_dir = tmp_path / "runs" / "outcome" / tmp_path.name
+    subprocess.run(["git", "init", "-q", "--object-format=sha256", str(repo_dir)], check=True)
+    first = await FlowRunner(_chain(150), RunContext("root", tmp_path)).run()
+    branch = f"run/{first.run_id}"
+    assert _git(repo_dir, "rev-list", "--count", branch) == "1"
+    assert len(_blobs(repo_dir, branch)) == 150
+    commit = _git(repo_dir, "rev-parse", branch)
+    assert len(commit) == 64
+    assert json.loads((first.run_dir / ".trace" / "metadata.json").read_text())["outcome_commit"] == commit
+    # A re-run's commit has it as parent, and the two diff.
+    flow = _chain(149).node("n149", lambda: "changed")
+    again = await FlowRunner(
+        flow, RunContext("root", tmp_path, previous_run_id=first.run_id, start_hierarchy_path="root.n149")
+    ).run()
+    assert _git(repo_dir, "rev-parse", f"run/{again.run_id}^") == commit
+    from reprise.api import Api
+
+    (change,) = Api(tmp_path / "runs").diff(first.run_id, again.run_id, values=True)
+    assert (change.path, change.before, change.after) == ("root/n149/outcome.json", "149", "changed")
+    _fsck(repo_dir)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+async def test_many_commits_in_one_process_leave_no_git_process(tmp_path: Path) -> None:
+    # GitPython keeps `git cat-file` processes for an open Repo: every one must be closed.
+    from reprise.api import Api
+
+    before = _children()
+    ids = []
+    for x in range(12):
+        ids.append((await FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": x})).run()).run_id)
+        assert Api(tmp_path / "runs").diff(ids[0], ids[-1], values=True) is not None
+    repository = OutcomeRepository(tmp_path / "runs" / "outcome" / tmp_path.name)
+    with repository.open() as repo:  # the object model starts cat-file processes
+        assert repo.commit(f"run/{ids[-1]}").tree / "root/load/outcome.json"
+    assert _children() - before == set()
 
 
 def test_a_node_directory_not_named_in_utf8_is_left_out_of_the_commit(tmp_path: Path) -> None:
