@@ -1,5 +1,5 @@
 """Outcomes committed to git: one branch per run, re-run parents, names git refuses, SHA-256
-repositories, concurrency, no git process left behind."""
+repositories, concurrency, no git process left behind, ``reprise gc``."""
 
 from __future__ import annotations
 
@@ -649,6 +649,32 @@ async def test_many_commits_in_one_process_leave_no_git_process(tmp_path: Path) 
     with repository.open() as repo:  # the object model starts cat-file processes
         assert repo.commit(f"run/{ids[-1]}").tree / "root/load/outcome.json"
     assert _children() - before == set()
+
+
+def test_gc_folds_the_outcome_repository_and_keeps_every_branch(tmp_path: Path) -> None:
+    ids = [
+        FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": x})).run_sync().run_id
+        for x in range(3)
+    ]
+    repo_dir = tmp_path / "runs" / "outcome" / tmp_path.name
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRISE_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "reprise.cli", "gc", "--run-root", str(tmp_path / "runs"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    envelope = json.loads(proc.stdout)
+    assert envelope["ok"] and envelope["command"] == "gc"
+    (done,) = envelope["data"]
+    assert done["repository"] == str(repo_dir)
+    assert done["before"]["packs"] == 3  # one a commit
+    assert done["after"]["count"] == 0 and done["after"]["packs"] == 1
+    for run_id in ids:
+        assert _git(repo_dir, "show", f"run/{run_id}:root/work/scale/outcome.json")
+    _fsck(repo_dir)
 
 
 def test_a_node_directory_not_named_in_utf8_is_left_out_of_the_commit(tmp_path: Path) -> None:

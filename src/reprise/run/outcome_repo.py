@@ -18,7 +18,7 @@ so many processes commit to one repository at the same time without ``index.lock
 lost commits. Commits carry the configured author (default ``reprise``), never the machine's git
 identity, and git reads no global or system configuration. Each commit is one pack; folding
 packs is git's job: ``git gc --auto`` after each commit (which folds them in the background once
-there are many).
+there are many), ``reprise gc`` (:meth:`OutcomeRepository.gc`) to do it now.
 """
 
 from __future__ import annotations
@@ -287,6 +287,21 @@ class OutcomeRepository:
         out.write(b"get-mark :%d\ndone\n" % mark)
         return mark
 
+    # -- upkeep ----------------------------------------------------------------------------
+    def gc(self) -> dict[str, Any]:
+        """Fold the repository's loose objects and packs (``git gc``); what ``git count-objects``
+        says before and after."""
+        import git
+
+        with self.open(create=False) as repo:
+            before = _count_objects(repo)
+            try:
+                repo.git.gc("--quiet")
+            except git.GitCommandError as exc:
+                raise RunSetupError(f"git gc failed in {self.path}: {_stderr(exc)}") from exc
+            after = _count_objects(repo)
+        return {"repository": str(self.path), "before": before, "after": after}
+
 
 def _tip(repo: git.Repo, run_id: str) -> str | None:
     import git
@@ -296,6 +311,16 @@ def _tip(repo: git.Repo, run_id: str) -> str | None:
     except git.GitCommandError:
         return None
     return out.strip() or None
+
+
+def _count_objects(repo: git.Repo) -> dict[str, int]:
+    out: str = repo.git.count_objects("-v")
+    counts = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().isdigit():
+            counts[key.strip().replace("-", "_")] = int(value)
+    return counts
 
 
 def _stderr(exc: git.GitCommandError) -> str:
