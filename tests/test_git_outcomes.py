@@ -595,6 +595,21 @@ def test_a_file_gone_before_the_commit_is_left_out(tmp_path: Path) -> None:
     assert _blobs(tmp_path / "repo", done.commit) == ["root/a/kept.txt"]
 
 
+def test_names_git_takes_are_committed_as_they_are(tmp_path: Path) -> None:
+    names = ['say "hi".txt', "naïve café.md", " lead and trail ", "-dash", '"quoted"']
+    for i, name in enumerate(names):
+        (tmp_path / f"f{i}").write_text(name)
+    files = [OutcomeFile(tmp_path / f"f{i}", f"root/a/{name}") for i, name in enumerate(names)]
+    done = OutcomeRepository(tmp_path / "repo").commit_run("run_x", files, message="m")
+    got = subprocess.run(
+        ["git", "-C", str(tmp_path / "repo"), "ls-tree", "-r", "-z", "--name-only", done.commit],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert sorted(got.split("\0")[:-1]) == sorted(f"root/a/{name}" for name in names)
+    _fsck(tmp_path / "repo")
+
+
 def test_a_reruns_commit_keeps_a_reused_file_from_its_parent_and_drops_its_own_gone_file(tmp_path: Path) -> None:
     # A reused node's file that cannot be read any more stays at the parent's version; a file of
     # the re-run's own (not reused) that is gone is not kept at the parent's version.

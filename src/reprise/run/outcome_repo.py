@@ -206,23 +206,22 @@ class OutcomeRepository:
             files = [f for f in files if id(f) not in left_out]
         with self.open() as repo:
             parent = _tip(repo, parent_run_id) if parent_run_id is not None else None
-            parent_files: set[str] = set()
-            if parent is not None:
-                listing: str = repo.git.ls_tree("-r", "-z", "--name-only", parent)
-                parent_files = {name for name in listing.split("\0") if name}
-            with tempfile.TemporaryFile() as stream:
-                last_mark = self._write_stream(stream, run_id, files, message, parent, parent_files, reused)
-                stream.seek(0)
-                try:
+            try:
+                parent_files: set[str] = set()
+                if parent is not None:
+                    listing: str = repo.git.ls_tree("-r", "-z", "--name-only", parent)
+                    parent_files = {name for name in listing.split("\0") if name}
+                with tempfile.TemporaryFile() as stream:
+                    last_mark = self._write_stream(stream, run_id, files, message, parent, parent_files, reused)
+                    stream.seek(0)
                     # unpackLimit=0: keep the commit's pack as it is; below the limit git would
                     # start a second process to turn a small one into loose objects.
                     command = repo.git(c="fastimport.unpackLimit=0")
                     out: str = command.fast_import("--quiet", "--done", istream=stream)
-                except git.GitCommandError as exc:
-                    raise RunSetupError(
-                        f"cannot commit outcomes of {run_id}: git fast-import failed in {self.path}: {_stderr(exc)}",
-                        run_id=run_id,
-                    ) from exc
+            except git.GitCommandError as exc:
+                raise RunSetupError(
+                    f"cannot commit outcomes of {run_id} in {self.path}: {_stderr(exc)}", run_id=run_id
+                ) from exc
             try:
                 # What git commands that write do: fold the packs once there are many (in the
                 # background, detached), and return at once otherwise.
@@ -329,8 +328,9 @@ def _stderr(exc: git.GitCommandError) -> str:
 
 
 def _quoted(repo_path: str) -> bytes:
-    """``repo_path`` in fast-import's C-style quotes (its control characters were refused)."""
-    return b'"%s"' % repo_path.replace("\\", "\\\\").replace('"', '\\"').encode()
+    """``repo_path`` in fast-import's C-style quotes."""
+    quoted = repo_path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return b'"%s"' % quoted.encode()
 
 
 def _by_node(files: Sequence[OutcomeFile]) -> list[tuple[str, list[OutcomeFile]]]:
