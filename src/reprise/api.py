@@ -290,15 +290,13 @@ class Api:
             node = path[: -len("/outcome.json")].replace("/", ".") if path.endswith("/outcome.json") else None
             before = after = None
             if values:
-                git = repository.ensure().git
-                before = _show(git, repository.branch(run_a), path) if status != "A" else None
-                after = _show(git, repository.branch(run_b), path) if status != "D" else None
+                before = _parsed(repository.show(run_a, path)) if status != "A" else None
+                after = _parsed(repository.show(run_b, path)) if status != "D" else None
             changes.append(OutcomeChange(status=status, path=path, hierarchy_path=node, before=before, after=after))
         return changes
 
 
-def _show(git: Any, branch: str, path: str) -> Any:
-    text: str = git.show(f"{branch}:{path}")
+def _parsed(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:

@@ -26,6 +26,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "reprise.cli.execute",  # run, rerun, resume
     "reprise.cli.runs",  # runs, show, trace, logs, diff
+    "reprise.cli.gc",  # gc
     "reprise.cli.alerts",  # alerts, metrics
     "reprise.cli.view",  # view
     "reprise.cli.experiment",  # experiment (run, resume, compare)

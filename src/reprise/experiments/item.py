@@ -517,7 +517,7 @@ def commit_run_outcomes(
     if meta.error_msg:
         lines.append(f"error: {meta.error_msg}")
     try:
-        commit = repo.commit_run(run.run_id, files, message="\n".join(lines), parent_run_id=meta.previous_run_id)
+        commit = repo.commit_run(run.run_id, files, message="\n".join(lines), parent_run_id=meta.previous_run_id).commit
     except RepriseError as exc:
         setattr(meta, "outcome_commit_error", exc.message)  # noqa: B010 - an extra metadata field
         _save(run, meta)

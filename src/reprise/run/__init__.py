@@ -1,6 +1,5 @@
 """Where a run lives: RunContext, run ids, the run directory and its files, statuses."""
 
-from reprise.run.compaction import wait_for_compactions
 from reprise.run.context import RunContext
 from reprise.run.directory import RunDirectory, RunMetadata, new_run_id
 from reprise.run.status import ElementStatus, RunStatus
@@ -12,5 +11,4 @@ __all__ = [
     "RunMetadata",
     "RunStatus",
     "new_run_id",
-    "wait_for_compactions",
 ]

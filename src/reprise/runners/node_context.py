@@ -6,10 +6,10 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprise.dsl.paths import HierarchyPath
+from reprise.dsl.paths import HierarchyPath, git_path_problem
 from reprise.errors import NodeExecutionError
 from reprise.run.directory import INPUT_FILE
 from reprise.run.files import json_problem, write_bytes_atomic
@@ -136,7 +136,8 @@ class ExecutorNodeContext:
         A file inside this node's directory keeps its relative place (``<node path>/<rel>``).
         One elsewhere is *copied now* to ``files/<name or file name>`` in the node directory, so
         the run keeps what the node produced even if the original changes later, and re-runs
-        that reuse this node carry the copy along."""
+        that reuse this node carry the copy along. A name git refuses (``.git``, ``.gitmodules``,
+        a newline: :func:`~reprise.dsl.paths.git_path_problem`) is an error naming this node."""
         from reprise.errors import RepriseError
         from reprise.run.outcome_repo import OutcomeFile
 
@@ -147,14 +148,17 @@ class ExecutorNodeContext:
         node_dir = self.node_dir.resolve()
         if not file.is_relative_to(node_dir):
             target_name = name or file.name
-            parts = PurePosixPath(target_name).parts
-            if not parts or target_name.startswith("/") or any(p in ("..", ".", ".git") for p in parts):
-                raise RepriseError(f"invalid outcome file name {target_name!r}", path=str(self.path))
-            target = node_dir.joinpath("files", *parts)
+            problem = git_path_problem(target_name)
+            if problem is not None:
+                raise RepriseError(f"invalid outcome file name {target_name!r}: {problem}", path=str(self.path))
+            target = node_dir.joinpath("files", *target_name.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(file, target)
             file = target
         rel = file.relative_to(node_dir).as_posix()
+        problem = git_path_problem(rel)
+        if problem is not None:
+            raise RepriseError(f"invalid outcome file name {rel!r}: {problem}", path=str(self.path))
         repo_path = "/".join(self.path.parts) + "/" + rel
         self.run.declared_outcome_files.append(OutcomeFile(file, repo_path, str(self.path)))
         self.result_fields.setdefault("outcome_files", []).append({"source": str(file), "repo_path": repo_path})
