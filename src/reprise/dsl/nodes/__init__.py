@@ -29,9 +29,9 @@ from reprise.dsl.nodes.folder_analyzer import (
     FolderAnalysis,
     FolderAnalysisOptions,
     FolderAnalyzerNode,
+    IgnoreRules,
     analyze_folder,
 )
-from reprise.dsl.nodes.gitignore import IgnoreRules
 from reprise.dsl.nodes.human_input import (
     HumanInputNode,
     InputHandler,

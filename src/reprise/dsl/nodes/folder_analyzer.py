@@ -6,7 +6,7 @@
     flow = FlowDefinition().node("scan", analyze, inputs={"root": Initial("folder")})
 
 The walk is deterministic (names sorted), skips ``.git``, respects ``.gitignore`` files (see
-:mod:`reprise.dsl.nodes.gitignore`) plus extra ``ignore`` patterns in the same syntax, and
+:class:`IgnoreRules`) plus extra ``ignore`` patterns in the same syntax, and
 never follows a symlinked directory (no loops, no escape from the root). Symlinked files are
 listed, but their contents are read only when they point inside the root.
 
@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
+from pathspec import GitIgnoreSpec
 from pydantic import BaseModel, ConfigDict
 
 from reprise.dsl.nodes._base import ModelOutcomeNode
 from reprise.dsl.nodes._render import input_variables, render_text
-from reprise.dsl.nodes.gitignore import IgnoreRules
 from reprise.errors import DefinitionError, NodeExecutionError
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ __all__ = [
     "FolderAnalysisOptions",
     "FolderAnalyzerNode",
     "FolderInput",
+    "IgnoreRules",
     "analyze_folder",
 ]
 
@@ -179,6 +180,57 @@ class FolderAnalyzerNode(ModelOutcomeNode):
         analysis = await anyio.to_thread.run_sync(analyze_folder, root, self.options, abandon_on_cancel=True)
         ctx.annotate_result(file_count=analysis.file_count, total_bytes=analysis.total_bytes)
         return analysis
+
+
+class IgnoreRules:
+    """The ``.gitignore`` rules met while walking a tree, by directory (``pathspec`` matches them).
+
+    Paths are POSIX and relative to the walk's root (``""`` is the root itself). The rules of a
+    ``.gitignore`` apply relative to its directory; deeper files win over those above, and within
+    a file the last matching rule wins. As in git, a file inside an ignored directory cannot be
+    re-included (the walk never enters the directory). ``.git/info/exclude`` and the user's
+    global excludes file are not read, so a flow's result does not depend on who runs it.
+    """
+
+    def __init__(self, extra: Iterable[str] = ()) -> None:
+        self._lines: dict[str, list[str]] = {}
+        self._specs: dict[str, tuple[GitIgnoreSpec, GitIgnoreSpec]] = {}
+        self._add("", list(extra))
+
+    def add(self, directory: str, text: str) -> None:
+        """Add the rules of the ``.gitignore`` in ``directory`` (after any added before for it)."""
+        self._add(directory, text.splitlines())
+
+    def _add(self, directory: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        all_lines = self._lines.setdefault(directory, [])
+        all_lines.extend(lines)
+        # pathspec reports a directory ``d/`` as matched by ``d/**``; in git that pattern
+        # excludes what is under ``d``, not ``d`` itself (pathspec issue #137). Directories are
+        # therefore matched with ``d/**`` written as ``d/*/**``, which is git's meaning for them.
+        dir_lines = [_below(line) for line in all_lines]
+        self._specs[directory] = (GitIgnoreSpec.from_lines(all_lines), GitIgnoreSpec.from_lines(dir_lines))
+
+    def ignored(self, path: str, is_dir: bool) -> bool:
+        """Whether ``path`` is ignored (its parent directories are assumed not to be)."""
+        parts = path.split("/")
+        verdict: bool | None = None
+        for depth in range(len(parts)):
+            specs = self._specs.get("/".join(parts[:depth]))
+            if specs is None:
+                continue
+            relative = "/".join(parts[depth:])
+            include = (specs[1].check_file(relative + "/") if is_dir else specs[0].check_file(relative)).include
+            if include is not None:
+                verdict = include
+        return bool(verdict)
+
+
+def _below(line: str) -> str:
+    """A ``.gitignore`` line as it applies to directories: ``d/**`` -> ``d/*/**``."""
+    stripped = line.rstrip(" ")
+    return stripped[:-3] + "/*/**" if stripped.endswith("/**") and len(stripped) > 3 else line
 
 
 def _read_content(
