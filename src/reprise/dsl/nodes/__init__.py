@@ -30,6 +30,7 @@ from reprise.dsl.nodes.folder_analyzer import (
     FolderAnalysisOptions,
     FolderAnalyzerNode,
     IgnoreRules,
+    SkippedPath,
     analyze_folder,
 )
 from reprise.dsl.nodes.human_input import (
@@ -69,6 +70,7 @@ __all__ = [
     "FolderAnalyzerNode",
     "HumanInputNode",
     "IgnoreRules",
+    "SkippedPath",
     "InputHandler",
     "InputRequest",
     "ModelPrice",
