@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reprise.errors import RepriseError
-from reprise.observability.view import render_trace_tree
+from reprise.errors import RepriseError, RunFileError
+from reprise.observability.view import read_spans, render_trace_tree
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the span tree of the run in ``RUN_DIR``; exit status 2 if it has no trace."""
+    """Print the span tree of the run in ``RUN_DIR``; exit status 2 if it has no trace. Lines of
+    ``trace.jsonl`` that are not spans are skipped, each with a warning on stderr."""
     parser = argparse.ArgumentParser(
         prog="python -m reprise.observability", description="Print the span tree of a reprise run."
     )
@@ -30,12 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         ascii_only = bool(args.ascii)
     except (UnicodeEncodeError, LookupError):
         ascii_only = True
+    problems: list[RunFileError] = []
     try:
-        text = render_trace_tree(args.run_dir, ascii=ascii_only, max_children=None if args.all else args.max_children)
+        spans = read_spans(args.run_dir, problems)
     except RepriseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(text)
+    for problem in problems:
+        print(f"warning: skipped: {problem}", file=sys.stderr)
+    sys.stdout.write(render_trace_tree(spans, ascii=ascii_only, max_children=None if args.all else args.max_children))
     return 0
 
 
