@@ -56,7 +56,7 @@ from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RunSetupError
 from reprise.observability.otlp_json import SpanLineEncoder, encode_span
 from reprise.observability.telemetry import DURATION_BUCKETS
-from reprise.observability.view import SpanRecord, read_spans, render_trace_tree
+from reprise.run.trace import SpanRecord, read_spans, render_trace_tree
 
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 HEX16 = re.compile(r"[0-9a-f]{16}\Z")
@@ -1032,21 +1032,26 @@ async def test_viewer_shows_durations_statuses_and_reuse(make_context: Any, tmp_
     assert f"|-- node flow.b  [python]  reused from {first_ctx.run_id}" in view
     assert re.search(r"`-- node flow\.c  \[python\]  completed  [\d.]+ ms\n", view)
 
-    # The command line prints the same text; a directory without a trace is an error.
+    # `reprise trace` prints the same text; a run without a trace is an error.
+    root = rerun.run_dir.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRISE_")}
     cli = subprocess.run(
-        [sys.executable, "-m", "reprise.observability", str(rerun.run_dir), "--ascii"],
+        [sys.executable, "-m", "reprise.cli", "trace", rerun.run_id, "--ascii", "--run-root", str(root)],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
-    assert cli.returncode == 0 and cli.stdout == view
+    assert cli.returncode == 0 and cli.stdout == view, cli.stderr
+    (rerun.run_dir / ".trace" / "trace.jsonl").unlink()
     missing = subprocess.run(
-        [sys.executable, "-m", "reprise.observability", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "reprise.cli", "trace", rerun.run_id, "--run-root", str(root)],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
-    assert missing.returncode == 2 and "no trace found" in missing.stderr
+    assert missing.returncode == 2 and "has no trace" in missing.stderr
 
 
 @pytest.mark.anyio

@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from reprise import FlowDefinition, FlowRunner, NodeContext, ObservabilitySettings, RunContext, RunSetupError
-from reprise.observability.view import read_spans
+from reprise.run.trace import read_spans
 
 SECRET = "s3cr3t-token-do-not-store"
 
