@@ -9,8 +9,8 @@
                                          initial_inputs={"n": 21})).run_sync()
 """
 
+from reprise._api import Api
 from reprise._version import __version__
-from reprise.api import Api
 from reprise.dsl import (
     AgentDefinition,
     Computed,

@@ -17,19 +17,19 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError, check_run_root
+from reprise.cli._common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError, check_run_root
 from reprise.errors import RepriseError
 
-__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 #: The modules that add sub-commands, in the order ``reprise --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "reprise.cli.execute",  # run, rerun, resume
-    "reprise.cli.runs",  # runs, show, trace, logs, diff
-    "reprise.cli.gc",  # gc
-    "reprise.cli.alerts",  # alerts, metrics
-    "reprise.cli.view",  # view
-    "reprise.cli.experiment",  # experiment (run, resume, compare)
+    "reprise.cli._execute",  # run, rerun, resume
+    "reprise.cli._runs",  # runs, show, trace, logs, diff
+    "reprise.cli._gc",  # gc
+    "reprise.cli._alerts",  # alerts, metrics
+    "reprise.cli._view",  # view
+    "reprise.cli._experiment",  # experiment (run, resume, compare)
 )
 
 

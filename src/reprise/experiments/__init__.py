@@ -17,19 +17,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from reprise.experiments.compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
-from reprise.experiments.errors import ExperimentError, ExperimentInputError, ItemTimeoutError, WorkerCrashedError
-from reprise.experiments.executor import ExecutorSession, ItemExecutor, SessionOptions
-from reprise.experiments.experiment import Experiment
-from reprise.experiments.folder import ExperimentFolder
-from reprise.experiments.inputs import ExperimentInput, load_inputs
-from reprise.experiments.item import ItemJob, ItemResult, RunRecord
-from reprise.experiments.local import LocalExecutor
-from reprise.experiments.progress import BarProgress, LineProgress, Progress
-from reprise.experiments.summary import ExperimentSummary
+from reprise.experiments._compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
+from reprise.experiments._errors import ExperimentError, ExperimentInputError, ItemTimeoutError, WorkerCrashedError
+from reprise.experiments._executor import ExecutorSession, ItemExecutor, SessionOptions
+from reprise.experiments._experiment import Experiment
+from reprise.experiments._folder import ExperimentFolder
+from reprise.experiments._inputs import ExperimentInput, load_inputs
+from reprise.experiments._item import ItemJob, ItemResult, RunRecord
+from reprise.experiments._local import LocalExecutor
+from reprise.experiments._progress import BarProgress, LineProgress, Progress
+from reprise.experiments._summary import ExperimentSummary
 
 if TYPE_CHECKING:
-    from reprise.experiments.dask_executor import DaskExecutor
+    from reprise.experiments._dask_executor import DaskExecutor
 
 __all__ = [
     "BarProgress",
@@ -61,7 +61,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "DaskExecutor":
-        from reprise.experiments.dask_executor import DaskExecutor
+        from reprise.experiments._dask_executor import DaskExecutor
 
         return DaskExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from reprise.errors import RunFileError
-from reprise.run.directory import METADATA_FILE, RUN_ID_PATTERN
-from reprise.run.files import write_bytes_atomic
-from reprise.view.build import DEFAULT_MAX_VALUE_BYTES, RunViewData, build_run_view_data, cost_of, tokens_of
-from reprise.view.experiment import SUCCESS_STATUSES, build_experiment_view_data
-from reprise.view.page import embed_json, render_page
+from reprise.run._directory import METADATA_FILE, RUN_ID_PATTERN
+from reprise.run._files import write_bytes_atomic
+from reprise.view._build import DEFAULT_MAX_VALUE_BYTES, RunViewData, build_run_view_data, cost_of, tokens_of
+from reprise.view._experiment import SUCCESS_STATUSES, build_experiment_view_data
+from reprise.view._page import embed_json, render_page
 
 __all__ = [
     "DEFAULT_MAX_RUN_VIEWS",
