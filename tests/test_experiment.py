@@ -150,7 +150,7 @@ def test_settings_are_checked(tmp_path: Path) -> None:
     for kwargs in ({"iterations": 0}, {"max_concurrency": 0}, {"timeout": 0}, {"name": "../up"}):
         with pytest.raises(ExperimentError):
             Experiment(greeter, [{"id": "a"}], project_root=tmp_path, **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(ExperimentError, match="not an AgentDefinition or FlowDefinition"):
+    with pytest.raises(ExperimentError, match=r"items: \*args and \*\*kwargs cannot be node inputs"):
         Experiment("test_experiment:items", [{"id": "a"}], project_root=tmp_path)
 
 

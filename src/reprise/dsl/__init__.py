@@ -1,5 +1,6 @@
 """What to run: nodes, flows, agents, hierarchy paths and value sources."""
 
+from reprise.dsl._entrypoint import INPUT_KEY, EntryPoint, entrypoint, function_flow
 from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
 from reprise.dsl.context import NodeContext
 from reprise.dsl.definition import DefinitionIndex, definition_path, validate_definition
@@ -18,6 +19,7 @@ from reprise.dsl.sources import MISSING, Computed, Initial, Ref, Source, Var
 from reprise.dsl.template import Template, compile_value, render
 
 __all__ = [
+    "INPUT_KEY",
     "MISSING",
     "AgentDefinition",
     "Computed",
@@ -26,6 +28,7 @@ __all__ = [
     "ContainerElement",
     "DefinitionIndex",
     "Element",
+    "EntryPoint",
     "FlowDefinition",
     "ForEachElement",
     "FunctionNode",
@@ -43,6 +46,8 @@ __all__ = [
     "Var",
     "compile_value",
     "definition_path",
+    "entrypoint",
+    "function_flow",
     "node",
     "render",
     "validate_definition",
