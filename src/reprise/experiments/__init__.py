@@ -17,31 +17,52 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from reprise.experiments._config import (
+    DEFAULT_CONFIG,
+    DEFAULT_INPUTS,
+    ExperimentConfig,
+    OutputConfig,
+    ReplayArgsConfig,
+    RunnerConfig,
+    load_config,
+)
 from reprise.experiments.compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
-from reprise.experiments.errors import ExperimentError, ExperimentInputError, ItemTimeoutError, WorkerCrashedError
+from reprise.experiments.errors import (
+    ExperimentConfigError,
+    ExperimentError,
+    ExperimentInputError,
+    ItemTimeoutError,
+    WorkerCrashedError,
+)
 from reprise.experiments.executor import ExecutorSession, ItemExecutor, SessionOptions
 from reprise.experiments.experiment import Experiment
 from reprise.experiments.folder import ExperimentFolder
-from reprise.experiments.inputs import ExperimentInput, load_inputs
+from reprise.experiments.inputs import ExperimentInput, GeneratedInput, load_inputs
 from reprise.experiments.item import ItemJob, ItemResult, RunRecord
 from reprise.experiments.local import LocalExecutor
 from reprise.experiments.progress import BarProgress, LineProgress, Progress
 from reprise.experiments.summary import ExperimentSummary
+from reprise.experiments.target import import_target
 
 if TYPE_CHECKING:
     from reprise.experiments.dask_executor import DaskExecutor
 
 __all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_INPUTS",
     "BarProgress",
     "DaskExecutor",
     "ExecutorSession",
     "Experiment",
     "ExperimentComparison",
+    "ExperimentConfig",
+    "ExperimentConfigError",
     "ExperimentError",
     "ExperimentFolder",
     "ExperimentInput",
     "ExperimentInputError",
     "ExperimentSummary",
+    "GeneratedInput",
     "InputChange",
     "ItemExecutor",
     "ItemJob",
@@ -49,12 +70,17 @@ __all__ = [
     "ItemTimeoutError",
     "LineProgress",
     "LocalExecutor",
+    "OutputConfig",
     "Progress",
+    "ReplayArgsConfig",
     "RunRecord",
+    "RunnerConfig",
     "SessionOptions",
     "WorkerCrashedError",
     "compare_experiments",
     "format_comparison",
+    "import_target",
+    "load_config",
     "load_inputs",
 ]
 

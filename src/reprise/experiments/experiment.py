@@ -84,11 +84,13 @@ class Experiment:
         progress: ``True`` for a bar on a terminal or lines otherwise (on stderr), a
             :class:`~reprise.experiments.progress.Progress`, or ``None``/``False`` for none.
         on_result: called with every item's :class:`ItemResult` (error with its original type).
+        config_file: the configuration file the settings were read from (recorded in
+            ``config.yaml``; see :func:`~reprise.experiments.load_config`).
     """
 
     def __init__(
         self,
-        target: Container | str,
+        target: Container | Callable[..., Any] | str,
         inputs: InputsSource,
         *,
         iterations: int = 1,
@@ -104,6 +106,7 @@ class Experiment:
         observability: ObservabilitySettings | None = None,
         progress: Progress | bool | None = None,
         on_result: Callable[[ItemResult], None] | None = None,
+        config_file: Path | str | None = None,
     ) -> None:
         if iterations < 1:
             raise ExperimentError(f"iterations must be >= 1, got {iterations}")
@@ -138,6 +141,7 @@ class Experiment:
         self.observability = observability
         self.progress: Progress | None = auto_progress() if progress is True else (progress or None)
         self.on_result = on_result
+        self.config_file = str(Path(config_file).resolve()) if config_file is not None else None
         self.folder: ExperimentFolder | None = None
         self.started_at: str | None = None
         self._stop_scope: anyio.CancelScope | None = None
@@ -159,6 +163,7 @@ class Experiment:
             "started_at": self.started_at,
             "reprise_version": __version__,
             "python": sys.version.split()[0],
+            "config_file": self.config_file,
             "target": self.target.ref,
             "root_id": self.root_id,
             "inputs": {"source": self.inputs_source, "count": len(self.inputs), "copy": "inputs.jsonl"},
@@ -184,7 +189,7 @@ class Experiment:
         cls,
         folder: ExperimentFolder | Path | str,
         *,
-        target: Container | str | None = None,
+        target: Container | Callable[..., Any] | str | None = None,
         executor: ItemExecutor | None = None,
         max_concurrency: int | None = None,
         timeout: float | None = None,
@@ -226,6 +231,7 @@ class Experiment:
             on_result=on_result,
         )
         experiment.inputs_source = str((config.get("inputs") or {}).get("source", "list"))
+        experiment.config_file = config.get("config_file")
         experiment.folder = folder
         experiment.started_at = config.get("started_at")
         return experiment
