@@ -26,6 +26,7 @@ from reprise.experiments._config import (
     RunnerConfig,
     load_config,
 )
+from reprise.experiments._report import TraceSummaryLine, write_report
 from reprise.experiments.compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
 from reprise.experiments.errors import (
     ExperimentConfigError,
@@ -76,12 +77,14 @@ __all__ = [
     "RunRecord",
     "RunnerConfig",
     "SessionOptions",
+    "TraceSummaryLine",
     "WorkerCrashedError",
     "compare_experiments",
     "format_comparison",
     "import_target",
     "load_config",
     "load_inputs",
+    "write_report",
 ]
 
 

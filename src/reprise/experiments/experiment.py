@@ -31,6 +31,7 @@ from reprise._version import __version__
 from reprise.dsl.container import Container
 from reprise.dsl.paths import validate_id
 from reprise.errors import DefinitionError, RepriseError
+from reprise.experiments._report import TraceSummaryLine
 from reprise.experiments.errors import ExperimentError
 from reprise.experiments.executor import ExecutorSession, ItemExecutor, SessionOptions
 from reprise.experiments.folder import ExperimentFolder, check_name
@@ -318,11 +319,12 @@ class Experiment:
         from reprise.observability.telemetry import JsonlSink
 
         sink = JsonlSink(folder.runs_path)
+        trace_summary = JsonlSink(folder.trace_summary_path)
         if self.progress is not None:
             self.progress.start(self.name, self.total, len(done), done_failures)
         options = SessionOptions(max_concurrency=self.max_concurrency, log_path=folder.workers_log, backend=backend)
         io_limiter = anyio.CapacityLimiter(4)
-        finish = partial(self._finish, sink=sink, io_limiter=io_limiter)
+        finish = partial(self._finish, sink=sink, trace_summary=trace_summary, io_limiter=io_limiter)
         completed = False
         try:
             async with anyio.create_task_group() as outer:
@@ -340,6 +342,7 @@ class Experiment:
                 self._stop_scope = None
                 self._running = False
                 sink.close()
+                trace_summary.close()
                 summary = summarize(
                     folder,
                     total=self.total,
@@ -369,7 +372,9 @@ class Experiment:
                 await slots.acquire()
                 tg.start_soon(one, job)
 
-    async def _finish(self, job: ItemJob, result: ItemResult, *, sink: Any, io_limiter: anyio.CapacityLimiter) -> None:
+    async def _finish(
+        self, job: ItemJob, result: ItemResult, *, sink: Any, trace_summary: Any, io_limiter: anyio.CapacityLimiter
+    ) -> None:
         """One item's result: take in a shipped run directory, record a lost run, commit from
         the client where workers do not, append the ``runs.jsonl`` line."""
         with anyio.CancelScope(shield=True):
@@ -405,6 +410,7 @@ class Experiment:
                 # The run itself is recorded; what went wrong taking it in is noted on its line.
                 setattr(record, "client_error", str(exc))  # noqa: B010 - an extra field of the line
             sink.write(record.model_dump_json().encode() + b"\n")
+            trace_summary.write(TraceSummaryLine.of(job.input, record).model_dump_json().encode() + b"\n")
             if self.progress is not None:
                 self.progress.advance(record)
             if self.on_result is not None:
