@@ -496,7 +496,7 @@ def test_progress_lines_and_bar() -> None:
     lines.advance(record.model_copy(update={"status": "completed"}))
     lines.finish(False)
     text = out.getvalue()
-    assert "experiment exp: 2 runs" in text and "2/2 done, 1 failed" in text and "exp finished" in text
+    assert "experiment exp: 2 runs" in text and "[\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593] 2/2 (100%), 1 failed" in text and "exp finished" in text
 
     screen = io.StringIO()
     bar = BarProgress(screen, force_terminal=True)
@@ -505,4 +505,4 @@ def test_progress_lines_and_bar() -> None:
     bar.finish(True)
     drawn = screen.getvalue()
     assert "\x1b[" in drawn  # drawn for a terminal
-    assert "3/4" in drawn and "2 failed" in drawn and "exp (interrupted)" in drawn
+    assert "3/4" in drawn and "75%" in drawn and "2 failed" in drawn and "exp (interrupted)" in drawn
