@@ -40,6 +40,8 @@ from reprise.experiments.item import root_cause
 
 pytestmark = pytest.mark.anyio
 
+FULL = "\u2593" * 10  # a full text progress bar
+
 
 # -- flows (module level: worker processes import them as `test_experiment:<name>`) ---------
 def greet(name: str, punctuation: str, ctx: NodeContext) -> str:
@@ -496,7 +498,7 @@ def test_progress_lines_and_bar() -> None:
     lines.advance(record.model_copy(update={"status": "completed"}))
     lines.finish(False)
     text = out.getvalue()
-    assert "experiment exp: 2 runs" in text and "[\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593] 2/2 (100%), 1 failed" in text and "exp finished" in text
+    assert "experiment exp: 2 runs" in text and f"[{FULL}] 2/2 (100%), 1 failed" in text and "exp finished" in text
 
     screen = io.StringIO()
     bar = BarProgress(screen, force_terminal=True)

@@ -82,7 +82,8 @@ def test_run_then_compare_with_json(project: Path) -> None:
     summary = body["data"]
     assert (summary["total"], summary["successes"], summary["failures"]) == (6, 4, 2)
     assert summary["folder"].startswith("base_")
-    assert "experiment base finished: [\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593\u2593] 6/6 (100%), 2 failed" in first.stderr  # progress lines on stderr
+    # Progress lines on stderr.
+    assert "experiment base finished: [" + "\u2593" * 10 + "] 6/6 (100%), 2 failed" in first.stderr
     folder = project / "experiments" / summary["folder"]
     assert len((folder / "runs.jsonl").read_text().splitlines()) == 6
     assert (project / "runs").is_dir()  # the CLI's run root: ./runs

@@ -103,7 +103,7 @@ def test_the_seeds_example_runs_with_no_flags_then_with_each_override(project: P
     assert f"run/{run_id}" in [h.name for h in repo.heads]
     # The seed's progress lines; plain (not a terminal): the bar drawn in text, with an ETA.
     assert "Loaded 2 inputs" in first.stderr and "Running 2 iterations per input (4 total runs)" in first.stderr
-    assert "experiment run: [\u2593\u2593\u2593\u2593\u2593\u2591\u2591\u2591\u2591\u2591] 2/4 (50%), 0 failed" in first.stderr
+    assert "experiment run: [" + "\u2593" * 5 + "\u2591" * 5 + "] 2/4 (50%), 0 failed" in first.stderr
     assert re.search(r"2/4 \(50%\), 0 failed, [0-9.]+/s - ETA: [0-9]+s\n", first.stderr), first.stderr
 
     more = reprise(project, "--iterations", "20", "--executor", "inline", "--no-git", "--json", "--progress", "none")
