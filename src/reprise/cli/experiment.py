@@ -290,6 +290,15 @@ def _run(args: argparse.Namespace, out: Output) -> int:
             origin = f"inputs: in {config_path}" if config_path and "inputs" in config.model_fields_set else None
             hint = f"fix {origin}" if origin else f"write {DEFAULT_INPUTS} or set inputs: in {DEFAULT_CONFIG}"
             raise UsageError(f"no inputs file {inputs}: pass --inputs FILE or {hint}")
+    replay = None
+    if config.replay_args is not None and config.replay_args.enabled:
+        from reprise.experiments import ArgumentReplay
+
+        replay = ArgumentReplay(
+            project_root / config.replay_args.recording_file,
+            config.replay_args.override_param_path,
+            source=f"{config_path}: replay_args",
+        )
     timeout = args.timeout if args.timeout is not None else runner.timeout
     experiment = Experiment(
         target,
@@ -305,6 +314,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         outcome_repo=not args.no_git,
         progress=_progress(args, out),
         config_file=config_path,
+        replay=replay,
     )
     return _finish(experiment, out, announce=True)
 

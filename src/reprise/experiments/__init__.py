@@ -26,6 +26,7 @@ from reprise.experiments._config import (
     RunnerConfig,
     load_config,
 )
+from reprise.experiments._replay import ArgumentRecorder, ArgumentReplay
 from reprise.experiments._report import TraceSummaryLine, write_report
 from reprise.experiments.compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
 from reprise.experiments.errors import (
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_INPUTS",
+    "ArgumentRecorder",
+    "ArgumentReplay",
     "BarProgress",
     "DaskExecutor",
     "ExecutorSession",

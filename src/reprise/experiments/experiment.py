@@ -31,6 +31,7 @@ from reprise._version import __version__
 from reprise.dsl.container import Container
 from reprise.dsl.paths import validate_id
 from reprise.errors import DefinitionError, RepriseError
+from reprise.experiments._replay import ArgumentReplay
 from reprise.experiments._report import TraceSummaryLine
 from reprise.experiments.errors import ExperimentError
 from reprise.experiments.executor import ExecutorSession, ItemExecutor, SessionOptions
@@ -87,6 +88,8 @@ class Experiment:
         on_result: called with every item's :class:`ItemResult` (error with its original type).
         config_file: the configuration file the settings were read from (recorded in
             ``config.yaml``; see :func:`~reprise.experiments.load_config`).
+        replay: call the target with recorded arguments, each input's text at a path
+            (:class:`~reprise.experiments.ArgumentReplay`).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class Experiment:
         progress: Progress | bool | None = None,
         on_result: Callable[[ItemResult], None] | None = None,
         config_file: Path | str | None = None,
+        replay: ArgumentReplay | None = None,
     ) -> None:
         if iterations < 1:
             raise ExperimentError(f"iterations must be >= 1, got {iterations}")
@@ -123,6 +127,9 @@ class Experiment:
         self._target_tags = _target_tags(self.target, self.project_root)
         self.inputs_source = str(inputs) if isinstance(inputs, (str, Path)) else "list"
         self.inputs: list[ExperimentInput] = load_inputs(inputs)
+        self.replay = replay
+        if replay is not None:
+            self.inputs = replay.apply(self.inputs)
         self.iterations = iterations
         self.max_concurrency = max_concurrency
         self.timeout = timeout
@@ -168,6 +175,7 @@ class Experiment:
             "target": self.target.ref,
             "root_id": self.root_id,
             "inputs": {"source": self.inputs_source, "count": len(self.inputs), "copy": "inputs.jsonl"},
+            "replay_args": self.replay.describe() if self.replay is not None else None,
             "iterations": self.iterations,
             "total_runs": self.total,
             "max_concurrency": self.max_concurrency,
