@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["ACTIONS", "default_action", "register"]
 
 #: The sub-commands of ``reprise experiment``; anything else first is ``run``'s target.
-ACTIONS = ("run", "resume", "compare", "parse")
+ACTIONS = ("run", "resume", "compare", "parse", "generate")
 
 
 def default_action(argv: list[str]) -> list[str]:
@@ -129,6 +129,31 @@ def register(subparsers: Any) -> None:
     _add_folder_options(parse)
     add_common(parse)
     parse.set_defaults(handler=_parse)
+
+    generate = actions.add_parser(
+        "generate",
+        help="write an inputs file: variations of base inputs for each persona",
+        description="Vary the configuration's generation.base_inputs for each of generation.personas: through "
+        "a model (generation.model: openai, any OpenAI-compatible server, or anthropic) or, offline, through "
+        "generation.templates. Writes the seed's generated_inputs: form.",
+    )
+    generate.add_argument("--config", metavar="FILE", help="the configuration (default: configs/simulation.yaml)")
+    generate.add_argument(
+        "--output", metavar="FILE", help="the file to write (default: inputs: of the config, inputs/generated.yaml)"
+    )
+    generate.add_argument("--limit", type=int, default=None, metavar="N", help="write at most N inputs")
+    generate.add_argument(
+        "--offset", type=int, default=0, metavar="N", help="skip the first N inputs (the next batch after --limit N)"
+    )
+    generate.add_argument(
+        "--mode",
+        choices=("auto", "model", "template"),
+        default="auto",
+        help="model (ask generation.model), template (offline) or auto (the model when the config names one)",
+    )
+    generate.add_argument("--project-root", metavar="DIR", help="the project directory (default: .)")
+    add_common(generate)
+    generate.set_defaults(handler=_generate)
 
 
 def _add_folder_options(parser: argparse.ArgumentParser) -> None:
@@ -357,5 +382,38 @@ def _parse(args: argparse.Namespace, out: Output) -> int:
     out.emit(
         {"folder": str(folder.path), "reports": [str(p) for p in written]},
         lambda: "\n".join(f"wrote {p}" for p in written),
+    )
+    return EXIT_OK
+
+
+def _generate(args: argparse.Namespace, out: Output) -> int:
+    import anyio
+
+    from reprise.experiments import DEFAULT_CONFIG, generate_inputs
+
+    _positive(args.limit, "--limit")
+    if args.offset < 0:
+        raise UsageError(f"--offset must be >= 0, got {args.offset}")
+    project_root = Path(args.project_root or ".").resolve()
+    config, config_path = _config(args, project_root)
+    where = config_path or project_root / DEFAULT_CONFIG
+    if config.generation is None:
+        raise UsageError(f"no generation: block in {where}: add base_inputs and personas to vary")
+    output = Path(args.output).resolve() if args.output else (project_root / config.inputs).resolve()
+    use_model = None if args.mode == "auto" else args.mode == "model"
+    entries = anyio.run(
+        partial(
+            generate_inputs,
+            config.generation,
+            output,
+            limit=args.limit,
+            offset=args.offset,
+            use_model=use_model,
+            source=f"{where}: generation",
+        )
+    )
+    out.emit(
+        {"output": str(output), "count": len(entries), "inputs": entries},
+        lambda: f"wrote {len(entries)} inputs to {output}",
     )
     return EXIT_OK

@@ -26,6 +26,13 @@ from reprise.experiments._config import (
     RunnerConfig,
     load_config,
 )
+from reprise.experiments._generate import (
+    DEFAULT_TEMPLATES,
+    GenerationConfig,
+    ModelConfig,
+    PersonaConfig,
+    generate_inputs,
+)
 from reprise.experiments._replay import ArgumentRecorder, ArgumentReplay
 from reprise.experiments._report import TraceSummaryLine, write_report
 from reprise.experiments.compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
@@ -52,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_INPUTS",
+    "DEFAULT_TEMPLATES",
     "ArgumentRecorder",
     "ArgumentReplay",
     "BarProgress",
@@ -67,6 +75,7 @@ __all__ = [
     "ExperimentInputError",
     "ExperimentSummary",
     "GeneratedInput",
+    "GenerationConfig",
     "InputChange",
     "ItemExecutor",
     "ItemJob",
@@ -74,7 +83,9 @@ __all__ = [
     "ItemTimeoutError",
     "LineProgress",
     "LocalExecutor",
+    "ModelConfig",
     "OutputConfig",
+    "PersonaConfig",
     "Progress",
     "ReplayArgsConfig",
     "RunRecord",
@@ -84,6 +95,7 @@ __all__ = [
     "WorkerCrashedError",
     "compare_experiments",
     "format_comparison",
+    "generate_inputs",
     "import_target",
     "load_config",
     "load_inputs",

@@ -17,6 +17,9 @@
       enabled: true
       recording_file: recordings/args.jsonl
       override_param_path: data.content
+    generation:                           # optional: what `reprise experiment generate` varies
+      base_inputs: ["How do I start?"]
+      personas: [{name: novice_user, description: new to the product}]
 
 Every key is checked before anything runs: an unknown key (a typo) or a bad value stops with
 the file, the key and what to write instead. Relative paths are taken from the project root.
@@ -31,6 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from reprise.experiments._generate import GenerationConfig
 from reprise.experiments.errors import ExperimentConfigError
 
 __all__ = [
@@ -99,6 +103,8 @@ class ExperimentConfig(_Strict):
     inputs: str = str(DEFAULT_INPUTS)
     output: OutputConfig = Field(default_factory=OutputConfig)
     replay_args: ReplayArgsConfig | None = None
+    #: What ``reprise experiment generate`` varies (see :mod:`reprise.experiments._generate`).
+    generation: GenerationConfig | None = None
 
 
 def _keys_of(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
