@@ -79,6 +79,19 @@ def test_what_cannot_be_a_target_says_why(tmp_path: Path) -> None:
         import_target("things.py:value", tmp_path)
 
 
+def test_reprise_run_runs_a_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    from reprise.cli import main
+
+    (tmp_path / "agent.py").write_text("def run(input_text: str) -> str:\n    return input_text[::-1]\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "agent.py:run", "--input", "input=abc", "--json", "--progress", "none"]) == 0
+    data = json.loads(capsys.readouterr().out)["data"]
+    assert data["status"] == "completed" and data["run_id"].startswith("run_2")
+    # The flow `run` holding the node `run`: its own directory, input and outcome.
+    node_dir = tmp_path / "runs" / data["run_id"] / "run" / "run"
+    assert json.loads((node_dir / "outcome.json").read_text()) == "cba"
+
+
 @pytest.mark.parametrize("isolation", ["process", "inline"])
 def test_a_function_object_is_an_experiment_target(tmp_path: Path, isolation: str) -> None:
     # Worker processes import it as test_experiment_functions:shout.
