@@ -181,6 +181,7 @@ async def test_inline_experiment_writes_its_folder_and_normal_runs(tmp_path: Pat
         "inputs.jsonl",
         "runs.jsonl",
         "summary.json",
+        "trace_summary.jsonl",
     ]
     config = yaml.safe_load((folder / "config.yaml").read_text())
     assert config["target"] == "test_experiment:greeter"

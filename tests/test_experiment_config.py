@@ -157,6 +157,10 @@ def run_in_process(project: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -
             "configs/simulation.yaml: runner.iterations: Input should be greater than or equal to 1 (got 0)",
         ),
         (
+            ("configs/simulation.yaml", "name: my experiment\n" + CONFIG),
+            "configs/simulation.yaml: name: String should match pattern",
+        ),
+        (
             ("configs/simulation.yaml", CONFIG.replace("format: jsonl", "format: csv")),
             "configs/simulation.yaml: output.format: Input should be 'jsonl' (got 'csv')",
         ),

@@ -98,7 +98,8 @@ class ReplayArgsConfig(_Strict):
 class ExperimentConfig(_Strict):
     """The whole file."""
 
-    name: str | None = None
+    #: Letters, digits, ``_`` and ``-``: it names the folder and prefixes run ids.
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     inputs: str = str(DEFAULT_INPUTS)
     output: OutputConfig = Field(default_factory=OutputConfig)
