@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from _model_server import ModelServer, serve_models
 from reprise.cli import main
 from reprise.experiments import load_inputs
-from test_nodes_ai import CANARY, ModelServer, model_server  # noqa: F401 - the loopback server fixture
+
+CANARY = "sk-canary-generate-do-not-leak"
 
 AGENT = "def run(input_text: str) -> str:\n    return input_text[::-1]\n"
+
+
+@pytest.fixture
+def model_server() -> Iterator[ModelServer]:
+    with serve_models() as server:
+        yield server
 
 
 def write_config(project: Path, model: dict[str, Any] | None = None, **generation: Any) -> None:
@@ -39,7 +48,7 @@ def write_config(project: Path, model: dict[str, Any] | None = None, **generatio
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "agent.py").write_text(AGENT)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
@@ -85,7 +94,7 @@ def test_templates_vary_offline_then_the_batches_run(project: Path, capsys: pyte
 
 def test_a_model_writes_variations_through_the_openai_client(
     project: Path,
-    model_server: ModelServer,  # noqa: F811 - the fixture imported above
+    model_server: ModelServer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     model_server.structured = {"inputs": ["first wording", "second wording"]}
@@ -117,7 +126,7 @@ def test_a_model_writes_variations_through_the_openai_client(
 
 def test_a_model_through_the_anthropic_client(
     project: Path,
-    model_server: ModelServer,  # noqa: F811 - the fixture imported above
+    model_server: ModelServer,
 ) -> None:
     model_server.structured = {"inputs": ["asked by tool"]}
     write_config(
