@@ -24,6 +24,7 @@ from reprise.dsl import (
     Ref,
     Template,
     Var,
+    entrypoint,
     node,
 )
 from reprise.errors import (
@@ -79,6 +80,7 @@ __all__ = [
     "Var",
     "__version__",
     "alert",
+    "entrypoint",
     "log",
     "node",
 ]

@@ -1,4 +1,5 @@
-"""Finding a flow or agent definition from a ``MODULE:OBJECT`` reference.
+"""Finding a flow or agent definition (or a function, run as its one-node flow) from a
+``MODULE:OBJECT`` reference.
 
 The CLI (``reprise run``, ``rerun``, ``experiment``) and experiment workers name what they run
 the same way:
@@ -26,13 +27,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from reprise.dsl import function_flow
 from reprise.dsl._container import AgentDefinition, Container, FlowDefinition
-from reprise.errors import TargetError
+from reprise.errors import DefinitionError, TargetError
 
 __all__ = [
     "PROJECT_TAG",
     "TARGET_TAG",
-    "attribute", "import_target", "is_file_reference", "load_file_module", "split_reference"]
+    "as_container",
+    "attribute",
+    "import_target",
+    "is_file_reference",
+    "load_file_module",
+    "split_reference",
+]
 
 #: Run tags naming what ran and from where, so ``reprise rerun``/``resume`` need only a run id.
 TARGET_TAG = "reprise.target"
@@ -67,9 +75,19 @@ def attribute(module: ModuleType, attr: str, ref: str) -> Container:
             obj = getattr(obj, part)
         except AttributeError:
             raise TargetError(f"{ref}: module {module.__name__!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, (AgentDefinition, FlowDefinition)):
-        raise TargetError(f"{ref} is a {type(obj).__name__}, not an AgentDefinition or FlowDefinition")
-    return obj
+    return as_container(obj, ref)
+
+
+def as_container(obj: Any, ref: str) -> Container:
+    """``obj`` as what runs: a flow or agent as it is, a function as its one-node flow."""
+    if isinstance(obj, (AgentDefinition, FlowDefinition)):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        try:
+            return function_flow(obj)
+        except DefinitionError as exc:
+            raise TargetError(f"{ref}: {exc.message}") from None
+    raise TargetError(f"{ref} is a {type(obj).__name__}, not a flow, an agent or a function")
 
 
 def load_file_module(path: Path) -> ModuleType:

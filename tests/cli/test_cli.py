@@ -324,7 +324,7 @@ def test_errors_are_one_line_and_exit_2(project: Path) -> None:
         (("show", "not-a-run"), "show", "is not a run id"),
         (("run", "no_such_module:flow"), "run", "no module named 'no_such_module'"),
         (("run", "cli_flows:missing"), "run", "has no attribute 'missing'"),
-        (("run", "cli_flows:greeting"), "run", "is a Greeting, not an AgentDefinition or FlowDefinition"),
+        (("run", "cli_flows:greeting"), "run", "is a Greeting, not a flow, an agent or a function"),
         (("run", "cli_flows"), "run", "is not MODULE:OBJECT"),
         (("run", "cli_flows:flow", "--input", "novalue"), "run", "expected KEY=VALUE"),
         (("rerun", ok["run_id"], "--from", "flow.nowhere"), "rerun", "flow.nowhere"),

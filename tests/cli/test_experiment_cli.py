@@ -82,7 +82,8 @@ def test_run_then_compare_with_json(project: Path) -> None:
     summary = body["data"]
     assert (summary["total"], summary["successes"], summary["failures"]) == (6, 4, 2)
     assert summary["folder"].startswith("base_")
-    assert "experiment base finished: 6/6 done, 2 failed" in first.stderr  # progress lines on stderr
+    # Progress lines on stderr.
+    assert "experiment base finished: [" + "\u2593" * 10 + "] 6/6 (100%), 2 failed" in first.stderr
     folder = project / "experiments" / summary["folder"]
     assert len((folder / "runs.jsonl").read_text().splitlines()) == 6
     assert (project / "runs").is_dir()  # the CLI's run root: ./runs
@@ -118,13 +119,13 @@ def test_run_then_compare_with_json(project: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["experiment", "cli_flows:flow"], "--inputs FILE is required"),
+        (["experiment", "cli_flows:flow"], "no inputs file"),
         (["experiment", "cli_flows:nothing", "--inputs", "inputs.jsonl"], "has no attribute 'nothing'"),
         (["experiment", "cli_flows:flow", "--inputs", "missing.yaml"], "cannot read inputs file"),
         (["experiment", "cli_flows:flow", "--inputs", "inputs.jsonl", "--parallel", "0"], "--parallel must be > 0"),
         (["experiment", "cli_flows:flow", "--inputs", "inputs.jsonl", "--executor", "ftp://x"], "invalid Dask"),
         (["experiment", "resume", "nothing_here"], "no experiment named 'nothing_here'"),
-        (["experiment", "compare", "a"], "usage: reprise experiment compare A B"),
+        (["experiment", "compare", "a"], "the following arguments are required: B"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(

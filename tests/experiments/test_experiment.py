@@ -40,6 +40,8 @@ from reprise.experiments._item import root_cause
 
 pytestmark = pytest.mark.anyio
 
+FULL = "\u2593" * 10  # a full text progress bar
+
 
 # -- flows (module level: worker processes import them as `test_experiment:<name>`) ---------
 def greet(name: str, punctuation: str, ctx: NodeContext) -> str:
@@ -150,7 +152,7 @@ def test_settings_are_checked(tmp_path: Path) -> None:
     for kwargs in ({"iterations": 0}, {"max_concurrency": 0}, {"timeout": 0}, {"name": "../up"}):
         with pytest.raises(ExperimentError):
             Experiment(greeter, [{"id": "a"}], project_root=tmp_path, **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(ExperimentError, match="not an AgentDefinition or FlowDefinition"):
+    with pytest.raises(ExperimentError, match=r"items: \*args and \*\*kwargs cannot be node inputs"):
         Experiment("test_experiment:items", [{"id": "a"}], project_root=tmp_path)
 
 
@@ -179,6 +181,7 @@ async def test_inline_experiment_writes_its_folder_and_normal_runs(tmp_path: Pat
         "inputs.jsonl",
         "runs.jsonl",
         "summary.json",
+        "trace_summary.jsonl",
     ]
     config = yaml.safe_load((folder / "config.yaml").read_text())
     assert config["target"] == "test_experiment:greeter"
@@ -496,7 +499,7 @@ def test_progress_lines_and_bar() -> None:
     lines.advance(record.model_copy(update={"status": "completed"}))
     lines.finish(False)
     text = out.getvalue()
-    assert "experiment exp: 2 runs" in text and "2/2 done, 1 failed" in text and "exp finished" in text
+    assert "experiment exp: 2 runs" in text and f"[{FULL}] 2/2 (100%), 1 failed" in text and "exp finished" in text
 
     screen = io.StringIO()
     bar = BarProgress(screen, force_terminal=True)
@@ -505,4 +508,4 @@ def test_progress_lines_and_bar() -> None:
     bar.finish(True)
     drawn = screen.getvalue()
     assert "\x1b[" in drawn  # drawn for a terminal
-    assert "3/4" in drawn and "2 failed" in drawn and "exp (interrupted)" in drawn
+    assert "3/4" in drawn and "75%" in drawn and "2 failed" in drawn and "exp (interrupted)" in drawn

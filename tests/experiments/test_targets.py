@@ -23,7 +23,7 @@ def test_file_and_module_references(tmp_path: Path) -> None:
     for ref, message in [
         ("flows.py", "not MODULE:OBJECT"),
         ("flows.py:missing", "no attribute 'missing'"),
-        ("flows.py:not_a_flow", "is a int, not an AgentDefinition or FlowDefinition"),
+        ("flows.py:not_a_flow", "is a int, not a flow, an agent or a function"),
         ("nowhere.py:flow", "no file"),
         ("no_such_module_xyz:flow", "no module named 'no_such_module_xyz'"),
     ]:

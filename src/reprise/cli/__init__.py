@@ -29,7 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "reprise.cli._gc",  # gc
     "reprise.cli._alerts",  # alerts, metrics
     "reprise.cli._view",  # view
-    "reprise.cli._experiment",  # experiment (run, resume, compare)
+    "reprise.cli._experiment",  # experiment (run, resume, compare, parse)
 )
 
 
@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``reprise`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit
     code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from reprise.cli._experiment import default_action
+
+    argv = default_action(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
         help="run an agent or flow definition",
-        description="Run MODULE:OBJECT (an AgentDefinition or FlowDefinition). The root id is the "
+        description="Run MODULE:OBJECT (a flow, an agent, or a function run as a one-node flow). The root id is the "
         "object's id if it has one, else its name. Shows progress on stderr and ends with the run "
         "id, status and run directory. Exit code 0 completed, 1 failed, 130 cancelled, 2 error.",
     )

@@ -11,6 +11,7 @@ from reprise.dsl._elements import (
     NodeElement,
     ParallelElement,
 )
+from reprise.dsl._entrypoint import INPUT_KEY, EntryPoint, entrypoint, function_flow
 from reprise.dsl._node import FunctionNode, Node, NodeSettings, node
 from reprise.dsl._paths import HierarchyPath
 from reprise.dsl._scope import Scope
@@ -18,6 +19,7 @@ from reprise.dsl._sources import MISSING, Computed, Initial, Ref, Source, Var
 from reprise.dsl._template import Template, compile_value, render
 
 __all__ = [
+    "INPUT_KEY",
     "MISSING",
     "AgentDefinition",
     "Computed",
@@ -26,6 +28,7 @@ __all__ = [
     "ContainerElement",
     "DefinitionIndex",
     "Element",
+    "EntryPoint",
     "FlowDefinition",
     "ForEachElement",
     "FunctionNode",
@@ -43,6 +46,8 @@ __all__ = [
     "Var",
     "compile_value",
     "definition_path",
+    "entrypoint",
+    "function_flow",
     "node",
     "render",
     "validate_definition",

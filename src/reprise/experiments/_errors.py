@@ -4,7 +4,8 @@ They extend the tree in :mod:`reprise.errors`::
 
     RepriseError
     └── ExperimentError          an experiment cannot be set up, resumed or compared
-        ├── ExperimentInputError an inputs file or item is invalid (names the file and item)
+        ├── ExperimentConfigError the configuration file is invalid (names the file and the key)
+    ├── ExperimentInputError an inputs file or item is invalid (names the file and item)
         ├── ItemTimeoutError     one item ran longer than the experiment's timeout
         └── WorkerCrashedError   the process running one item died (os._exit, a signal, a lost
                                  Dask worker)
@@ -17,11 +18,15 @@ from __future__ import annotations
 
 from reprise.errors import RepriseError
 
-__all__ = ["ExperimentError", "ExperimentInputError", "ItemTimeoutError", "WorkerCrashedError"]
+__all__ = ["ExperimentConfigError", "ExperimentError", "ExperimentInputError", "ItemTimeoutError", "WorkerCrashedError"]
 
 
 class ExperimentError(RepriseError):
     """An experiment cannot be set up, resumed or compared."""
+
+
+class ExperimentConfigError(ExperimentError):
+    """The experiment configuration file (``configs/simulation.yaml``) is invalid."""
 
 
 class ExperimentInputError(ExperimentError):

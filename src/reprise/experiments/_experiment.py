@@ -46,6 +46,8 @@ from reprise.experiments._item import (
 )
 from reprise.experiments._local import LocalExecutor
 from reprise.experiments._progress import Progress, auto_progress
+from reprise.experiments._replay import ArgumentReplay
+from reprise.experiments._report import TraceSummaryLine
 from reprise.experiments._summary import ExperimentSummary, summarize
 from reprise.experiments._target import TargetSpec
 from reprise.observability._settings import ObservabilitySettings
@@ -84,11 +86,15 @@ class Experiment:
         progress: ``True`` for a bar on a terminal or lines otherwise (on stderr), a
             :class:`~reprise.experiments._progress.Progress`, or ``None``/``False`` for none.
         on_result: called with every item's :class:`ItemResult` (error with its original type).
+        config_file: the configuration file the settings were read from (recorded in
+            ``config.yaml``; see :func:`~reprise.experiments.load_config`).
+        replay: call the target with recorded arguments, each input's text at a path
+            (:class:`~reprise.experiments.ArgumentReplay`).
     """
 
     def __init__(
         self,
-        target: Container | str,
+        target: Container | Callable[..., Any] | str,
         inputs: InputsSource,
         *,
         iterations: int = 1,
@@ -104,6 +110,8 @@ class Experiment:
         observability: ObservabilitySettings | None = None,
         progress: Progress | bool | None = None,
         on_result: Callable[[ItemResult], None] | None = None,
+        config_file: Path | str | None = None,
+        replay: ArgumentReplay | None = None,
     ) -> None:
         if iterations < 1:
             raise ExperimentError(f"iterations must be >= 1, got {iterations}")
@@ -119,6 +127,9 @@ class Experiment:
         self._target_tags = _target_tags(self.target, self.project_root)
         self.inputs_source = str(inputs) if isinstance(inputs, (str, Path)) else "list"
         self.inputs: list[ExperimentInput] = load_inputs(inputs)
+        self.replay = replay
+        if replay is not None:
+            self.inputs = replay.apply(self.inputs)
         self.iterations = iterations
         self.max_concurrency = max_concurrency
         self.timeout = timeout
@@ -138,6 +149,7 @@ class Experiment:
         self.observability = observability
         self.progress: Progress | None = auto_progress() if progress is True else (progress or None)
         self.on_result = on_result
+        self.config_file = str(Path(config_file).resolve()) if config_file is not None else None
         self.folder: ExperimentFolder | None = None
         self.started_at: str | None = None
         self._stop_scope: anyio.CancelScope | None = None
@@ -159,9 +171,11 @@ class Experiment:
             "started_at": self.started_at,
             "reprise_version": __version__,
             "python": sys.version.split()[0],
+            "config_file": self.config_file,
             "target": self.target.ref,
             "root_id": self.root_id,
             "inputs": {"source": self.inputs_source, "count": len(self.inputs), "copy": "inputs.jsonl"},
+            "replay_args": self.replay.describe() if self.replay is not None else None,
             "iterations": self.iterations,
             "total_runs": self.total,
             "max_concurrency": self.max_concurrency,
@@ -184,7 +198,7 @@ class Experiment:
         cls,
         folder: ExperimentFolder | Path | str,
         *,
-        target: Container | str | None = None,
+        target: Container | Callable[..., Any] | str | None = None,
         executor: ItemExecutor | None = None,
         max_concurrency: int | None = None,
         timeout: float | None = None,
@@ -226,6 +240,7 @@ class Experiment:
             on_result=on_result,
         )
         experiment.inputs_source = str((config.get("inputs") or {}).get("source", "list"))
+        experiment.config_file = config.get("config_file")
         experiment.folder = folder
         experiment.started_at = config.get("started_at")
         return experiment
@@ -312,11 +327,12 @@ class Experiment:
         from reprise.observability._telemetry import JsonlSink
 
         sink = JsonlSink(folder.runs_path)
+        trace_summary = JsonlSink(folder.trace_summary_path)
         if self.progress is not None:
             self.progress.start(self.name, self.total, len(done), done_failures)
         options = SessionOptions(max_concurrency=self.max_concurrency, log_path=folder.workers_log, backend=backend)
         io_limiter = anyio.CapacityLimiter(4)
-        finish = partial(self._finish, sink=sink, io_limiter=io_limiter)
+        finish = partial(self._finish, sink=sink, trace_summary=trace_summary, io_limiter=io_limiter)
         completed = False
         try:
             async with anyio.create_task_group() as outer:
@@ -334,6 +350,7 @@ class Experiment:
                 self._stop_scope = None
                 self._running = False
                 sink.close()
+                trace_summary.close()
                 summary = summarize(
                     folder,
                     total=self.total,
@@ -363,7 +380,9 @@ class Experiment:
                 await slots.acquire()
                 tg.start_soon(one, job)
 
-    async def _finish(self, job: ItemJob, result: ItemResult, *, sink: Any, io_limiter: anyio.CapacityLimiter) -> None:
+    async def _finish(
+        self, job: ItemJob, result: ItemResult, *, sink: Any, trace_summary: Any, io_limiter: anyio.CapacityLimiter
+    ) -> None:
         """One item's result: take in a shipped run directory, record a lost run, commit from
         the client where workers do not, append the ``runs.jsonl`` line."""
         with anyio.CancelScope(shield=True):
@@ -399,6 +418,7 @@ class Experiment:
                 # The run itself is recorded; what went wrong taking it in is noted on its line.
                 setattr(record, "client_error", str(exc))  # noqa: B010 - an extra field of the line
             sink.write(record.model_dump_json().encode() + b"\n")
+            trace_summary.write(TraceSummaryLine.of(job.input, record).model_dump_json().encode() + b"\n")
             if self.progress is not None:
                 self.progress.advance(record)
             if self.on_result is not None:

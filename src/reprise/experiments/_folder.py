@@ -6,6 +6,7 @@
     ├── config.yaml     the resolved configuration (target, inputs, iterations, executor, ...)
     ├── inputs.jsonl    the experiment's own copy of its inputs (what ``resume`` runs)
     ├── runs.jsonl      one line per finished run, appended as it finishes (the record)
+    ├── trace_summary.jsonl  one short line per run: trace id, input, output, duration, status
     ├── summary.json    totals, success rate, duration percentiles, tokens, cost, start and end
     ├── errors.json     every failed run's error, and counts by error type
     └── workers.log     stderr of the worker processes (tracebacks, segfault dumps, prints)
@@ -37,6 +38,7 @@ FOLDER_PATTERN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<stamp>\d{8
 CONFIG_FILE = "config.yaml"
 INPUTS_FILE = "inputs.jsonl"
 RUNS_FILE = "runs.jsonl"
+TRACE_SUMMARY_FILE = "trace_summary.jsonl"
 SUMMARY_FILE = "summary.json"
 ERRORS_FILE = "errors.json"
 WORKERS_LOG = "workers.log"
@@ -117,6 +119,10 @@ class ExperimentFolder:
     @property
     def runs_path(self) -> Path:
         return self.path / RUNS_FILE
+
+    @property
+    def trace_summary_path(self) -> Path:
+        return self.path / TRACE_SUMMARY_FILE
 
     @property
     def summary_path(self) -> Path:

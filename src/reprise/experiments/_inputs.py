@@ -11,6 +11,15 @@ An item gives the root's initial inputs, optional static inputs per node, and me
 A YAML file holds a list of such items (or a mapping with an ``inputs:`` list); a JSON-lines file
 holds one item per line. Items without an ``id`` are numbered ``input-1``, ``input-2``, ... in
 file order; ids must be unique.
+
+The seed's generated inputs are accepted too (``reprise experiment generate`` writes them)::
+
+    generated_inputs:
+      - input: "How do I start?"
+        persona: novice_user
+
+An entry with ``input:`` is an item whose initial inputs are ``{"input": <text>}``: what a
+function target (:func:`reprise.entrypoint`) receives as its text.
 """
 
 from __future__ import annotations
@@ -22,10 +31,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from reprise.dsl._node import validation_summary
+from reprise.dsl import INPUT_KEY
+from reprise.experiments._config import describe_validation
 from reprise.experiments._errors import ExperimentInputError
 
-__all__ = ["ExperimentInput", "InputsSource", "load_inputs", "normalize_inputs", "write_inputs_jsonl"]
+__all__ = [
+    "ExperimentInput",
+    "GeneratedInput",
+    "InputsSource",
+    "input_text",
+    "load_inputs",
+    "normalize_inputs",
+    "write_inputs_jsonl",
+]
+
+#: The keys a mapping at the top of an inputs file may have.
+_TOP_KEYS = ("inputs", "generated_inputs", "metadata")
 
 
 class ExperimentInput(BaseModel):
@@ -47,8 +68,49 @@ class ExperimentInput(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def _id_as_text(cls, value: Any) -> Any:
-        # YAML reads `id: 7` as an int; an id is a name, so keep its text.
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        return _name_text(value)
+
+
+def _name_text(value: Any) -> Any:
+    # YAML reads `id: 7` as an int; an id is a name, so keep its text.
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+class GeneratedInput(BaseModel):
+    """One entry of the seed's ``generated_inputs:`` list: a text and who asks it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str
+    persona: str | None = None
+    id: str = ""
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return _name_text(value)
+
+    def as_input(self) -> ExperimentInput:
+        """The experiment item: initial inputs ``{"input": text}``."""
+        return ExperimentInput(
+            id=self.id,
+            initial_inputs={INPUT_KEY: self.input},
+            persona=self.persona,
+            tags=self.tags,
+            metadata=self.metadata,
+        )
+
+
+def input_text(item: ExperimentInput) -> Any:
+    """What an item asks, for people: its ``input`` text, the only initial input, or them all."""
+    inputs = item.initial_inputs
+    if INPUT_KEY in inputs:
+        return inputs[INPUT_KEY]
+    if len(inputs) == 1:
+        return next(iter(inputs.values()))
+    return inputs
 
 
 #: What ``Experiment(inputs=...)`` accepts: items, or the path of an inputs file.
@@ -65,10 +127,14 @@ def normalize_inputs(
         if isinstance(item, ExperimentInput):
             model = item
         elif isinstance(item, Mapping):
+            # An entry with `input:` is the seed's form; anything else is reprise's own.
+            kind: type[BaseModel] = GeneratedInput if INPUT_KEY in item else ExperimentInput
             try:
-                model = ExperimentInput.model_validate(dict(item))
+                parsed = kind.model_validate(dict(item))
             except ValidationError as exc:
-                raise ExperimentInputError(f"{source}: item {n}: {validation_summary(exc)}") from None
+                where = f"{source}: item {n}"
+                raise ExperimentInputError(describe_validation(exc, where, kind, also=(INPUT_KEY,))) from None
+            model = parsed.as_input() if isinstance(parsed, GeneratedInput) else parsed  # type: ignore[assignment]
         else:
             raise ExperimentInputError(f"{source}: item {n} must be a mapping, got {type(item).__name__}")
         if not model.id:
@@ -108,10 +174,19 @@ def load_inputs(source: InputsSource) -> list[ExperimentInput]:
             raise ExperimentInputError(f"{path}: not valid JSON: {exc}") from None
     else:
         raise ExperimentInputError(f"{path}: unknown inputs format {suffix!r}: use .yaml, .yml, .json or .jsonl")
-    if isinstance(data, Mapping) and "inputs" in data:
-        data = data["inputs"]
+    if isinstance(data, Mapping):
+        unknown = [str(k) for k in data if k not in _TOP_KEYS]
+        lists = [k for k in ("inputs", "generated_inputs") if k in data]
+        if unknown or len(lists) != 1:
+            found = f"unknown key(s) {', '.join(unknown)}" if unknown else f"{len(lists)} lists"
+            raise ExperimentInputError(
+                f"{path}: {found}: a mapping holds one list, 'inputs:' or 'generated_inputs:' (and 'metadata:')"
+            )
+        data = data[lists[0]]
     if not isinstance(data, list):
-        raise ExperimentInputError(f"{path}: expected a list of items (or a mapping with an 'inputs' list)")
+        raise ExperimentInputError(
+            f"{path}: expected a list of items (or a mapping with an 'inputs:' or 'generated_inputs:' list)"
+        )
     return normalize_inputs(data, source=str(path))
 
 

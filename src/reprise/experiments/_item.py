@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +68,12 @@ _ANY: TypeAdapter[Any] = TypeAdapter(Any)  # built once: a TypeAdapter costs ~0.
 #: An outcome whose JSON is larger than this is not copied into ``runs.jsonl`` (it stays in the
 #: run directory): one huge outcome must not make every reader of the file slow.
 OUTCOME_LIMIT = 64 * 1024
+
+
+#: Set while an item runs (in its own task's context): an
+#: :class:`~reprise.experiments.ArgumentRecorder` on the target does not record the experiment's
+#: own calls, which would grow the very recording being replayed.
+IN_ITEM: ContextVar[bool] = ContextVar("reprise_experiment_item", default=False)
 
 
 def now_iso() -> str:
@@ -166,6 +173,7 @@ async def run_item(
     from reprise.run._context import RunContext
     from reprise.runners._runner import AgentRunner, FlowRunner
 
+    IN_ITEM.set(True)  # this task's context only: the item runs in a task (or anyio.run) of its own
     started_at = now_iso()
     t0 = time.perf_counter()
     ctx: RunContext | None = None

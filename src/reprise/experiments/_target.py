@@ -1,7 +1,8 @@
 """What an experiment runs, in a form that travels to worker processes and Dask workers.
 
-A target is a :class:`~reprise.dsl._container.FlowDefinition` or
-:class:`~reprise.dsl._container.AgentDefinition`. Workers get it by *reference* when they can:
+A target is a :class:`~reprise.dsl._container.FlowDefinition`,
+:class:`~reprise.dsl._container.AgentDefinition` or a function (run as its one-node flow, see
+:func:`reprise.entrypoint`). Workers get it by *reference* when they can:
 
 * ``package.module:name``: imported by name (the usual case; ``resume`` can rebuild it from
   ``config.yaml``);
@@ -19,6 +20,7 @@ import hashlib
 import pickle
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,9 @@ class TargetSpec:
     local_id: str | None = None
 
     @classmethod
-    def of(cls, target: Container | str, *, portable: bool = True, base: Path | None = None) -> TargetSpec:
+    def of(
+        cls, target: Container | Callable[..., Any] | str, *, portable: bool = True, base: Path | None = None
+    ) -> TargetSpec:
         """Describe ``target`` (an object, or a reference string resolved against ``base``).
         ``portable=False`` (items run in this process) skips pickling a target that has no
         reference."""
@@ -86,18 +90,21 @@ class TargetSpec:
             is_file = targets.is_file_reference(module_name)
             file = str(((base or Path.cwd()) / module_name).resolve()) if is_file else None
             spec = cls(ref=target, file=file)
-        elif isinstance(target, (FlowDefinition, AgentDefinition)):
-            obj = target
-            found = _find_reference(target)
+        elif isinstance(target, (FlowDefinition, AgentDefinition)) or callable(target):
+            try:
+                obj = targets.as_container(target, getattr(target, "__qualname__", "the target"))
+            except TargetError as exc:
+                raise ExperimentError(f"target {exc.message}") from None
+            found = _find_reference(target)  # a function: workers import it and make its flow
             if found is not None:
                 spec = cls(ref=found[0], file=found[1])
             elif portable:
-                spec = cls(ref=None, pickled=_pickle(target))
+                spec = cls(ref=None, pickled=_pickle(obj))
             else:
                 spec = cls(ref=None, local_id=secrets.token_hex(8))
         else:
             raise ExperimentError(
-                f"an experiment runs a FlowDefinition or AgentDefinition, got {type(target).__name__}"
+                f"an experiment runs a FlowDefinition, an AgentDefinition or a function, got {type(target).__name__}"
             )
         # This process already has the object: items run here use it as it is.
         _RESOLVED[spec.key] = obj
@@ -133,7 +140,7 @@ class TargetSpec:
         return _RESOLVED.setdefault(key, target)
 
 
-def _find_reference(target: Container) -> tuple[str, str | None] | None:
+def _find_reference(target: object) -> tuple[str, str | None] | None:
     """``(reference, file or None)`` for a module-level name bound to ``target``."""
     # __main__ last: a flow imported into a script is found in its own (importable) module;
     # one defined in the script itself is then loaded from the script's file in workers.
