@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,7 +124,6 @@ class ReusePlan:
         self._previous_id = previous.run_id
         self._previous_base = str(previous.dir.path)
         self._root = str(previous.dir.path.parent)
-        self._previous_id_json = json.dumps(previous.run_id).encode()
         #: :meth:`_rule` by parent path and the child on the start path's side.
         self._rules: dict[tuple[tuple[str, ...], str], _Rule] = {}
         # What the earlier run recorded when it finished: the nodes it reused (and where their
@@ -499,9 +497,9 @@ class ReusePlan:
 
     # -- copy mode -------------------------------------------------------------------------
     def _reuse_copy(self, path: HierarchyPath, node: Node, node_dir: str) -> tuple[Any, dict[str, Any]] | None:
-        """The copy-mode reuse: two reads, one ``mkdir``, one ``listdir``, a ``link`` per file,
-        one file written and one rename. The earlier ``result.json`` is edited as bytes when it
-        has the layout reprise writes (:func:`_reused_result`), not parsed and dumped again."""
+        """The copy-mode reuse: the earlier ``result.json`` read and updated (reused, from which
+        run, the run where the node executed), the node's other files hard-linked, and the new
+        directory renamed into place at once."""
         text, rel = str(path), path.relpath
         return self._copy_from(text, rel, node, node_dir, self._dir_run(text, rel))
 
@@ -510,29 +508,10 @@ class ReusePlan:
     ) -> tuple[Any, dict[str, Any]] | None:
         old_dir = f"{self._root}/{dir_run}/{rel}"
         try:
-            old = _read(f"{old_dir}/{RESULT_FILE}")
+            old = json.loads(_read(f"{old_dir}/{RESULT_FILE}"))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        # A result.json the node's directory holds says "reused": false when that run executed
-        # it; the origin is then that run, whichever run this one re-runs.
-        edited = _reused_result(old, self._previous_id_json, json.dumps(dir_run).encode())
-        if edited is None:
-            return self._reuse_parsed(text, node, node_dir, old_dir, json.loads(old), dir_run)
-        if not edited[0]:
-            return None  # failed, cancelled or still running in the earlier run: execute it
-        try:
-            outcome, raw = self._load_outcome(text, node, old_dir)
-        except FileNotFoundError:
-            return None
-        _carry_dir(old_dir, node_dir, edited[1])
-        origin = edited[2] if edited[2] is not None else dir_run
-        self._copied(text, raw, origin, declared=False)
-        return outcome, {
-            "status": "completed",
-            "reused": True,
-            "reused_from": self._previous_id,
-            "origin_run_id": origin,
-        }
+        return self._reuse_parsed(text, node, node_dir, old_dir, old, dir_run)
 
     def _copied(self, text: str, raw: bytes, origin: str, *, declared: bool) -> None:
         self.copied.append(text)
@@ -551,8 +530,8 @@ class ReusePlan:
     def _reuse_parsed(
         self, text: str, node: Node, node_dir: str, old_dir: str, old: dict[str, Any], dir_run: str
     ) -> tuple[Any, dict[str, Any]] | None:
-        """:meth:`_copy_from` for a ``result.json`` that is not in reprise's own layout, or that
-        lists declared outcome files: parsed, updated and written again."""
+        """:meth:`_copy_from` once the earlier ``result.json`` is read: ``None`` (execute the
+        node) unless it completed there."""
         if old.get("status") != "completed":
             return None
         try:
@@ -589,54 +568,6 @@ class ReusePlan:
 
 # -- the file work of a reused node, on plain os calls --------------------------------------
 _READ_SIZE = 1 << 16
-
-# Top-level keys of a result.json as dump_json writes it (two-space indent): a raw newline
-# cannot occur inside a JSON string, so "\n" + two spaces + '"key": ' only ever starts a
-# top-level member, never a nested one or part of a value.
-_COMPLETED = b'\n  "status": "completed"'
-_STATUS = b'\n  "status": '
-_EXECUTED = b'\n  "reused": false'
-_REUSED = b'\n  "reused": true'
-_REUSED_FROM = re.compile(rb'\n  "reused_from": "[^"\\\n]*"')
-_ORIGIN = re.compile(rb'\n  "origin_run_id": "([^"\\\n]*)"')
-_OUTCOME_FILES = b'\n  "outcome_files": '
-_HEAD = b'{\n  "'
-_TAIL = b"\n}\n"
-
-
-def _reused_result(
-    old: bytes, previous_id_json: bytes, origin_json: bytes | None = None
-) -> tuple[bool, bytes, str | None] | None:
-    """``(completed, new result.json, origin run id if the old one names it)`` for the earlier
-    ``result.json`` ``old``, edited as bytes: ``"reused": true``, ``"reused_from"`` the previous
-    run, ``"origin_run_id"`` kept, or added as ``origin_json`` (default: the previous run); every
-    other member as it was, in its place.
-
-    ``None`` when ``old`` is not in the layout :func:`dump_json` writes, or lists declared
-    outcome files: the caller parses it instead. ``previous_id_json`` and ``origin_json`` are
-    run ids as JSON strings."""
-    if not (old.startswith(_HEAD) and old.endswith(_TAIL)) or _OUTCOME_FILES in old:
-        return None
-    at = old.find(_COMPLETED)
-    if at < 0:
-        return (False, b"", None) if _STATUS in old else None
-    if old[at + len(_COMPLETED) : at + len(_COMPLETED) + 1] not in (b",", b"\n"):
-        return None
-    if _EXECUTED in old:
-        if b'\n  "reused_from": ' in old or b'\n  "origin_run_id": ' in old:
-            return None
-        body = old[: -len(_TAIL)].replace(_EXECUTED, _REUSED, 1)
-        origin_id = previous_id_json if origin_json is None else origin_json
-        tail = b',\n  "reused_from": ' + previous_id_json + b',\n  "origin_run_id": ' + origin_id + _TAIL
-        return True, body + tail, None
-    if _REUSED in old:
-        origin = _ORIGIN.search(old)
-        if origin is None or _REUSED_FROM.search(old) is None:
-            return None
-        new = _REUSED_FROM.sub(lambda _: b'\n  "reused_from": ' + previous_id_json, old, count=1)
-        return True, new, origin.group(1).decode()
-    return None
-
 
 def _read(path: str) -> bytes:
     """A whole small file, without the cost of a buffered file object."""
@@ -779,7 +710,6 @@ def materialize_reused(run_path: Path | str) -> list[str]:
     linked = _linked_node_dirs(run_path, done)
     before = {text: (node.dir_run_id, node.origin_run_id) for text, node in (recorded or {}).items()}
     origins: dict[str, str] = {}  # of the nodes made here
-    previous_json = json.dumps(previous).encode()
     try:
         for text, node_dir in linked:
             if not readers.followable(node_dir):
@@ -793,15 +723,10 @@ def materialize_reused(run_path: Path | str) -> list[str]:
             old = _read(f"{real}/{RESULT_FILE}")
             entry = recorded.get(text) if recorded is not None else None
             origin = entry.origin_run_id if entry is not None else None
-            edited = _reused_result(old, previous_json, json.dumps(origin).encode() if origin else None)
-            if edited is not None and edited[0]:
-                result = edited[1]
-                origin = origin or edited[2] or previous
-            else:  # another layout: parse it
-                data = json.loads(old)
-                origin = origin or str(data.get("origin_run_id") or previous if data.get("reused") else previous)
-                data.update(reused=True, reused_from=previous, origin_run_id=origin)
-                result = dump_json(data)
+            data = json.loads(old)
+            origin = origin or str(data.get("origin_run_id") or previous if data.get("reused") else previous)
+            data.update(reused=True, reused_from=previous, origin_run_id=origin)
+            result = dump_json(data)
             parent, name = os.path.split(node_dir)
             made, aside = f"{parent}/.{name}{_MADE}", f"{parent}/.{name}{_ASIDE}"
             for leftover in (made, aside):  # an attempt stopped before its first rename
