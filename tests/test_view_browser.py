@@ -311,6 +311,17 @@ def test_experiment_page_table_charts_and_links(pages: dict[str, Path], open_pag
     page.click('[data-filter="failed"]')
     assert page.locator("#runs-rows .rrow").count() == 2
     assert page.inner_text("#runs-count") == "2 of 6 runs"
+    # The input's text and the outcome have columns; errors are grouped by type.
+    page.click('[data-filter="all"]')
+    good = page.locator('#runs-rows .rrow:has(.input-text:text-is("good"))')
+    assert good.count() == 2
+    assert good.first.locator(".outcome-cell").inner_text() == '"GOOD"'
+    group = page.locator('#error-groups tr.error-group[data-type="ValueError"]')
+    assert group.locator("td").nth(1).inner_text() == "2"
+    assert "no answer" in group.inner_text()
+    group.locator("a").click()
+    assert page.locator("#runs-rows .rrow").count() == 2
+    assert page.inner_text("#runs-count") == "2 of 6 runs (ValueError)"
     page.screenshot(path=str(tmp_path / "experiment.png"), full_page=True)
     # A row opens its run's page, which links back.
     page.locator("#runs-rows .rrow a.run-link").first.click()
