@@ -21,7 +21,7 @@ from _meeting import meet
 from _model_server import serve_models
 from reprise import FlowDefinition, FlowRunner, Initial, NodeContext, RunContext, RunFailedError, Var, node
 from reprise.nodes import AIModelNode
-from reprise.view import write_experiment_view, write_run_view
+from reprise.view import write_compare_view, write_experiment_view, write_run_view, write_runs_view
 
 CHROMIUM = Path("/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
@@ -570,3 +570,107 @@ def test_run_page_is_usable_at_900_px(pages: dict[str, Path], browser: Any, tmp_
         page.screenshot(path=str(tmp_path / "run-900-selected.png"))
     finally:
         page.close()
+
+
+# -- the runs page and the compare page (issue 20) ------------------------------------------------
+
+
+@node
+async def fit(lr: float, ctx: NodeContext) -> dict[str, Any]:
+    for s in range(4):
+        ctx.log({"loss": 1.0 / (s + 1) + lr})
+    if lr > 1:
+        raise ValueError("diverged")
+    return {"lr": lr}
+
+
+@node
+async def constant() -> str:
+    return "same everywhere"
+
+
+FIT = FlowDefinition("fit").node("constant", constant).node("fit", fit, inputs={"lr": Initial("lr")})
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Three runs of one flow under one run root, oldest first, each with a config in its
+    metadata: lr 0.1 and 0.01 complete, lr 5 fails."""
+    project = tmp_path_factory.mktemp("root")
+    ids = []
+    for lr in (0.1, 0.01, 5.0):
+        ctx = RunContext(root_component_id="fit", project_root=project, outcome_repo=False, initial_inputs={"lr": lr})
+        if lr > 1:
+            with pytest.raises(RunFailedError):
+                run_flow(FIT, ctx)
+        else:
+            run_flow(FIT, ctx)
+        run_dir = ctx.require_run_dir().path
+        # A run's config, as reprise.init(config=...) records it.
+        meta_file = run_dir / ".trace" / "metadata.json"
+        meta = json.loads(meta_file.read_text())
+        meta["config"] = {"optimizer": {"lr": lr, "name": "sgd"}, "epochs": 4}
+        meta_file.write_text(json.dumps(meta))
+        ids.append(run_dir.name)
+    return project / "runs", ids
+
+
+def test_runs_page_lists_runs_newest_first_with_metrics(
+    run_root: tuple[Path, list[str]], open_page: Any, tmp_path: Path
+) -> None:
+    root, ids = run_root
+    view = open_page(write_runs_view(root, tmp_path / "runs.html", metrics=["loss"]))
+    page = view.page
+    rows = page.locator("#runs-table tbody tr")
+    assert [r.get_attribute("data-run") for r in rows.all()] == ids[::-1]
+    first = page.locator(f'#runs-table tr[data-run="{ids[0]}"]')
+    assert first.locator("td.metric").inner_text() == "0.35"  # the last step: 1/4 + 0.1
+    assert page.locator(f'#runs-table tr[data-run="{ids[2]}"]').get_attribute("data-status") == "failed"
+    # Filters: by status and by text.
+    page.click('[data-filter="failed"]')
+    assert rows.count() == 1 and page.inner_text("#runs-count") == "1 of 3 runs"
+    page.click('[data-filter="all"]')
+    page.fill("#runs-filter", ids[1][-6:])
+    assert [r.get_attribute("data-run") for r in rows.all()] == [ids[1]]
+    page.fill("#runs-filter", "")
+    # Two runs picked: the command that compares them.
+    for run_id in ids[:2]:
+        page.locator(f'#runs-table tr[data-run="{run_id}"] input[type=checkbox]').check()
+    command = page.inner_text("#compare-command code")
+    assert command.startswith("reprise view --compare ") and ids[0] in command and ids[1] in command
+    # Each row links to its run's page.
+    page.locator(f'#runs-table tr[data-run="{ids[2]}"] a.run-link').click()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.inner_text("#run-status") == "failed"
+    page.go_back()
+    page.wait_for_selector("body[data-ready=true]")
+    page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+    assert view.errors == []
+
+
+def test_compare_page_overlays_metrics_and_lists_differences(
+    run_root: tuple[Path, list[str]], open_page: Any, tmp_path: Path
+) -> None:
+    root, ids = run_root
+    view = open_page(write_compare_view(root, ids, tmp_path / "compare.html"))
+    page = view.page
+    # One chart per metric, one line per run, one point per step.
+    chart = page.locator('#compare-charts [data-metric="loss"]')
+    series = chart.locator("g.series")
+    assert series.count() == 3
+    assert [s.get_attribute("data-points") for s in series.all()] == ["4", "4", "4"]
+    assert chart.locator("circle.pt").count() == 12
+    # Configs side by side: the key that differs is marked, the one alike is not shown.
+    assert page.locator('#compare-config tr.differs[data-key="optimizer.lr"]').count() == 1
+    assert page.locator('#compare-config tr[data-key="optimizer.name"]').count() == 0
+    page.uncheck("#only-differences")
+    assert page.locator('#compare-config tr[data-key="optimizer.name"]').count() == 1
+    # The outcome that differs is listed; the one that is the same everywhere is not.
+    differing = page.locator("#compare-outcomes .outcome-diff")
+    assert [d.get_attribute("data-path") for d in differing.all()] == ["fit.fit"]
+    cells = differing.first.inner_text()
+    assert '"lr": 0.1' in cells and '"lr": 0.01' in cells and "failed" in cells
+    assert "2 node outcome(s) are the same" not in page.inner_text("body")
+    assert "1 node outcome(s) are the same in every run." in page.inner_text("body")
+    page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+    assert view.errors == []
