@@ -446,6 +446,7 @@ def test_run_page_charts_metrics_and_shows_alerts(tracked_page: Path, open_page:
     assert charts.first.locator("circle.pt").count() == STEPS
     assert charts.first.locator("g.series").get_attribute("data-points") == str(STEPS)
     # ctx.metric: its distribution, with every value counted.
+    assert page.locator("#node-metric-charts .hist").count() == 1  # reprise.log values are not repeated
     hist = page.locator('#node-metric-charts [data-metric="latency"]')
     assert "count 7" in hist.inner_text()
     counts = [int(t.text_content().rsplit(": ", 1)[1]) for t in hist.locator("rect title").all()]

@@ -7,7 +7,8 @@ Two kinds of metrics land in a run directory:
 * ``ctx.metric(name, value)`` values, which the run's meter aggregates into one OpenTelemetry
   histogram per metric and node definition path, written to ``.trace/metrics.jsonl`` when the run
   ends. The single values are not kept, so these are shown as their distribution (bucket counts,
-  count, mean, min, max), not over steps.
+  count, mean, min, max), not over steps. (``reprise.log`` values are recorded as histograms there
+  too; those are left out, being charted over steps already.)
 
 Alerts come from ``.trace/alerts.jsonl`` (:func:`reprise.tracking.read_alerts`).
 """
@@ -130,6 +131,8 @@ def _histogram_point(name: str, point: Any) -> dict[str, Any] | None:
     for kv in point.get("attributes") or []:
         if isinstance(kv, dict) and "key" in kv and isinstance(kv.get("value"), dict):
             attrs[str(kv["key"])] = _attr_text(kv["value"])
+    if "reprise.definition_path" not in attrs and "reprise.hierarchy_path" in attrs:
+        return None  # a reprise.log value: charted over steps from user_metrics.jsonl
     path = attrs.pop("reprise.definition_path", None)
     try:
         count = int(point.get("count", 0))
