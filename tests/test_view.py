@@ -600,3 +600,16 @@ def test_cli_view_runs_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "two or more runs" in capsys.readouterr().err
     assert main(["view", first.name, "--runs", "--run-root", root]) == 2
     assert main(["view", first.name, "--metric", "loss", "--run-root", root]) == 2
+
+
+def test_values_without_a_step_are_charted_in_order(tmp_path: Path) -> None:
+    """A user_metrics.jsonl line without a step (how a ctx.metric value may be stored) is
+    charted in the order recorded, and its histogram is not shown a second time."""
+    run_dir = logged_run(tmp_path, 2)
+    with open(run_dir / ".trace" / "user_metrics.jsonl", "a") as f:
+        for value in (0.5, 0.25):
+            f.write(json.dumps({"timestamp": "2025-01-01T00:00:00Z", "step": None, "metrics": {"width": value}}) + "\n")
+    metrics = build_run_view_data(run_dir).model["metrics"]
+    assert metrics["values"] == {"width": [[1.0, 0.5], [2.0, 0.25]]}
+    assert metrics["histograms"] == []
+    assert list(metrics["series"]) == ["loss"]

@@ -4,10 +4,11 @@ Two kinds of metrics land in a run directory:
 
 * ``reprise.log({...}, step=...)`` lines in ``.trace/user_metrics.jsonl`` (read with
   :func:`reprise.tracking.read_metrics`): one value per name and step, charted as value over step;
-* ``ctx.metric(name, value)`` values, which the run's meter aggregates into one OpenTelemetry
-  histogram per metric and node definition path, written to ``.trace/metrics.jsonl`` when the run
-  ends. The single values are not kept, so these are shown as their distribution (bucket counts,
-  count, mean, min, max), not over steps. (``reprise.log`` values are recorded as histograms there
+* ``ctx.metric(name, value)`` values, which have no step. Where ``user_metrics.jsonl`` holds them
+  (a line without a step), they are charted in the order they were recorded. Otherwise what there
+  is of them is the OpenTelemetry histogram the run's meter aggregates per metric and node
+  definition path into ``.trace/metrics.jsonl`` when the run ends, shown as a distribution
+  (bucket counts, count, mean, min, max). (``reprise.log`` values are recorded as histograms there
   too; those are left out, being charted over steps already.)
 
 Alerts come from ``.trace/alerts.jsonl`` (:func:`reprise.tracking.read_alerts`).
@@ -60,17 +61,33 @@ def thin(points: list[list[float]], limit: int = MAX_POINTS) -> list[list[float]
 def user_metric_series(run_dir: Path) -> dict[str, list[list[float]]]:
     """``reprise.log`` values by metric name: ``[[step, value], ...]`` sorted by step (numeric
     values only; a step logged twice keeps its last value)."""
-    by_name: dict[str, dict[float, float]] = {}
+    return _series(run_dir)[0]
+
+
+def _series(run_dir: Path) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]]]:
+    """The numeric values of ``user_metrics.jsonl`` by name: those logged at a step
+    (``[[step, value], ...]`` by step), and those recorded without one (``[[n, value], ...]`` in
+    the order they were recorded, ``n`` counting from 1)."""
+    stepped: dict[str, dict[float, float]] = {}
+    unstepped: dict[str, list[list[float]]] = {}
     for line in read_metrics(run_dir):
         step = _finite(line.get("step"))
         metrics = line.get("metrics")
-        if step is None or not isinstance(metrics, Mapping):
+        if not isinstance(metrics, Mapping):
             continue
         for name, value in metrics.items():
             number = _finite(value)
-            if number is not None and isinstance(name, str):
-                by_name.setdefault(name, {})[step] = number
-    return {name: thin([[s, v] for s, v in sorted(points.items())]) for name, points in sorted(by_name.items())}
+            if number is None or not isinstance(name, str):
+                continue
+            if step is not None:
+                stepped.setdefault(name, {})[step] = number
+            else:
+                values = unstepped.setdefault(name, [])
+                values.append([float(len(values) + 1), number])
+    return (
+        {name: thin([[s, v] for s, v in sorted(points.items())]) for name, points in sorted(stepped.items())},
+        {name: thin(points) for name, points in sorted(unstepped.items())},
+    )
 
 
 def latest_values(series: Mapping[str, list[list[float]]]) -> dict[str, float]:
@@ -154,8 +171,12 @@ def _histogram_point(name: str, point: Any) -> dict[str, Any] | None:
 
 
 def read_run_metrics(run_dir: Path) -> dict[str, Any]:
-    """``{"series": user_metric_series(...), "histograms": node_metric_histograms(...)}``."""
-    return {"series": user_metric_series(run_dir), "histograms": node_metric_histograms(run_dir)}
+    """What the run page charts: ``series`` (values logged at a step, by name), ``values``
+    (values recorded without a step, by name, in order) and ``histograms`` (the ``ctx.metric``
+    histograms of names whose single values are not in ``values``)."""
+    series, values = _series(run_dir)
+    histograms = [h for h in node_metric_histograms(run_dir) if h["name"] not in values]
+    return {"series": series, "values": values, "histograms": histograms}
 
 
 def read_run_alerts(run_dir: Path) -> list[dict[str, Any]]:

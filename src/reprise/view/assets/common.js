@@ -111,7 +111,7 @@ function extent(values) {
 
 // One metric: value over step, one line per entry of `lines` ({label, points: [[step, value]]}).
 // The SVG scales to the width of its box (viewBox), so charts fit a narrow panel.
-function lineChart(name, lines) {
+function lineChart(name, lines, xLabel) {
   const W = 380, H = 180, L = 52, R = 12, T = 10, B = 28;
   const [x0, x1] = extent(lines.flatMap((l) => l.points.map((p) => p[0])));
   const [y0, y1] = extent(lines.flatMap((l) => l.points.map((p) => p[1])));
@@ -128,7 +128,7 @@ function lineChart(name, lines) {
     g.appendChild(svg("text", { x: X(x), y: H - B + 16, "text-anchor": "middle", text: fmtNum(x) }));
   }
   g.appendChild(svg("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis-line" }));
-  g.appendChild(svg("text", { x: W - R, y: H - 2, "text-anchor": "end", text: "step" }));
+  g.appendChild(svg("text", { x: W - R, y: H - 2, "text-anchor": "end", text: xLabel || "step" }));
   lines.forEach((line, k) => {
     const color = line.color || PALETTE[k % PALETTE.length];
     const series = svg("g", { class: "series", "data-label": line.label || "", "data-points": line.points.length });
@@ -139,7 +139,7 @@ function lineChart(name, lines) {
     if (line.points.length <= MAX_DOTS) {
       for (const [x, y] of line.points) {
         series.appendChild(svg("circle", { cx: X(x).toFixed(1), cy: Y(y).toFixed(1), r: 2.5, fill: color, class: "pt" }, [
-          svg("title", { text: (line.label ? line.label + " · " : "") + "step " + fmtNum(x) + ": " + fmtNum(y) }),
+          svg("title", { text: (line.label ? line.label + " · " : "") + (xLabel || "step") + " " + fmtNum(x) + ": " + fmtNum(y) }),
         ]));
       }
     }

@@ -481,6 +481,11 @@
       parts.push(...section("Metrics (reprise.log)", h("div", { class: "metric-charts", id: "metric-charts" },
         names.map((name) => lineChart(name, [{ label: "", points: metrics.series[name] }])))));
     }
+    const values = Object.keys(metrics.values || {});
+    if (values.length) {
+      parts.push(...section("Node metrics (ctx.metric)", h("div", { class: "metric-charts", id: "node-metric-values" },
+        values.map((name) => lineChart(name, [{ label: "", points: metrics.values[name] }], "value #")))));
+    }
     if (metrics.histograms && metrics.histograms.length) {
       parts.push(...section("Node metrics (ctx.metric)", h("div", { class: "metric-charts", id: "node-metric-charts" },
         metrics.histograms.map(histogramChart))));
