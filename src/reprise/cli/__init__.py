@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError
+from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError, check_run_root
 from reprise.errors import RepriseError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
@@ -26,6 +26,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "reprise.cli.execute",  # run, rerun, resume
     "reprise.cli.runs",  # runs, show, trace, logs, diff
+    "reprise.cli.gc",  # gc
     "reprise.cli.alerts",  # alerts, metrics
     "reprise.cli.view",  # view
     "reprise.cli.experiment",  # experiment (run, resume, compare)
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     out = Output(args.command, args)
     try:
+        check_run_root(args)
         code: int = args.handler(args, out)
         return code
     except RepriseError as exc:

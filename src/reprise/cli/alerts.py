@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, format_table, run_root_of
+from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, format_table, note_skipped, run_root_of
+from reprise.errors import RunFileError
 
 __all__ = ["register"]
 
@@ -42,10 +43,14 @@ def register(subparsers: Any) -> None:
 def _alerts(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
+    problems: list[RunFileError] = []
     try:
-        alerts = Api(run_root_of(args)).alerts(since=args.since, level=args.level, run=args.run, limit=args.limit)
+        alerts = Api(run_root_of(args)).alerts(
+            since=args.since, level=args.level, run=args.run, limit=args.limit, problems=problems
+        )
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
+    note_skipped(out, problems)
 
     def text() -> str:
         if not alerts:
@@ -56,7 +61,7 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
                 str(a.get("level", "")).upper(),
                 a.get("run_id", ""),
                 a.get("hierarchy_path") or "-",
-                a["title"] + (f": {a['text']}" if a.get("text") else ""),
+                str(a.get("title", "")) + (f": {a['text']}" if a.get("text") else ""),
             ]
             for a in alerts
         ]
@@ -69,7 +74,9 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
 def _metrics(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
-    lines = Api(run_root_of(args)).metrics(args.run_id, name=args.name)
+    problems: list[RunFileError] = []
+    lines = Api(run_root_of(args)).metrics(args.run_id, name=args.name, problems=problems)
+    note_skipped(out, problems)
 
     def text() -> str:
         if not lines:

@@ -6,7 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, format_duration, format_table, run_root_of
+from reprise.cli.common import (
+    EXIT_OK,
+    Output,
+    UsageError,
+    add_common,
+    format_duration,
+    format_table,
+    note_skipped,
+    run_root_of,
+)
+from reprise.errors import RunFileError
 
 __all__ = ["register"]
 
@@ -43,6 +53,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("trace", help="a run's span tree", description="Show the spans of a run as a tree.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--ascii", action="store_true", help="draw the tree with ASCII characters only")
+    p.add_argument(
+        "--max-children", type=int, default=100, metavar="N", help="show at most N children per span (default 100)"
+    )
+    p.add_argument("--all", action="store_true", help="show every child (overrides --max-children)")
     add_common(p)
     p.set_defaults(handler=_trace)
 
@@ -93,6 +107,7 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
     if args.rebuild_index:
         api.index.rebuild()
     runs = api.runs(status=args.status, root=args.root, tags=_tags(args.tags), limit=args.limit)
+    note_skipped(out, api.index.unreadable)
 
     def text() -> str:
         if not runs:
@@ -119,7 +134,9 @@ def _show(args: argparse.Namespace, out: Output) -> int:
     api = _api(args)
     info = api.run(args.run_id)
     meta = api.metadata(args.run_id)
-    tree = api.elements(args.run_id)
+    problems: list[RunFileError] = []
+    tree = api.elements(args.run_id, problems=problems)
+    note_skipped(out, problems)
     nodes = [e for e in tree.walk() if e.element_type == "node"]
     totals = {
         "nodes": len(nodes),
@@ -189,13 +206,14 @@ def _tree_rows(element: dict[str, Any], prefix: str, connector: str, rows: list[
 
 # -- trace ---------------------------------------------------------------------------------------
 def _trace(args: argparse.Namespace, out: Output) -> int:
-    from reprise.observability.view import read_spans, render_trace_tree
+    from reprise.run.trace import read_spans, render_trace_tree
 
     run = _api(args).run_dir(args.run_id)
-    try:
-        spans = read_spans(run.path)
-    except FileNotFoundError:
-        raise UsageError(f"run {args.run_id} has no trace (tracing was off)") from None
+    if not (run.trace_dir / "trace.jsonl").is_file():
+        raise UsageError(f"run {args.run_id} has no trace (tracing was off)")
+    problems: list[RunFileError] = []
+    spans = read_spans(run.path, problems)
+    note_skipped(out, problems)
     data = [
         {
             "trace_id": s.trace_id,
@@ -211,7 +229,10 @@ def _trace(args: argparse.Namespace, out: Output) -> int:
         }
         for s in spans
     ]
-    out.emit(data, lambda: render_trace_tree(spans, ascii=args.ascii) or "(no spans)")
+    if args.max_children < 1:
+        raise UsageError("--max-children must be at least 1")
+    max_children = None if args.all else args.max_children
+    out.emit(data, lambda: render_trace_tree(spans, ascii=args.ascii, max_children=max_children) or "(no spans)")
     return EXIT_OK
 
 
@@ -220,7 +241,9 @@ _LOG_NOISE = {"timestamp", "level", "event", "run_id", "hierarchy_path", "trace_
 
 
 def _logs(args: argparse.Namespace, out: Output) -> int:
-    lines = _api(args).logs(args.run_id, node=args.node, level=args.level)
+    problems: list[RunFileError] = []
+    lines = _api(args).logs(args.run_id, node=args.node, level=args.level, problems=problems)
+    note_skipped(out, problems)
 
     def text() -> str:
         rendered = []
