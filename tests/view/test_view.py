@@ -515,3 +515,101 @@ def test_all_names_public_api() -> None:
     assert defined_here <= set(reprise.view.__all__)
     for name in reprise.view.__all__:
         assert hasattr(reprise.view, name)
+
+
+# -- metrics, alerts, runs and compare data (issue 20) -------------------------------------------
+
+
+@node
+async def logged(n: int, ctx: NodeContext) -> int:
+    for s in range(n):
+        ctx.log({"loss": 10.0 - s, "tag": "text"}, step=s * 2)
+        ctx.metric("width", float(s))
+    ctx.alert("Halfway", "loss=5", level="error")
+    return n
+
+
+def logged_run(project: Path, n: int) -> Path:
+    ctx = RunContext(root_component_id="m", project_root=project, outcome_repo=False, initial_inputs={"n": n})
+    FlowRunner(FlowDefinition().node("logged", logged, inputs={"n": Initial("n")}), ctx).run_sync()
+    return ctx.require_run_dir().path
+
+
+def test_run_view_data_has_metric_series_histograms_and_alerts(tmp_path: Path) -> None:
+    run_dir = logged_run(tmp_path, 5)
+    model = build_run_view_data(run_dir).model
+    # reprise.log: numeric values by step; text values are not charted.
+    assert model["metrics"]["series"] == {"loss": [[0, 10.0], [2, 9.0], [4, 8.0], [6, 7.0], [8, 6.0]]}
+    (hist,) = model["metrics"]["histograms"]
+    assert (hist["name"], hist["path"], hist["count"], hist["sum"], hist["min"], hist["max"]) == (
+        "width", "m.logged", 5, 10.0, 0.0, 4.0,
+    )  # fmt: skip
+    assert sum(hist["buckets"]) == 5 and len(hist["buckets"]) == len(hist["bounds"]) + 1
+    (alert,) = model["alerts"]
+    assert (alert["level"], alert["title"], alert["text"], alert["path"]) == ("error", "Halfway", "loss=5", "m.logged")
+
+
+def test_long_series_are_thinned_keeping_both_ends() -> None:
+    from reprise.view._metrics import thin
+
+    points = [[float(s), float(s * s)] for s in range(10_001)]
+    kept = thin(points, 100)
+    assert len(kept) == 100 and kept[0] == points[0] and kept[-1] == points[-1]
+    assert thin(points[:50], 100) == points[:50]
+
+
+def test_runs_and_compare_data(tmp_path: Path) -> None:
+    from reprise.view import build_compare_view_data, build_runs_view_data
+
+    first, second = logged_run(tmp_path, 3), logged_run(tmp_path, 4)
+    root = tmp_path / "runs"
+    data = build_runs_view_data(root)
+    assert [r["id"] for r in data["runs"]] == [second.name, first.name]
+    assert data["metrics"] == ["loss"] and data["runs"][0]["metrics"] == {"loss": 7.0}
+    assert build_runs_view_data(root, metrics=["other"], limit=1)["metrics"] == ["other"]
+
+    compare = build_compare_view_data(root, [first.name, second.name])
+    assert [r["config_source"] for r in compare["runs"]] == ["initial inputs", "initial inputs"]
+    assert compare["config"] == [{"key": "n", "values": ["3", "4"], "differs": True}]
+    assert [len(s["points"]) for s in compare["series"]["loss"]] == [3, 4]
+    (outcome,) = compare["outcomes"]
+    assert outcome["path"] == "m.logged"
+    assert [c["outcome"] for c in outcome["cells"]] == ["3", "4"]
+    assert compare["same_outcomes"] == 0
+    with pytest.raises(RepriseError, match="two or more runs"):
+        build_compare_view_data(root, [first.name])
+    with pytest.raises(RunSetupError):
+        build_compare_view_data(root, [first.name, "run_20000101_000000_000000"])
+
+
+def test_cli_view_runs_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from reprise.cli import main
+
+    first, second = logged_run(tmp_path, 3), logged_run(tmp_path, 4)
+    root = str(tmp_path / "runs")
+    assert main(["view", "--runs", "--metric", "loss", "--run-root", root, "--json"]) == 0
+    runs_page = Path(json.loads(capsys.readouterr().out)["data"]["path"])
+    assert runs_page == (tmp_path / "runs" / ".views" / "runs.html").absolute()
+    # The run pages sit beside it, where `reprise view RUN_ID` puts them.
+    assert (runs_page.parent / f"{first.name}.html").is_file()
+    assert main(["view", "--compare", first.name, second.name, "--run-root", root, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)["data"]
+    assert data["run_ids"] == [first.name, second.name]
+    assert Path(data["path"]).name == f"compare_{first.name[-6:]}_{second.name[-6:]}.html"
+    assert main(["view", "--compare", first.name, "--run-root", root]) == 2
+    assert "two or more runs" in capsys.readouterr().err
+    assert main(["view", first.name, "--runs", "--run-root", root]) == 2
+    assert main(["view", first.name, "--metric", "loss", "--run-root", root]) == 2
+
+
+def test_values_without_a_step_are_charted_in_order(tmp_path: Path) -> None:
+    """A user_metrics.jsonl line without a step (how a ctx.metric value may be stored) is
+    charted in the order recorded, and its histogram is not shown a second time."""
+    run_dir = logged_run(tmp_path, 2)
+    with open(run_dir / ".trace" / "user_metrics.jsonl", "a") as f:
+        for value in (0.5, 0.25):
+            f.write(json.dumps({"timestamp": "2025-01-01T00:00:00Z", "step": None, "metrics": {"width": value}}) + "\n")
+    metrics = build_run_view_data(run_dir).model["metrics"]
+    assert metrics["values"] == {"width": [[1.0, 0.5], [2.0, 0.25]]}
+    assert metrics["histograms"] == []
+    assert list(metrics["series"]) == ["loss"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from _meeting import meet
 from _model_server import serve_models
 from reprise import FlowDefinition, FlowRunner, Initial, NodeContext, RunContext, RunFailedError, Var, node
 from reprise.nodes import AIModelNode
-from reprise.view import write_experiment_view, write_run_view
+from reprise.view import write_compare_view, write_experiment_view, write_run_view, write_runs_view
 
 CHROMIUM = Path("/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
@@ -310,6 +311,17 @@ def test_experiment_page_table_charts_and_links(pages: dict[str, Path], open_pag
     page.click('[data-filter="failed"]')
     assert page.locator("#runs-rows .rrow").count() == 2
     assert page.inner_text("#runs-count") == "2 of 6 runs"
+    # The input's text and the outcome have columns; errors are grouped by type.
+    page.click('[data-filter="all"]')
+    good = page.locator('#runs-rows .rrow:has(.input-text:text-is("good"))')
+    assert good.count() == 2
+    assert good.first.locator(".outcome-cell").inner_text() == '"GOOD"'
+    group = page.locator('#error-groups tr.error-group[data-type="ValueError"]')
+    assert group.locator("td").nth(1).inner_text() == "2"
+    assert "no answer" in group.inner_text()
+    group.locator("a").click()
+    assert page.locator("#runs-rows .rrow").count() == 2
+    assert page.inner_text("#runs-count") == "2 of 6 runs (ValueError)"
     page.screenshot(path=str(tmp_path / "experiment.png"), full_page=True)
     # A row opens its run's page, which links back.
     page.locator("#runs-rows .rrow a.run-link").first.click()
@@ -370,4 +382,296 @@ def test_10k_node_run_opens_with_a_small_dom(big_page: Path, open_page: Any, tmp
     page.wait_for_selector('#rows [data-path="big.loop.0.tick"]')
     assert view.dom_size() < 1_500
     page.screenshot(path=str(tmp_path / "big.png"))
+    assert view.errors == []
+
+
+# -- metrics, alerts, outcomes as diffs and Markdown (issues 20 and 23) --------------------------
+
+DIFF = """diff --git a/app.py b/app.py
+--- a/app.py
++++ b/app.py
+@@ -1,3 +1,3 @@
+ import os
+-print("old")
++print("new")
++print("more")
+"""
+MARKDOWN = (
+    "# Report\n\nAll **good** here, see `app.py`.\n\n- one\n- two\n- three\n\n<script>window.__pwned = 3</script>\n"
+)
+STEPS = 7
+
+
+@node
+async def train(ctx: NodeContext) -> float:
+    for s in range(STEPS):
+        ctx.log({"loss": 1.0 / (s + 1), "note": "text is not charted"})
+        ctx.metric("latency", 0.1 * (s + 1))
+    ctx.alert("Loss plateau", "loss=0.14 at step 6; try a lower learning rate", level="warn")
+    return 0.14
+
+
+@node
+async def patch() -> str:
+    return DIFF
+
+
+@node
+async def report(ctx: NodeContext) -> str:
+    source = ctx.node_dir.parent / "report-source.csv"
+    source.write_text("a,b\n1,2\n")
+    ctx.declare_outcome_file(source, name="tables/report.csv")
+    return MARKDOWN
+
+
+TRACKED = FlowDefinition().node("train", train).node("patch", patch).node("report", report)
+
+
+@pytest.fixture(scope="module")
+def tracked_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("tracked")
+    ctx = RunContext(root_component_id="t", project_root=project, outcome_repo=False)
+    run_flow(TRACKED, ctx)
+    run_dir = ctx.require_run_dir().path
+    return write_run_view(run_dir, project / "views" / f"{run_dir.name}.html")
+
+
+def test_run_page_charts_metrics_and_shows_alerts(tracked_page: Path, open_page: Any, tmp_path: Path) -> None:
+    view = open_page(tracked_page)
+    page = view.page
+    # reprise.log: one chart per numeric metric, one point per step.
+    charts = page.locator("#metric-charts .metric-chart")
+    assert charts.count() == 1
+    assert charts.first.get_attribute("data-metric") == "loss"
+    assert charts.first.locator("circle.pt").count() == STEPS
+    assert charts.first.locator("g.series").get_attribute("data-points") == str(STEPS)
+    # ctx.metric: its distribution, with every value counted.
+    assert page.locator("#node-metric-charts .hist").count() == 1  # reprise.log values are not repeated
+    hist = page.locator('#node-metric-charts [data-metric="latency"]')
+    assert "count 7" in hist.inner_text()
+    counts = [int(t.text_content().rsplit(": ", 1)[1]) for t in hist.locator("rect title").all()]
+    assert sum(counts) == STEPS
+    # The alert, with its level; its path selects the node.
+    alert = page.locator("#details .alert")
+    assert alert.count() == 1
+    assert alert.get_attribute("data-level") == "warn"
+    assert alert.locator(".badge").inner_text() == "warn"
+    assert "Loss plateau" in alert.inner_text() and "lower learning rate" in alert.inner_text()
+    alert.locator("a").click()
+    sync_api.expect(page.locator("#details")).to_have_attribute("data-selected", "t.train")
+    page.screenshot(path=str(tmp_path / "tracked.png"), full_page=True)
+    assert view.errors == []
+
+
+def test_selection_and_hash_stay_in_sync(tracked_page: Path, open_page: Any, browser: Any) -> None:
+    page = open_page(tracked_page).page
+    page.click('[data-path="t.patch"]')
+    assert page.evaluate("location.hash") == "#t.patch"
+    # The other way: a changed hash selects.
+    page.evaluate("location.hash = '#t.report'")
+    sync_api.expect(page.locator("#details")).to_have_attribute("data-selected", "t.report")
+    assert "selected" in (page.get_attribute('[data-path="t.report"]', "class") or "").split()
+    # A link opened elsewhere shows what its sender saw.
+    url = page.evaluate("location.href")
+    other = browser.new_page()
+    try:
+        other.goto(url)
+        other.wait_for_selector("body[data-ready=true]")
+        assert other.get_attribute("#details", "data-selected") == "t.report"
+    finally:
+        other.close()
+    # Back to the summary: the hash is cleared.
+    page.click("#show-summary")
+    assert page.evaluate("location.hash") == ""
+    assert page.get_attribute("#details", "data-selected") is None
+
+
+def test_each_element_offers_its_rerun_command(tracked_page: Path, open_page: Any) -> None:
+    view = open_page(tracked_page)
+    page = view.page
+    page.click('[data-path="t.patch"]')
+    run_id = tracked_page.stem
+    assert page.inner_text("#rerun-command") == f"reprise rerun {run_id} --from t.patch"
+    page.click("#details .rerun button.copy")
+    sync_api.expect(page.locator("#details .rerun button.copy")).to_have_text("copied")
+    assert view.errors == []
+
+
+def test_diff_and_markdown_outcomes_are_rendered_safely(tracked_page: Path, open_page: Any) -> None:
+    view = open_page(tracked_page)
+    page = view.page
+    page.click('[data-path="t.patch"]')
+    diff = page.locator("#details pre.diff")
+    assert [line.inner_text().strip() for line in diff.locator(".add").all()] == ['+print("new")', '+print("more")']
+    assert [line.inner_text().strip() for line in diff.locator(".del").all()] == ['-print("old")']
+    assert diff.locator(".hunk").count() == 1
+
+    page.click('[data-path="t.report"]')
+    md = page.locator("#details .md")
+    assert md.locator("h1").inner_text() == "Report"
+    assert md.locator("strong").inner_text() == "good"
+    assert md.locator("code").inner_text() == "app.py"
+    assert md.locator("li").count() == 3
+    # Markup in an outcome stays text: no element made, no script run.
+    assert md.locator("script").count() == 0
+    assert "<script>window.__pwned = 3</script>" in md.inner_text()
+    assert page.evaluate("window.__pwned") is None
+    # The raw JSON is one click away.
+    page.click("#details .rendered-box >> xpath=.. >> button")
+    assert json.loads(page.inner_text("#details pre.outcome")) == MARKDOWN
+    # The node's files/, with their sizes.
+    files = page.inner_text("#details table.files")
+    assert "files/tables/report.csv" in files and "8 bytes" in files
+    assert view.errors == []
+
+
+def _overlaps(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a["x"] < b["x"] + b["width"] - 0.5 and b["x"] < a["x"] + a["width"] - 0.5
+
+
+FITS = "(selector) => [...document.querySelectorAll(selector)].every((e) => e.scrollWidth <= e.clientWidth)"
+TEXT_WIDTH = "(t) => { const r = new Range(); r.selectNodeContents(t); return r.getBoundingClientRect().width }"
+
+
+def test_run_page_is_usable_at_900_px(pages: dict[str, Path], browser: Any, tmp_path: Path) -> None:
+    """At 900 px the column heads, the axis labels, the waterfall and the details panel neither
+    overlap nor are cut."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": 900, "height": 800})
+    try:
+        page.goto(pages["first"].resolve().as_uri())
+        page.wait_for_selector("body[data-ready=true]")
+        page.screenshot(path=str(tmp_path / "run-900.png"))
+        heads = [box for box in (d.bounding_box() for d in page.locator("#grid-head > div").all()) if box]
+        assert len(heads) == 5
+        for left, right in pairwise(heads):
+            assert left["x"] + left["width"] <= right["x"] + 0.5
+        assert page.evaluate(FITS, "#grid-head > div:not(.axis)"), "a column title is cut"
+        axis = heads[4]
+        ticks = page.locator("#grid-head .tick").all()
+        assert len(ticks) >= 2
+        ends = []
+        for tick in ticks:
+            box = tick.bounding_box()
+            assert box is not None
+            assert axis["x"] - 0.5 <= box["x"] and box["x"] + box["width"] <= axis["x"] + axis["width"] + 0.5
+            ends.append((box["x"], box["x"] + 3 + tick.evaluate(TEXT_WIDTH)))
+        for (_, label_end), (next_start, _) in pairwise(ends):
+            assert label_end <= next_start, "axis labels overlap"
+        # The tree and the details side by side, neither over the other nor off the page.
+        tree = page.locator("#tree-pane").bounding_box()
+        details = page.locator("#details").bounding_box()
+        assert tree is not None and details is not None
+        assert not _overlaps(tree, details) and details["x"] + details["width"] <= 900.5
+        track = page.locator('[data-path="demo.boom"] .track').bounding_box()
+        assert track is not None and track["x"] + track["width"] <= tree["x"] + tree["width"] + 0.5
+        assert page.evaluate(FITS, "#details"), "the summary is wider than its panel"
+        page.click('[data-path="demo.boom"]')
+        assert page.evaluate(FITS, "#details"), "the details are wider than their panel"
+        page.screenshot(path=str(tmp_path / "run-900-selected.png"))
+    finally:
+        page.close()
+
+
+# -- the runs page and the compare page (issue 20) ------------------------------------------------
+
+
+@node
+async def fit(lr: float, ctx: NodeContext) -> dict[str, Any]:
+    for s in range(4):
+        ctx.log({"loss": 1.0 / (s + 1) + lr})
+    if lr > 1:
+        raise ValueError("diverged")
+    return {"lr": lr}
+
+
+@node
+async def constant() -> str:
+    return "same everywhere"
+
+
+FIT = FlowDefinition("fit").node("constant", constant).node("fit", fit, inputs={"lr": Initial("lr")})
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Three runs of one flow under one run root, oldest first, each with a config in its
+    metadata: lr 0.1 and 0.01 complete, lr 5 fails."""
+    project = tmp_path_factory.mktemp("root")
+    ids = []
+    for lr in (0.1, 0.01, 5.0):
+        ctx = RunContext(root_component_id="fit", project_root=project, outcome_repo=False, initial_inputs={"lr": lr})
+        if lr > 1:
+            with pytest.raises(RunFailedError):
+                run_flow(FIT, ctx)
+        else:
+            run_flow(FIT, ctx)
+        run_dir = ctx.require_run_dir().path
+        # A run's config, as reprise.init(config=...) records it.
+        meta_file = run_dir / ".trace" / "metadata.json"
+        meta = json.loads(meta_file.read_text())
+        meta["config"] = {"optimizer": {"lr": lr, "name": "sgd"}, "epochs": 4}
+        meta_file.write_text(json.dumps(meta))
+        ids.append(run_dir.name)
+    return project / "runs", ids
+
+
+def test_runs_page_lists_runs_newest_first_with_metrics(
+    run_root: tuple[Path, list[str]], open_page: Any, tmp_path: Path
+) -> None:
+    root, ids = run_root
+    view = open_page(write_runs_view(root, tmp_path / "runs.html", metrics=["loss"]))
+    page = view.page
+    rows = page.locator("#runs-table tbody tr")
+    assert [r.get_attribute("data-run") for r in rows.all()] == ids[::-1]
+    first = page.locator(f'#runs-table tr[data-run="{ids[0]}"]')
+    assert first.locator("td.metric").inner_text() == "0.35"  # the last step: 1/4 + 0.1
+    assert page.locator(f'#runs-table tr[data-run="{ids[2]}"]').get_attribute("data-status") == "failed"
+    # Filters: by status and by text.
+    page.click('[data-filter="failed"]')
+    assert rows.count() == 1 and page.inner_text("#runs-count") == "1 of 3 runs"
+    page.click('[data-filter="all"]')
+    page.fill("#runs-filter", ids[1][-6:])
+    assert [r.get_attribute("data-run") for r in rows.all()] == [ids[1]]
+    page.fill("#runs-filter", "")
+    # Two runs picked: the command that compares them.
+    for run_id in ids[:2]:
+        page.locator(f'#runs-table tr[data-run="{run_id}"] input[type=checkbox]').check()
+    command = page.inner_text("#compare-command code")
+    assert command.startswith("reprise view --compare ") and ids[0] in command and ids[1] in command
+    # Each row links to its run's page.
+    page.locator(f'#runs-table tr[data-run="{ids[2]}"] a.run-link').click()
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.inner_text("#run-status") == "failed"
+    page.go_back()
+    page.wait_for_selector("body[data-ready=true]")
+    page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+    assert view.errors == []
+
+
+def test_compare_page_overlays_metrics_and_lists_differences(
+    run_root: tuple[Path, list[str]], open_page: Any, tmp_path: Path
+) -> None:
+    root, ids = run_root
+    view = open_page(write_compare_view(root, ids, tmp_path / "compare.html"))
+    page = view.page
+    # One chart per metric, one line per run, one point per step.
+    chart = page.locator('#compare-charts [data-metric="loss"]')
+    series = chart.locator("g.series")
+    assert series.count() == 3
+    assert [s.get_attribute("data-points") for s in series.all()] == ["4", "4", "4"]
+    assert chart.locator("circle.pt").count() == 12
+    # Configs side by side: the key that differs is marked, the one alike is not shown.
+    assert page.locator('#compare-config tr.differs[data-key="optimizer.lr"]').count() == 1
+    assert page.locator('#compare-config tr[data-key="optimizer.name"]').count() == 0
+    page.uncheck("#only-differences")
+    assert page.locator('#compare-config tr[data-key="optimizer.name"]').count() == 1
+    # The outcome that differs is listed; the one that is the same everywhere is not.
+    differing = page.locator("#compare-outcomes .outcome-diff")
+    assert [d.get_attribute("data-path") for d in differing.all()] == ["fit.fit"]
+    cells = differing.first.inner_text()
+    assert '"lr": 0.1' in cells and '"lr": 0.01' in cells and "failed" in cells
+    assert "2 node outcome(s) are the same" not in page.inner_text("body")
+    assert "1 node outcome(s) are the same in every run." in page.inner_text("body")
+    page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
     assert view.errors == []

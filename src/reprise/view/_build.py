@@ -30,6 +30,7 @@ from reprise.run._journal import InFlight, in_flight
 from reprise.run._reading import read_run_json, read_run_jsonl, read_run_object, run_file_error
 from reprise.run._reused import ReusedNodes
 from reprise.run._status import RunStatus
+from reprise.view._metrics import read_run_alerts, read_run_metrics
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "RunViewData", "build_run_view_data", "cost_of", "tokens_of"]
 
@@ -270,6 +271,34 @@ def _spans_of(request: dict[str, Any]) -> Iterator[_Span]:
 
 # -- the element tree -----------------------------------------------------------------------
 
+#: The folder of a node's directory holding the files it declared as outcomes.
+NODE_FILES_DIR = "files"
+
+
+def _files_under(directory: Path, prefix: str, budget: int) -> list[tuple[str, int]]:
+    """Up to ``budget`` files below ``directory`` as ``(prefix + relative path, size)``, in name
+    order; symbolic links are listed, not followed."""
+    found: list[tuple[str, int]] = []
+    stack = [(directory, prefix)]
+    while stack and len(found) < budget:
+        folder, at = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append((Path(entry.path), f"{at}{entry.name}/"))
+            elif len(found) < budget:
+                try:
+                    found.append((at + entry.name, entry.stat(follow_symlinks=False).st_size))
+                except OSError:
+                    continue
+        stack.extend(reversed(subfolders))
+    return found
+
 
 class _Builder:
     def __init__(self, run: RunDirectory, max_value_bytes: int, previous_run_id: str | None = None) -> None:
@@ -343,7 +372,13 @@ class _Builder:
         if is_node:
             # Files the node wrote into its directory (folders with a trailing "/").
             files = [(entry.name, entry.stat(follow_symlinks=False).st_size) for entry in others]
-            files = (files + [(entry.name + "/", 0) for entry in subdirs])[:MAX_FILES]
+            for entry in subdirs:
+                if entry.name == NODE_FILES_DIR:
+                    # Files the node declared (``ctx.declare_outcome_file``): listed one by one.
+                    files += _files_under(Path(entry.path), f"{entry.name}/", MAX_FILES - len(files))
+                else:
+                    files.append((entry.name + "/", 0))
+            files = files[:MAX_FILES]
         if result is None and not is_node and not subdirs and not virtual and not linked_children:
             return None
         index = len(self.elements)
@@ -695,6 +730,8 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
         "lineage": _lineage(run, meta.model_dump(mode="json"), builder.problems),
         "span_ms": round(t1 - t0, 3) if t0 is not None and t1 is not None else 0.0,
         "elements": builder.elements,
+        "metrics": read_run_metrics(run.path),
+        "alerts": read_run_alerts(run.path),
     }
     return RunViewData(model=model, details=builder.details, problems=builder.problems)
 

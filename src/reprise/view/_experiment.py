@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reprise.errors import RepriseError
+from reprise.experiments._folder import INPUTS_FILE
 from reprise.view._build import _clip, _num, _read_json, cost_of, tokens_of
 
 __all__ = ["SUCCESS_STATUSES", "build_experiment_view_data"]
@@ -29,6 +30,7 @@ SUCCESS_STATUSES = frozenset({"completed"})
 NOT_FINAL = "cancelled"
 _FOLDER = re.compile(r"(?P<name>.+)_(?P<stamp>\d{8}_\d{6})\Z")
 _MAX_CONFIG = 64 * 1024
+_MAX_INPUT_TEXT = 400
 
 
 def _first(line: Mapping[str, Any], *keys: str) -> Any:
@@ -76,9 +78,33 @@ def _row(line: Mapping[str, Any]) -> dict[str, Any]:
         row["ep"] = str(error_path)
     if line.get("persona"):
         row["pe"] = str(line["persona"])
-    if "outcome" in line:
+    if line.get("outcome") is not None:
         row["o"] = _clip(json.dumps(line["outcome"], ensure_ascii=False, default=str), 300)
     return row
+
+
+def _input_texts(inputs_file: Path, ids: set[str]) -> dict[str, str]:
+    """The text of each input in ``ids`` (its initial inputs as compact JSON, clipped), from the
+    experiment's ``inputs.jsonl``."""
+    texts: dict[str, str] = {}
+    try:
+        f = open(inputs_file, "rb")
+    except OSError:
+        return texts
+    with f:
+        for raw in f:
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(item, dict) or str(item.get("id", "")) not in ids:
+                continue
+            value = item.get("initial_inputs") or item.get("static_inputs") or {}
+            if isinstance(value, dict) and len(value) == 1:
+                (value,) = value.values()  # one input: its value says it all
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+            texts[str(item["id"])] = _clip(text, _MAX_INPUT_TEXT)
+    return texts
 
 
 def build_experiment_view_data(experiment_dir: Path) -> dict[str, Any]:
@@ -145,6 +171,7 @@ def build_experiment_view_data(experiment_dir: Path) -> dict[str, Any]:
     }
     return {
         "kind": "experiment",
+        "inputs": _input_texts(folder / INPUTS_FILE, {r["in"] for r in rows}),
         "name": match.group("name") if match else folder.name,
         "folder": folder.name,
         "config": config,
