@@ -9,6 +9,28 @@ blocks its event loop and never notices, by killing the worker process a grace p
 
 ``isolation="inline"``: items run as tasks of the experiment's own event loop. Fastest, but a
 crash takes the experiment down and a timeout only interrupts code that awaits.
+
+Why an own pool and not ``anyio.to_process.run_sync``: tried (issue 18) as
+``run_sync(run_job_sync, job, cancellable=True, limiter=CapacityLimiter(workers))`` under
+``fail_after``, the in-worker timeout kept by :func:`run_item`. Four of the executor tests
+failed, each for a reason in ``to_process``'s design, not in the prototype:
+
+* Graceful, then kill: a cancelled ``run_sync`` SIGKILLs its worker at once. On Ctrl-C (or a
+  timeout) the run in flight never records itself ``cancelled``, flushes its trace or commits
+  its outcomes; there is no way to signal the worker first, as it is not ours to reach.
+* Crash isolation: a dead worker raises ``BrokenWorkerProcess`` with no exit code or signal
+  (anyio reaps the process), and the parent never learns the item's run id, so the lost run
+  cannot be finalised: no "exited with code 3" / "killed by signal SIGSEGV", a run left
+  ``running``. ``faulthandler``'s dump is lost too: the worker's stderr is an unread pipe.
+* The item's clock: the parent cannot tell start-up (interpreter, the target's imports) from
+  the run, so the kill deadline must count start-up against the item or be loosened: an item
+  blocking its event loop past its timeout then completed instead of timing out.
+* Recycling: there is no max-items or memory limit, and the only way to end a worker that
+  still returns its item's result is to raise ``SystemExit`` carrying it; the next item is
+  then handed the exited worker before anyio has reaped it and fails with
+  ``BrokenWorkerProcess`` although it never ran.
+* Each worker re-runs the parent's ``__main__`` file (as ``__mp_main__``): a script without an
+  ``if __name__ == "__main__"`` guard starts the experiment again inside every worker.
 """
 
 from __future__ import annotations
