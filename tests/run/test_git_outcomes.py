@@ -342,7 +342,7 @@ async def test_a_hook_added_after_set_up_runs_after_the_commit_and_sees_its_bran
 
     def after(c: RunContext, status: Any) -> None:
         repo = OutcomeRepository(tmp_path / "runs" / "outcome" / tmp_path.name)
-        seen.append((repo.head_of(c.run_id), c._metadata.outcome_commit if c._metadata else None))
+        seen.append((repo.head_of(c.run_id), c.record.metadata.outcome_commit if c.record else None))
 
     ctx.add_completion_hook(after)
     result = await FlowRunner(FlowDefinition().node("a", lambda: 1), ctx).run()
