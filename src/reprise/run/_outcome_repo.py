@@ -17,8 +17,8 @@ out and no shared index is used, and a branch is never moved (fast-import refuse
 so many processes commit to one repository at the same time without ``index.lock`` failures or
 lost commits. Commits carry the configured author (default ``reprise``), never the machine's git
 identity, and git reads no global or system configuration. Each commit is one pack; folding
-packs is git's job: ``git gc --auto`` after each commit (which folds them in the background once
-there are many), ``reprise gc`` (:meth:`OutcomeRepository.gc`) to do it now.
+packs is git's job: ``git gc --auto`` once a commit leaves more packs than ``gc.autoPackLimit``
+(it folds them in the background), ``reprise gc`` (:meth:`OutcomeRepository.gc`) to do it now.
 """
 
 from __future__ import annotations
@@ -222,12 +222,12 @@ class OutcomeRepository:
                 raise RunSetupError(
                     f"cannot commit outcomes of {run_id} in {self.path}: {_stderr(exc)}", run_id=run_id
                 ) from exc
-            try:
-                # What git commands that write do: fold the packs once there are many (in the
-                # background, detached), and return at once otherwise.
-                repo.git.gc("--auto", "--quiet")
-            except git.GitCommandError:
-                pass  # the commit is made; folding is tried again after the next one
+            if _too_many_packs(repo):
+                try:
+                    # What git commands that write do: fold the packs (in the background, detached).
+                    repo.git.gc("--auto", "--quiet")
+                except git.GitCommandError:
+                    pass  # the commit is made; folding is tried again after the next one
         commit = out.strip().rsplit("\n", 1)[-1]
         if not commit:
             raise RunSetupError(f"git fast-import did not report commit :{last_mark} for {run_id}", run_id=run_id)
@@ -310,6 +310,25 @@ def _tip(repo: git.Repo, run_id: str) -> str | None:
     except git.GitCommandError:
         return None
     return out.strip() or None
+
+
+def _too_many_packs(repo: git.Repo) -> bool:
+    """Whether ``git gc --auto`` would fold packs: more of them than ``gc.autoPackLimit`` (git's
+    own test, with its default of 50), so that no git process is started after a commit when it
+    would return at once. Commits write packs, never loose objects, so packs are what grows.
+    Packs marked ``.keep``, which git does not count, are counted: that only starts git when it
+    has nothing to do."""
+    config = repo.config_reader("repository")  # git reads no global or system file here either
+    if int(config.get_value("gc", "auto", 6700)) <= 0:
+        return False  # automatic gc turned off
+    limit = int(config.get_value("gc", "autoPackLimit", 50))
+    if limit <= 0:
+        return False
+    try:
+        names = os.listdir(os.path.join(repo.git_dir, "objects", "pack"))
+    except OSError:
+        return True  # let git look
+    return sum(name.endswith(".pack") for name in names) > limit
 
 
 def _count_objects(repo: git.Repo) -> dict[str, int]:
