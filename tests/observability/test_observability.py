@@ -54,7 +54,7 @@ from reprise import (
 )
 from reprise.dsl._paths import HierarchyPath
 from reprise.errors import RunSetupError
-from reprise.observability._otlp_json import SpanLineEncoder, encode_span
+from reprise.observability._otlp_json import SpanLineEncoder, span_json
 from reprise.observability._telemetry import DURATION_BUCKETS
 from reprise.run._trace import SpanRecord, read_spans, render_trace_tree
 
@@ -804,8 +804,23 @@ def test_a_span_line_is_one_ascii_line_of_the_span_encoding(tmp_path: Path) -> N
     line.decode("ascii")
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     (written,) = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
-    assert written == json.loads(json.dumps(encode_span(span)))
-    assert {"key": "nan", "value": {"doubleValue": "NaN"}} in written["attributes"]
+    assert json.loads(span_json(span)) == written
+    ctx, parent_ctx = span.get_span_context(), parent.get_span_context()
+    assert written["traceId"] == f"{ctx.trace_id:032x}" and written["spanId"] == f"{ctx.span_id:016x}"
+    assert written["parentSpanId"] == f"{parent_ctx.span_id:016x}" and written["flags"] == int(ctx.trace_flags) | 0x100
+    assert written["name"] == 'naïve \u2028 "name"' and written["kind"] == 1
+    assert written["attributes"] == [
+        {"key": "s", "value": {"stringValue": "\x00ctl\ud800"}},
+        {"key": "f", "value": {"doubleValue": 0.1}},
+        {"key": "i", "value": {"intValue": "7"}},
+        {"key": "b", "value": {"boolValue": False}},
+        {"key": "l", "value": {"arrayValue": {"values": [{"stringValue": "x"}]}}},
+        {"key": "nan", "value": {"doubleValue": "NaN"}},
+    ]
+    (event,) = written["events"]
+    assert event["name"] == "e" and event["attributes"] == [{"key": "k", "value": {"stringValue": "v"}}]
+    assert written["status"] == {"code": 2, "message": "bad ☃"}
+    assert int(written["endTimeUnixNano"]) >= int(written["startTimeUnixNano"]) > 0
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
