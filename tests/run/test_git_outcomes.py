@@ -706,6 +706,10 @@ def test_packs_are_folded_once_past_gc_autopacklimit(tmp_path: Path) -> None:
         FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": x})).run_sync()
         packs.append(len(list(pack_dir.glob("*.pack"))))
     assert packs == [1, 2, 3, 1, 2]
+    # A changed setting counts from the next commit on.
+    _git(repo_dir, "config", "gc.autoPackLimit", "1")
+    FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": 9})).run_sync()
+    assert len(list(pack_dir.glob("*.pack"))) == 1
     _fsck(repo_dir)
 
 
