@@ -692,6 +692,27 @@ def test_gc_folds_the_outcome_repository_and_keeps_every_branch(tmp_path: Path) 
     _fsck(repo_dir)
 
 
+def test_packs_are_folded_once_past_gc_autopacklimit(tmp_path: Path) -> None:
+    # Each commit is one pack; git's own gc --auto folds them once there are more than
+    # gc.autoPackLimit (here 3, in the foreground so the test can see it), and not before.
+    repo_dir = tmp_path / "runs" / "outcome" / tmp_path.name
+    repo_dir.mkdir(parents=True)
+    git.Repo.init(repo_dir, initial_branch="main").close()
+    _git(repo_dir, "config", "gc.autoPackLimit", "3")
+    _git(repo_dir, "config", "gc.autoDetach", "false")
+    pack_dir = repo_dir / ".git" / "objects" / "pack"
+    packs = []
+    for x in range(5):
+        FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": x})).run_sync()
+        packs.append(len(list(pack_dir.glob("*.pack"))))
+    assert packs == [1, 2, 3, 1, 2]
+    # A changed setting counts from the next commit on.
+    _git(repo_dir, "config", "gc.autoPackLimit", "1")
+    FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": 9})).run_sync()
+    assert len(list(pack_dir.glob("*.pack"))) == 1
+    _fsck(repo_dir)
+
+
 def test_a_node_directory_not_named_in_utf8_is_left_out_of_the_commit(tmp_path: Path) -> None:
     # Without an executor the run directory is walked: a directory whose name is not UTF-8
     # is not committed (git would take it, a run's JSON records cannot), and the log says so.

@@ -64,7 +64,7 @@ ItemStatus = Literal["completed", "failed", "timeout", "crashed", "cancelled"]
 #: Statuses that count as a failure (``cancelled`` is neither: the experiment was stopped).
 FAILURE_STATUSES: frozenset[str] = frozenset({"failed", "timeout", "crashed"})
 
-_ANY: TypeAdapter[Any] = TypeAdapter(Any)  # built once: a TypeAdapter costs ~0.3 ms to make
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)  # built once: making a TypeAdapter is slow
 
 #: An outcome whose JSON is larger than this is not copied into ``runs.jsonl`` (it stays in the
 #: run directory): one huge outcome must not make every reader of the file slow.
