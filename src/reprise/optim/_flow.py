@@ -5,7 +5,8 @@ is a normal reprise run, recorded and committed like any other. Its outcomes com
 Variables whose history follows the flow's data flow: a node's output depends on the parameters
 and the earlier nodes its inputs are bound to. Backward asks a model, node by node, how each of
 those inputs should change, and writes what it got into the node's directory
-(``gradients.json``).
+(``gradients.json``) and, as a ``backward <node>`` span with the model calls inside, into the
+run's trace (see :mod:`reprise.optim._trace`).
 
 Evaluating the same inputs again after an optimiser step is a re-run of the earlier run from the
 first node that reads a changed parameter: the nodes before it are reused, not called again; with
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace as trace_api
 from pydantic import BaseModel
 
 from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunResult
@@ -33,6 +35,7 @@ from reprise.optim._chat import ask_for_feedback
 from reprise.optim._errors import OptimizationError
 from reprise.optim._model import CallRecord, ChatModel
 from reprise.optim._module import Module, Parameter
+from reprise.optim._trace import ForwardTrace, set_origin
 from reprise.optim._variable import GradFn, Variable, feedback_text
 
 __all__ = ["FlowModule", "FlowNodeBackward", "GRADIENTS_FILE"]
@@ -70,22 +73,64 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+class _RunTrace:
+    """The trace of one forward run, read the first time a backward pass needs it."""
+
+    def __init__(self, result: RunResult) -> None:
+        self._result = result
+        self._trace: ForwardTrace | None = None
+        self._read = False
+
+    def get(self) -> ForwardTrace | None:
+        if not self._read:
+            self._trace = ForwardTrace.read(self._result.run_dir, self._result.run_id)
+            self._read = True
+        return self._trace
+
+
 class FlowNodeBackward(GradFn):
     """The history of one node's outcome in a flow run: the inputs it read and where it ran."""
 
     name = "FlowNodeBackward"
 
     def __init__(
-        self, inputs: Sequence[Variable], *, fields: Mapping[str, str], node_dir: Path, model: ChatModel
+        self,
+        inputs: Sequence[Variable],
+        *,
+        fields: Mapping[str, str],
+        node_dir: Path,
+        path: str,
+        trace: _RunTrace,
+        model: ChatModel,
     ) -> None:
         super().__init__(inputs)
         self.fields = dict(fields)
         self.node_dir = node_dir
+        self.path = path
+        self.trace = trace
         self.model = model
         self.records: list[CallRecord] = []
 
     async def backward(self, output: Variable) -> list[tuple[Variable, Variable]]:
         feedback = feedback_text(output.grad)
+        trace = self.trace.get()
+        if trace is None:
+            pairs = await self._feedback(output, feedback, None)
+        else:
+            attributes = {"reprise.optim.output_feedback": feedback, "reprise.optim.output_role": output.role}
+            with trace.under(
+                f"backward {self.path}", path=self.path, element_type="backward", attributes=attributes
+            ) as tracer:
+                pairs = await self._feedback(output, feedback, tracer)
+                trace_api.get_current_span().set_attribute("reprise.optim.inputs", [v.role for v, _ in pairs])
+        for _, grad in pairs:
+            set_origin(grad, trace)
+        self._record(feedback, pairs)
+        return pairs
+
+    async def _feedback(
+        self, output: Variable, feedback: str, tracer: trace_api.Tracer | None
+    ) -> list[tuple[Variable, Variable]]:
         system = self.fields.get("system")
         prompt = "\n".join(f"{k}: {v}" for k, v in self.fields.items() if k != "system")
         pairs = []
@@ -99,9 +144,9 @@ class FlowNodeBackward(GradFn):
                     output=output,
                     feedback=feedback,
                     records=self.records,
+                    tracer=tracer,
                 )
                 pairs.append((variable, grad))
-        self._record(feedback, pairs)
         return pairs
 
     def _record(self, feedback: str, pairs: list[tuple[Variable, Variable]]) -> None:
@@ -224,6 +269,7 @@ class FlowModule(Module):
         node's outcome as a Variable (text; other outcomes as JSON)."""
         result = self._run(inputs)
         parameters = dict(self.named_parameters())
+        trace = _RunTrace(result)
         outputs: dict[str, Variable] = {}
         for node, bindings in self._nodes.items():
             path = f"{self.root}.{node}"
@@ -246,7 +292,12 @@ class FlowModule(Module):
             if any(v.requires_grad for v in sources):
                 out.requires_grad = True
                 out.grad_fn = FlowNodeBackward(
-                    sources, fields=fields, node_dir=result.run_dir / self.root / node, model=self.backward_model
+                    sources,
+                    fields=fields,
+                    node_dir=result.run_dir / self.root / node,
+                    path=path,
+                    trace=trace,
+                    model=self.backward_model,
                 )
             outputs[node] = out
         return outputs[self.output]

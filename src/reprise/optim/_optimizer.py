@@ -4,6 +4,10 @@ value from that feedback (TextGrad's optimiser), under optional constraints.
 A step is all or nothing: every new value is asked for first, and only when all are usable are
 they committed (see :class:`~reprise.optim.ParameterHistory`) and set. A failure names the
 parameter and the step and leaves every parameter at its last good value.
+
+When the feedback came from forward passes that are reprise runs (:class:`~reprise.optim.FlowModule`),
+the step's model calls are spans of a ``step <n>`` span in the trace of the latest of those runs,
+which lists every run the feedback came from (``reprise.optim.feedback_runs``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import anyio
+from opentelemetry import trace as trace_api
 
 from reprise import RepriseError
 from reprise.dsl import HierarchyPath
@@ -20,6 +25,7 @@ from reprise.optim._model import CallRecord, ChatModel
 from reprise.optim._module import Module, Parameter
 from reprise.optim._prompts import OPTIMIZER_SYSTEM, VALUE_TAGS, between, step_prompt
 from reprise.optim._store import ParameterHistory
+from reprise.optim._trace import origin_of
 from reprise.optim._variable import feedback_text
 
 __all__ = ["TGD", "ParameterVersion"]
@@ -100,14 +106,20 @@ class TGD:
     async def astep(self) -> dict[str, str]:
         """:meth:`step` for async code."""
         step = self.step_count + 1
-        updates: dict[str, tuple[Parameter, str, str]] = {}
-        for name, parameter in self.parameters:
-            if not parameter.grad:
-                continue
-            feedback = feedback_text(parameter.grad)
-            updates[name] = (parameter, await self._rewrite(name, parameter, feedback, step), feedback)
-        if not updates:
+        named = [(name, p) for name, p in self.parameters if p.grad]
+        if not named:
             return {}
+        origins = [o for _, p in named for o in map(origin_of, p.grad) if o is not None]
+        if origins:
+            attributes = {
+                "reprise.optim.step": step,
+                "reprise.optim.parameters": [name for name, _ in named],
+                "reprise.optim.feedback_runs": list(dict.fromkeys(o.run_id for o in origins)),
+            }
+            with origins[-1].under(f"step {step}", path=None, element_type="step", attributes=attributes) as tracer:
+                updates = await self._rewrite_all(named, step, tracer)
+        else:
+            updates = await self._rewrite_all(named, step, None)
         if self.store is not None:
             values = {name: updates[name][1] if name in updates else p.data for name, p in self.parameters}
             note = "\n\n".join(f"step {step}: {name}\n\nfeedback:\n{fb}" for name, (_, _, fb) in updates.items())
@@ -121,7 +133,18 @@ class TGD:
         self.step_count = step
         return {name: value for name, (_, value, _) in updates.items()}
 
-    async def _rewrite(self, name: str, parameter: Parameter, feedback: str, step: int) -> str:
+    async def _rewrite_all(
+        self, named: list[tuple[str, Parameter]], step: int, tracer: trace_api.Tracer | None
+    ) -> dict[str, tuple[Parameter, str, str]]:
+        updates: dict[str, tuple[Parameter, str, str]] = {}
+        for name, parameter in named:
+            feedback = feedback_text(parameter.grad)
+            updates[name] = (parameter, await self._rewrite(name, parameter, feedback, step, tracer), feedback)
+        return updates
+
+    async def _rewrite(
+        self, name: str, parameter: Parameter, feedback: str, step: int, tracer: trace_api.Tracer | None
+    ) -> str:
         past = [v.value for v in self.history[name][:-1]][-self.memory :] if self.memory else []
         question = step_prompt(
             role=parameter.role or name,
@@ -130,7 +153,7 @@ class TGD:
             constraints=self.constraints,
             history=past,
         )
-        record = CallRecord(path=_STEP_PATH)
+        record = CallRecord(path=_STEP_PATH, tracer=tracer)
         self.records.append(record)
         try:
             answer = await self.model.complete(question, OPTIMIZER_SYSTEM, ctx=record)
