@@ -12,8 +12,9 @@ which lists every run the feedback came from (``reprise.optim.feedback_runs``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from opentelemetry import trace as trace_api
@@ -63,7 +64,8 @@ class TGD:
 
     ``history[name]`` lists every value of a parameter (:class:`ParameterVersion`);
     ``memory`` earlier values are shown to the model so it does not go back to them.
-    ``store``: a :class:`ParameterHistory` that commits each step's values to git."""
+    ``store``: a :class:`ParameterHistory` that commits each step's values to git (the
+    initial values first, with the first step)."""
 
     def __init__(
         self,
@@ -89,8 +91,6 @@ class TGD:
             name: [ParameterVersion(0, str(p.data))] for name, p in self.parameters
         }
         self.records: list[CallRecord] = []
-        if store is not None:
-            store.commit({name: p.data for name, p in self.parameters}, "initial values")
 
     def zero_grad(self) -> None:
         """Forget the feedback gathered on every parameter."""
@@ -121,17 +121,53 @@ class TGD:
         else:
             updates = await self._rewrite_all(named, step, None)
         if self.store is not None:
+            if not self.store.runs:
+                await self._commit({name: p.data for name, p in self.parameters}, "initial values", step)
             values = {name: updates[name][1] if name in updates else p.data for name, p in self.parameters}
             note = "\n\n".join(f"step {step}: {name}\n\nfeedback:\n{fb}" for name, (_, _, fb) in updates.items())
-            try:
-                await self.store.acommit(values, note)
-            except RepriseError as exc:
-                raise OptimizationError(exc.message, step=step) from None
+            await self._commit(values, note, step)
         for name, (parameter, value, feedback) in updates.items():
             parameter.copy_(value)
             self.history[name].append(ParameterVersion(step, value, feedback))
         self.step_count = step
         return {name: value for name, (_, value, _) in updates.items()}
+
+    async def _commit(self, values: Mapping[str, object], note: str, step: int) -> None:
+        assert self.store is not None
+        try:
+            await self.store.acommit(values, note)
+        except RepriseError as exc:
+            raise OptimizationError(exc.message, step=step) from None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's state as JSON-ready data: the step count, every parameter's
+        history and the store's commits, to save and restore with :meth:`load_state_dict`
+        (:class:`~reprise.optim.Trainer` does, to resume training)."""
+        return {
+            "step": self.step_count,
+            "history": {
+                name: [[v.step, v.value, v.feedback] for v in versions] for name, versions in self.history.items()
+            },
+            "store_runs": list(self.store.runs) if self.store is not None else [],
+            "store_names": [name for name, _ in self.parameters],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`: later steps count on, and commit on top of, the saved ones.
+        The parameters' values are the module's to restore."""
+        names = {name for name, _ in self.parameters}
+        if set(state["history"]) != names:
+            raise KeyError(
+                f"the saved optimiser state is for parameters {', '.join(sorted(state['history']))}, "
+                f"not {', '.join(sorted(names))}"
+            )
+        self.step_count = int(state["step"])
+        self.history = {
+            name: [ParameterVersion(int(step), str(value), str(feedback)) for step, value, feedback in versions]
+            for name, versions in state["history"].items()
+        }
+        if self.store is not None:
+            self.store.restore(list(state["store_runs"]), list(state["store_names"]))
 
     async def _rewrite_all(
         self, named: list[tuple[str, Parameter]], step: int, tracer: trace_api.Tracer | None
