@@ -21,7 +21,9 @@ from typing import Any
 
 import reprise
 from reprise import RepriseError, RunContext
+from reprise.experiments import ItemExecutor
 from reprise.optim._errors import OptimizationError
+from reprise.optim._flow import FlowModule
 from reprise.optim._module import Module
 from reprise.optim._optimizer import TGD
 from reprise.optim._variable import Value, Variable
@@ -59,7 +61,11 @@ class Trainer:
     Data sets are sequences of ``(input, target)`` pairs; ``input`` is what ``module`` takes.
     ``run``: where to log metrics (default: the current run, if any; else nothing is logged).
     ``directory``: where the training state is saved after every batch (``trainer_state.json``),
-    for :meth:`fit` to resume from after an interruption."""
+    for :meth:`fit` to resume from after an interruption.
+    ``experiment``: run every evaluation of a :class:`FlowModule` as a reprise experiment
+    (parallel, isolated, ``max_concurrency`` at once, on ``executor``): validation after step
+    ``k`` is the experiment ``<experiment>-val-step<k>`` (``-val-step0``: before training), a
+    training batch ``<experiment>-epoch<e>-batch<b>``."""
 
     def __init__(
         self,
@@ -71,6 +77,9 @@ class Trainer:
         patience: int = 2,
         run: RunContext | None = None,
         directory: Path | str | None = None,
+        experiment: str | None = None,
+        executor: ItemExecutor | None = None,
+        max_concurrency: int = 4,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -80,6 +89,11 @@ class Trainer:
         self.batch_size = batch_size
         self.patience = patience
         self.run = run
+        if experiment is not None and not isinstance(module, FlowModule):
+            raise TypeError(f"experiment={experiment!r} needs a FlowModule, not a {type(module).__name__}")
+        self.experiment = experiment
+        self.executor = executor
+        self.max_concurrency = max_concurrency
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -94,13 +108,27 @@ class Trainer:
         if run is not None:
             reprise.alert(title, text, level=reprise.AlertLevel.WARN, run=run)
 
-    def evaluate(self, data: Sequence[tuple[Any, Any]]) -> float:
-        """The mean score of the module on ``data`` (no feedback is propagated)."""
+    def _predict(self, data: Sequence[tuple[Any, Any]], name: str) -> list[Variable]:
+        """The module's outputs on ``data``'s inputs: one call each, or one experiment named
+        ``<experiment>-<name>`` over them all."""
+        if self.experiment is None:
+            return [self.module(inputs) for inputs, _ in data]
+        assert isinstance(self.module, FlowModule)
+        return self.module.run_experiment(
+            [inputs for inputs, _ in data],
+            name=f"{self.experiment}-{name}",
+            executor=self.executor,
+            max_concurrency=self.max_concurrency,
+        )
+
+    def evaluate(self, data: Sequence[tuple[Any, Any]], *, name: str = "val") -> float:
+        """The mean score of the module on ``data`` (no feedback is propagated); with
+        ``experiment``, one experiment named ``<experiment>-<name>``."""
         if not data:
             return 0.0
         total = 0.0
-        for inputs, target in data:
-            score, _ = self.evaluator(self.module(inputs), target)
+        for prediction, (_, target) in zip(self._predict(data, name), data, strict=True):
+            score, _ = self.evaluator(prediction, target)
             total += float(score.data)  # type: ignore[arg-type]
         return total / len(data)
 
@@ -197,7 +225,7 @@ class Trainer:
         if state is None:
             result = TrainingResult()
             step = self.optimizer.step_count
-            best = self.evaluate(validation)
+            best = self.evaluate(validation, name=f"val-step{step}")
             result.validation.append(best)
             result.best_score, result.best_step, result.best_state = best, step, self.module.state_dict()
             self._log({"val_score": best}, step)
@@ -207,7 +235,7 @@ class Trainer:
         while state.epoch < epochs and not state.stopped:
             epoch = state.epoch
             for start in range(state.batch, len(train), self.batch_size):
-                self._batch(train[start : start + self.batch_size], validation, epoch, state)
+                self._batch(train[start : start + self.batch_size], validation, epoch, start, state)
                 following = start + self.batch_size
                 state.epoch, state.batch = (epoch, following) if following < len(train) else (epoch + 1, 0)
                 self._save(state)
@@ -219,15 +247,21 @@ class Trainer:
         return result
 
     def _batch(
-        self, batch: Sequence[tuple[Any, Any]], validation: Sequence[tuple[Any, Any]], epoch: int, state: _State
+        self,
+        batch: Sequence[tuple[Any, Any]],
+        validation: Sequence[tuple[Any, Any]],
+        epoch: int,
+        start: int,
+        state: _State,
     ) -> None:
         """Forward, evaluation and backward over ``batch``, then a step and validation."""
         result = state.result
         step = self.optimizer.step_count
         self.optimizer.zero_grad()
         scores = []
-        for inputs, target in batch:
-            score, feedback = self.evaluator(self.module(inputs), target)
+        predictions = self._predict(batch, f"epoch{epoch}-batch{start // self.batch_size}")
+        for prediction, (_, target) in zip(predictions, batch, strict=True):
+            score, feedback = self.evaluator(prediction, target)
             scores.append(float(score.data))  # type: ignore[arg-type]
             if float(score.data) < 1.0 and feedback.requires_grad:  # type: ignore[arg-type]
                 try:
@@ -240,7 +274,7 @@ class Trainer:
         self.optimizer.step()
         step = self.optimizer.step_count
         result.steps += 1
-        val = self.evaluate(validation)
+        val = self.evaluate(validation, name=f"val-step{step}")
         result.validation.append(val)
         self._log({"train_score": sum(scores) / len(scores), "val_score": val, "epoch": epoch}, step)
         if val > result.best_score:
