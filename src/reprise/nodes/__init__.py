@@ -48,6 +48,7 @@ from reprise.nodes.providers import (
     ModelTransientError,
     OpenAIChatProvider,
 )
+from reprise.nodes.rate_limit import RateLimit
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -82,6 +83,7 @@ __all__ = [
     "DiffFile",
     "PriceTable",
     "PromptVariables",
+    "RateLimit",
     "TerminalInputHandler",
     "UpdateFile",
     "analyze_folder",

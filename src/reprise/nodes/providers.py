@@ -57,11 +57,13 @@ class ModelTransientError(NodeExecutionError):
 
     ``retry_after``: the seconds the server asked to wait (its ``Retry-After`` or
     ``retry-after-ms`` header), if it said; the executor waits at least that long before the next
-    attempt, up to the node's ``max_backoff``."""
+    attempt, up to the node's ``max_backoff``. ``status``: the HTTP status, when there was an
+    answer (a node's :class:`~reprise.nodes.RateLimit` waits out 429 and 503 itself)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+        self.status = status
 
 
 def _header(headers: Any, name: str) -> Any:
@@ -177,7 +179,9 @@ def _translate_error(sdk: Any, exc: Exception, provider: str, where: str) -> Nod
         text = f"{provider} request to {where} failed with HTTP {status}: {message}"
         if status in (408, 409, 429) or status >= 500:
             response = getattr(exc, "response", None)
-            return ModelTransientError(text, retry_after=retry_after_seconds(getattr(response, "headers", None)))
+            return ModelTransientError(
+                text, retry_after=retry_after_seconds(getattr(response, "headers", None)), status=status
+            )
         return NodeExecutionError(text)
     if isinstance(exc, sdk.APITimeoutError):
         return ModelTransientError(f"{provider} request to {where} timed out")

@@ -55,6 +55,7 @@ from reprise.run.status import HOST, RunStatus
 
 if TYPE_CHECKING:
     from reprise.nodes.human_input import InputHandler
+    from reprise.nodes.rate_limit import RateLimit
     from reprise.observability.settings import ObservabilitySettings
     from reprise.observability.telemetry import RunTelemetry
 
@@ -87,6 +88,10 @@ class RunContext:
             (cheap; the re-run then depends on that run's directory). ``"copy"``: a directory of
             hard links to its files and its own ``result.json`` (self-contained: to archive or
             ship a run). See docs/reruns.md.
+        model_cache: answer AI model nodes' calls identical to earlier ones from the response
+            cache beside the run root (``True``: calls with no or zero ``temperature``;
+            ``"always"``: every call); a node's own ``cache=`` wins. See docs/nodes.md.
+        model_rate_limit: the :class:`~reprise.nodes.RateLimit` of AI model nodes that set none.
     """
 
     def __init__(
@@ -102,6 +107,8 @@ class RunContext:
         tags: Mapping[str, str] | None = None,
         outcome_repo: OutcomeSettings | bool = True,
         reused_nodes: str = "link",
+        model_cache: bool | str = False,
+        model_rate_limit: RateLimit | None = None,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
@@ -117,6 +124,12 @@ class RunContext:
             raise RunSetupError(f"reused_nodes must be 'link' or 'copy', not {reused_nodes!r}")
         #: ``"link"`` or ``"copy"``: how a re-run lays out the nodes it reuses.
         self.reused_nodes = reused_nodes
+        if model_cache not in (False, True, "always"):
+            raise RunSetupError(f"model_cache must be True, False or 'always', not {model_cache!r}")
+        #: The response cache setting of AI model nodes that set none.
+        self.model_cache: bool | str = model_cache
+        #: The rate limit of AI model nodes that set none.
+        self.model_rate_limit = model_rate_limit
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
 
@@ -157,6 +170,12 @@ class RunContext:
     def run_id(self) -> str:
         """The run id (after :meth:`setup_run`)."""
         return self.require_run_dir().run_id
+
+    @property
+    def model_calls_dir(self) -> Path:
+        """``<run root>/.model-calls``: model-call state shared by the run root's runs (the
+        rate limiters and the response cache of AI model nodes)."""
+        return self.run_root / ".model-calls"
 
     @property
     def is_setup(self) -> bool:
