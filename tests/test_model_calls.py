@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from _model_server import ModelServer, Reply, serve_models
-from reprise import FlowDefinition, FlowRunner, RunContext, Var
+from reprise import FlowDefinition, FlowRunner, Initial, RunContext, Var
 from reprise.errors import DefinitionError
+from reprise.experiments import Experiment
 from reprise.nodes import AIModelNode, RateLimit
 from reprise.nodes.model_cache import CACHE_FILE
 
@@ -248,7 +250,7 @@ def test_the_cache_is_shared_by_processes(model_server: ModelServer, tmp_path: P
 @pytest.mark.parametrize(
     "damage",
     [
-        "UPDATE responses SET response = '{\"text\": \"poisoned\"}'",  # checksum no longer matches
+        'UPDATE responses SET response = \'{"text": "poisoned"}\'',  # checksum no longer matches
         "UPDATE responses SET response = substr(response, 1, 10), checksum = 'x'",  # half-written
         "UPDATE responses SET response = '[1]', checksum = '{sha}'",  # right checksum, not an answer
     ],
@@ -285,3 +287,34 @@ async def test_a_database_sqlite_cannot_read_is_moved_aside(
     await FlowRunner(flow, make_context("f", model_cache=True)).run()
     assert len(model_server.requests) == 1
     assert list(cache.parent.glob(CACHE_FILE + ".corrupt-*"))
+
+
+# -- experiments -----------------------------------------------------------------------------------
+#: Worker processes import it as ``test_model_calls:asker``; the server is ``OPENAI_BASE_URL``.
+asker = FlowDefinition("asker").node("ask", AIModelNode(model="gpt-4o"), inputs={"prompt": Initial("q")})
+
+
+async def test_an_experiments_workers_share_the_cache_and_the_limit(
+    model_server: ModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", model_server.url + "/v1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SRC), str(TESTS)]))
+    inputs = [{"id": name, "initial_inputs": {"q": "the same question"}} for name in ("a", "b", "c")]
+    experiment = Experiment(
+        "test_model_calls:asker",
+        inputs,
+        iterations=2,
+        max_concurrency=1,
+        project_root=tmp_path,
+        outcome_repo=False,
+        model_cache=True,
+        model_rate_limit=RateLimit(requests_per_minute=600),
+    )
+    summary = await experiment.run()
+    assert summary.successes == 6
+    assert len(model_server.requests) == 1  # the first run paid, the other five read the cache
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/asker/ask/result.json")]
+    assert len(records) == 6
+    assert sum("cached" in r for r in records) == 5
+    assert all("limiter_wait_s" in r for r in records if "cached" not in r)
+    assert yaml.safe_load((Path(summary.path) / "config.yaml").read_text())["model_cache"] is True

@@ -75,6 +75,15 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-git", action="store_true", help="do not commit the runs' outcomes to git (faster for large experiments)"
     )
+    p.add_argument(
+        "--model-cache",
+        nargs="?",
+        const="on",
+        choices=("on", "always"),
+        default=None,
+        help="answer model calls identical to earlier ones from the cache beside the run root "
+        "('always': also calls with temperature > 0)",
+    )
     add_progress(p)
     add_common(p)
     p.set_defaults(handler=_experiment)
@@ -189,6 +198,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         experiments_dir=_experiments_dir(args, project_root),
         outcome_repo=not args.no_git,
         progress=_progress(args, out),
+        model_cache="always" if args.model_cache == "always" else args.model_cache == "on",
     )
     return _finish(experiment, out)
 

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -50,6 +50,9 @@ from reprise.experiments.target import TargetSpec
 from reprise.observability.settings import ObservabilitySettings
 from reprise.run.outcome_repo import OutcomeSettings
 from reprise.targets import PROJECT_TAG, TARGET_TAG
+
+if TYPE_CHECKING:
+    from reprise.nodes.rate_limit import RateLimit
 
 __all__ = ["Experiment"]
 
@@ -84,6 +87,11 @@ class Experiment:
         progress: ``True`` for a bar on a terminal or lines otherwise (on stderr), a
             :class:`~reprise.experiments.progress.Progress`, or ``None``/``False`` for none.
         on_result: called with every item's :class:`ItemResult` (error with its original type).
+        model_cache: the runs' response cache of AI model calls (``True``, ``"always"``; see
+            :class:`~reprise.run.context.RunContext`): a call identical to one an earlier run or
+            item made is answered from the cache beside the run root.
+        model_rate_limit: the :class:`~reprise.nodes.RateLimit` of AI model nodes that set none,
+            shared by all the experiment's workers.
     """
 
     def __init__(
@@ -104,6 +112,8 @@ class Experiment:
         observability: ObservabilitySettings | None = None,
         progress: Progress | bool | None = None,
         on_result: Callable[[ItemResult], None] | None = None,
+        model_cache: bool | str = False,
+        model_rate_limit: RateLimit | None = None,
     ) -> None:
         if iterations < 1:
             raise ExperimentError(f"iterations must be >= 1, got {iterations}")
@@ -136,6 +146,10 @@ class Experiment:
             outcome_repo if isinstance(outcome_repo, OutcomeSettings) else OutcomeSettings(enabled=outcome_repo)
         )
         self.observability = observability
+        if model_cache not in (False, True, "always"):
+            raise ExperimentError(f"model_cache must be True, False or 'always', got {model_cache!r}")
+        self.model_cache = model_cache
+        self.model_rate_limit = model_rate_limit
         self.progress: Progress | None = auto_progress() if progress is True else (progress or None)
         self.on_result = on_result
         self.folder: ExperimentFolder | None = None
@@ -169,6 +183,7 @@ class Experiment:
             "executor": self.executor.describe(),
             "project_root": str(self.project_root),
             "run_root": str(self.run_root),
+            "model_cache": self.model_cache,
             "outcome_repo": {
                 "enabled": s.enabled,
                 "path": str(s.path) if s.path else None,
@@ -221,6 +236,7 @@ class Experiment:
             run_root=config["run_root"],
             root_id=config.get("root_id"),
             outcome_repo=outcome,
+            model_cache=config.get("model_cache", False),
             observability=observability,
             progress=progress,
             on_result=on_result,
@@ -290,6 +306,9 @@ class Experiment:
                     observability=self.observability,
                     backend=item_backend,
                     ship=self.executor.ships_run_dirs,
+                    model_cache=self.model_cache,
+                    model_rate_limit=self.model_rate_limit,
+                    model_calls_dir=str(self.run_root / ".model-calls"),
                 )
 
     async def run(self, *, handle_signals: bool = False) -> ExperimentSummary:

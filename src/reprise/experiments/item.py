@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -43,6 +43,9 @@ from reprise.run.files import read_json, write_json_atomic
 from reprise.run.index import record_run
 from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings, collect_outcome_files
 from reprise.run.status import HOST, RunStatus
+
+if TYPE_CHECKING:
+    from reprise.nodes.rate_limit import RateLimit
 
 __all__ = [
     "ItemJob",
@@ -123,6 +126,12 @@ class ItemJob:
     backend: str = "asyncio"
     #: Dask: run in a private staging run root and send the run directory back as a tar.
     ship: bool = False
+    #: The runs' ``RunContext(model_cache=..., model_rate_limit=...)``.
+    model_cache: bool | str = False
+    model_rate_limit: RateLimit | None = None
+    #: Where the limiters and the cache live: beside the experiment's run root, also for runs in
+    #: a staging run root (Dask), so every worker that sees the path shares them.
+    model_calls_dir: str | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -182,6 +191,9 @@ async def run_item(
             initial_inputs=job.input.initial_inputs,
             tags=job.tags,
             outcome_repo=job.outcome_repo,
+            model_cache=job.model_cache,
+            model_rate_limit=job.model_rate_limit,
+            model_calls_dir=job.model_calls_dir,
         )
         for key, value in job.input.static_inputs.items():
             ctx.register_node_static_input(key, value)

@@ -92,6 +92,8 @@ class RunContext:
             cache beside the run root (``True``: calls with no or zero ``temperature``;
             ``"always"``: every call); a node's own ``cache=`` wins. See docs/nodes.md.
         model_rate_limit: the :class:`~reprise.nodes.RateLimit` of AI model nodes that set none.
+        model_calls_dir: where the rate limiters' state and the response cache live (default
+            ``<run_root>/.model-calls``); runs that share it share both.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class RunContext:
         reused_nodes: str = "link",
         model_cache: bool | str = False,
         model_rate_limit: RateLimit | None = None,
+        model_calls_dir: Path | str | None = None,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
@@ -130,6 +133,7 @@ class RunContext:
         self.model_cache: bool | str = model_cache
         #: The rate limit of AI model nodes that set none.
         self.model_rate_limit = model_rate_limit
+        self._model_calls_dir = Path(model_calls_dir).resolve() if model_calls_dir is not None else None
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
 
@@ -173,9 +177,9 @@ class RunContext:
 
     @property
     def model_calls_dir(self) -> Path:
-        """``<run root>/.model-calls``: model-call state shared by the run root's runs (the
-        rate limiters and the response cache of AI model nodes)."""
-        return self.run_root / ".model-calls"
+        """Model-call state shared by the runs of a run root (the rate limiters and the response
+        cache of AI model nodes): ``<run root>/.model-calls`` unless given."""
+        return self._model_calls_dir or self.run_root / ".model-calls"
 
     @property
     def is_setup(self) -> bool:
@@ -543,9 +547,7 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     stream, ctx.outcome_stream = ctx.outcome_stream, None
     try:
         if ctx.outcome_paths is not None:
-            files = listed_outcome_files(
-                run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes
-            )
+            files = listed_outcome_files(run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes)
         else:
             files = collect_outcome_files(
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
