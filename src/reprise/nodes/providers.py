@@ -260,7 +260,9 @@ class OpenAIChatProvider:
                 "json_schema": {"name": request.output_name, "schema": schema, "strict": strict},
             }
         body.update(request.extra)
-        client = sdk.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=request.timeout)
+        client = sdk.AsyncOpenAI(
+            api_key=key, base_url=base_url, max_retries=0, timeout=request.timeout, **_http_client(sdk)
+        )
         try:
             async with client:
                 completion = await _call(client.chat.completions.create, body)
@@ -347,6 +349,7 @@ class AnthropicMessagesProvider:
             max_retries=0,
             timeout=request.timeout,
             **options,
+            **_http_client(sdk),
         )
         try:
             async with client:
@@ -404,6 +407,30 @@ def _parameters(method: Any) -> frozenset[str]:
 @functools.cache
 def _signature_parameters(function: Any) -> frozenset[str]:
     return frozenset(inspect.signature(function).parameters) - {"self", "extra_body"}
+
+
+def _http_client(sdk: Any) -> dict[str, Any]:
+    """``http_client=``: the SDK's own default HTTP client, with the process's one TLS context.
+    A client is made per call, and building its TLS context (loading the CA certificates) is
+    most of the CPU time of a call to a fast server; the context is the one the HTTP library
+    would build (``create_ssl_context()``, with its environment settings). Nothing when the SDK
+    or its HTTP library has no such parts: the SDK then builds its client itself."""
+    factory: Any = getattr(sdk, "DefaultAsyncHttpxClient", None)
+    if factory is None:
+        return {}
+    context = _tls_context(factory)
+    return {} if context is None else {"http_client": factory(verify=context)}
+
+
+@functools.cache
+def _tls_context(factory: Any) -> Any:
+    library = next((c.__module__.split(".")[0] for c in factory.__mro__ if c.__name__ == "AsyncClient"), None)
+    if library is None:
+        return None
+    try:
+        return importlib.import_module(library).create_ssl_context()
+    except (ImportError, AttributeError, TypeError):
+        return None
 
 
 @functools.cache
