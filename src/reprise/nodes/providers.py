@@ -152,7 +152,11 @@ class ModelProvider(Protocol):
 
     async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
         """Make the call. Raise :class:`ModelTransientError` for failures worth retrying and
-        :class:`~reprise.errors.NodeExecutionError` for the others."""
+        :class:`~reprise.errors.NodeExecutionError` for the others.
+
+        A provider may also have a ``load_sdk()`` method, which the node calls before it waits
+        for a rate limit's slot, so the first call of a process does not spend its slot
+        importing an SDK (the built-in providers have one)."""
         ...
 
 
@@ -231,6 +235,10 @@ class OpenAIChatProvider:
 
     def __init__(self, *, max_tokens_param: str | None = None) -> None:
         self.max_tokens_param = max_tokens_param
+
+    def load_sdk(self) -> None:
+        """Import the ``openai`` package (see :meth:`ModelProvider.complete`)."""
+        _import_sdk("openai", "openai")
 
     async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
         sdk = _import_sdk("openai", "openai")
@@ -311,6 +319,10 @@ class AnthropicMessagesProvider:
 
     #: ``max_tokens`` is required by the Messages API; used when the node sets none.
     default_max_tokens = 1024
+
+    def load_sdk(self) -> None:
+        """Import the ``anthropic`` package (see :meth:`ModelProvider.complete`)."""
+        _import_sdk("anthropic", "anthropic")
 
     async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
         sdk = _import_sdk("anthropic", "anthropic")

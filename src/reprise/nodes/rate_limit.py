@@ -125,18 +125,23 @@ class RateLimiter:
         self.path = state_dir / LIMITS_DIR / f"{digest}.json"
 
     async def acquire(self, limit: RateLimit, tokens: int, lease_s: float | None = None) -> Lease:
-        """Wait until a call may start; the slot is held until :meth:`release`."""
+        """Wait until a call may start: first for its slot in the rate, then for a concurrency
+        slot (only calls under way hold one), which is held until :meth:`release`."""
         gate = self._gate(limit)
+        lease_s = lease_s or _DEFAULT_LEASE_S
         async with gate if gate is not None else contextlib.nullcontext():
             while True:
-                wait, lease = self._reserve(limit, tokens, lease_s or _DEFAULT_LEASE_S)
-                if wait > 0:
-                    await anyio.sleep(wait)
-                if lease is None:
-                    continue
-                if wait <= 0 or self._still_valid(lease):
-                    return lease
-                # The limiter was paused while this call waited for its slot: take a new one.
+                wait, epoch = self._reserve(limit, tokens)
+                await anyio.sleep(wait)
+                if epoch is None:
+                    continue  # paused: reserve after the pause
+                while True:
+                    lease, retry = self._start(limit, tokens, epoch, lease_s)
+                    if lease is not None:
+                        return lease
+                    if retry is None:
+                        break  # the limiter was paused meanwhile: the slot is void, take a new one
+                    await anyio.sleep(retry)
 
     def release(
         self,
@@ -185,16 +190,15 @@ class RateLimiter:
             gate = gates[self.key] = anyio.Semaphore(limit.max_concurrency)
         return gate
 
-    def _reserve(self, limit: RateLimit, tokens: int, lease_s: float) -> tuple[float, Lease | None]:
-        """Under the lock: the seconds to wait, and the slot reserved (``None``: look again)."""
+    def _reserve(self, limit: RateLimit, tokens: int) -> tuple[float, int | None]:
+        """Under the lock: the seconds to wait for the call's slot in the rate and the epoch
+        it was reserved in (``None``: the limiter is paused for that long)."""
+        if not limit.requests_per_minute and not (limit.tokens_per_minute and tokens > 0):
+            return 0.0, -1  # no rate: only the pause and the concurrency slot apply (see _start)
         now = time.time()
         with self._state() as state:
-            leases: dict[str, float] = {k: v for k, v in state["leases"].items() if v > now}
-            state["leases"] = leases
             if state["paused_until"] > now:
                 return state["paused_until"] - now, None
-            if limit.max_concurrency is not None and len(leases) >= limit.max_concurrency:
-                return _SLOT_POLL_S, None
             factor = state["factor"]
             start = now
             if limit.requests_per_minute:
@@ -204,17 +208,23 @@ class RateLimiter:
                 token_start = max(now, state["tokens_tat"])
                 state["tokens_tat"] = token_start + tokens * 60.0 / (limit.tokens_per_minute * factor)
                 start = max(start, token_start)
-            lease = Lease(f"{os.getpid()}-{next(_lease_ids)}", tokens, state["epoch"])
-            leases[lease.id] = start + lease_s
-            return start - now, lease
+            return start - now, state["epoch"]
 
-    def _still_valid(self, lease: Lease) -> bool:
+    def _start(self, limit: RateLimit, tokens: int, epoch: int, lease_s: float) -> tuple[Lease | None, float | None]:
+        """Under the lock, at the call's slot: its lease; else how long to wait for a
+        concurrency slot; ``(None, None)`` when a pause voided the slot (``epoch`` ``-1``: a
+        limit without a rate has no slot to void)."""
         now = time.time()
         with self._state() as state:
-            if state["epoch"] == lease.epoch and state["paused_until"] <= now:
-                return True
-            state["leases"].pop(lease.id, None)
-            return False
+            if (epoch != -1 and state["epoch"] != epoch) or state["paused_until"] > now:
+                return None, None if epoch != -1 else max(0.0, state["paused_until"] - now)
+            leases: dict[str, float] = {k: v for k, v in state["leases"].items() if v > now}
+            state["leases"] = leases
+            if limit.max_concurrency is not None and len(leases) >= limit.max_concurrency:
+                return None, _SLOT_POLL_S
+            lease = Lease(f"{os.getpid()}-{next(_lease_ids)}", tokens, state["epoch"])
+            leases[lease.id] = now + lease_s
+            return lease, None
 
     @contextlib.contextmanager
     def _state(self) -> Iterator[dict[str, Any]]:
