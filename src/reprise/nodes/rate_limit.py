@@ -17,7 +17,10 @@ concurrency slot loses it only until the slot's lease expires.
 
 The spacing is GCRA without a burst: each call reserves the next slot, ``60 / requests_per_minute``
 seconds after the previous one (and ``60 * tokens / tokens_per_minute`` for its estimated
-tokens), so calls are spread evenly over the minute instead of spent in a burst.
+tokens), so calls are spread evenly over the minute instead of spent in a burst. A caller can
+wake up late for its slot (a busy machine), and two late callers would then go together; so the
+calls' actual starts are spaced as well, by a second GCRA that lets a late call catch up by at
+most half an interval.
 
 A 429 or 503 answer with ``Retry-After`` pauses the limiter for every caller until then; one
 without it makes the caller back off (exponential, full jitter). Two rate-limited answers in a row
@@ -173,7 +176,7 @@ class RateLimiter:
                 # Slots reserved before the pause are void: their holders reserve again, spaced
                 # from the end of the pause, instead of all going at once when it ends.
                 state["epoch"] += 1
-                state["tat"] = state["tokens_tat"] = state["paused_until"]
+                state["tat"] = state["tokens_tat"] = state["start_tat"] = state["paused_until"]
 
     # -- state -------------------------------------------------------------------------------
     def _gate(self, limit: RateLimit) -> anyio.Semaphore | None:
@@ -222,6 +225,12 @@ class RateLimiter:
             state["leases"] = leases
             if limit.max_concurrency is not None and len(leases) >= limit.max_concurrency:
                 return None, _SLOT_POLL_S
+            if limit.requests_per_minute:
+                interval = 60.0 / (limit.requests_per_minute * state["factor"])
+                early = state["start_tat"] - interval / 2 - now
+                if early > 0:
+                    return None, early
+                state["start_tat"] = max(now, state["start_tat"]) + interval
             lease = Lease(f"{os.getpid()}-{next(_lease_ids)}", tokens, state["epoch"])
             leases[lease.id] = now + lease_s
             return lease, None
@@ -255,6 +264,7 @@ def _parse(raw: bytes) -> dict[str, Any]:
                 state = loaded
     fresh: dict[str, Any] = {
         "tat": 0.0,
+        "start_tat": 0.0,
         "tokens_tat": 0.0,
         "paused_until": 0.0,
         "factor": 1.0,
