@@ -318,3 +318,30 @@ async def test_an_experiments_workers_share_the_cache_and_the_limit(
     assert sum("cached" in r for r in records) == 5
     assert all("limiter_wait_s" in r for r in records if "cached" not in r)
     assert yaml.safe_load((Path(summary.path) / "config.yaml").read_text())["model_cache"] is True
+
+
+# -- Dask ------------------------------------------------------------------------------------------
+def test_dask_workers_share_the_limiter_through_the_scheduler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    distributed = pytest.importorskip("distributed")
+    from reprise.experiments import DaskExecutor
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(SRC), str(TESTS)]))  # the workers import asker
+    with serve_models(rate_per_s=10, concurrency=3, delay=0.05) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+        with distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=3, host="127.0.0.1", dashboard_address=None
+        ) as cluster:
+            summary = Experiment(
+                "test_model_calls:asker",
+                [{"id": f"i{i}", "initial_inputs": {"q": f"question {i}"}} for i in range(12)],
+                max_concurrency=6,
+                project_root=tmp_path,
+                outcome_repo=False,
+                executor=DaskExecutor(cluster.scheduler_address.replace("tcp://", "dask://")),
+                model_rate_limit=RateLimit(requests_per_minute=360, max_concurrency=2),
+            ).run_sync()
+    assert summary.successes == 12
+    assert (server.answered, server.rejected) == (12, 0)
+    assert most_in_one_second(answered_at(server)) <= 10
+    # The limiter's state lived in the scheduler, not in a file beside the run root.
+    assert not list((tmp_path / "runs" / ".model-calls").glob("limits/*.json"))

@@ -15,6 +15,10 @@ started or stopped for it. A coordinating process was the alternative; it needs 
 few hundred bytes, which is little next to a model call. A process that dies holding a
 concurrency slot loses it only until the slot's lease expires.
 
+In a Dask worker the same state lives in the scheduler instead, so the workers of a cluster share
+it wherever they run: a ``distributed.Variable`` holds it and a ``distributed.Lock`` guards it,
+both named after the limiter and the model-call directory (so two run roots keep two limiters).
+
 The spacing is GCRA without a burst: each call reserves the next slot, ``60 / requests_per_minute``
 seconds after the previous one (and ``60 * tokens / tokens_per_minute`` for its estimated
 tokens), so calls are spread evenly over the minute instead of spent in a burst. A caller can
@@ -37,6 +41,7 @@ import itertools
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,12 +125,17 @@ class Lease:
 
 
 class RateLimiter:
-    """The limiter named ``key``, its state in ``state_dir`` (see the module docstring)."""
+    """The limiter named ``key``, its state in ``state_dir`` or, in a Dask worker, in the Dask
+    scheduler (see the module docstring)."""
 
     def __init__(self, state_dir: Path, key: str) -> None:
         self.key = key
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         self.path = state_dir / LIMITS_DIR / f"{digest}.json"
+        #: In a Dask worker: the name of the scheduler's Lock and Variable holding the state.
+        self.dask_name: str | None = None
+        if _in_dask_worker():
+            self.dask_name = "reprise-limit-" + hashlib.sha256(f"{state_dir}\0{key}".encode()).hexdigest()[:24]
 
     async def acquire(self, limit: RateLimit, tokens: int, lease_s: float | None = None) -> Lease:
         """Wait until a call may start: first for its slot in the rate, then for a concurrency
@@ -235,8 +245,11 @@ class RateLimiter:
             leases[lease.id] = now + lease_s
             return lease, None
 
+    def _state(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
+        return _dask_state(self.dask_name) if self.dask_name else self._file_state()
+
     @contextlib.contextmanager
-    def _state(self) -> Iterator[dict[str, Any]]:
+    def _file_state(self) -> Iterator[dict[str, Any]]:
         """The state, read and written back under an exclusive lock of its file. An unreadable
         file (a writer died half-way) reads as a fresh limiter."""
         try:
@@ -253,6 +266,39 @@ class RateLimiter:
             os.ftruncate(fd, len(data))
         finally:
             os.close(fd)  # releases the lock
+
+
+def _in_dask_worker() -> bool:
+    """Whether this code runs in a task of a Dask worker (``distributed`` is then imported)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _dask_state(name: str) -> Iterator[dict[str, Any]]:
+    """The state in the Dask scheduler: read and written back under a ``distributed.Lock``.
+    The calls block the item's event loop for a few round trips to the scheduler; each item
+    runs in its own worker thread, so no other item waits for them."""
+    distributed: Any = sys.modules["distributed"]  # imported: this is a Dask worker
+    lock = distributed.Lock(name)
+    lock.acquire()
+    try:
+        variable = distributed.Variable(name)
+        try:
+            raw = variable.get(timeout=0)
+        except TimeoutError:
+            raw = ""
+        state = _parse(raw.encode() if isinstance(raw, str) else b"")
+        yield state
+        variable.set(json.dumps(state, separators=(",", ":")))
+    finally:
+        lock.release()
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
