@@ -345,3 +345,21 @@ def test_dask_workers_share_the_limiter_through_the_scheduler(tmp_path: Path, mo
     assert most_in_one_second(answered_at(server)) <= 10
     # The limiter's state lived in the scheduler, not in a file beside the run root.
     assert not list((tmp_path / "runs" / ".model-calls").glob("limits/*.json"))
+
+
+def test_the_experiment_command_takes_model_cache(model_server: ModelServer, tmp_path: Path) -> None:
+    (tmp_path / "inputs.jsonl").write_text(
+        "".join(json.dumps({"id": name, "initial_inputs": {"q": "same"}}) + "\n" for name in ("a", "b", "c"))
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]),
+        "OPENAI_BASE_URL": model_server.url + "/v1",
+    }
+    command = [sys.executable, "-m", "reprise.cli", "experiment", "test_model_calls:asker", "--inputs", "inputs.jsonl"]
+    command += ["--executor", "inline", "--parallel", "1", "--no-git", "--model-cache", "--progress", "none"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(model_server.requests) == 1
+    (config,) = (tmp_path / "experiments").glob("*/config.yaml")
+    assert yaml.safe_load(config.read_text())["model_cache"] is True
