@@ -15,9 +15,11 @@ started or stopped for it. A coordinating process was the alternative; it needs 
 few hundred bytes, which is little next to a model call. A process that dies holding a
 concurrency slot loses it only until the slot's lease expires.
 
-In a Dask worker the same state lives in the scheduler instead, so the workers of a cluster share
-it wherever they run: a ``distributed.Variable`` holds it and a ``distributed.Lock`` guards it,
-both named after the limiter and the model-call directory (so two run roots keep two limiters).
+In a Dask worker the same state lives in the Dask scheduler instead, so the workers of a cluster
+share it wherever they run: each change of the state runs in the scheduler
+(``Client.run_on_scheduler``: one round trip, atomic, on the scheduler's clock) on a metadata
+entry named after the limiter and the model-call directory (two run roots keep two limiters).
+The scheduler must be able to import reprise.
 
 The spacing is GCRA without a burst: each call reserves the next slot, ``60 / requests_per_minute``
 seconds after the previous one (and ``60 * tokens / tokens_per_minute`` for its estimated
@@ -43,7 +45,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -132,7 +134,7 @@ class RateLimiter:
         self.key = key
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         self.path = state_dir / LIMITS_DIR / f"{digest}.json"
-        #: In a Dask worker: the name of the scheduler's Lock and Variable holding the state.
+        #: In a Dask worker: the scheduler's metadata entry holding the state.
         self.dask_name: str | None = None
         if _in_dask_worker():
             self.dask_name = "reprise-limit-" + hashlib.sha256(f"{state_dir}\0{key}".encode()).hexdigest()[:24]
@@ -167,31 +169,12 @@ class RateLimiter:
     ) -> None:
         """Give the slot back, saying how the call went: answered (the rate recovers a little),
         or rate limited (pause every caller for ``retry_after``; two in a row halve the rate)."""
-        now = time.time()
-        with self._state() as state:
-            state["leases"].pop(lease.id, None)
-            tpm = limit.tokens_per_minute
-            if tpm and tokens_used is not None and tokens_used != lease.tokens:
-                state["tokens_tat"] += (tokens_used - lease.tokens) * 60.0 / (tpm * state["factor"])
-            if not rate_limited:
-                state["strikes"] = 0
-                state["factor"] = min(1.0, state["factor"] + _RECOVERY_STEP)
-                return
-            state["strikes"] += 1
-            if state["strikes"] >= 2:
-                state["factor"] = max(_MIN_FACTOR, state["factor"] / 2)
-                state["strikes"] = 0
-            if retry_after is not None and now + retry_after > state["paused_until"]:
-                state["paused_until"] = now + retry_after
-                # Slots reserved before the pause are void: their holders reserve again, spaced
-                # from the end of the pause, instead of all going at once when it ends.
-                state["epoch"] += 1
-                state["tat"] = state["tokens_tat"] = state["start_tat"] = state["paused_until"]
+        self._apply(_release, limit, lease.id, lease.tokens, rate_limited, retry_after, tokens_used)
 
     # -- state -------------------------------------------------------------------------------
     def _gate(self, limit: RateLimit) -> anyio.Semaphore | None:
         """At most ``max_concurrency`` callers of this process look for a slot at once (the
-        others wait here without touching the state file)."""
+        others wait here without touching the shared state)."""
         if limit.max_concurrency is None:
             return None
         gates = _local_gates.get(None)
@@ -204,49 +187,25 @@ class RateLimiter:
         return gate
 
     def _reserve(self, limit: RateLimit, tokens: int) -> tuple[float, int | None]:
-        """Under the lock: the seconds to wait for the call's slot in the rate and the epoch
-        it was reserved in (``None``: the limiter is paused for that long)."""
         if not limit.requests_per_minute and not (limit.tokens_per_minute and tokens > 0):
             return 0.0, -1  # no rate: only the pause and the concurrency slot apply (see _start)
-        now = time.time()
-        with self._state() as state:
-            if state["paused_until"] > now:
-                return state["paused_until"] - now, None
-            factor = state["factor"]
-            start = now
-            if limit.requests_per_minute:
-                start = max(now, state["tat"])
-                state["tat"] = start + 60.0 / (limit.requests_per_minute * factor)
-            if limit.tokens_per_minute and tokens > 0:
-                token_start = max(now, state["tokens_tat"])
-                state["tokens_tat"] = token_start + tokens * 60.0 / (limit.tokens_per_minute * factor)
-                start = max(start, token_start)
-            return start - now, state["epoch"]
+        result: tuple[float, int | None] = self._apply(_reserve, limit, tokens)
+        return result
 
     def _start(self, limit: RateLimit, tokens: int, epoch: int, lease_s: float) -> tuple[Lease | None, float | None]:
-        """Under the lock, at the call's slot: its lease; else how long to wait for a
-        concurrency slot; ``(None, None)`` when a pause voided the slot (``epoch`` ``-1``: a
-        limit without a rate has no slot to void)."""
-        now = time.time()
-        with self._state() as state:
-            if (epoch != -1 and state["epoch"] != epoch) or state["paused_until"] > now:
-                return None, None if epoch != -1 else max(0.0, state["paused_until"] - now)
-            leases: dict[str, float] = {k: v for k, v in state["leases"].items() if v > now}
-            state["leases"] = leases
-            if limit.max_concurrency is not None and len(leases) >= limit.max_concurrency:
-                return None, _SLOT_POLL_S
-            if limit.requests_per_minute:
-                interval = 60.0 / (limit.requests_per_minute * state["factor"])
-                early = state["start_tat"] - interval / 2 - now
-                if early > 0:
-                    return None, early
-                state["start_tat"] = max(now, state["start_tat"]) + interval
-            lease = Lease(f"{os.getpid()}-{next(_lease_ids)}", tokens, state["epoch"])
-            leases[lease.id] = now + lease_s
-            return lease, None
+        lease_id = f"{os.getpid()}-{next(_lease_ids)}"
+        started, wait = self._apply(_start, limit, epoch, lease_id, lease_s)
+        return (Lease(lease_id, tokens, epoch) if started else None), wait
 
-    def _state(self) -> contextlib.AbstractContextManager[dict[str, Any]]:
-        return _dask_state(self.dask_name) if self.dask_name else self._file_state()
+    def _apply(self, transition: Callable[..., Any], *args: Any) -> Any:
+        """``transition(state, *args)`` on the shared state, atomically: under the file's lock,
+        or in the Dask scheduler (one round trip; the scheduler runs it between two of its own
+        steps, and its clock is then the one all times of the state are on)."""
+        if self.dask_name is not None:
+            client = sys.modules["distributed"].get_client()
+            return client.run_on_scheduler(_on_scheduler, self.dask_name, transition, args)
+        with self._file_state() as state:
+            return transition(state, *args)
 
     @contextlib.contextmanager
     def _file_state(self) -> Iterator[dict[str, Any]]:
@@ -268,6 +227,78 @@ class RateLimiter:
             os.close(fd)  # releases the lock
 
 
+# -- the transitions of a limiter's state (run where the state is) ------------------------------
+def _reserve(state: dict[str, Any], limit: RateLimit, tokens: int) -> tuple[float, int | None]:
+    """The seconds to wait for the call's slot in the rate and the epoch it was reserved in
+    (``None``: the limiter is paused for that long)."""
+    now = time.time()
+    if state["paused_until"] > now:
+        return state["paused_until"] - now, None
+    factor = state["factor"]
+    start = now
+    if limit.requests_per_minute:
+        start = max(now, state["tat"])
+        state["tat"] = start + 60.0 / (limit.requests_per_minute * factor)
+    if limit.tokens_per_minute and tokens > 0:
+        token_start = max(now, state["tokens_tat"])
+        state["tokens_tat"] = token_start + tokens * 60.0 / (limit.tokens_per_minute * factor)
+        start = max(start, token_start)
+    return start - now, state["epoch"]
+
+
+def _start(
+    state: dict[str, Any], limit: RateLimit, epoch: int, lease_id: str, lease_s: float
+) -> tuple[bool, float | None]:
+    """At the call's slot: ``(True, None)`` with its lease taken; else how long to wait for a
+    concurrency slot; ``(False, None)`` when a pause voided the slot (``epoch`` ``-1``: a limit
+    without a rate has no slot to void)."""
+    now = time.time()
+    if (epoch != -1 and state["epoch"] != epoch) or state["paused_until"] > now:
+        return False, None if epoch != -1 else max(0.0, state["paused_until"] - now)
+    leases: dict[str, float] = {k: v for k, v in state["leases"].items() if v > now}
+    state["leases"] = leases
+    if limit.max_concurrency is not None and len(leases) >= limit.max_concurrency:
+        return False, _SLOT_POLL_S
+    if limit.requests_per_minute:
+        interval = 60.0 / (limit.requests_per_minute * state["factor"])
+        early = state["start_tat"] - interval / 2 - now
+        if early > 0:
+            return False, early
+        state["start_tat"] = max(now, state["start_tat"]) + interval
+    leases[lease_id] = now + lease_s
+    return True, None
+
+
+def _release(
+    state: dict[str, Any],
+    limit: RateLimit,
+    lease_id: str,
+    lease_tokens: int,
+    rate_limited: bool,
+    retry_after: float | None,
+    tokens_used: int | None,
+) -> None:
+    now = time.time()
+    state["leases"].pop(lease_id, None)
+    tpm = limit.tokens_per_minute
+    if tpm and tokens_used is not None and tokens_used != lease_tokens:
+        state["tokens_tat"] += (tokens_used - lease_tokens) * 60.0 / (tpm * state["factor"])
+    if not rate_limited:
+        state["strikes"] = 0
+        state["factor"] = min(1.0, state["factor"] + _RECOVERY_STEP)
+        return
+    state["strikes"] += 1
+    if state["strikes"] >= 2:
+        state["factor"] = max(_MIN_FACTOR, state["factor"] / 2)
+        state["strikes"] = 0
+    if retry_after is not None and now + retry_after > state["paused_until"]:
+        state["paused_until"] = now + retry_after
+        # Slots reserved before the pause are void: their holders reserve again, spaced from
+        # the end of the pause, instead of all going at once when it ends.
+        state["epoch"] += 1
+        state["tat"] = state["tokens_tat"] = state["start_tat"] = state["paused_until"]
+
+
 def _in_dask_worker() -> bool:
     """Whether this code runs in a task of a Dask worker (``distributed`` is then imported)."""
     distributed = sys.modules.get("distributed")
@@ -280,25 +311,14 @@ def _in_dask_worker() -> bool:
     return True
 
 
-@contextlib.contextmanager
-def _dask_state(name: str) -> Iterator[dict[str, Any]]:
-    """The state in the Dask scheduler: read and written back under a ``distributed.Lock``.
-    The calls block the item's event loop for a few round trips to the scheduler; each item
-    runs in its own worker thread, so no other item waits for them."""
-    distributed: Any = sys.modules["distributed"]  # imported: this is a Dask worker
-    lock = distributed.Lock(name)
-    lock.acquire()
-    try:
-        variable = distributed.Variable(name)
-        try:
-            raw = variable.get(timeout=0)
-        except TimeoutError:
-            raw = ""
-        state = _parse(raw.encode() if isinstance(raw, str) else b"")
-        yield state
-        variable.set(json.dumps(state, separators=(",", ":")))
-    finally:
-        lock.release()
+def _on_scheduler(name: str, transition: Callable[..., Any], args: tuple[Any, ...], dask_scheduler: Any) -> Any:
+    """Run in the Dask scheduler (``Client.run_on_scheduler``): the state is the scheduler's
+    metadata entry ``name``; a synchronous function, so no other transition interleaves."""
+    raw = dask_scheduler.get_metadata([name], default=None)
+    state = _parse(raw.encode() if isinstance(raw, str) else b"")
+    result = transition(state, *args)
+    dask_scheduler.set_metadata([name], json.dumps(state, separators=(",", ":")))
+    return result
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
