@@ -318,6 +318,8 @@ async def test_an_experiments_workers_share_the_cache_and_the_limit(
     assert sum("cached" in r for r in records) == 5
     assert all("limiter_wait_s" in r for r in records if "cached" not in r)
     assert yaml.safe_load((Path(summary.path) / "config.yaml").read_text())["model_cache"] is True
+    resumed = Experiment.from_folder(summary.path)  # resume keeps both settings
+    assert (resumed.model_cache, resumed.model_rate_limit) == (True, RateLimit(requests_per_minute=600))
 
 
 # -- Dask ------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ still writes the summary; :meth:`Experiment.resume` finishes the rest later.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -55,6 +56,15 @@ if TYPE_CHECKING:
     from reprise.nodes.rate_limit import RateLimit
 
 __all__ = ["Experiment"]
+
+
+def _rate_limit(settings: Any) -> RateLimit | None:
+    """The ``model_rate_limit`` of a ``config.yaml``."""
+    if not settings:
+        return None
+    from reprise.nodes.rate_limit import RateLimit
+
+    return RateLimit(**settings)
 
 
 def _current_backend() -> str:
@@ -184,6 +194,7 @@ class Experiment:
             "project_root": str(self.project_root),
             "run_root": str(self.run_root),
             "model_cache": self.model_cache,
+            "model_rate_limit": dataclasses.asdict(self.model_rate_limit) if self.model_rate_limit else None,
             "outcome_repo": {
                 "enabled": s.enabled,
                 "path": str(s.path) if s.path else None,
@@ -237,6 +248,7 @@ class Experiment:
             root_id=config.get("root_id"),
             outcome_repo=outcome,
             model_cache=config.get("model_cache", False),
+            model_rate_limit=_rate_limit(config.get("model_rate_limit")),
             observability=observability,
             progress=progress,
             on_result=on_result,
