@@ -110,6 +110,7 @@ def run_reprise(
         model_cache=cache,
         model_rate_limit=limit,
     )
+    earlier = set((root / "runs").glob("llm_*"))
     t0 = time.perf_counter()
     summary = anyio.run(experiment.run)
     wall = time.perf_counter() - t0
@@ -117,7 +118,8 @@ def run_reprise(
         cluster.close()
     waits = [
         json.loads(p.read_text()).get("limiter_wait_s", 0.0)
-        for p in (root / "runs").glob("llm_*/llm/**/result.json")
+        for run in set((root / "runs").glob("llm_*")) - earlier
+        for p in run.glob("llm/**/result.json")
         if p.parent.name in ("plan", "answer")
     ]
     return {
