@@ -92,7 +92,7 @@ def run_reprise(
     if mode == "dask":
         from distributed import Client, LocalCluster
 
-        from reprise.experiments.dask_executor import DaskExecutor
+        from reprise.experiments import DaskExecutor
 
         # The workers import the flow as bench.llm_ratelimited:flow.
         os.environ["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR.parent), os.environ.get("PYTHONPATH", "")])
