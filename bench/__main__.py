@@ -12,6 +12,12 @@ Prints a table and ratio lines, and writes ``bench/results.json``. Options::
     python -m bench --only chain-200      # one benchmark (repeatable, or comma-separated)
     python -m bench --systems reprise,langgraph --runs 9
     python -m bench --cpu-time            # CPU time instead of wall time (a busy machine)
+    python -m bench --only llm-ratelimited      # model calls against a rate-limited server
+
+``llm-ratelimited`` is measured apart (``bench/llm_ratelimited.py``): one experiment per system
+against a loopback model server that enforces a rate limit, reported as wall time over the
+limit's floor, 429s per call and calls made; its figures go to ``results.json`` under
+``llm_ratelimited``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,19 @@ from typing import Any
 
 from bench.venvs import BENCH_DIR, PEERS, VENVS_DIR, VenvError, ensure_venv
 
-BENCHMARKS = ("chain-1", "chain-200", "chain-2000", "fanout-1000", "rerun-last", "loop-10000", "import", "git-commit")
+BENCHMARKS = (
+    "chain-1",
+    "chain-200",
+    "chain-2000",
+    "fanout-1000",
+    "rerun-last",
+    "loop-10000",
+    "import",
+    "git-commit",
+    "llm-ratelimited",
+)
+#: Benchmarks with their own runner and report (not µs per unit).
+APART = ("llm-ratelimited",)
 SYSTEMS = ("reprise", "floor", "dhenara-agent", "langgraph", "pydantic-graph", "burr")
 PEERS_DIR = BENCH_DIR / "peers"
 SCRIPTS = {
@@ -482,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         want_reprise = "reprise" in args.system_list or "floor" in args.system_list
         plan: list[tuple[str, str]] = []
         for bench in args.benchmarks:
+            if bench in APART:
+                continue
             if want_reprise:
                 plan.append(("reprise", bench))
             plan += [(p, bench) for p in peers if bench in PEER_BENCHMARKS[p]]
@@ -511,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [summarise(r) for r in merged.values() if r["system"] in args.system_list]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    llm = run_llm_ratelimited(args) if "llm-ratelimited" in args.benchmarks else None
     machine["loadavg_end"] = list(os.getloadavg())
     lines = ratios(results)
     print(f"\nclock: {'CPU time' if args.cpu_time else 'wall time'}")
@@ -527,9 +548,24 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios": lines,
     }
+    if llm is not None:
+        doc["llm_ratelimited"] = llm
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {args.output}")
     return 0
+
+
+def run_llm_ratelimited(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``llm-ratelimited``: reprise (worker processes; with ``--quick`` 60 inputs and no Dask)
+    and LangGraph when it is among the systems (its venv made as for the other benchmarks)."""
+    from bench import llm_ratelimited
+
+    systems = ["local"] if args.quick else ["local", "dask"]
+    if "langgraph" in args.system_list:
+        ensure_venv("langgraph")
+        systems.append("langgraph")
+    argv = ["--systems", ",".join(systems), "--headroom", "0.95"] + (["--inputs", "60"] if args.quick else [])
+    return llm_ratelimited.main(argv)
 
 
 if __name__ == "__main__":

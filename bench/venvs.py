@@ -41,7 +41,8 @@ OTEL_136 = ("opentelemetry-sdk==1.36.0", "opentelemetry-api==1.36.0", "opentelem
 PEERS: dict[str, PeerSpec] = {
     # dhenara-agent 0.3.4 requires Python >= 3.13 and breaks with newer OpenTelemetry releases.
     "dhenara-agent": PeerSpec("dhenara-agent", "3.13", ("dhenara-agent==0.3.4", *OTEL_136)),
-    "langgraph": PeerSpec("langgraph", "3.11", ("langgraph==1.2.22",)),
+    # openai: the llm-ratelimited benchmark calls the model server through the official client.
+    "langgraph": PeerSpec("langgraph", "3.11", ("langgraph==1.2.22", "openai==3.63.0")),
     "pydantic-graph": PeerSpec("pydantic-graph", "3.11", ("pydantic-graph==2.68.0",)),
     "burr": PeerSpec("burr", "3.11", ("burr[tracking-client]==0.42.0",)),
 }

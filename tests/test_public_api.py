@@ -117,6 +117,7 @@ PUBLIC: dict[str, set[str]] = {
         "PatchFile",
         "PriceTable",
         "PromptVariables",
+        "RateLimit",
         "SkippedPath",
         "TerminalInputHandler",
         "UpdateFile",

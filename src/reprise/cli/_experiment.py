@@ -94,6 +94,15 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--no-git", action="store_true", help="do not commit the runs' outcomes to git (faster for large experiments)"
     )
+    run.add_argument(
+        "--model-cache",
+        nargs="?",
+        const="on",
+        choices=("on", "always"),
+        default=None,
+        help="answer model calls identical to earlier ones from the cache beside the run root "
+        "('always': also calls with temperature > 0)",
+    )
     run.set_defaults(handler=_run)
 
     resume = actions.add_parser(
@@ -340,6 +349,7 @@ def _run(args: argparse.Namespace, out: Output) -> int:
         progress=_progress(args, out),
         config_file=config_path,
         replay=replay,
+        model_cache="always" if args.model_cache == "always" else args.model_cache == "on",
     )
     return _finish(experiment, out, announce=True)
 

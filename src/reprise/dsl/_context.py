@@ -59,6 +59,23 @@ class NodeContext(Protocol):
         ...
 
     @property
+    def model_calls_dir(self) -> Path:
+        """Where model-call state shared by the runs of a run root lives (rate limiters, the
+        response cache): ``<run root>/.model-calls``."""
+        ...
+
+    @property
+    def model_cache(self) -> bool | str:
+        """The run's response cache setting for AI model nodes that set none: ``False``,
+        ``True`` (deterministic calls) or ``"always"`` (also ``temperature > 0``)."""
+        ...
+
+    @property
+    def model_rate_limit(self) -> Any:
+        """The run's default ``RateLimit`` for AI model nodes that set none (or ``None``)."""
+        ...
+
+    @property
     def logger(self) -> Any:
         """A structlog logger bound to the node (run id, path, trace and span ids)."""
         ...

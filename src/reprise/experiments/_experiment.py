@@ -18,12 +18,13 @@ still writes the summary; :meth:`Experiment.resume` finishes the rest later.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -53,7 +54,19 @@ from reprise.experiments._target import TargetSpec
 from reprise.observability._settings import ObservabilitySettings
 from reprise.run._outcome_repo import OutcomeSettings
 
+if TYPE_CHECKING:
+    from reprise.nodes import RateLimit
+
 __all__ = ["Experiment"]
+
+
+def _rate_limit(settings: Any) -> RateLimit | None:
+    """The ``model_rate_limit`` of a ``config.yaml``."""
+    if not settings:
+        return None
+    from reprise.nodes import RateLimit
+
+    return RateLimit(**settings)
 
 
 def _current_backend() -> str:
@@ -90,6 +103,11 @@ class Experiment:
             ``config.yaml``; see :func:`~reprise.experiments.load_config`).
         replay: call the target with recorded arguments, each input's text at a path
             (:class:`~reprise.experiments.ArgumentReplay`).
+        model_cache: the runs' response cache of AI model calls (``True``, ``"always"``; see
+            :class:`~reprise.run.RunContext`): a call identical to one an earlier run or
+            item made is answered from the cache beside the run root.
+        model_rate_limit: the :class:`~reprise.nodes.RateLimit` of AI model nodes that set none,
+            shared by all the experiment's workers.
     """
 
     def __init__(
@@ -112,6 +130,8 @@ class Experiment:
         on_result: Callable[[ItemResult], None] | None = None,
         config_file: Path | str | None = None,
         replay: ArgumentReplay | None = None,
+        model_cache: bool | str = False,
+        model_rate_limit: RateLimit | None = None,
     ) -> None:
         if iterations < 1:
             raise ExperimentError(f"iterations must be >= 1, got {iterations}")
@@ -147,6 +167,10 @@ class Experiment:
             outcome_repo if isinstance(outcome_repo, OutcomeSettings) else OutcomeSettings(enabled=outcome_repo)
         )
         self.observability = observability
+        if model_cache not in (False, True, "always"):
+            raise ExperimentError(f"model_cache must be True, False or 'always', got {model_cache!r}")
+        self.model_cache = model_cache
+        self.model_rate_limit = model_rate_limit
         self.progress: Progress | None = auto_progress() if progress is True else (progress or None)
         self.on_result = on_result
         self.config_file = str(Path(config_file).resolve()) if config_file is not None else None
@@ -183,6 +207,8 @@ class Experiment:
             "executor": self.executor.describe(),
             "project_root": str(self.project_root),
             "run_root": str(self.run_root),
+            "model_cache": self.model_cache,
+            "model_rate_limit": dataclasses.asdict(self.model_rate_limit) if self.model_rate_limit else None,
             "outcome_repo": {
                 "enabled": s.enabled,
                 "path": str(s.path) if s.path else None,
@@ -235,6 +261,8 @@ class Experiment:
             run_root=config["run_root"],
             root_id=config.get("root_id"),
             outcome_repo=outcome,
+            model_cache=config.get("model_cache", False),
+            model_rate_limit=_rate_limit(config.get("model_rate_limit")),
             observability=observability,
             progress=progress,
             on_result=on_result,
@@ -305,6 +333,9 @@ class Experiment:
                     observability=self.observability,
                     backend=item_backend,
                     ship=self.executor.ships_run_dirs,
+                    model_cache=self.model_cache,
+                    model_rate_limit=self.model_rate_limit,
+                    model_calls_dir=str(self.run_root / ".model-calls"),
                 )
 
     async def run(self, *, handle_signals: bool = False) -> ExperimentSummary:

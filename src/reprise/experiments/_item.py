@@ -27,7 +27,7 @@ from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -45,6 +45,9 @@ from reprise.run._outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSet
 from reprise.run._reading import read_run_object
 from reprise.run._record import MetadataRecord, now_iso
 from reprise.run._status import HOST, RunStatus
+
+if TYPE_CHECKING:
+    from reprise.nodes import RateLimit
 
 __all__ = [
     "ItemJob",
@@ -127,6 +130,12 @@ class ItemJob:
     backend: str = "asyncio"
     #: Dask: run in a private staging run root and send the run directory back as a tar.
     ship: bool = False
+    #: The runs' ``RunContext(model_cache=..., model_rate_limit=...)``.
+    model_cache: bool | str = False
+    model_rate_limit: RateLimit | None = None
+    #: Where the limiters and the cache live: beside the experiment's run root, also for runs in
+    #: a staging run root (Dask), so every worker that sees the path shares them.
+    model_calls_dir: str | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -187,6 +196,9 @@ async def run_item(
             initial_inputs=job.input.initial_inputs,
             tags=job.tags,
             outcome_repo=job.outcome_repo,
+            model_cache=job.model_cache,
+            model_rate_limit=job.model_rate_limit,
+            model_calls_dir=job.model_calls_dir,
         )
         for key, value in job.input.static_inputs.items():
             ctx.register_node_static_input(key, value)

@@ -49,6 +49,7 @@ from reprise.nodes._providers import (
     ModelTransientError,
     OpenAIChatProvider,
 )
+from reprise.nodes._rate_limit import RateLimit
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -84,6 +85,7 @@ __all__ = [
     "DiffFile",
     "PriceTable",
     "PromptVariables",
+    "RateLimit",
     "TerminalInputHandler",
     "UpdateFile",
     "analyze_folder",

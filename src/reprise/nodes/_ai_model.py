@@ -22,6 +22,14 @@ key), and, in ``result.json`` (``usage``, ``cost_usd``, ``ai``), as metrics
 ``chat <model>`` child span with the OpenTelemetry GenAI attributes (the messages included),
 which model answered and what it cost.
 
+Calls to one model can share a :class:`~reprise.nodes.RateLimit` (``rate_limit=``, or the run's
+``model_rate_limit``): the time a call waited for it is ``limiter_wait_s`` in ``result.json`` and
+``reprise.limiter.wait_s`` on the span, apart from the call's own duration; the rate-limited
+answers (429, 503) it waited out are ``rate_limited``. With ``cache=True`` (or the run's
+``model_cache``) a call identical to an earlier one is answered from the response cache
+(``reprise.nodes._model_cache``): ``result.json`` says ``cached`` (the run and node that paid),
+the cost is zero and the span has ``reprise.ai.cached``.
+
 The API key never leaves the SDK client, and no text from a server reaches the run unscrubbed:
 every response and error of the provider passes through one door, :meth:`AIModelNode._complete`,
 which replaces every known credential with ``[redacted]`` (see
@@ -30,18 +38,21 @@ which replaces every known credential with ``[redacted]`` (see
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reprise.dsl._node import Node, NodeSettings, validation_summary
 from reprise.errors import DefinitionError, NodeExecutionError, NodeInputError, RepriseError
 from reprise.nodes._credentials import Credentials, redact, redact_value, resolve_credentials
 from reprise.nodes._files import write_json_atomic
+from reprise.nodes._model_cache import CACHE_FILE, CachedAnswer, ResponseCache, request_key
 from reprise.nodes._pricing import DEFAULT_PRICES, PriceTable
 from reprise.nodes._providers import (
     ModelProvider,
@@ -51,6 +62,7 @@ from reprise.nodes._providers import (
     provider_named,
     server_address,
 )
+from reprise.nodes._rate_limit import RateLimit, RateLimiter
 from reprise.nodes._render import input_variables, render_text
 
 if TYPE_CHECKING:
@@ -95,6 +107,11 @@ class AIModelNode(Node):
             errors (5xx), with exponential backoff; other errors fail at once.
         prices: the price table for ``cost_usd`` (default :data:`~reprise.nodes._pricing.DEFAULT_PRICES`).
         extra: more request fields passed to the API as they are (``top_p``, ``seed``, ...).
+        rate_limit: the :class:`~reprise.nodes.RateLimit` of the calls (default: the run's
+            ``model_rate_limit``, else none); the limiter waits out 429 and 503 answers itself.
+        cache: answer a call identical to an earlier one from the response cache: ``True``
+            (calls with no or zero ``temperature``), ``"always"`` (every call), ``False`` (never);
+            default: the run's ``model_cache``.
     """
 
     kind = "ai_model"
@@ -120,6 +137,8 @@ class AIModelNode(Node):
         max_backoff: float = 30.0,
         prices: PriceTable | None = None,
         extra: Mapping[str, Any] | None = None,
+        rate_limit: RateLimit | None = None,
+        cache: bool | str | None = None,
     ) -> None:
         if not model:
             raise DefinitionError("AIModelNode needs a model name")
@@ -127,6 +146,10 @@ class AIModelNode(Node):
             raise DefinitionError(f"output must be a pydantic model class, got {output!r}")
         if max_tokens is not None and max_tokens < 1:
             raise DefinitionError(f"max_tokens must be >= 1, got {max_tokens}")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise DefinitionError(f"rate_limit must be a RateLimit, got {rate_limit!r}")
+        if cache not in (None, True, False, "always"):
+            raise DefinitionError(f"cache must be True, False or 'always', got {cache!r}")
         try:
             self.provider: ModelProvider = provider_named(provider) if isinstance(provider, str) else provider
         except ValueError as exc:
@@ -144,6 +167,8 @@ class AIModelNode(Node):
         self.timeout = timeout
         self.prices = prices if prices is not None else DEFAULT_PRICES
         self.extra = dict(extra or {})
+        self.rate_limit = rate_limit
+        self.cache = cache
         self.settings = NodeSettings(
             timeout=timeout,
             retries=retries,
@@ -192,8 +217,11 @@ class AIModelNode(Node):
             credentials_file=self.credentials_file,
         )
         host, port = server_address(request.base_url or credentials.base_url, _DEFAULT_HOSTS.get(provider.name, ""))
+        record = redact_value(self._request_record(request, host), credentials)
         # Before the call, so a call that fails or hangs still shows what it was sent.
-        write_json_atomic(ctx.node_dir / REQUEST_FILE, redact_value(self._request_record(request, host), credentials))
+        write_json_atomic(ctx.node_dir / REQUEST_FILE, record)
+        cache = self._cache(request, ctx)
+        key = request_key(record) if cache is not None else ""
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider.name,
@@ -209,26 +237,111 @@ class AIModelNode(Node):
             attributes["gen_ai.request.temperature"] = request.temperature
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
-        started = time.perf_counter()
         with ctx.span(f"chat {request.model}", **attributes) as span:
             if span is not None:
-                for key, value in _input_message_attributes(request).items():
-                    span.set_attribute(key, redact(value, credentials))
-            try:
-                response = await self._complete(request, credentials, ctx)
-            except RepriseError as exc:
-                if span is not None:
-                    span.set_attribute("error.type", type(exc).__name__)
-                if exc.path is None:
-                    exc.path = str(ctx.path)
-                raise
-            duration = time.perf_counter() - started
-            cost = self._record(ctx, span, request, response, duration, attributes, credentials.source)
+                for name, value in _input_message_attributes(request).items():
+                    span.set_attribute(name, redact(value, credentials))
+            cached = cache.get(key) if cache is not None else None
+            if cached is not None:
+                response, duration = cached.response, 0.0
+                self._record_cached(ctx, span, cached)
+            else:
+                try:
+                    response, duration = await self._limited_call(request, credentials, ctx, span, host, port)
+                except RepriseError as exc:
+                    if span is not None:
+                        span.set_attribute("error.type", type(exc).__name__)
+                    if exc.path is None:
+                        exc.path = str(ctx.path)
+                    raise
+                if cache is not None:
+                    self._store(cache, key, response, ctx)
+            cost = self._record(
+                ctx, span, request, response, duration, attributes, credentials.source, cached=cached is not None
+            )
             if span is not None:
                 span.set_attribute("gen_ai.output.messages", self._output_messages(response))
                 if cost is not None:
                     span.set_attribute("reprise.ai.cost_usd", cost)
         return self._outcome(response, ctx)
+
+    def _cache(self, request: ModelRequest, ctx: NodeContext) -> ResponseCache | None:
+        """The response cache this call may be answered from, if any."""
+        mode = self.cache if self.cache is not None else ctx.model_cache
+        if mode == "always" or (mode is True and not request.temperature):
+            return ResponseCache(ctx.model_calls_dir / CACHE_FILE)
+        return None
+
+    def _store(self, cache: ResponseCache, key: str, response: ModelResponse, ctx: NodeContext) -> None:
+        """Keep the answer for identical calls; a cache that cannot be written fails no call."""
+        try:
+            cache.put(key, response, ctx.run_id, str(ctx.path))
+        except Exception as exc:  # sqlite3 or OS errors: the answer is still good
+            ctx.logger.warning("model response not cached", error=f"{type(exc).__name__}: {exc}")
+
+    def _record_cached(self, ctx: NodeContext, span: Any, cached: CachedAnswer) -> None:
+        ctx.annotate_result(cached={"run_id": cached.run_id, "path": cached.path})
+        if span is not None:
+            span.set_attribute("reprise.ai.cached", True)
+            span.set_attribute("reprise.ai.cached_from_run", cached.run_id)
+
+    async def _limited_call(
+        self, request: ModelRequest, credentials: Credentials, ctx: NodeContext, span: Any, host: str, port: int | None
+    ) -> tuple[ModelResponse, float]:
+        """The answer and the seconds the answered call took, after waiting for the rate limit,
+        if there is one; rate-limited answers (429, 503) are waited out here, within the
+        limit's ``max_retries``. The time waited is recorded apart from the call's."""
+        limit: RateLimit | None = self.rate_limit if self.rate_limit is not None else ctx.model_rate_limit
+        if limit is None:
+            started = time.perf_counter()
+            response = await self._complete(request, credentials, ctx)
+            return response, time.perf_counter() - started
+        load_sdk = getattr(self.provider, "load_sdk", None)
+        if callable(load_sdk):
+            load_sdk()  # not in the slot: a first call would spend it importing the SDK
+        server = f"{host}:{port}" if port is not None else host
+        limiter = RateLimiter(ctx.model_calls_dir, limit.key(self.provider.name, server, request.model))
+        tokens = _estimated_tokens(request)
+        waited = 0.0  # for the limiter, for backoff, and in calls answered 429 or 503
+        rate_limited = 0
+        try:
+            while True:
+                began = time.perf_counter()
+                lease = await limiter.acquire(limit, tokens, request.timeout)
+                started = time.perf_counter()
+                waited += started - began
+                try:
+                    response = await self._complete(request, credentials, ctx)
+                except ModelTransientError as exc:
+                    limited = exc.status in (429, 503)
+                    limiter.release(lease, limit, rate_limited=limited, retry_after=exc.retry_after)
+                    if not limited or rate_limited >= limit.max_retries:
+                        raise
+                    rate_limited += 1
+                    if exc.retry_after is None:
+                        await anyio.sleep(limit.backoff_delay(rate_limited))
+                    waited += time.perf_counter() - started
+                    continue
+                except BaseException:
+                    limiter.release(lease, limit)
+                    raise
+                duration = time.perf_counter() - started
+                used = (response.input_tokens or 0) + (response.output_tokens or 0)
+                limiter.release(lease, limit, tokens_used=used or None)
+                return response, duration
+        finally:
+            self._record_wait(ctx, span, waited, rate_limited)
+
+    def _record_wait(self, ctx: NodeContext, span: Any, waited: float, rate_limited: int) -> None:
+        """The limiter's wait (summed over the execution's attempts) into ``result.json`` and
+        the span."""
+        total = ctx.result_fields.get("limiter_wait_s", 0.0) + waited
+        ctx.annotate_result(
+            limiter_wait_s=round(total, 6), rate_limited=ctx.result_fields.get("rate_limited", 0) + rate_limited
+        )
+        if span is not None:
+            span.set_attribute("reprise.limiter.wait_s", round(waited, 6))
+            span.set_attribute("reprise.limiter.rate_limited", rate_limited)
 
     async def _complete(self, request: ModelRequest, credentials: Credentials, ctx: NodeContext) -> ModelResponse:
         """The provider's answer with every credential scrubbed out of it: the one door through
@@ -292,12 +405,19 @@ class AIModelNode(Node):
         duration: float,
         attributes: Mapping[str, Any],
         credentials_source: str,
+        *,
+        cached: bool = False,
     ) -> float | None:
-        """Usage and cost into the span, the metrics and ``result.json``; returns the cost."""
+        """Usage and cost into the span, the metrics and ``result.json``; returns the cost. An
+        answer from the cache used no tokens and cost nothing."""
         response_model = response.model or request.model
+        if cached:
+            response = dataclasses.replace(response, input_tokens=None, output_tokens=None)
         cost = self.prices.cost(response_model, response.input_tokens, response.output_tokens)
         if cost is None and response_model != request.model:
             cost = self.prices.cost(request.model, response.input_tokens, response.output_tokens)
+        if cached:
+            cost = 0.0
         if span is not None:
             span.set_attribute("gen_ai.response.model", response_model)
             if response.response_id:
@@ -317,7 +437,8 @@ class AIModelNode(Node):
         for token_type, tokens in (("input", response.input_tokens), ("output", response.output_tokens)):
             if tokens is not None:
                 ctx.metric("gen_ai.client.token.usage", tokens, **metric_attrs, **{"gen_ai.token.type": token_type})
-        ctx.metric("gen_ai.client.operation.duration", duration, **metric_attrs)
+        if not cached:
+            ctx.metric("gen_ai.client.operation.duration", duration, **metric_attrs)
         if cost is not None:
             ctx.metric("ai.cost_usd", cost, **metric_attrs)
 
@@ -326,7 +447,7 @@ class AIModelNode(Node):
         usage = {
             "input_tokens": usage["input_tokens"] + (response.input_tokens or 0),
             "output_tokens": usage["output_tokens"] + (response.output_tokens or 0),
-            "calls": usage["calls"] + 1,
+            "calls": usage["calls"] + (0 if cached else 1),
         }
         previous_cost = ctx.result_fields.get("cost_usd", 0.0)
         total_cost = None if cost is None or previous_cost is None else round(previous_cost + cost, 10)
@@ -381,6 +502,13 @@ class AIModelNode(Node):
 
     def __repr__(self) -> str:
         return self.name
+
+
+def _estimated_tokens(request: ModelRequest) -> int:
+    """The tokens a call may use, for ``tokens_per_minute`` before the answer says: about four
+    characters a token of what is sent, plus ``max_tokens``."""
+    sent = len(request.prompt) + len(request.system or "")
+    return sent // 4 + 1 + (request.max_tokens or 0)
 
 
 def _text_part(text: str) -> dict[str, str]:

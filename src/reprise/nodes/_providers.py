@@ -57,11 +57,13 @@ class ModelTransientError(NodeExecutionError):
 
     ``retry_after``: the seconds the server asked to wait (its ``Retry-After`` or
     ``retry-after-ms`` header), if it said; the executor waits at least that long before the next
-    attempt, up to the node's ``max_backoff``."""
+    attempt, up to the node's ``max_backoff``. ``status``: the HTTP status, when there was an
+    answer (a node's :class:`~reprise.nodes.RateLimit` waits out 429 and 503 itself)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+        self.status = status
 
 
 def _header(headers: Any, name: str) -> Any:
@@ -150,7 +152,11 @@ class ModelProvider(Protocol):
 
     async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
         """Make the call. Raise :class:`ModelTransientError` for failures worth retrying and
-        :class:`~reprise.errors.NodeExecutionError` for the others."""
+        :class:`~reprise.errors.NodeExecutionError` for the others.
+
+        A provider may also have a ``load_sdk()`` method, which the node calls before it waits
+        for a rate limit's slot, so the first call of a process does not spend its slot
+        importing an SDK (the built-in providers have one)."""
         ...
 
 
@@ -177,7 +183,9 @@ def _translate_error(sdk: Any, exc: Exception, provider: str, where: str) -> Nod
         text = f"{provider} request to {where} failed with HTTP {status}: {message}"
         if status in (408, 409, 429) or status >= 500:
             response = getattr(exc, "response", None)
-            return ModelTransientError(text, retry_after=retry_after_seconds(getattr(response, "headers", None)))
+            return ModelTransientError(
+                text, retry_after=retry_after_seconds(getattr(response, "headers", None)), status=status
+            )
         return NodeExecutionError(text)
     if isinstance(exc, sdk.APITimeoutError):
         return ModelTransientError(f"{provider} request to {where} timed out")
@@ -228,6 +236,10 @@ class OpenAIChatProvider:
     def __init__(self, *, max_tokens_param: str | None = None) -> None:
         self.max_tokens_param = max_tokens_param
 
+    def load_sdk(self) -> None:
+        """Import the ``openai`` package (see :meth:`ModelProvider.complete`)."""
+        _import_sdk("openai", "openai")
+
     async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
         sdk = _import_sdk("openai", "openai")
         base_url = request.base_url or credentials.base_url
@@ -256,7 +268,9 @@ class OpenAIChatProvider:
                 "json_schema": {"name": request.output_name, "schema": schema, "strict": strict},
             }
         body.update(request.extra)
-        client = sdk.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=request.timeout)
+        client = sdk.AsyncOpenAI(
+            api_key=key, base_url=base_url, max_retries=0, timeout=request.timeout, **_http_client(sdk)
+        )
         try:
             async with client:
                 completion = await _call(client.chat.completions.create, body)
@@ -306,6 +320,10 @@ class AnthropicMessagesProvider:
     #: ``max_tokens`` is required by the Messages API; used when the node sets none.
     default_max_tokens = 1024
 
+    def load_sdk(self) -> None:
+        """Import the ``anthropic`` package (see :meth:`ModelProvider.complete`)."""
+        _import_sdk("anthropic", "anthropic")
+
     async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
         sdk = _import_sdk("anthropic", "anthropic")
         base_url = request.base_url or credentials.base_url
@@ -343,6 +361,7 @@ class AnthropicMessagesProvider:
             max_retries=0,
             timeout=request.timeout,
             **options,
+            **_http_client(sdk),
         )
         try:
             async with client:
@@ -400,6 +419,30 @@ def _parameters(method: Any) -> frozenset[str]:
 @functools.cache
 def _signature_parameters(function: Any) -> frozenset[str]:
     return frozenset(inspect.signature(function).parameters) - {"self", "extra_body"}
+
+
+def _http_client(sdk: Any) -> dict[str, Any]:
+    """``http_client=``: the SDK's own default HTTP client, with the process's one TLS context.
+    A client is made per call, and building its TLS context (loading the CA certificates) is
+    most of the CPU time of a call to a fast server; the context is the one the HTTP library
+    would build (``create_ssl_context()``, with its environment settings). Nothing when the SDK
+    or its HTTP library has no such parts: the SDK then builds its client itself."""
+    factory: Any = getattr(sdk, "DefaultAsyncHttpxClient", None)
+    if factory is None:
+        return {}
+    context = _tls_context(factory)
+    return {} if context is None else {"http_client": factory(verify=context)}
+
+
+@functools.cache
+def _tls_context(factory: Any) -> Any:
+    library = next((c.__module__.split(".")[0] for c in factory.__mro__ if c.__name__ == "AsyncClient"), None)
+    if library is None:
+        return None
+    try:
+        return importlib.import_module(library).create_ssl_context()
+    except (ImportError, AttributeError, TypeError):
+        return None
 
 
 @functools.cache

@@ -62,6 +62,19 @@ class CallRecord:
         return {}
 
     @property
+    def model_calls_dir(self) -> Path:
+        # No run root to share: a node's own rate limit or cache lasts as long as the record.
+        return self.node_dir / ".model-calls"
+
+    @property
+    def model_cache(self) -> bool | str:
+        return False
+
+    @property
+    def model_rate_limit(self) -> Any:
+        return None
+
+    @property
     def logger(self) -> Any:
         # To the standard library's "reprise.optim" logger: silent unless the program turns it on.
         return structlog.wrap_logger(

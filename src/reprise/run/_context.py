@@ -42,6 +42,7 @@ from reprise.run._status import RunStatus
 
 if TYPE_CHECKING:
     from reprise.nodes._human_input import InputHandler
+    from reprise.nodes._rate_limit import RateLimit
     from reprise.observability._settings import ObservabilitySettings
     from reprise.observability._telemetry import RunTelemetry
 
@@ -70,6 +71,12 @@ class RunContext:
             ship a run). See docs/reruns.md.
         commit_note: text added to the message of the run's outcome commit, to say why the
             outcomes are what they are (an optimiser puts the feedback behind a new prompt here).
+        model_cache: answer AI model nodes' calls identical to earlier ones from the response
+            cache beside the run root (``True``: calls with no or zero ``temperature``;
+            ``"always"``: every call); a node's own ``cache=`` wins. See docs/nodes.md.
+        model_rate_limit: the :class:`~reprise.nodes.RateLimit` of AI model nodes that set none.
+        model_calls_dir: where the rate limiters' state and the response cache live (default
+            ``<run_root>/.model-calls``); runs that share it share both.
     """
 
     def __init__(
@@ -86,6 +93,9 @@ class RunContext:
         outcome_repo: OutcomeSettings | bool = True,
         reused_nodes: str = "link",
         commit_note: str | None = None,
+        model_cache: bool | str = False,
+        model_rate_limit: RateLimit | None = None,
+        model_calls_dir: Path | str | None = None,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
@@ -101,6 +111,13 @@ class RunContext:
             raise RunSetupError(f"reused_nodes must be 'link' or 'copy', not {reused_nodes!r}")
         #: ``"link"`` or ``"copy"``: how a re-run lays out the nodes it reuses.
         self.reused_nodes = reused_nodes
+        if model_cache not in (False, True, "always"):
+            raise RunSetupError(f"model_cache must be True, False or 'always', not {model_cache!r}")
+        #: The response cache setting of AI model nodes that set none.
+        self.model_cache: bool | str = model_cache
+        #: The rate limit of AI model nodes that set none.
+        self.model_rate_limit = model_rate_limit
+        self._model_calls_dir = Path(model_calls_dir).resolve() if model_calls_dir is not None else None
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
         #: Text appended to the message of the run's outcome commit (why these outcomes changed).
@@ -142,6 +159,12 @@ class RunContext:
     def run_id(self) -> str:
         """The run id (after :meth:`setup_run`)."""
         return self.require_run_dir().run_id
+
+    @property
+    def model_calls_dir(self) -> Path:
+        """Model-call state shared by the runs of a run root (the rate limiters and the response
+        cache of AI model nodes): ``<run root>/.model-calls`` unless given."""
+        return self._model_calls_dir or self.run_root / ".model-calls"
 
     @property
     def is_setup(self) -> bool:

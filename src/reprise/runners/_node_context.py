@@ -106,6 +106,21 @@ class ExecutorNodeContext:
         return self.run.initial_inputs
 
     @property
+    def model_calls_dir(self) -> Path:
+        """Where model-call state shared by the run root's runs lives (limiters, cache)."""
+        return self.run.model_calls_dir
+
+    @property
+    def model_cache(self) -> bool | str:
+        """The run's response cache setting (``False``, ``True`` or ``"always"``)."""
+        return self.run.model_cache
+
+    @property
+    def model_rate_limit(self) -> Any:
+        """The run's default rate limit of AI model nodes (or ``None``)."""
+        return self.run.model_rate_limit
+
+    @property
     def logger(self) -> Any:
         """A structlog logger bound to this node (run id, path, trace and span ids); its lines go
         to ``.trace/logs.jsonl`` and, with live export on, to OpenTelemetry logs."""
