@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from _optim import CANARY, ChatRequest, Reply, ScriptedModelServer, kind, set_keys
@@ -161,3 +162,16 @@ def test_a_failing_or_nonsense_backward_names_the_variable(tmp_path: Path) -> No
         with pytest.raises(OptimizationError, match="gave no feedback between <FEEDBACK> and </FEEDBACK>"):
             out.backward("wrong")
         assert system.grad == [] and system.data == "Classify."
+
+
+def test_identical_calls_are_paid_once_with_the_cache(server: ScriptedModelServer, tmp_path: Path) -> None:
+    # Outside a run, the cache lives where the model's calls directory says; two models (two
+    # records, as two processes would have) share it.
+    first = model(server, cache=True, model_calls_dir=tmp_path / "calls")
+    again = model(server, cache=True, model_calls_dir=tmp_path / "calls")
+    assert anyio.run(first.complete, "I love it.", "Classify.") == "positive"
+    assert anyio.run(again.complete, "I love it.", "Classify.") == "positive"
+    assert len(server.requests) == 1
+    uncached = model(server)
+    assert anyio.run(uncached.complete, "I love it.", "Classify.") == "positive"
+    assert len(server.requests) == 2

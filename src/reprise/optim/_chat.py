@@ -66,7 +66,7 @@ async def ask_for_feedback(
         variable_role=variable.role or "input",
         value=str(variable.data),
     )
-    record = CallRecord(path=_CALL_PATH, tracer=tracer)
+    record = CallRecord(path=_CALL_PATH, tracer=tracer, calls_dir=model.model_calls_dir)
     records.append(record)
     try:
         answer = await model.complete(question, BACKWARD_SYSTEM, ctx=record)

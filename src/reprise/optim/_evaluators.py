@@ -166,7 +166,7 @@ class ModelJudge:
             items = _pairs(prediction, reference)
         scores, notes = [], []
         for got, expected in items:
-            record = CallRecord(path=_JUDGE_PATH)
+            record = CallRecord(path=_JUDGE_PATH, calls_dir=self.model.model_calls_dir)
             self.records.append(record)
             question = judge_prompt(
                 criteria=self.criteria,

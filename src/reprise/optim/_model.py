@@ -23,7 +23,7 @@ import structlog
 from opentelemetry import trace as trace_api
 
 from reprise.dsl import HierarchyPath, NodeContext
-from reprise.nodes import AIModelNode, ModelProvider, ModelTransientError, PriceTable, PromptVariables
+from reprise.nodes import AIModelNode, ModelProvider, ModelTransientError, PriceTable, PromptVariables, RateLimit
 
 __all__ = ["CallRecord", "ChatModel"]
 
@@ -45,6 +45,9 @@ class CallRecord:
     metrics: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     project_root: Path = field(default_factory=Path.cwd)
     tracer: trace_api.Tracer | None = None
+    #: Where the response cache and rate-limit state of its calls live (a model's
+    #: ``model_calls_dir``); by default the record's own scratch directory.
+    calls_dir: Path | None = None
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -63,8 +66,8 @@ class CallRecord:
 
     @property
     def model_calls_dir(self) -> Path:
-        # No run root to share: a node's own rate limit or cache lasts as long as the record.
-        return self.node_dir / ".model-calls"
+        # Without a directory given, a node's own rate limit or cache lasts as long as the record.
+        return self.calls_dir if self.calls_dir is not None else self.node_dir / ".model-calls"
 
     @property
     def model_cache(self) -> bool | str:
@@ -122,7 +125,9 @@ class ChatModel:
         text = await model.complete("Classify: I loved it.", system="Answer positive or negative.")
 
     ``retries`` and ``backoff``: retries after rate limits, timeouts and server errors, as a
-    node does; other errors fail at once."""
+    node does; other errors fail at once. ``rate_limit`` and ``cache`` are the node's (see
+    docs/nodes.md): inside a run they share the run root's limiter and cache; outside one, give
+    ``model_calls_dir`` so identical calls across records and processes are paid once."""
 
     def __init__(
         self,
@@ -141,7 +146,11 @@ class ChatModel:
         max_backoff: float = 30.0,
         prices: PriceTable | None = None,
         extra: Mapping[str, Any] | None = None,
+        rate_limit: RateLimit | None = None,
+        cache: bool | str | None = None,
+        model_calls_dir: str | Path | None = None,
     ) -> None:
+        self.model_calls_dir = Path(model_calls_dir) if model_calls_dir is not None else None
         self._settings: dict[str, Any] = {
             "model": model,
             "provider": provider,
@@ -157,6 +166,8 @@ class ChatModel:
             "max_backoff": max_backoff,
             "prices": prices,
             "extra": extra,
+            "rate_limit": rate_limit,
+            "cache": cache,
         }
         # Building one checks the settings now, not at the first call.
         self._plain = AIModelNode(**self._settings)
@@ -177,7 +188,9 @@ class ChatModel:
 
         Raises :class:`~reprise.errors.NodeExecutionError` (credentials scrubbed) when the call
         fails after its retries."""
-        call_ctx: NodeContext = ctx if ctx is not None else CallRecord(path=HierarchyPath("optim.chat"))
+        call_ctx: NodeContext = (
+            ctx if ctx is not None else CallRecord(path=HierarchyPath("optim.chat"), calls_dir=self.model_calls_dir)
+        )
         node = self.node(system=bool(system))
         payload = PromptVariables(prompt=prompt, system=system) if system else PromptVariables(prompt=prompt)
         delay = self.backoff

@@ -189,7 +189,7 @@ class TGD:
             constraints=self.constraints,
             history=past,
         )
-        record = CallRecord(path=_STEP_PATH, tracer=tracer)
+        record = CallRecord(path=_STEP_PATH, tracer=tracer, calls_dir=self.model.model_calls_dir)
         self.records.append(record)
         try:
             answer = await self.model.complete(question, OPTIMIZER_SYSTEM, ctx=record)
