@@ -32,12 +32,23 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _ParseError(UsageError):
+    """A command line argparse refused, with the sub-command whose parser refused it."""
+
+    def __init__(self, message: str, *, command: str) -> None:
+        super().__init__(message)
+        self.command = command  # "" for the `reprise` command itself
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors become one line (and an envelope with ``--json``)
     instead of a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        # The sub-commands' parsers are named "reprise runs", "reprise experiment run", ...: the
+        # envelope names the command as a successful one would ("experiment").
+        command = next(iter(self.prog.split()[1:2]), "")
+        raise _ParseError(f"{message} (see '{self.prog} --help')", command=command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every command takes --run-root DIR (default: $REPRISE_RUN_ROOT, else ./runs); "
         "read commands take --json. Exit codes: 0 ok, 1 run failed, 2 error, 130 cancelled.",
     )
-    parser.add_argument("--version", action="version", version=f"reprise {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"reprise {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -62,11 +73,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if not argv:
+        # `reprise` alone is someone asking what it can do.
+        parser.print_help()
+        return EXIT_OK
     try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        command = next((a for a in argv if not a.startswith("-")), "reprise")
-        Output(command, argparse.Namespace(json="--json" in argv)).fail(exc)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # Said by the sub-command that was given them, not by `reprise` as a whole.
+            message = f"unrecognized arguments: {' '.join(extras)} (see 'reprise {args.command} --help')"
+            raise _ParseError(message, command=args.command)
+    except _ParseError as exc:
+        # Reported as the UsageError it is (the envelope's error type is part of the interface).
+        Output(exc.command, argparse.Namespace(json="--json" in argv)).fail(UsageError(exc.message))
         return EXIT_ERROR
     out = Output(args.command, args)
     try:

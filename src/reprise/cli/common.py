@@ -129,7 +129,8 @@ class Output:
     def fail(self, exc: BaseException, data: Any = None) -> None:
         """Report an error: one line on stderr, and an ``ok: false`` envelope with ``--json``."""
         message = str(exc) or type(exc).__name__
-        self.stderr.write(f"reprise {self.command}: error: {_one_line(message)}\n")
+        prog = f"reprise {self.command}" if self.command else "reprise"
+        self.stderr.write(f"{prog}: error: {_one_line(message)}\n")
         if self.json and not self.emitted:
             error: dict[str, Any] = {"type": type(exc).__name__, "message": _one_line(message)}
             if isinstance(exc, RepriseError):
