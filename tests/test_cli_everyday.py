@@ -36,3 +36,32 @@ def test_usage_errors_name_the_command_once(tmp_path: Path) -> None:
     proc = reprise_cmd(tmp_path, "runs", "--bogus", "--json")
     env = envelope(proc, "runs", ok=False)
     assert env["error"]["type"] == "UsageError"
+
+
+def test_runs_lists_the_newest_20_and_hides_experiment_runs(project: Path) -> None:
+    (project / "inputs.jsonl").write_text('{"id": "a", "initial_inputs": {"n": 1}}\n')
+    proc = reprise_cmd(project, "experiment", "cli_flows:flow", "--inputs", "inputs.jsonl", "--name", "sweep")
+    assert proc.returncode == 0, proc.stderr
+    # 21 runs of our own, written quickly from one process.
+    code = (
+        "import cli_flows\nfrom reprise import FlowRunner, RunContext\n"
+        "for n in range(21):\n"
+        "    ctx = RunContext(root_component_id='flow', project_root='.', initial_inputs={'n': n})\n"
+        "    FlowRunner(cli_flows.flow, ctx).run_sync()\n"
+    )
+    made = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+
+    listed = run_json(project, "runs")
+    assert len(listed) == 20 and all("experiment" not in r["tags"] for r in listed)
+    text = reprise_cmd(project, "runs")
+    assert text.stdout.count("\n") == 21 and "--all" in text.stderr  # a header, 20 runs, a hint
+    assert len(run_json(project, "runs", "--all")) == 21
+    assert len(run_json(project, "runs", "--limit", "3")) == 3
+    with_experiments = run_json(project, "runs", "--all", "--experiments")
+    assert [r["tags"].get("experiment") for r in with_experiments].count("sweep") == 1
+    assert [r["tags"]["experiment"] for r in run_json(project, "runs", "--tag", "experiment=sweep")] == ["sweep"]
+    table = reprise_cmd(project, "runs", "--experiments", "--limit", "30").stdout.splitlines()
+    assert "EXPERIMENT" in table[0]
+    assert sum(1 for line in table if " sweep " in line) == 1
+    one_line_error(reprise_cmd(project, "runs", "--all", "--limit", "3"), "runs")

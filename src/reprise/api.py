@@ -148,9 +148,11 @@ class Api:
         root: str | None = None,
         tags: Mapping[str, str] | None = None,
         limit: int | None = None,
+        experiments: bool = True,
     ) -> list[RunInfo]:
-        """The runs, newest first (a dead ``running`` run reads ``crashed``)."""
-        return self.index.runs(status=status, root=root, tags=tags, limit=limit)
+        """The runs, newest first (a dead ``running`` run reads ``crashed``); without
+        ``experiments``, those an experiment made are left out."""
+        return self.index.runs(status=status, root=root, tags=tags, limit=limit, experiments=experiments)
 
     def run(self, run_id: str) -> RunInfo:
         """One run; :class:`~reprise.errors.RunSetupError` if there is no such run."""

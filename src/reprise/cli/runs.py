@@ -26,7 +26,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag"
     )
-    p.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+    count = p.add_mutually_exclusive_group()
+    count.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (default 20)")
+    count.add_argument("--all", action="store_true", help="every run (no --limit)")
+    p.add_argument(
+        "--experiments",
+        action="store_true",
+        help="also list the runs experiments made (hidden by default; --tag experiment=NAME shows one's)",
+    )
     p.add_argument("--rebuild-index", action="store_true", help="rebuild the index from the run directories first")
     add_common(p)
     p.set_defaults(handler=_runs)
@@ -92,7 +99,20 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("--limit must be >= 0")
     if args.rebuild_index:
         api.index.rebuild()
-    runs = api.runs(status=args.status, root=args.root, tags=_tags(args.tags), limit=args.limit)
+    from reprise.run.index import EXPERIMENT_TAG
+
+    tags = _tags(args.tags)
+    limit = None if args.all else args.limit
+    # One more than asked, to tell whether there are more.
+    runs = api.runs(
+        status=args.status,
+        root=args.root,
+        tags=tags,
+        limit=None if limit is None else limit + 1,
+        experiments=args.experiments or EXPERIMENT_TAG in tags,
+    )
+    more = limit is not None and len(runs) > limit
+    runs = runs[:limit]
 
     def text() -> str:
         if not runs:
@@ -102,15 +122,18 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
                 r.run_id,
                 r.status.value,
                 r.root_component_id,
+                r.tags.get(EXPERIMENT_TAG, ""),
                 _stamp(r.started_at),
                 format_duration(r.duration_s),
                 r.previous_run_id or "",
             ]
             for r in runs
         ]
-        return format_table(["RUN ID", "STATUS", "ROOT", "STARTED (UTC)", "DURATION", "FROM"], rows)
+        return format_table(["RUN ID", "STATUS", "ROOT", "EXPERIMENT", "STARTED (UTC)", "DURATION", "FROM"], rows)
 
     out.emit([r.to_json() for r in runs], text)
+    if more and not out.json:
+        out.note(f"(the newest {limit} shown: --limit N or --all for more)")
     return EXIT_OK
 
 
