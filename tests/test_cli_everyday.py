@@ -65,3 +65,22 @@ def test_runs_lists_the_newest_20_and_hides_experiment_runs(project: Path) -> No
     assert "EXPERIMENT" in table[0]
     assert sum(1 for line in table if " sweep " in line) == 1
     one_line_error(reprise_cmd(project, "runs", "--all", "--limit", "3"), "runs")
+
+
+def test_logs_and_alerts_share_one_set_of_level_names(project: Path) -> None:
+    run_id = run_json(project, "run", "cli_flows:flow", "--input", "n=1")["run_id"]
+    for command in (["alerts"], ["logs", run_id]):
+        help_text = reprise_cmd(project, *command, "--help").stdout
+        assert "debug, info, warning, error" in " ".join(help_text.split()), help_text
+        by_level = {
+            level: run_json(project, *command, "--level", level)
+            for level in ("debug", "info", "warn", "warning", "WARNING", "error")
+        }
+        assert by_level["warn"] == by_level["warning"] == by_level["WARNING"]
+        assert len(by_level["debug"]) >= len(by_level["info"]) >= len(by_level["warning"]) >= len(by_level["error"])
+        one_line_error(reprise_cmd(project, *command, "--level", "loud"), command[0])
+    # The alert raised at "warn" is at "warning" in both, and printed with that name.
+    assert [a["title"] for a in run_json(project, "alerts", "--level", "warning")] == ["Doubled"]
+    alerts_table = reprise_cmd(project, "alerts").stdout.splitlines()
+    assert alerts_table[1].split()[1] == "warning", alerts_table
+    assert any(" warning " in line and "alert" in line for line in reprise_cmd(project, "logs", run_id).stdout.splitlines())

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, format_table, run_root_of
+from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, add_level, format_table, level_name, run_root_of
 
 __all__ = ["register"]
 
@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
         "the newest alert seen.",
     )
     p.add_argument("--run", metavar="RUN_ID", help="only this run's alerts")
-    p.add_argument("--level", choices=("info", "warn", "error"), help="only alerts at or above this level")
+    add_level(p, "alerts")
     p.add_argument("--since", metavar="TIMESTAMP", help="only alerts after this instant (ISO 8601)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N alerts (the newest)")
     add_common(p)
@@ -43,7 +43,9 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
     try:
-        alerts = Api(run_root_of(args)).alerts(since=args.since, level=args.level, run=args.run, limit=args.limit)
+        # Every alert is at least "debug": no filter.
+        level = None if args.level == "debug" else args.level
+        alerts = Api(run_root_of(args)).alerts(since=args.since, level=level, run=args.run, limit=args.limit)
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
 
@@ -53,7 +55,7 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
         rows = [
             [
                 a["timestamp"],
-                str(a.get("level", "")).upper(),
+                level_name(a.get("level")),
                 a.get("run_id", ""),
                 a.get("hierarchy_path") or "-",
                 a["title"] + (f": {a['text']}" if a.get("text") else ""),

@@ -6,7 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, format_duration, format_table, run_root_of
+from reprise.cli.common import (
+    EXIT_OK,
+    Output,
+    UsageError,
+    add_common,
+    add_level,
+    format_duration,
+    format_table,
+    level_name,
+    run_root_of,
+)
 
 __all__ = ["register"]
 
@@ -56,7 +66,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("logs", help="a run's structured logs", description="Show a run's log lines.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--node", metavar="PATH", help="only lines of this element and the elements below it")
-    p.add_argument("--level", choices=("debug", "info", "warning", "error"), help="only lines at or above this level")
+    add_level(p, "lines")
     add_common(p)
     p.set_defaults(handler=_logs)
 
@@ -254,7 +264,7 @@ def _logs(args: argparse.Namespace, out: Output) -> int:
                 if k not in _LOG_NOISE
             )
             rendered.append(
-                f"{item.get('timestamp', '-')}  {item.get('level', '-')!s:<7}  {item.get('hierarchy_path', '-')}  "
+                f"{item.get('timestamp', '-')}  {level_name(item.get('level')):<7}  {item.get('hierarchy_path', '-')}  "
                 f"{item.get('event', '')}" + (f"  {extra}" if extra else "")
             )
         return "\n".join(rendered) if rendered else "(no log lines)"
