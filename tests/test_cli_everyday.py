@@ -83,4 +83,24 @@ def test_logs_and_alerts_share_one_set_of_level_names(project: Path) -> None:
     assert [a["title"] for a in run_json(project, "alerts", "--level", "warning")] == ["Doubled"]
     alerts_table = reprise_cmd(project, "alerts").stdout.splitlines()
     assert alerts_table[1].split()[1] == "warning", alerts_table
-    assert any(" warning " in line and "alert" in line for line in reprise_cmd(project, "logs", run_id).stdout.splitlines())
+    log_lines = reprise_cmd(project, "logs", run_id).stdout.splitlines()
+    assert any(" warning " in line and "alert" in line for line in log_lines)
+
+
+def test_trace_folds_long_child_lists_as_the_viewer_did(project: Path) -> None:
+    run_id = run_json(project, "run", "cli_flows:flow", "--input", "n=1")["run_id"]
+    folded = reprise_cmd(project, "trace", run_id, "--max-children", "1").stdout
+    assert "fetch" in folded and "double" not in folded and "... 2 more" in folded
+    everything = reprise_cmd(project, "trace", run_id, "--max-children", "1", "--all").stdout
+    assert all(name in everything for name in ("fetch", "double", "report")) and "more" not in everything
+    assert reprise_cmd(project, "trace", run_id).stdout == everything  # 100 by default
+    one_line_error(reprise_cmd(project, "trace", run_id, "--max-children", "0"), "trace")
+    # With no terminal that can show box characters, the tree is drawn in ASCII.
+    ascii_only = reprise_cmd(project, "trace", run_id, env={"PYTHONIOENCODING": "ascii"}).stdout
+    assert "`-- " in ascii_only and "└" not in ascii_only
+
+
+def test_the_modules_command_lines_are_gone() -> None:
+    for module in ("reprise.observability", "reprise.view"):
+        proc = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "cannot be directly executed" in proc.stderr, proc.stderr

@@ -1022,20 +1022,15 @@ async def test_viewer_shows_durations_statuses_and_reuse(make_context: Any, tmp_
     assert f"|-- node flow.b  [python]  reused from {first_ctx.run_id}" in view
     assert re.search(r"`-- node flow\.c  \[python\]  completed  [\d.]+ ms\n", view)
 
-    # The command line prints the same text; a directory without a trace is an error.
-    cli = subprocess.run(
-        [sys.executable, "-m", "reprise.observability", str(rerun.run_dir), "--ascii"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    # `reprise trace` prints the same text; a run without a trace is an error.
+    def trace_cmd(run_id: str) -> subprocess.CompletedProcess[str]:
+        args = ["trace", run_id, "--ascii", "--run-root", str(rerun.run_dir.parent)]
+        return subprocess.run([sys.executable, "-m", "reprise.cli", *args], capture_output=True, text=True, check=False)
+
+    cli = trace_cmd(rerun.run_id)
     assert cli.returncode == 0 and cli.stdout == view
-    missing = subprocess.run(
-        [sys.executable, "-m", "reprise.observability", str(tmp_path / "nowhere")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    (first_ctx.require_run_dir().path / ".trace" / "trace.jsonl").unlink()
+    missing = trace_cmd(first_ctx.run_id)
     assert missing.returncode == 2 and "no trace found" in missing.stderr
 
 

@@ -1,5 +1,5 @@
 """The HTML view: the data read from real run directories and experiment folders, the page's
-escaping and content policy, and ``python -m reprise.view``. The browser tests are in
+escaping and content policy, and ``reprise view``. The browser tests are in
 test_view_browser.py."""
 
 from __future__ import annotations
@@ -460,24 +460,22 @@ def test_not_an_experiment_folder(tmp_path: Path) -> None:
 # -- the command and the module's surface ----------------------------------------------------------
 
 
-def test_python_m_reprise_view(tmp_path: Path) -> None:
+def test_reprise_view_command(tmp_path: Path) -> None:
     run_dir = run_demo(tmp_path)
     out = tmp_path / "out" / "page.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "reprise.view", str(run_dir), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+    def view_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "reprise.cli", "view", *args, "--run-root", str(run_dir.parent)]
+        return subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
+
+    done = view_cmd(run_dir.name, "-o", str(out))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(out)
+    assert done.stdout.strip() == f"wrote {out}"
     assert _model(out.read_text(), "reprise-run")["run"]["run_id"] == run_dir.name
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "reprise.view", str(tmp_path)], capture_output=True, text=True, check=False, cwd=tmp_path
-    )
-    assert bad.returncode == 1
-    assert "not a run directory" in bad.stderr
+    bad = view_cmd("run_20990101_000000_000000")
+    assert bad.returncode == 2
+    assert "run_20990101_000000_000000" in bad.stderr
 
 
 def test_all_names_public_api() -> None:

@@ -57,9 +57,22 @@ def register(subparsers: Any) -> None:
     add_common(p)
     p.set_defaults(handler=_show)
 
-    p = subparsers.add_parser("trace", help="a run's span tree", description="Show the spans of a run as a tree.")
+    p = subparsers.add_parser(
+        "trace",
+        help="a run's span tree",
+        description="Show the spans of a run as a tree, children in start order. --json lists every span.",
+    )
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--ascii", action="store_true", help="draw the tree with ASCII characters only")
+    p.add_argument(
+        "--ascii",
+        action="store_true",
+        help="draw the tree with ASCII characters only (chosen by itself where the terminal cannot show the box "
+        "characters)",
+    )
+    p.add_argument(
+        "--max-children", type=int, default=100, metavar="N", help="show at most N children per span (default 100)"
+    )
+    p.add_argument("--all", action="store_true", help="show every child (overrides --max-children)")
     add_common(p)
     p.set_defaults(handler=_trace)
 
@@ -244,8 +257,21 @@ def _trace(args: argparse.Namespace, out: Output) -> int:
         }
         for s in spans
     ]
-    out.emit(data, lambda: render_trace_tree(spans, ascii=args.ascii) or "(no spans)")
+    if args.max_children < 1:
+        raise UsageError("--max-children must be >= 1")
+    max_children = None if args.all else args.max_children
+    ascii_only = args.ascii or not _can_draw_boxes(out.stdout)
+    out.emit(data, lambda: render_trace_tree(spans, ascii=ascii_only, max_children=max_children) or "(no spans)")
     return EXIT_OK
+
+
+def _can_draw_boxes(stream: Any) -> bool:
+    """Whether ``stream``'s encoding has the box-drawing characters of the tree."""
+    try:
+        "└├│".encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 # -- logs ----------------------------------------------------------------------------------------

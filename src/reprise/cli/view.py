@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, run_root_of
+from reprise.view import DEFAULT_MAX_RUN_VIEWS
 
 __all__ = ["register"]
 
@@ -27,6 +28,13 @@ def register(subparsers: Any) -> None:
         "--experiments-dir",
         metavar="DIR",
         help="where experiment folders live (default: $REPRISE_EXPERIMENTS_DIR, else ./experiments)",
+    )
+    p.add_argument(
+        "--max-run-views",
+        type=int,
+        default=DEFAULT_MAX_RUN_VIEWS,
+        metavar="N",
+        help=f"run pages an experiment's view writes at most, failed runs first (default {DEFAULT_MAX_RUN_VIEWS})",
     )
     p.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
@@ -53,7 +61,7 @@ def _view(args: argparse.Namespace, out: Output) -> int:
         base = Path(args.experiments_dir or os.environ.get("REPRISE_EXPERIMENTS_DIR") or "experiments").absolute()
         folder = ExperimentFolder.find(base, args.experiment)
         target = Path(args.output) if args.output else base / f"{folder.path.name}.html"
-        written = write_experiment_view(folder.path, target, run_root)
+        written = write_experiment_view(folder.path, target, run_root, max_run_views=args.max_run_views)
         data = {"experiment": folder.path.name, "experiment_dir": str(folder.path), "path": str(written.absolute())}
     if args.open:
         import webbrowser

@@ -1,7 +1,7 @@
 """What we see: per-run OpenTelemetry providers, OTLP/JSON files in ``.trace/``, logs, the viewer.
 
 See ``docs/observability.md``. The trace viewer is :func:`render_trace_tree` (and
-``python -m reprise.observability RUN_DIR``); :func:`read_spans` reads a run's spans back.
+``reprise trace RUN_ID``); :func:`read_spans` reads a run's spans back.
 """
 
 from reprise.observability.settings import ElementListener, ObservabilitySettings

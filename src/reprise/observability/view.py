@@ -9,7 +9,7 @@
         ├── node demo.parse  [python]  completed  30.5 ms  attempts=2
         └── node demo.report  [python]  FAILED  2.1 ms  ValueError: empty
 
-``python -m reprise.observability RUN_DIR`` prints the same. The reading side
+``reprise trace RUN_ID`` prints the same. The reading side
 (:func:`read_spans`) tolerates a torn last line and spans whose parent never ended, which is
 what a crashed run leaves behind.
 """

@@ -9,7 +9,7 @@
 
 Each page is one HTML file with its CSS, JavaScript and data inline: it opens from disk, offline,
 and loads nothing from a network. An experiment's page links to one run page per run, written in
-the folder ``<page stem>_runs/`` beside it. From a shell: ``python -m reprise.view RUN_DIR``.
+the folder ``<page stem>_runs/`` beside it. From a shell: ``reprise view RUN_ID``.
 """
 
 from __future__ import annotations
