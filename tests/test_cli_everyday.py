@@ -104,3 +104,41 @@ def test_the_modules_command_lines_are_gone() -> None:
     for module in ("reprise.observability", "reprise.view"):
         proc = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "cannot be directly executed" in proc.stderr, proc.stderr
+
+
+LOOP_FLOWS = """
+from reprise import FlowDefinition, Ref, Var
+
+
+def one(item: int) -> int:
+    return item + 1
+
+
+def second(x: int) -> int:
+    return x * 2
+
+
+body = FlowDefinition().node("one", one, inputs={"item": Var("item")}).node("second", second, inputs={"x": Ref("one")})
+review = FlowDefinition().for_each("loop", [1, 2, 3], body)
+not_a_flow = 3
+"""
+
+
+def test_a_mistyped_target_or_start_path_gets_a_suggestion_to_paste_back(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(LOOP_FLOWS)
+    line = one_line_error(reprise_cmd(tmp_path, "run", "flows.py:reviw"), "run")
+    assert "flows.py has no attribute 'reviw'; did you mean 'review'?" in line, line
+    assert "reprise_target" not in line
+    line = one_line_error(reprise_cmd(tmp_path, "run", "flows:reviw"), "run")
+    assert "flows has no attribute 'reviw'; did you mean 'review'?" in line, line
+    line = one_line_error(reprise_cmd(tmp_path, "run", "flows.py:not_a_flow"), "run")
+    assert line.endswith("is a int, not an AgentDefinition or FlowDefinition; the definitions in flows.py: review")
+
+    first = run_json(tmp_path, "run", "flows.py:review")
+    assert first["status"] == "completed", first
+    run_id = first["run_id"]
+    line = one_line_error(reprise_cmd(tmp_path, "rerun", run_id, "--from", "review.loop.2.secnd"), "rerun")
+    assert "nearest valid paths: review.loop.2.second" in line, line
+    # The suggestion, pasted back, works.
+    rerun = run_json(tmp_path, "rerun", run_id, "--from", "review.loop.2.second")
+    assert rerun["status"] == "completed"
