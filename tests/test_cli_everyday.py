@@ -142,3 +142,37 @@ def test_a_mistyped_target_or_start_path_gets_a_suggestion_to_paste_back(tmp_pat
     # The suggestion, pasted back, works.
     rerun = run_json(tmp_path, "rerun", run_id, "--from", "review.loop.2.second")
     assert rerun["status"] == "completed"
+
+
+METRIC_FLOWS = """
+import reprise
+from reprise import FlowDefinition
+
+
+def measure(ctx) -> int:
+    reprise.log({"loss": 0.123456789, "label": "first"})
+    ctx.metric("fetch.bytes", 1234.56789, host="example.org")
+    reprise.log({"loss": 2 / 3})
+    return 1
+
+
+flow = FlowDefinition().node("measure", measure)
+"""
+
+
+def test_metrics_shows_logged_and_measured_values_rounded(tmp_path: Path) -> None:
+    (tmp_path / "flows.py").write_text(METRIC_FLOWS)
+    run_id = run_json(tmp_path, "run", "flows.py:flow")["run_id"]
+    lines = run_json(tmp_path, "metrics", run_id)
+    assert [(line["step"], line["metrics"]) for line in lines] == [
+        (0, {"loss": 0.123456789, "label": "first"}),
+        (None, {"fetch.bytes": 1234.56789}),
+        (1, {"loss": 2 / 3}),
+    ]
+    assert lines[1]["attributes"] == {"host": "example.org"}
+    assert lines[1]["hierarchy_path"] == "flow.measure"
+    table = reprise_cmd(tmp_path, "metrics", run_id).stdout.splitlines()
+    assert table[1].split() == ["0", "flow.measure", "loss=0.1235", 'label="first"']
+    assert table[2].split() == ["-", "flow.measure", "fetch.bytes=1235", '{host="example.org"}']
+    assert table[3].split() == ["1", "flow.measure", "loss=0.6667"]
+    assert [line["step"] for line in run_json(tmp_path, "metrics", run_id, "--name", "fetch.bytes")] == [None]

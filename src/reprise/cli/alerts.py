@@ -30,8 +30,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "metrics",
-        help="metrics a run logged with reprise.log",
-        description="List the metrics a run logged (reprise.log), in order.",
+        help="metrics a run recorded with reprise.log or ctx.metric",
+        description="List the metrics a run recorded, in order: reprise.log lines (with their step) and "
+        "ctx.metric values (no step; their attributes in braces). Numbers are rounded to 4 significant "
+        "digits; --json gives them exactly.",
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--name", metavar="METRIC", help="only lines holding this metric")
@@ -68,6 +70,14 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _rounded(value: Any) -> str:
+    """A value as people read it: a float to 4 significant digits (``0.3142``, ``1.235e+06``),
+    anything else as JSON."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value, default=str)
+
+
 def _metrics(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
@@ -80,8 +90,12 @@ def _metrics(args: argparse.Namespace, out: Output) -> int:
         for line in lines:
             metrics = line.get("metrics") or {}
             shown = {args.name: metrics.get(args.name)} if args.name else metrics
-            values = "  ".join(f"{k}={json.dumps(v, default=str)}" for k, v in shown.items())
-            rows.append([str(line.get("step", "")), line.get("hierarchy_path") or "-", values])
+            values = "  ".join(f"{k}={_rounded(v)}" for k, v in shown.items())
+            attributes = line.get("attributes")
+            if isinstance(attributes, dict) and attributes:
+                values += "  {" + ", ".join(f"{k}={_rounded(v)}" for k, v in attributes.items()) + "}"
+            step = line.get("step")
+            rows.append(["-" if step is None else str(step), line.get("hierarchy_path") or "-", values])
         return format_table(["STEP", "NODE", "METRICS"], rows)
 
     out.emit(lines, text)

@@ -174,16 +174,22 @@ class ExecutorNodeContext:
         return repo_path
 
     def metric(self, name: str, value: float, **attributes: Any) -> None:
-        """Record a value of the user metric ``name`` (exported to ``.trace/metrics.jsonl``).
+        """Record a value of the user metric ``name``: a histogram point (exported to
+        ``.trace/metrics.jsonl``) and a line in ``.trace/user_metrics.jsonl``, where
+        ``reprise metrics`` shows it beside the ``reprise.log`` lines.
 
-        Values are tagged with the node's *definition* path (loop indexes as ``*``), so a loop of
-        10,000 iterations makes one metric series, not 10,000."""
+        Histogram points are tagged with the node's *definition* path (loop indexes as ``*``),
+        so a loop of 10,000 iterations makes one metric series, not 10,000."""
+        from reprise.tracking import record_measurement
+
         tel = self.run.telemetry
         if tel is not None:
             from reprise.dsl.definition import definition_path
 
             attrs = {"reprise.definition_path": definition_path(self.path), **attributes}
             tel.user_metric(name, value, attrs, path=str(self.path))
+        # After the telemetry accepted it: a refused name or value is an error, never a line.
+        record_measurement(self, name, value, attributes)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> int:
         """Record user metrics at ``step`` (see :func:`reprise.log`); returns the step."""
