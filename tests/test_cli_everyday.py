@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import pytest
 from tests.test_cli import envelope, one_line_error, project, reprise_cmd, run_json
 
 __all__ = ["project"]  # the fixture, imported for pytest
@@ -176,3 +178,34 @@ def test_metrics_shows_logged_and_measured_values_rounded(tmp_path: Path) -> Non
     assert table[2].split() == ["-", "flow.measure", "fetch.bytes=1235", '{host="example.org"}']
     assert table[3].split() == ["1", "flow.measure", "loss=0.6667"]
     assert [line["step"] for line in run_json(tmp_path, "metrics", run_id, "--name", "fetch.bytes")] == [None]
+
+
+def test_one_duration_and_the_same_totals_in_show_trace_commit_and_view(project: Path) -> None:
+    from tests.test_view import _model
+
+    first = run_json(project, "run", "cli_flows:flow", "--input", "n=1")
+    # `double` (120/30 tokens, $0.0025) is reused: it cost nothing in this run.
+    rerun = run_json(project, "rerun", first["run_id"], "--from", "flow.report")
+    for run_id, tokens, cost in ((first["run_id"], 150, 0.0025), (rerun["run_id"], None, None)):
+        shown = run_json(project, "show", run_id)
+        page = project / f"{run_id}.html"
+        run_json(project, "view", run_id, "-o", str(page))
+        in_view = _model(page.read_text(), "reprise-run")["run"]
+        totals = shown["totals"]
+        summed = None if totals["input_tokens"] is None else totals["input_tokens"] + totals["output_tokens"]
+        assert (summed, totals["cost"]) == (in_view["tokens"], in_view["cost"]) == (tokens, cost)
+
+        duration = shown["run"]["duration_s"]
+        assert in_view["duration_s"] == duration
+        (root,) = [s for s in run_json(project, "trace", run_id) if s["parent_span_id"] is None]
+        assert root["duration_s"] == pytest.approx(duration, abs=1e-6)
+        repo = project / "runs" / "outcome" / project.name
+        subject = subprocess.run(
+            ["git", "-C", str(repo), "log", "-1", "--format=%s", f"run/{run_id}"], capture_output=True, text=True
+        ).stdout.strip()
+        assert subject == f"run {run_id}: completed in {duration:.3f}s"
+        started, ended = (datetime.fromisoformat(shown["run"][k]) for k in ("started_at", "ended_at"))
+        assert (ended - started).total_seconds() == pytest.approx(duration, abs=1e-6)
+    # Where reused nodes sit beside counted ones, `show` says what the totals count.
+    again = run_json(project, "rerun", first["run_id"], "--from", "flow.double")["run_id"]
+    assert "(executed nodes only: reused ones cost nothing this time)" in reprise_cmd(project, "show", again).stdout

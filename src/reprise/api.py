@@ -35,6 +35,7 @@ from reprise.run.index import RunIndex, RunInfo
 from reprise.run.journal import InFlight, in_flight
 from reprise.run.reused import ReusedNodes, linked_run_id
 from reprise.run.status import RunStatus
+from reprise.run.usage import cost_of, input_output_tokens
 from reprise.tracking import ALERTS_FILE, AlertLevel, parse_instant, read_alerts, read_metrics
 
 __all__ = ["Api", "ElementInfo", "OutcomeChange", "default_run_root"]
@@ -423,12 +424,8 @@ def _element(
     elif error:
         info.error = str(error)
     if is_node:
-        usage = result.get("usage")
-        if isinstance(usage, Mapping):
-            info.input_tokens = _num(usage.get("input_tokens"))
-            info.output_tokens = _num(usage.get("output_tokens"))
-        cost = _num(result.get("cost_usd"))
-        info.cost = cost if cost is not None else _num(result.get("cost"))
+        info.input_tokens, info.output_tokens = input_output_tokens(result)
+        info.cost = cost_of(result)
     return info
 
 
@@ -446,7 +443,7 @@ def _status_of(children: list[ElementInfo], missing: str) -> str:
 def _sum_usage(element: ElementInfo) -> tuple[float | None, float | None, float | None]:
     """Fill composites with the sums of the executed nodes below them."""
     if element.element_type == "node" or not element.children:
-        if element.reused:
+        if element.reused:  # it cost nothing in this run (reprise.run.usage)
             return None, None, None
         return element.input_tokens, element.output_tokens, element.cost
     totals: list[float | None] = [None, None, None]

@@ -194,6 +194,8 @@ def _show(args: argparse.Namespace, out: Output) -> int:
             usage += f"; tokens in {_n(totals['input_tokens'])} out {_n(totals['output_tokens'])}"
         if totals["cost"] is not None:
             usage += f"; cost ${totals['cost']:.4f}"
+        if totals["reused"] and (totals["cost"] is not None or totals["input_tokens"] is not None):
+            usage += " (executed nodes only: reused ones cost nothing this time)"
         head.append(usage)
         rows: list[list[str]] = []
         _tree_rows(tree.to_json(), "", "", rows)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -63,8 +63,8 @@ __all__ = ["RunContext"]
 CompletionHook = Callable[["RunContext", RunStatus], None]
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _iso(when: datetime) -> str:
+    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class RunContext:
@@ -125,7 +125,12 @@ class RunContext:
         self.status: RunStatus | None = None
         self.error_msg: str | None = None
         self._metadata: RunMetadata | None = None
-        self._started = 0.0
+        self._started = 0.0  # time.perf_counter() at set-up: durations never follow clock jumps
+        self._started_at = datetime.now(UTC)  # the same instant on the wall clock (set at set-up)
+        #: How long the run took, fixed once when it completes (before the git commit and the
+        #: trace are finished): the one duration the metadata, the commit message, the trace's
+        #: root span and every reader show.
+        self.duration_s: float | None = None
         # Static inputs as given (by node id or path), then resolved to definition paths by bind().
         self._static_given: dict[str, BaseModel | Mapping[str, Any]] = {}
         self._static: dict[str, BaseModel] = {}
@@ -187,12 +192,13 @@ class RunContext:
         run_dir = RunDirectory.create(self.run_root, run_id_prefix, rerun=self.is_rerun)
         self.run_dir = run_dir
         self._started = time.perf_counter()
+        self._started_at = datetime.now(UTC)
         pid, pid_start = pid_info()
         self._metadata = RunMetadata(
             run_id=run_dir.run_id,
             root_component_id=self.root_component_id,
             status=RunStatus.RUNNING,
-            started_at=_now_iso(),
+            started_at=_iso(self._started_at),
             pid=pid,
             pid_start=pid_start,
             host=HOST,
@@ -239,6 +245,7 @@ class RunContext:
         assert self._metadata is not None
         self.status = status
         self.error_msg = error_msg
+        self.duration_s = round(time.perf_counter() - self._started, 6)
         failed: Exception | None = None
         hooks = self._completion_hooks
 
@@ -283,7 +290,9 @@ class RunContext:
                     # metrics are written; it is waited for before the files close, so its log
                     # lines land.
                     if self.telemetry is not None:
-                        self.telemetry.finish(status, error_msg, before_close=settle_commit)
+                        self.telemetry.finish(
+                            status, error_msg, before_close=settle_commit, duration_s=self.duration_s
+                        )
                 finally:
                     settle_commit()  # without telemetry, or when finishing it failed before
             finally:
@@ -291,8 +300,8 @@ class RunContext:
                 # interruption while git was waited for): the run must not read as running.
                 self._metadata.status = status
                 self._metadata.error_msg = error_msg
-                self._metadata.ended_at = _now_iso()
-                self._metadata.duration_s = round(time.perf_counter() - self._started, 6)
+                self._metadata.ended_at = _iso(self._started_at + timedelta(seconds=self.duration_s))
+                self._metadata.duration_s = self.duration_s
                 run_dir.write_metadata(self._metadata)
                 record_run(run_dir, self._metadata)
         if failed is not None:
@@ -513,8 +522,7 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     run_dir = ctx.require_run_dir()
     if repo is None:
         return
-    duration = time.perf_counter() - ctx._started
-    lines = [f"run {run_dir.run_id}: {status.value} in {duration:.3f}s", "", f"root: {ctx.root_component_id}"]
+    lines = [f"run {run_dir.run_id}: {status.value} in {ctx.duration_s:.3f}s", "", f"root: {ctx.root_component_id}"]
     if ctx.previous_run_id:
         lines.append(f"previous run: {ctx.previous_run_id}")
         if ctx.start_hierarchy_path is not None:  # a resume of a run killed after its last node has none

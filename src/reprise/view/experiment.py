@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from reprise.errors import RepriseError
-from reprise.view.build import _clip, _num, _read_json, cost_of, tokens_of
+from reprise.run.usage import cost_of, tokens_of
+from reprise.view.build import _clip, _num, _read_json
 
 __all__ = ["SUCCESS_STATUSES", "build_experiment_view_data"]
 
