@@ -6,8 +6,12 @@ Every test drives the real command in a subprocess against real runs in a tempor
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -209,3 +213,54 @@ def test_one_duration_and_the_same_totals_in_show_trace_commit_and_view(project:
     # Where reused nodes sit beside counted ones, `show` says what the totals count.
     again = run_json(project, "rerun", first["run_id"], "--from", "flow.double")["run_id"]
     assert "(executed nodes only: reused ones cost nothing this time)" in reprise_cmd(project, "show", again).stdout
+
+
+def _start_hanging(project: Path, *args: str) -> subprocess.Popen[str]:
+    """``reprise ARGS`` in a subprocess, returned once a node is hanging in a worker thread."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprise.cli", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("REPRISE_")},
+    )
+    deadline = time.monotonic() + 60
+    while not (project / "hanging").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    return proc
+
+
+def test_sigterm_cancels_a_run_as_ctrl_c_does_and_resume_finishes_it(project: Path) -> None:
+    proc = _start_hanging(project, "run", "cli_flows:flow", "--json", "--input", "n=2", "--input", "hang=true")
+    os.kill(proc.pid, signal.SIGTERM)
+    # The node sleeps for 120 s in a worker thread: the command must not wait for it.
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    run = json.loads(out)["data"]
+    assert run["status"] == "cancelled" and run["executed"] == 2
+    assert "Traceback" not in err
+    assert "abandoned worker thread(s) behind, still running flow.report" in err, err
+    # What finished is committed to the run's branch.
+    repo = project / "runs" / "outcome" / project.name
+    tree = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", f"run/{run['run_id']}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert {"flow/fetch/outcome.json", "flow/double/outcome.json"} <= set(tree), tree
+    resumed = run_json(project, "resume", run["run_id"], "--input", "n=2", "--input", "hang=false")
+    assert resumed["status"] == "completed" and resumed["reused"] == 2 and resumed["outcome"] == {"y": 6}
+
+
+def test_sigterm_stops_an_experiment_as_ctrl_c_does(project: Path) -> None:
+    (project / "inputs.jsonl").write_text('{"id": "a", "initial_inputs": {"n": 2, "hang": true}}\n')
+    proc = _start_hanging(project, "experiment", "cli_flows:flow", "--inputs", "inputs.jsonl", "--json")
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    (item_run,) = run_json(project, "runs", "--experiments")
+    assert item_run["status"] == "cancelled", item_run

@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import NoReturn
 
 from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError
@@ -88,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Output(exc.command, argparse.Namespace(json="--json" in argv)).fail(UsageError(exc.message))
         return EXIT_ERROR
     out = Output(args.command, args)
+    restore = _stop_on_sigterm()
     try:
         code: int = args.handler(args, out)
         return code
@@ -107,6 +111,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         _debug()
         out.fail(RepriseError(f"internal error: {type(exc).__name__}: {exc} (set REPRISE_DEBUG=1 for a traceback)"))
         return EXIT_ERROR
+    finally:
+        restore()
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM (``docker stop``, systemd, Kubernetes) do what Ctrl-C does while a command
+    runs: it raises SIGINT, so the run in progress is cancelled the way Ctrl-C cancels it
+    (recorded ``cancelled``, what finished committed, resumable). Returns what restores the
+    previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers can only be set from the main thread
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # SIGINT ignored (a background job of a non-interactive shell): interrupt directly.
+            raise KeyboardInterrupt
+        # Whatever handles SIGINT now (asyncio's, which cancels the run's task; else Python's
+        # default, which raises KeyboardInterrupt) handles this.
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _debug() -> None:
