@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 from tests.test_cli import envelope, one_line_error, project, reprise_cmd, run_json
+from tests.test_observability_export import Receiver, http_receiver
 
-__all__ = ["project"]  # the fixture, imported for pytest
+__all__ = ["http_receiver", "project"]  # the fixtures, imported for pytest
 
 
 def test_reprise_alone_prints_its_help(tmp_path: Path) -> None:
@@ -264,3 +265,50 @@ def test_sigterm_stops_an_experiment_as_ctrl_c_does(project: Path) -> None:
     assert "Traceback" not in err
     (item_run,) = run_json(project, "runs", "--experiments")
     assert item_run["status"] == "cancelled", item_run
+
+
+def test_export_replays_a_finished_run_into_an_otlp_backend(tmp_path: Path, http_receiver: Receiver) -> None:
+    (tmp_path / "flows.py").write_text(METRIC_FLOWS)
+    run_id = run_json(tmp_path, "run", "flows.py:flow")["run_id"]
+    sent = run_json(tmp_path, "export", run_id, "--otlp-endpoint", http_receiver.endpoint)
+    got = http_receiver.collected
+
+    # The spans as the run recorded them: ids, parents, names, times, attributes.
+    spans = run_json(tmp_path, "trace", run_id)
+    received = got.spans()
+    assert sent["spans"] == len(spans) == len(received) > 0
+    for span in spans:
+        theirs = received[span["span_id"]]
+        # Element spans under their id (backends draw the tree), the whole path an attribute.
+        path, kind = span["attributes"]["reprise.hierarchy_path"], span["attributes"]["reprise.element_type"]
+        short = span["name"] if kind in ("run", "user_span") else path.rsplit(".", 1)[-1]
+        assert theirs.trace_id.hex() == span["trace_id"] and theirs.name == short
+        assert (theirs.parent_span_id.hex() or None) == span["parent_span_id"]
+        assert (theirs.start_time_unix_nano, theirs.end_time_unix_nano) == (span["start_ns"], span["end_ns"])
+        attributes = {kv.key: kv.value for kv in theirs.attributes}
+        assert attributes["reprise.hierarchy_path"].string_value == span["attributes"]["reprise.hierarchy_path"]
+    resources = [rs.resource for r in got.traces for rs in r.resource_spans]
+    assert {kv.key: kv.value.string_value for kv in resources[0].attributes}["reprise.run_id"] == run_id
+
+    # Metrics: reprise's own, reprise.log's and ctx.metric's.
+    assert {"reprise.node.duration", "loss", "fetch.bytes"} <= got.metric_names()
+    assert sent["metric_points"] > 0
+
+    # Log lines, at the time they were logged.
+    logs_file = tmp_path / "runs" / run_id / ".trace" / "logs.jsonl"
+    lines = [json.loads(line) for line in logs_file.read_text().splitlines()]
+    records = got.log_records()
+    assert sent["log_records"] == len(lines) == len(records)
+    assert [r.body.string_value for r in records] == [line["event"] for line in lines]
+    first = datetime.fromisoformat(lines[0]["timestamp"].replace("Z", "+00:00"))
+    assert records[0].time_unix_nano // 1000 == int(first.timestamp()) * 1_000_000 + first.microsecond
+    assert records[0].trace_id.hex() == lines[0]["trace_id"]
+
+    # A backend that refuses is an error naming it (after the exporter's own warning).
+    refused = reprise_cmd(tmp_path, "export", run_id, "--otlp-endpoint", f"{http_receiver.endpoint}/nowhere")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f"reprise export: error: the OTLP endpoint {http_receiver.endpoint}/nowhere/v1/traces "
+        "did not take the run's traces"
+    )
+    assert "OTLP endpoint" in one_line_error(reprise_cmd(tmp_path, "export", run_id), "export")

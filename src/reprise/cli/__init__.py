@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "reprise.cli.runs",  # runs, show, trace, logs, diff
     "reprise.cli.alerts",  # alerts, metrics
     "reprise.cli.view",  # view
+    "reprise.cli.export",  # export
     "reprise.cli.experiment",  # experiment (run, resume, compare)
 )
 
