@@ -206,8 +206,9 @@ def _read_content(
     return False, text, words, truncated, len(data)
 
 
-def analyze_folder(root: Path, options: FolderAnalysisOptions = FolderAnalysisOptions()) -> FolderAnalysis:
-    """Walk ``root`` and describe it (synchronous; the node runs it in a worker thread)."""
+def analyze_folder(root: Path | str, options: FolderAnalysisOptions = FolderAnalysisOptions()) -> FolderAnalysis:
+    """Walk ``root`` (a path or a string) and describe it (synchronous; the node runs it in a
+    worker thread)."""
     respect_gitignore, include_contents, max_depth = (
         options.respect_gitignore,
         options.include_contents,
@@ -215,7 +216,7 @@ def analyze_folder(root: Path, options: FolderAnalysisOptions = FolderAnalysisOp
     )
     max_file_bytes, max_words, max_files = options.max_file_bytes, options.max_words, options.max_files
     max_total_content_bytes = options.max_total_content_bytes
-    root = root.resolve()
+    root = Path(root).resolve()
     rules = IgnoreRules(options.ignore)
     files: list[FileInfo] = []
     directories: list[str] = []
