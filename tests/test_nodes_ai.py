@@ -1,7 +1,7 @@
 """AIModelNode against real OpenAI- and Anthropic-compatible HTTP servers on 127.0.0.1.
 
-The servers speak the real wire formats (``/v1/chat/completions``, ``/v1/messages``) and the
-node drives the real SDK clients against them, on asyncio and on trio.
+The servers (tests/_model_server.py) speak the real wire formats (``/v1/chat/completions``,
+``/v1/messages``) and the node drives the real SDK clients against them, on asyncio and on trio.
 """
 
 from __future__ import annotations
@@ -10,20 +10,24 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import anyio
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
+from _model_server import ModelServer, Reply, serve_models
 from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunFailedError
-from reprise.nodes import AIModelNode, PriceTable, register_price
+from reprise.nodes import AIModelNode, Credentials, PriceTable, register_price
+from reprise.nodes.credentials import redact_value
 from reprise.nodes.pricing import DEFAULT_PRICES
+from reprise.nodes.providers import ModelRequest, ModelResponse
+from reprise.view import write_run_view
 
 pytestmark = pytest.mark.anyio
 
@@ -31,109 +35,10 @@ CANARY = "sk-canary-7f3a9c1e-do-not-leak"
 
 
 # -- a loopback model server ---------------------------------------------------------------------
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None  # dict -> JSON; str/bytes -> sent as is
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class ModelServer:
-    """Answers like OpenAI and Anthropic do. Queued replies go first; then a default answer."""
-
-    replies: list[Reply] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    text: str = "Hello from the model."
-    structured: dict[str, Any] | None = None
-    url: str = ""
-
-    def queue(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def respond(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Reply:
-        self.requests.append({"path": path, "body": body, "headers": headers, "at": time.monotonic()})
-        if self.replies:
-            return self.replies.pop(0)
-        if body.get("model") == "echo-key-401":
-            # A misbehaving server that echoes the credentials it received in its error.
-            key = headers.get("authorization", "") + headers.get("x-api-key", "")
-            return Reply(401, {"error": {"message": f"invalid key {key}", "type": "authentication_error"}})
-        if path.endswith("/chat/completions"):
-            content = json.dumps(self.structured) if body.get("response_format") else self.text
-            return Reply(
-                body={
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion",
-                    "created": 1700000000,
-                    "model": body["model"] + "-2024-08-06",
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                    ],
-                    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
-                }
-            )
-        if path.endswith("/messages"):
-            if body.get("tools"):
-                block: dict[str, Any] = {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": body["tools"][0]["name"],
-                    "input": self.structured,
-                }
-                stop = "tool_use"
-            else:
-                block, stop = {"type": "text", "text": self.text}, "end_turn"
-            return Reply(
-                body={
-                    "id": "msg_1",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": body["model"],
-                    "content": [block],
-                    "stop_reason": stop,
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": 20, "output_tokens": 7},
-                }
-            )
-        return Reply(404, {"error": {"message": "not found"}})
-
-
 @pytest.fixture
 def model_server() -> Iterator[ModelServer]:
-    state = ModelServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-            reply = state.respond(self.path, json.loads(raw), {k.lower(): v for k, v in self.headers.items()})
-            data = (
-                reply.body
-                if isinstance(reply.body, bytes)
-                else (reply.body.encode() if isinstance(reply.body, str) else json.dumps(reply.body).encode())
-            )
-            self.send_response(reply.status)
-            self.send_header("content-type", reply.content_type)
-            self.send_header("content-length", str(len(data)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_models() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -259,6 +164,62 @@ async def test_prompt_and_system_are_templates(
     messages = model_server.requests[0]["body"]["messages"]
     assert messages[0]["content"] == "Write in a terse style."
     assert messages[1]["content"] == "Summarize for kids: A LONG STORY"
+
+
+# -- what was sent --------------------------------------------------------------------------------
+@pytest.mark.parametrize("make_node", [openai_node, anthropic_node], ids=["openai", "anthropic"])
+async def test_the_rendered_request_is_recorded_and_on_the_span(
+    make_node: Callable[..., AIModelNode], model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    """input.json holds the node's input ({"prompt": null} with a prompt template); request.json
+    holds what was sent, and the chat span carries it as GenAI messages for trace viewers."""
+    model_server.structured = {"title": "Ship it", "steps": ["build"]}
+    node = make_node(
+        model_server,
+        system="Answer as a $var{role}.",
+        prompt="Plan: $var{task}",
+        output=Plan,
+        temperature=0.1,
+        max_tokens=99,
+        extra={"top_p": 0.5},
+    )
+    flow = FlowDefinition().node("ask", node, inputs={"role": Initial("role"), "task": Initial("task")})
+    result = await run_flow(flow, make_context("f", initial_inputs={"role": "planner", "task": "ship"}))
+
+    node_dir = result.run_dir / "f" / "ask"
+    assert json.loads((node_dir / "input.json").read_text()) == {"prompt": None, "role": "planner", "task": "ship"}
+    request = json.loads((node_dir / "request.json").read_text())
+    assert request == {
+        "provider": node.provider.name,
+        "model": node.model,
+        "server": "127.0.0.1",
+        "system": "Answer as a planner.",
+        "messages": [{"role": "user", "content": "Plan: ship"}],
+        "parameters": {"temperature": 0.1, "max_tokens": 99, "timeout": 120.0, "top_p": 0.5},
+        "output": {"name": "Plan", "schema": Plan.model_json_schema()},
+    }
+
+    chat = next(s for s in spans(result.run_dir) if s["name"].startswith("chat "))["attrs"]
+    assert json.loads(chat["gen_ai.system_instructions"]) == [{"type": "text", "content": "Answer as a planner."}]
+    assert json.loads(chat["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Plan: ship"}]}
+    ]
+    [answer] = json.loads(chat["gen_ai.output.messages"])
+    assert answer["role"] == "assistant" and answer["finish_reason"] in ("stop", "tool_use")
+    assert [json.loads(p["content"]) for p in answer["parts"]] == [{"title": "Ship it", "steps": ["build"]}]
+
+
+async def test_a_failed_call_still_records_its_request(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    model_server.queue(Reply(400, {"error": {"message": "no"}}))
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("ask", openai_node(model_server)), make_context("f"))
+    run_dir = info.value.result.run_dir  # type: ignore[attr-defined]
+    request = json.loads((run_dir / "f" / "ask" / "request.json").read_text())
+    assert request["messages"] == [{"role": "user", "content": "Say hello."}] and request["system"] is None
+    chat = next(s for s in spans(run_dir) if s["name"] == "chat gpt-4o")["attrs"]
+    assert "Say hello." in chat["gen_ai.input.messages"] and "gen_ai.output.messages" not in chat
 
 
 # -- structured output -----------------------------------------------------------------------------
@@ -493,6 +454,205 @@ async def test_canary_key_never_reaches_the_run_directory(
     }
     for path in files:
         assert CANARY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+
+
+CANARY_FLOWS = """
+import os
+
+from pydantic import BaseModel
+
+from reprise import FlowDefinition
+from reprise.nodes import AIModelNode
+
+
+class Plan(BaseModel):
+    title: str
+    steps: list[str]
+
+
+URL = os.environ["CANARY_MODEL_URL"]
+structured = FlowDefinition().node(
+    "ask", AIModelNode(model="gpt-4o", base_url=URL + "/v1", prompt="Plan.", output=Plan, retries=0)
+)
+"""
+
+
+def _openai_answer(content: Any, **message: Any) -> dict[str, Any]:
+    return {
+        "id": "$KEY",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "gpt-4o-$KEY",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
+    }
+
+
+#: Every way a server can hand the key back, each in a run of its own: (openai?, output=Plan?,
+#: replies, whether the run completes). "$KEY" stands for the key the server received.
+ECHOES: dict[str, tuple[bool, bool, list[Reply], bool]] = {
+    "reply-text-model-id-header": (
+        True, False, [Reply(body=_openai_answer("hello $KEY"), headers={"x-echo": "$KEY"})], True,
+    ),
+    "retried-5xx": (
+        True, False, [Reply(500, {"error": {"message": "overloaded for $KEY"}}, headers={"x-echo": "$KEY"})], True,
+    ),
+    "structured-data": (True, True, [Reply(body=_openai_answer('{"title": "$KEY", "steps": ["$KEY"]}'))], True),
+    "structured-invalid": (True, True, [Reply(body=_openai_answer('{"title": "$KEY", "steps": 3}'))], False),
+    "html-body": (True, False, [Reply(body="<html>$KEY</html>", content_type="text/html")], False),
+    "refusal": (True, False, [Reply(body=_openai_answer(None, refusal="not for $KEY"))], False),
+    "error-body-401": (
+        True, False, [Reply(401, {"error": {"message": "invalid key $KEY", "type": "auth"}})], False,
+    ),
+    "anthropic-tool-input": (
+        False, True,
+        [Reply(body={
+            "id": "$KEY", "type": "message", "role": "assistant", "model": "$KEY", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "t", "name": "Plan", "input": {"title": "$KEY", "steps": []}}],
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        })],
+        True,
+    ),
+    "anthropic-error-400": (
+        False, False,
+        [Reply(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "bad: $KEY"}})],
+        False,
+    ),
+    "anthropic-body-not-json": (False, False, [Reply(body="{not json $KEY")], False),
+}  # fmt: skip
+
+
+def test_canary_key_appears_nowhere(model_server: ModelServer, tmp_path: Path) -> None:
+    """A server that echoes the key in every place it can (replies, structured output, model
+    names, ids, headers, error bodies, bodies that are not JSON, refusals, 5xx that are retried):
+    after the runs, the key is in no file under the run root (run directories, the SQLite index,
+    HTML views), no git object or commit message of the outcome repository, and no CLI output."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "canary_flows.py").write_text(CANARY_FLOWS)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REPRISE_", "OPENAI_", "ANTHROPIC_"))},
+        "OPENAI_API_KEY": CANARY,
+        "CANARY_MODEL_URL": model_server.url,
+        "REPRISE_CREDENTIALS": str(tmp_path / "no-credentials.toml"),
+        "PYTHONPATH": str(REPO / "src"),  # this checkout, whatever the venv has installed
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "reprise.cli", *args],
+            cwd=project, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert CANARY not in proc.stdout + proc.stderr, f"the API key leaked into `reprise {args[0]}`"
+        return proc
+
+    outputs: list[str] = []
+    # The path of the report: structured output whose reply is not JSON, run by the CLI.
+    model_server.queue(Reply(body=_openai_answer("not JSON at all: $KEY")))
+    run = cli("run", "canary_flows:structured", "--json")
+    assert run.returncode == 1, run.stderr
+    run_ids = [json.loads(run.stdout)["data"]["run_id"]]
+    assert "[redacted]" in run.stdout
+
+    async def run_echoes() -> None:
+        for name, (openai, structured, replies, completes) in ECHOES.items():
+            model_server.queue(*replies)
+            make = openai_node if openai else anthropic_node
+            node = make(model_server, output=Plan if structured else None, retries=1)
+            ctx = RunContext(root_component_id="f", project_root=project, tags={"case": name})
+            try:
+                await FlowRunner(FlowDefinition().node("ask", node), ctx).run()
+                status = "completed"
+            except RunFailedError as exc:
+                status = "failed"
+                outputs.append(str(exc))
+            assert status == ("completed" if completes else "failed"), name
+            run_ids.append(ctx.require_run_dir().path.name)
+
+    anyio.run(run_echoes)
+    assert not model_server.replies  # every echo was served
+
+    run_root = project / "runs"
+    for rid in run_ids:
+        write_run_view(run_root / rid, run_root / ".views" / f"{rid}.html")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        shown = list(pool.map(lambda rid: cli("show", rid, "--json"), run_ids))
+    outputs.extend(proc.stdout for proc in shown)
+    outputs.append(cli("runs", "--json", "--limit", "100").stdout)
+    for text in outputs:
+        assert CANARY not in text
+
+    run_root = project / "runs"
+    files = [p for p in run_root.rglob("*") if p.is_file()]
+    assert any(p.name == ".index.sqlite" for p in files) and any(p.suffix == ".html" for p in files)
+    for path in files:
+        assert CANARY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+    repo = run_root / "outcome" / "proj"
+    git = ["git", "-C", str(repo)]
+    history = subprocess.run([*git, "log", "--all", "-p"], capture_output=True, check=True).stdout
+    assert history.count(b"\ncommit ") + history.startswith(b"commit ") == len(run_ids)
+    objects = subprocess.run(
+        [*git, "cat-file", "--batch", "--batch-all-objects"], capture_output=True, check=True
+    ).stdout
+    assert CANARY.encode() not in history + objects, "the API key leaked into the outcome repository"
+
+
+class RawSDKProvider:
+    """A provider as a user might write one: the official SDK, its exceptions left as they are."""
+
+    name = "openai"
+
+    async def complete(self, request: ModelRequest, credentials: Credentials) -> ModelResponse:
+        import openai
+
+        assert credentials.api_key is not None
+        key = credentials.api_key.get_secret_value()
+        async with openai.AsyncOpenAI(api_key=key, base_url=request.base_url, max_retries=0) as client:
+            completion = await client.chat.completions.create(
+                model=request.model, messages=[{"role": "user", "content": request.prompt}]
+            )
+        return ModelResponse(text=completion.choices[0].message.content, model=completion.model)
+
+
+async def test_an_own_providers_exceptions_are_scrubbed(
+    model_server: ModelServer, make_context: Callable[..., RunContext]
+) -> None:
+    """The SDK's own exception (its message quotes the server's 401 body, which echoes the key)
+    escapes a provider of the user's: the node scrubs it like any other."""
+    model_server.queue(Reply(401, {"error": {"message": "invalid key $KEY", "type": "auth"}}))
+    node = AIModelNode(
+        provider=RawSDKProvider(), model="gpt-4o", base_url=model_server.url + "/v1", prompt="hi", backoff=0.01
+    )
+    ctx = make_context("f")
+    with pytest.raises(RunFailedError) as info:
+        await run_flow(FlowDefinition().node("ask", node), ctx)
+    assert "AuthenticationError" in str(info.value) and "[redacted]" in str(info.value)
+    run_dir = ctx.require_run_dir().path
+    assert read_result(run_dir, "ask")["error"]["type"] == "NodeExecutionError"
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+
+
+def test_redaction_covers_escaped_forms_and_spares_placeholders() -> None:
+    key = 'sk-"odd"\nkey-0123456789'
+    creds = Credentials(SecretStr(key), "test")
+    echoes = {
+        "plain": key,
+        "json": json.dumps({"k": key}),
+        "repr": repr(key),
+        "header": repr(f"Bearer {key}".encode()),
+        "url": "https://x/?key=" + quote(key, safe=""),
+        "environment": f"also {CANARY}",  # OPENAI_API_KEY, set by the _keys fixture
+    }
+    scrubbed = redact_value({"echoes": [echoes], "tuple": (key,)}, creds)
+    for name, text in scrubbed["echoes"][0].items():
+        assert "0123456789" not in text and CANARY not in text and "[redacted]" in text, name
+    assert scrubbed["tuple"] == ("[redacted]",)
+    # A placeholder key is not a secret: words of an answer stay as they are.
+    assert redact_value("unused variables", Credentials(SecretStr("unused"), "test")) == "unused variables"
 
 
 async def test_credentials_file_profile(

@@ -28,8 +28,7 @@ from reprise.nodes import (
     UpdateFile,
 )
 from reprise.nodes.file_ops import apply_unified_diff, confine
-from reprise.nodes.folder_analyzer import FolderAnalysisOptions, analyze_folder
-from reprise.nodes.gitignore import IgnoreRules, parse_gitignore
+from reprise.nodes.folder_analyzer import FolderAnalysisOptions, IgnoreRules, analyze_folder
 
 pytestmark = pytest.mark.anyio
 
@@ -316,14 +315,6 @@ def test_nested_gitignore_overrides_and_is_relative() -> None:
     assert ignored("*.log", "important.log", nested=nested) is True  # only below pkg/
     assert ignored("", "pkg/local.txt", nested=nested) is True
     assert ignored("", "pkg/sub/local.txt", nested=nested) is False  # anchored to pkg/
-
-
-def test_parse_skips_comments_and_blanks() -> None:
-    rules = parse_gitignore("# c\n\n   \n!a/\n/b\n")
-    assert [(r.pattern, r.negated, r.dir_only, r.anchored) for r in rules] == [
-        ("!a/", True, True, False),
-        ("/b", False, False, True),
-    ]
 
 
 # -- the folder analyzer -------------------------------------------------------------------------

@@ -4,16 +4,14 @@ The span tree, its attributes, failures, cancellations, logs correlated to spans
 and metrics, the OTLP/JSON format against the protobuf definitions, isolation of runs in one
 process, bursts, crashes and the terminal viewer. Live export is in test_observability_export.py.
 
-Element spans take one of two paths (issue 7): lean spans (``LeanSpan``, when ``trace.jsonl`` is
-the only destination, the default) or SDK spans (when anything else receives spans: an extra
-span processor, live export, forwarding). Every test that runs a flow through ``make_context``
-runs on both, with the same assertions; the last section compares the two paths line by line.
+Every element span is an OpenTelemetry SDK span of the run's own provider, written to
+``trace.jsonl`` by reprise's exporter; the last section checks what user code does to a node's
+span, and that a node runs inside it.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import math
 import os
@@ -24,7 +22,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from reprise import (
@@ -56,64 +54,24 @@ from reprise import (
 )
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RunSetupError
-from reprise.observability.lean import LeanSpan
-from reprise.observability.otlp_json import SpanLineEncoder
+from reprise.observability.otlp_json import SpanLineEncoder, encode_span
 from reprise.observability.telemetry import DURATION_BUCKETS
-from reprise.observability.view import SpanRecord, read_spans, render_trace_tree
+from reprise.run.trace import SpanRecord, read_spans, render_trace_tree
 
 HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 ID_FIELDS = {"traceId": HEX32, "spanId": HEX16, "parentSpanId": HEX16}
 
 
-# -- the two span paths ----------------------------------------------------------------------
-
-
-class Witness(SpanProcessor):
-    """A span processor besides the file's: with it in the settings, element spans are SDK spans
-    (as with any exporter or processor a user adds). Counts the spans it sees end."""
-
-    def __init__(self) -> None:
-        self.ended = 0
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.ended += 1
-
-
-def sdk_settings(settings: ObservabilitySettings | None = None) -> ObservabilitySettings:
-    """``settings`` (default: the defaults) with a :class:`Witness`: element spans on the SDK."""
-    settings = settings or ObservabilitySettings()
-    return dataclasses.replace(settings, span_processors=[*settings.span_processors, Witness()])
-
-
-@pytest.fixture(params=["lean", "sdk"])
-def span_path(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def make_context(tmp_path: Path, span_path: str) -> Iterator[Callable[..., RunContext]]:
-    """As conftest's, on the span path of the test's parameter; checks afterwards that each run
-    really took that path."""
-    made: list[RunContext] = []
+def make_context(tmp_path: Path) -> Callable[..., RunContext]:
+    """As conftest's: a RunContext under ``tmp_path``."""
 
     def make(root_component_id: str = "root", **kwargs: Any) -> RunContext:
         kwargs.setdefault("project_root", tmp_path)
-        if span_path == "sdk":
-            kwargs["observability_settings"] = sdk_settings(kwargs.get("observability_settings"))
-        ctx = RunContext(root_component_id=root_component_id, **kwargs)
-        made.append(ctx)
-        return ctx
+        return RunContext(root_component_id=root_component_id, **kwargs)
 
-    yield make
-    for ctx in made:
-        tel = ctx.telemetry
-        if tel is None or tel.root_span is None:
-            continue
-        assert isinstance(tel.root_span, LeanSpan) is (span_path == "lean"), span_path
-        settings = ctx.observability_settings or ObservabilitySettings()
-        witnesses = [p for p in settings.span_processors if isinstance(p, Witness)]
-        assert all(w.ended > 0 for w in witnesses)
+    return make
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -728,6 +686,40 @@ async def test_metrics_file_has_durations_counts_and_retries(make_context: Any) 
     assert resource["reprise.run_id"] == {"stringValue": result.run_id}
 
 
+def test_metrics_come_from_the_runs_own_meter_provider_once_at_the_end(tmp_path: Path) -> None:
+    """Node counts, durations and user metrics are SDK instruments of the run's own providers
+    (never the global ones, never another run's), written as one collection when the run ends."""
+    from opentelemetry import metrics as metrics_api
+
+    def measured(x: int, ctx: NodeContext) -> int:
+        ctx.metric("work.size", 5)
+        ctx.metric("work.size", 7)
+        return x
+
+    flow = FlowDefinition().node("a", measured, inputs={"x": Initial("x")}).node("b", lambda: 2)
+    contexts = [RunContext("root", tmp_path, initial_inputs={"x": 1}) for _ in range(2)]
+    results = [FlowRunner(flow, ctx).run_sync() for ctx in contexts]
+    tels = [ctx.telemetry for ctx in contexts]
+    assert tels[0] is not None and tels[1] is not None
+    assert tels[0].meter_provider is not tels[1].meter_provider
+    assert tels[0].tracer_provider is not tels[1].tracer_provider
+    assert metrics_api.get_meter_provider() not in {t.meter_provider for t in tels}
+    assert trace_api.get_tracer_provider() not in {t.tracer_provider for t in tels}
+    metrics = metrics_of(results[0].run_dir)
+    assert set(metrics) == {"reprise.node.duration", "reprise.node.count", "work.size"}
+    (point,) = metrics["work.size"]["histogram"]["dataPoints"]
+    assert point["count"] == "2" and point["sum"] == 12
+    assert counts_by_status(metrics) == {"completed": 2}
+    times = {
+        p["timeUnixNano"]
+        for m in metrics.values()
+        for kind in ("sum", "histogram")
+        for p in m.get(kind, {}).get("dataPoints", [])
+    }
+    assert len(times) == 1  # one collection
+    assert len(json_lines(trace_dir(results[0].run_dir) / "metrics.jsonl")) == 1
+
+
 # -- the format, against the protobuf definitions --------------------------------------------
 
 
@@ -793,8 +785,9 @@ async def test_every_line_is_otlp_json_per_the_spec(make_context: Any) -> None:
     assert len(dropped) == 2 and dropped[0]["level"] == "warning" and dropped[0]["hierarchy_path"] == "flow.odd"
 
 
-def test_fast_span_lines_match_the_reference_encoding(tmp_path: Path) -> None:
-    """The hand-built line equals json.dumps of the dict encoding, for awkward values too."""
+def test_a_span_line_is_one_ascii_line_of_the_span_encoding(tmp_path: Path) -> None:
+    """Awkward names and values (control characters, lone surrogates, NaN, non-ASCII) give one
+    ASCII line (valid UTF-8 whatever the attributes hold) holding the span's OTLP encoding."""
     provider = TracerProvider(resource=Resource.create({"service.name": "t"}), shutdown_on_exit=False)
     tracer = provider.get_tracer("reprise", "1")
     encoder = SpanLineEncoder(provider.resource, InstrumentationScope("reprise", "1"))
@@ -807,11 +800,29 @@ def test_fast_span_lines_match_the_reference_encoding(tmp_path: Path) -> None:
     span.add_event("e", {"k": "v"})
     span.set_status(trace_api.Status(trace_api.StatusCode.ERROR, "bad ☃"))
     span.end()
-    fast = encoder.line((span,))
-    safe = encoder.line_safe((span,))
-    fast.decode("ascii")  # always ASCII: valid UTF-8 whatever the attributes hold
-    assert fast.endswith(b"\n") and fast.count(b"\n") == 1
-    assert json.loads(fast) == json.loads(safe)
+    line = encoder.line((span,))
+    line.decode("ascii")
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    (written,) = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert written == json.loads(json.dumps(encode_span(span)))
+    assert {"key": "nan", "value": {"doubleValue": "NaN"}} in written["attributes"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_trace_write_that_fails_is_kept_for_the_run_to_raise() -> None:
+    """The SDK's span processor logs an exporter's exception and goes on; the exporter keeps the
+    first one, which the run raises when it ends, so a lost span never goes unnoticed."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
+    from reprise.observability.telemetry import JsonlSink, TraceFileExporter
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    exporter = TraceFileExporter(JsonlSink(Path("/dev/full")), SpanLineEncoder(provider.resource, None))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.get_tracer("reprise").start_span("lost").end()
+    assert isinstance(exporter.error, OSError) and "No space left" in str(exporter.error)
+    assert exporter.export([]) is SpanExportResult.FAILURE
+    provider.shutdown()
 
 
 # -- isolation -------------------------------------------------------------------------------
@@ -940,17 +951,16 @@ CRASH_SCRIPT = textwrap.dedent(
 
     body = FlowDefinition().node("quick", quick, inputs={"item": Var("item")})
     flow = FlowDefinition().node("first", first).for_each("loop", [1, 2, 3], body).node("hang", hang)
-    settings = ObservabilitySettings(span_processors=[SpanProcessor()] if sys.argv[3] == "sdk" else [])
-    FlowRunner(flow, RunContext("crash", project_root=sys.argv[1], observability_settings=settings)).run_sync()
+    FlowRunner(flow, RunContext("crash", project_root=sys.argv[1])).run_sync()
     """
 )
 
 
-def test_a_killed_run_leaves_every_ended_span_in_the_trace(tmp_path: Path, span_path: str) -> None:
+def test_a_killed_run_leaves_every_ended_span_in_the_trace(tmp_path: Path) -> None:
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     marker = tmp_path / "hanging"
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(marker), span_path])
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(marker)])
     try:
         deadline = time.monotonic() + 60
         # The script writes the run id into the marker: it may exist, still empty, for a moment.
@@ -1023,15 +1033,25 @@ async def test_viewer_shows_durations_statuses_and_reuse(make_context: Any, tmp_
     assert re.search(r"`-- node flow\.c  \[python\]  completed  [\d.]+ ms\n", view)
 
     # `reprise trace` prints the same text; a run without a trace is an error.
-    def trace_cmd(run_id: str) -> subprocess.CompletedProcess[str]:
-        args = ["trace", run_id, "--ascii", "--run-root", str(rerun.run_dir.parent)]
-        return subprocess.run([sys.executable, "-m", "reprise.cli", *args], capture_output=True, text=True, check=False)
-
-    cli = trace_cmd(rerun.run_id)
-    assert cli.returncode == 0 and cli.stdout == view
-    (first_ctx.require_run_dir().path / ".trace" / "trace.jsonl").unlink()
-    missing = trace_cmd(first_ctx.run_id)
-    assert missing.returncode == 2 and "no trace found" in missing.stderr
+    root = rerun.run_dir.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPRISE_")}
+    cli = subprocess.run(
+        [sys.executable, "-m", "reprise.cli", "trace", rerun.run_id, "--ascii", "--run-root", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert cli.returncode == 0 and cli.stdout == view, cli.stderr
+    (rerun.run_dir / ".trace" / "trace.jsonl").unlink()
+    missing = subprocess.run(
+        [sys.executable, "-m", "reprise.cli", "trace", rerun.run_id, "--run-root", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert missing.returncode == 2 and "has no trace" in missing.stderr
 
 
 @pytest.mark.anyio
@@ -1049,49 +1069,7 @@ async def test_viewer_folds_long_child_lists(make_context: Any) -> None:
     assert render_trace_tree(read_spans(result.run_dir)) == render_trace_tree(result.run_dir)
 
 
-# -- lean spans and SDK spans write the same lines -------------------------------------------
-
-
-def normalized_trace(run_dir: Path, run_ids: dict[str, str]) -> list[str]:
-    """The trace's spans, one request line each, with what differs between two runs of one flow made neutral: span ids
-    by span names (unique in these flows), one trace id, times, run ids (``run_ids``: id ->
-    placeholder). Sorted: parallel branches may end in either order. Everything else (keys,
-    their order, attribute order, values) is kept."""
-    lines = json_lines(trace_dir(run_dir) / "trace.jsonl")
-    spans = [sp for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]]
-    names = {sp["spanId"]: sp["name"] for sp in spans}
-    assert len(names) == len(spans), "span ids are unique"
-    (trace_id,) = {sp["traceId"] for sp in spans}  # one trace
-
-    def neutral(value: Any, key: str = "") -> Any:
-        if isinstance(value, dict):
-            return {k: neutral(v, k) for k, v in value.items()}
-        if isinstance(value, list):
-            return [neutral(v, key) for v in value]
-        if key.endswith("UnixNano"):
-            return "<time>"
-        if key in ("spanId", "parentSpanId"):
-            return f"<{names[value]}>" if value in names else value  # a link's may be elsewhere
-        if key == "traceId":
-            return "<trace>" if value == trace_id else value
-        return value
-
-    # One request per span: how spans are grouped into lines is not part of what is compared
-    # (a re-run writes its reused nodes' spans together).
-    single = [
-        {"resourceSpans": [{**rs, "scopeSpans": [{**ss, "spans": [sp]}]}]}
-        for line in lines
-        for rs in line["resourceSpans"]
-        for ss in rs["scopeSpans"]
-        for sp in ss["spans"]
-    ]
-    out = []
-    for line in single:
-        text = json.dumps(neutral(line), ensure_ascii=True)
-        for run_id, placeholder in run_ids.items():
-            text = text.replace(run_id, placeholder)
-        out.append(text)
-    return sorted(out)
+# -- a node's span, as user code sees it ----------------------------------------------------
 
 
 def _parity_flow(fail: dict[str, bool]) -> FlowDefinition:
@@ -1139,334 +1117,41 @@ def _parity_flow(fail: dict[str, bool]) -> FlowDefinition:
 
 
 @pytest.mark.anyio
-async def test_lean_and_sdk_element_spans_write_the_same_lines(tmp_path: Path) -> None:
+async def test_a_nodes_span_keeps_what_user_code_did_to_it_and_reuse_marks_it(tmp_path: Path) -> None:
     """One flow (retries, user attributes, events, exceptions and status on the node's own span,
-    a user span under it, every kind of container, a failure with a cause, then a re-run that
-    reuses nodes) on both paths: the lines differ only in ids, times and run ids."""
-    traces: dict[str, list[list[str]]] = {}
-    for path in ("lean", "sdk"):
-        fail = {"bad": True}
-        flow = _parity_flow(fail)
-
-        def settings(path: str = path) -> ObservabilitySettings:
-            return sdk_settings() if path == "sdk" else ObservabilitySettings()
-
-        first = RunContext("flow", project_root=tmp_path / path, observability_settings=settings())
-        with pytest.raises(RunFailedError):
-            await FlowRunner(flow, first).run()
-        fail["bad"] = False
-        again = RunContext(
-            "flow",
-            project_root=tmp_path / path,
-            previous_run_id=first.run_id,
-            start_hierarchy_path="flow.bad",
-            observability_settings=settings(),
-        )
-        await FlowRunner(flow, again).run()
-        for ctx in (first, again):
-            assert ctx.telemetry is not None
-            assert isinstance(ctx.telemetry.root_span, LeanSpan) is (path == "lean")
-        ids = {first.run_id: "<first>", again.run_id: "<again>"}
-        traces[path] = [normalized_trace(ctx.require_run_dir().path, ids) for ctx in (first, again)]
-        for ctx in (first, again):
-            for line in json_lines(trace_dir(ctx.require_run_dir().path) / "trace.jsonl"):
-                check_otlp_json_shapes(line)
-                parse_trace_line(line)
-    lean_first, lean_again = traces["lean"]
-    sdk_first, sdk_again = traces["sdk"]
-    assert len(lean_first) == 18 and len(lean_again) == 17  # the re-run reuses annotate: no user span
-    assert lean_first == sdk_first
-    assert lean_again == sdk_again
-    # The comparison saw what it was meant to: user attributes in order, the events, the cause.
-    annotate = next(json.loads(line) for line in lean_first if '"name": "node flow.annotate"' in line)
-    span = annotate["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-    keys = [kv["key"] for kv in span["attributes"]]
+    a user span under it, every kind of container, a failure with a cause), then a re-run that
+    reuses nodes: every line parses, and the spans hold what was done to them."""
+    fail = {"bad": True}
+    flow = _parity_flow(fail)
+    first = RunContext("flow", project_root=tmp_path)
+    with pytest.raises(RunFailedError):
+        await FlowRunner(flow, first).run()
+    fail["bad"] = False
+    again = RunContext("flow", project_root=tmp_path, previous_run_id=first.run_id, start_hierarchy_path="flow.bad")
+    await FlowRunner(flow, again).run()
+    spans: dict[str, list[dict[str, Any]]] = {}
+    for ctx in (first, again):
+        lines = json_lines(trace_dir(ctx.require_run_dir().path) / "trace.jsonl")
+        for line in lines:
+            check_otlp_json_shapes(line)
+            parse_trace_line(line)
+        spans[ctx.run_id] = [
+            sp for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"]
+        ]
+    assert len(spans[first.run_id]) == 18 and len(spans[again.run_id]) == 17  # annotate reused: no user span
+    named = {sp["name"]: sp for sp in spans[first.run_id]}
+    annotate = named["node flow.annotate"]
+    keys = [kv["key"] for kv in annotate["attributes"]]
     assert keys[-5:] == ["user.n", "user.flag", "user.text", "reprise.status", "reprise.attempts"]
-    assert [e["name"] for e in span["events"]] == ["user.event", "exception"]
-    assert span["status"] == {"code": 1}
-    bad = next(json.loads(line) for line in lean_first if '"name": "node flow.bad"' in line)
-    bad_span = bad["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-    assert bad_span["status"] == {"code": 2, "message": "KeyError: 'root cause'"}
-    reused = next(json.loads(line) for line in lean_again if '"name": "node flow.flaky"' in line)
-    assert {"key": "reprise.reused", "value": {"boolValue": True}} in (
-        reused["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]
-    )
-
-
-class _Shown:
-    def __str__(self) -> str:
-        return "shown"
-
-
-def _odd_attributes(span: trace_api.Span) -> None:
-    span.set_attribute("none", None)
-    span.set_attribute("bytes", b"\x00\xff")
-    span.set_attribute("mapping", {"k": [1, "a"], "": 1})
-    span.set_attribute("opaque", object())
-    span.set_attribute("shown", _Shown())
-    span.set_attribute("", "empty key")
-    span.set_attribute("tuple", ("a", "b"))
-    span.set_attributes({"many": 1, "more": [True, False], 7: "int key"})  # type: ignore[dict-item]
-    span.set_attribute("reprise.element_type", "updated")  # moves last
-
-
-def _events_status_links(span: trace_api.Span) -> None:
-    span.add_event("bare")
-    span.add_event("stamped", {"n": 1, "f": float("nan")}, timestamp=1_700_000_000_000_000_000)
-    span.set_status(trace_api.Status(trace_api.StatusCode.ERROR, "first"))
-    span.set_status(trace_api.StatusCode.ERROR, "second")
-    span.set_status(trace_api.StatusCode.UNSET)  # never overrides
-    span.set_status(trace_api.Status(trace_api.StatusCode.OK), "ignored description")
-    span.set_status(trace_api.StatusCode.ERROR, "an OK status is final")
-    span.record_exception(_RAISED, {"extra": 1}, escaped=True)
-    span.update_name("renamed")
-    link = trace_api.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace_api.TraceFlags(1))
-    span.add_link(link, {"why": "because"})
-    span.add_link(trace_api.INVALID_SPAN_CONTEXT)  # dropped: invalid and carries nothing
-
-
-def _after_end(span: trace_api.Span) -> None:
-    span.end()
-    span.set_attribute("late", 1)
-    span.set_attributes({"later": 2})
-    span.add_event("late")
-    span.set_status(trace_api.StatusCode.ERROR, "late")
-    span.update_name("late")
-
-
-def _as_context_manager(span: trace_api.Span) -> None:
-    with pytest.raises(RuntimeError), span:
-        raise RuntimeError("inside")
-
-
-def _many(span: trace_api.Span) -> None:
-    for i in range(6):
-        span.set_attribute(f"k{i}", "value longer than the limit")
-        span.add_event(f"e{i}", {"a": "x" * 10, "b": 1, "c": 2, "d": 3})
-
-
-def _odd_name(span: trace_api.Span) -> None:
-    span.update_name(12)  # type: ignore[arg-type]  # not a str: the line takes the slow path
-
-
-def _raise() -> BaseException:
-    try:
-        raise LookupError("recorded")
-    except LookupError as exc:
-        return exc
-
-
-_RAISED = _raise()
-
-
-@pytest.mark.parametrize(
-    ("script", "env"),
-    [
-        (_odd_attributes, {}),
-        (_events_status_links, {}),
-        (_after_end, {}),
-        (_as_context_manager, {}),
-        (_many, {}),
-        (_odd_name, {}),
-        (
-            _many,
-            {
-                "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "6",
-                "OTEL_SPAN_EVENT_COUNT_LIMIT": "2",
-                "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "3",
-                "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4",
-            },
-        ),
-    ],
-    ids=["odd-attributes", "events-status-links", "after-end", "context-manager", "many", "odd-name", "limits"],
-)
-def test_a_lean_span_behaves_as_an_sdk_span(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: Callable[[trace_api.Span], None], env: dict[str, str]
-) -> None:
-    """What user code can do to ``ctx.current_span``, done to a lean span and to an SDK span:
-    the two lines are the same but for ids and times (the SDK's cleaning, limits, status rules)."""
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-
-    from reprise.observability.lean import LeanSpanWriter
-    from reprise.observability.telemetry import JsonlSink, SpanFileProcessor
-
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    resource = Resource.create({"service.name": "parity"})
-    scope = InstrumentationScope("reprise", "1")
-    encoder = SpanLineEncoder(resource, scope)
-    sdk_sink = JsonlSink(tmp_path / "sdk.jsonl")
-    provider = TracerProvider(sampler=ALWAYS_ON, resource=resource, shutdown_on_exit=False)
-    provider.add_span_processor(SpanFileProcessor(sdk_sink, encoder))
-    tracer = provider.get_tracer(scope.name, scope.version)
-    lean_sink = JsonlSink(tmp_path / "lean.jsonl")
-    writer = LeanSpanWriter(lean_sink, encoder, resource, scope)
-
-    def attrs() -> dict[str, Any]:
-        return {"reprise.run_id": "r", "reprise.hierarchy_path": "flow.n", "reprise.element_type": "node"}
-
-    sdk_root = tracer.start_span("root", attributes=attrs())
-    sdk_span = tracer.start_span("node flow.n", context=trace_api.set_span_in_context(sdk_root), attributes=attrs())
-    lean_root = writer.start_span("root", None, attrs())
-    lean_span = writer.start_span("node flow.n", lean_root, attrs())
-    for span in (sdk_span, lean_span):
-        script(span)
-        if span.is_recording():
-            span.end()
-    for span in (sdk_root, lean_root):
-        span.end()
-    sdk_sink.close()
-    lean_sink.close()
-    lines = {}
-    for path in ("sdk", "lean"):
-        for line in json_lines(tmp_path / f"{path}.jsonl"):
-            if script is not _odd_name:  # a number as the name is not OTLP: both write it as is
-                check_otlp_json_shapes(line)
-                parse_trace_line(line)
-        lines[path] = normalized_trace_file(tmp_path / f"{path}.jsonl")
-    assert lines["lean"] == lines["sdk"]
-    assert len(lines["lean"]) == 2
-
-
-def normalized_trace_file(path: Path) -> list[str]:
-    """:func:`normalized_trace` for a trace file anywhere, without run ids."""
-    holder = path.parent / f"{path.stem}-run"
-    (holder / ".trace").mkdir(parents=True)
-    (holder / ".trace" / "trace.jsonl").write_bytes(path.read_bytes())
-    return normalized_trace(holder, {})
-
-
-def test_a_lean_span_is_a_real_opentelemetry_parent(tmp_path: Path) -> None:
-    """SDK spans started under a lean span get its trace and its id as parent; ``use_span``
-    makes it the current span."""
-    from reprise.observability.lean import LeanSpanWriter
-    from reprise.observability.telemetry import JsonlSink
-
-    resource = Resource.create({})
-    scope = InstrumentationScope("reprise", "1")
-    sink = JsonlSink(tmp_path / "t.jsonl")
-    writer = LeanSpanWriter(sink, SpanLineEncoder(resource, scope), resource, scope)
-    lean = writer.start_span("node flow.n", None, {})
-    ctx = lean.get_span_context()
-    assert ctx.is_valid and ctx.trace_flags.sampled and not ctx.is_remote
-    assert ctx.trace_id == writer.trace_id != 0 and ctx.span_id == lean.span_id != 0
-    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("t")
-    child = tracer.start_span("child", context=trace_api.set_span_in_context(lean))
-    assert child.get_span_context().trace_id == ctx.trace_id
-    assert child.parent is not None and child.parent.span_id == ctx.span_id  # type: ignore[attr-defined]
-    assert child.get_span_context().trace_flags == ctx.trace_flags
-    with trace_api.use_span(lean, end_on_exit=False):
-        assert trace_api.get_current_span() is lean
-    assert lean.is_recording()
-    lean.end()
-    assert not lean.is_recording()
-    sink.close()
-    (line,) = json_lines(tmp_path / "t.jsonl")
-    assert line["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] == f"{ctx.span_id:016x}"
-
-
-def test_duration_histogram_reports_what_the_sdk_histogram_reports() -> None:
-    """The node durations aggregated in Python encode exactly as the SDK's histogram of the same
-    values would (buckets at the boundaries too), times aside."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    from reprise.observability.lean import DurationHistogram
-    from reprise.observability.otlp_json import encode_metrics, metric_dict
-
-    values = [0.0, 0.0001, 0.001, 0.0010001, 0.3, 600.0, 601.0, 2.5, 0.025]
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    sdk = provider.get_meter("reprise").create_histogram(
-        "reprise.node.duration", unit="s", description="d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS
-    )
-    ours = DurationHistogram("reprise.node.duration", "s", "d", DURATION_BUCKETS)
-    for i, value in enumerate(values):
-        status = "failed" if i % 3 == 0 else "completed"
-        sdk.record(value, {"reprise.status": status, "reprise.node_kind": "python"})
-        ours.record(value, (("reprise.status", status), ("reprise.node_kind", "python")))
-    request = encode_metrics(reader.get_metrics_data())
-    (expected,) = request["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
-    metric = ours.metric()
-    assert metric is not None
-    got = metric_dict(metric)
-
-    def timeless(metric: dict[str, Any]) -> dict[str, Any]:
-        points = sorted(
-            ({k: v for k, v in p.items() if not k.endswith("UnixNano")} for p in metric["histogram"]["dataPoints"]),
-            key=json.dumps,
-        )
-        return {**metric, "histogram": {**metric["histogram"], "dataPoints": points}}
-
-    assert got is not None and timeless(got) == timeless(expected)
-    assert DurationHistogram("x", "s", "d", DURATION_BUCKETS).metric() is None
-    provider.shutdown()
-
-
-def _writer_and_sink(tmp_path: Path, name: str) -> tuple[Any, Any]:
-    from reprise.observability.lean import LeanSpanWriter
-    from reprise.observability.telemetry import JsonlSink
-
-    resource = Resource.create({"service.name": "pending"})
-    scope = InstrumentationScope("reprise", "1")
-    sink = JsonlSink(tmp_path / f"{name}.jsonl")
-    return LeanSpanWriter(sink, SpanLineEncoder(resource, scope), resource, scope), sink
-
-
-@pytest.mark.parametrize(
-    ("status", "attempts", "kind"), [("completed", 1, "python"), ("cancelled", 3, "ai_model_call")]
-)
-def test_a_pending_node_spans_line_is_the_line_of_the_lean_span_it_stands_for(
-    tmp_path: Path, status: str, attempts: int, kind: str
-) -> None:
-    """The line a node span never asked for writes by itself is byte for byte the line of a
-    ``LeanSpan`` started with the node attributes and ended with status and attempts (given
-    the same ids and times), and it parses as an OTLP ``ExportTraceServiceRequest``."""
-    from reprise.observability.lean import PendingNodeSpan
-
-    writer, sink = _writer_and_sink(tmp_path, "t")
-    root = writer.start_span("flow f", None, {"reprise.run_id": "run_1"})
-    path = 'f.loop[3].n"odd'  # a character JSON must escape, too
-    pending = PendingNodeSpan(writer, root, path, kind, "run_1")
-    assert pending.end_plain(status, attempts)
-    attrs = {
-        "reprise.run_id": "run_1",
-        "reprise.hierarchy_path": path,
-        "reprise.element_type": "node",
-        "reprise.node_kind": kind,
-    }
-    span = writer.start_span(f"node {path}", root, attrs)
-    span._start_time = pending.start
-    span.end_with({"reprise.status": status, "reprise.attempts": attempts}, end_time=pending.ended)
-    sink.close()
-    fast, lean = (tmp_path / "t.jsonl").read_text().splitlines()
-    fast_id = json.loads(fast)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"]
-    assert fast.replace(fast_id, span._id_hex) == lean
-    check_otlp_json_shapes(json.loads(fast))
-    parse_trace_line(json.loads(fast))
-
-
-def test_a_pending_node_span_asked_for_becomes_that_span_and_writes_one_line(tmp_path: Path) -> None:
-    from reprise.observability.lean import PendingNodeSpan
-
-    writer, sink = _writer_and_sink(tmp_path, "t")
-    root = writer.start_span("flow f", None, {})
-    pending = PendingNodeSpan(writer, root, "f.n", "python", "run_1")
-    span = pending.materialize()
-    assert pending.materialize() is span and span.start_time == pending.start
-    assert span.parent is not None and span.parent.span_id == root.span_id
-    assert not pending.end_plain("completed", 1)  # the span is ended its own way
-    span.set_attribute("user.key", "v")
-    span.end_with({"reprise.status": "completed", "reprise.attempts": 1})
-    late = PendingNodeSpan(writer, root, "f.m", "python", "run_1")
-    assert late.end_plain("completed", 1)
-    assert not late.materialize().is_recording()  # asked for after its line: already ended
-    sink.close()
-    lines = json_lines(tmp_path / "t.jsonl")
-    assert len(lines) == 2
-    spans = [line["resourceSpans"][0]["scopeSpans"][0]["spans"][0] for line in lines]
-    assert {a["key"] for a in spans[0]["attributes"]} >= {"user.key", "reprise.status", "reprise.node_kind"}
-    assert [s["name"] for s in spans] == ["node f.n", "node f.m"]
+    assert [e["name"] for e in annotate["events"]] == ["user.event", "exception"]
+    assert annotate["status"] == {"code": 1}
+    assert named["annotate.child"]["parentSpanId"] == annotate["spanId"]
+    assert named["node flow.bad"]["status"] == {"code": 2, "message": "KeyError: 'root cause'"}
+    reused = next(sp for sp in spans[again.run_id] if sp["name"] == "node flow.flaky")
+    attrs = {kv["key"]: next(iter(kv["value"].values())) for kv in reused["attributes"]}
+    assert attrs["reprise.reused"] is True and attrs["reprise.attempts"] == "0"
+    assert attrs["reprise.reused_from"] == attrs["reprise.origin_run_id"] == first.run_id
+    assert attrs["reprise.status"] == "completed"
 
 
 @pytest.mark.anyio
@@ -1557,16 +1242,13 @@ async def test_a_node_logger_first_used_after_the_node_ended_names_the_span_the_
     assert sum(1 for name in spans if name == "node root.early") == 1
 
 
-def test_with_forward_to_global_a_node_runs_inside_its_own_span(tmp_path: Path) -> None:
-    """forward_to_global makes the node's span the current OpenTelemetry span while it runs
-    (libraries and log correlation read it), also when the global provider is not an SDK one
-    and trace.jsonl is the spans' only destination: the current span is the node's."""
+def test_a_node_runs_inside_its_own_span(tmp_path: Path) -> None:
+    """The node's span is the current OpenTelemetry span while it runs, so spans libraries open
+    with a tracer of their own nest under it."""
 
     def work() -> str:
         return f"{trace_api.get_current_span().get_span_context().span_id:016x}"
 
     flow = FlowDefinition().node("work", work)
-    settings = ObservabilitySettings(forward_to_global=True)
-    run = RunContext("root", tmp_path, outcome_repo=False, observability_settings=settings)
-    result = FlowRunner(flow, run).run_sync()
+    result = FlowRunner(flow, RunContext("root", tmp_path, outcome_repo=False)).run_sync()
     assert result.outcome == _node_spans(result.run_dir)["node root.work"]["spanId"]

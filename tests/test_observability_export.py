@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from reprise import FlowDefinition, FlowRunner, NodeContext, ObservabilitySettings, RunContext, RunSetupError
-from reprise.observability.view import read_spans
+from reprise.run.trace import read_spans
 
 SECRET = "s3cr3t-token-do-not-store"
 
@@ -302,8 +302,9 @@ FORWARD_SCRIPT = textwrap.dedent(
 
     # The application's own OpenTelemetry setup.
     exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
 
     async def work(ctx) -> int:
@@ -311,13 +312,14 @@ FORWARD_SCRIPT = textwrap.dedent(
             # A library instrumented with the global tracer, called inside the node.
             with trace.get_tracer("library").start_as_current_span("library call"):
                 pass
+        with trace.get_tracer("library").start_as_current_span("library call outside"):
+            pass
         return 1
 
     flow = FlowDefinition().node("work", work)
     root = sys.argv[1]
-    opted_in = FlowRunner(
-        flow, RunContext("fwd", project_root=root, observability_settings=ObservabilitySettings(forward_to_global=True))
-    ).run_sync()
+    settings = ObservabilitySettings(span_processors=[processor])
+    opted_in = FlowRunner(flow, RunContext("fwd", project_root=root, observability_settings=settings)).run_sync()
     not_opted = FlowRunner(flow, RunContext("plain", project_root=root)).run_sync()
     with trace.get_tracer("app").start_as_current_span("after the runs"):
         pass
@@ -337,7 +339,7 @@ FORWARD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_forward_to_global_delivers_spans_to_the_users_provider(tmp_path: Path) -> None:
+def test_span_processors_deliver_a_runs_spans_to_the_users_pipeline(tmp_path: Path) -> None:
     # The global provider can be set once per process: the application runs in its own.
     script = tmp_path / "app.py"
     script.write_text(FORWARD_SCRIPT)
@@ -355,6 +357,9 @@ def test_forward_to_global_delivers_spans_to_the_users_provider(tmp_path: Path) 
     # pipeline still works after our runs ended (we never shut it down).
     library = [s for s in spans if s["name"] == "library call"]
     assert ours["mine"]["span_id"] in {s["parent"] for s in library}
+    # Outside a user span, they nest under the node's span: the node runs inside it.
+    outside = [s for s in spans if s["name"] == "library call outside"]
+    assert ours["node fwd.work"]["span_id"] in {s["parent"] for s in outside}
     assert "after the runs" in {s["name"] for s in spans}
 
 

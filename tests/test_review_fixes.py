@@ -10,8 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from reprise.run.outcome_repo import collect_outcome_files
 
 CONDITIONAL_CRASH_SCRIPT = textwrap.dedent(
@@ -83,16 +81,3 @@ def test_collect_outcome_files_skips_a_node_directory_never_renamed_into_place(t
     (leftover / "result.json").write_text('{"status": "completed"}')
     files = collect_outcome_files(run)
     assert [f.repo_path for f in files] == ["root/a/outcome.json"]
-
-
-def test_a_users_glibc_tunables_win_over_reprises_for_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # glibc applies GLIBC_TUNABLES left to right, the last value of a tunable winning: reprise's
-    # defaults for git must come first, so a value the user set for the same tunable stays.
-    from reprise.run.outcome_repo import OutcomeRepository
-
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=4096:glibc.malloc.top_pad=4096")
-    repo = OutcomeRepository(tmp_path / "outcome")
-    out = repo._git(["-c", "alias.tunables=!printenv GLIBC_TUNABLES", "tunables"], git_dir=repo.git_dir()).strip()
-    trims = [item for item in out.split(":") if item.startswith("glibc.malloc.trim_threshold=")]
-    assert len(trims) == 2 and trims[-1] == "glibc.malloc.trim_threshold=4096", out  # reprise's, then the user's
-    assert out.endswith("glibc.malloc.top_pad=4096"), out  # the user's others are kept

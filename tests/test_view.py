@@ -17,6 +17,7 @@ import pytest
 
 import reprise.view
 from _meeting import meet
+from _model_server import serve_models
 from reprise import (
     AgentDefinition,
     AgentRunner,
@@ -32,6 +33,7 @@ from reprise import (
     node,
 )
 from reprise.errors import RepriseError, RunSetupError
+from reprise.nodes import AIModelNode
 from reprise.view import (
     RunViewData,
     build_experiment_view_data,
@@ -139,6 +141,30 @@ def test_run_data_tree_statuses_timings_and_details(tmp_path: Path) -> None:
     assert span_row["t"] == "span" and span_row["u"] == els["demo.start"]["i"]
     # Run-level log lines go to the root.
     assert "run started" in [line["event"] for line in data.details["0"]["logs"]]
+
+
+def test_ai_model_node_shows_its_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The details of an AI model node hold its conversation (system, user, assistant) read from
+    request.json and outcome.json, and the page embeds them; the key is in neither."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-view-test-0123456789")
+    monkeypatch.setenv("REPRISE_CREDENTIALS", str(tmp_path / "none.toml"))
+    with serve_models() as server:
+        ask = AIModelNode(
+            model="gpt-4o", base_url=server.url + "/v1", system="Be $var{tone}.", prompt="Greet $var{who}."
+        )
+        flow = FlowDefinition().node("ask", ask, inputs={"tone": "kind", "who": Initial("who")})
+        ctx = RunContext(root_component_id="f", project_root=tmp_path, outcome_repo=False, initial_inputs={"who": EVIL})
+        run_dir = FlowRunner(flow, ctx).run_sync().run_dir
+    data = build_run_view_data(run_dir)
+    chat = data.details[str(by_path(data)["f.ask"]["i"])]["chat"]
+    assert chat == [
+        {"role": "system", "text": "Be kind."},
+        {"role": "user", "text": f"Greet {EVIL}."},
+        {"role": "assistant", "text": "Hello from the model."},
+    ]
+    page = write_run_view(run_dir, tmp_path / "run.html").read_text()
+    assert _model(page, "reprise-details") == json.loads(json.dumps(data.details))
+    assert "sk-view-test" not in page
 
 
 def test_reused_nodes_and_lineage(tmp_path: Path) -> None:

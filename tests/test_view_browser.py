@@ -17,7 +17,9 @@ import anyio
 import pytest
 
 from _meeting import meet
+from _model_server import serve_models
 from reprise import FlowDefinition, FlowRunner, Initial, NodeContext, RunContext, RunFailedError, Var, node
+from reprise.nodes import AIModelNode
 from reprise.view import write_experiment_view, write_run_view
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -217,6 +219,31 @@ def test_run_page_marks_failure_and_reuse_and_shows_details(
     assert 'raise ValueError(f"kaboom {x}")' in page.inner_text("#details pre.traceback")
     assert "node failed" in page.inner_text("#details .logs")
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+    assert view.errors == []
+
+
+def test_ai_model_node_shows_its_messages(open_page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AI model node's details show the conversation as chat messages, role and text, with
+    the hostile prompt as plain text."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-view-test-0123456789")
+    monkeypatch.setenv("REPRISE_CREDENTIALS", str(tmp_path / "none.toml"))
+    with serve_models() as server:
+        ask = AIModelNode(model="gpt-4o", base_url=server.url + "/v1", system="Be brief.", prompt="Say $var{what}.")
+        ctx = RunContext(root_component_id="f", project_root=tmp_path, outcome_repo=False)
+        run_flow(FlowDefinition().node("ask", ask, inputs={"what": EVIL}), ctx)
+    view = open_page(write_run_view(ctx.require_run_dir().path, tmp_path / "ai.html"))
+    page = view.page
+    page.click('[data-path="f.ask"]')
+    messages = page.locator("#details .chat .msg")
+    assert messages.count() == 3
+    shown = [(m.locator(".role").inner_text().lower(), m.locator("pre").inner_text()) for m in messages.all()]
+    assert shown == [
+        ("system", "Be brief."),
+        ("user", f"Say {EVIL}."),
+        ("assistant", "Hello from the model."),
+    ]
+    assert page.evaluate("window.__pwned") is None
+    page.screenshot(path=str(tmp_path / "ai.png"), full_page=True)
     assert view.errors == []
 
 

@@ -275,7 +275,8 @@ async def _time_commits(runs: Runs, n: int, n_runs: int, repo_cls: Any, settings
     result = await runs.run(chain(n), runs.context("git-off"))
     run_dir = Path(result.run_dir)
     repo = repo_cls(runs.project / "runs" / "outcome" / "bench", settings_cls())
-    repo.ensure()
+    with repo.open():
+        pass  # created before the timing starts
     counter = iter(range(10**6))
 
     async def commit(_: Any) -> None:

@@ -28,11 +28,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reprise.errors import RepriseError, RunSetupError
+from reprise.errors import RepriseError, RunFileError, RunSetupError
 from reprise.run.directory import RESULT_FILE, RunDirectory
-from reprise.run.files import read_json
 from reprise.run.index import RunIndex, RunInfo
 from reprise.run.journal import InFlight, in_flight
+from reprise.run.reading import read_run_jsonl, read_run_object
 from reprise.run.reused import ReusedNodes, linked_run_id
 from reprise.run.status import RunStatus
 from reprise.run.usage import cost_of, input_output_tokens
@@ -172,8 +172,11 @@ class Api:
         return data
 
     # -- the element tree ------------------------------------------------------------------
-    def elements(self, run_id: str) -> ElementInfo:
-        """The run's element tree, from the ``result.json`` files in its directory."""
+    def elements(self, run_id: str, *, problems: list[RunFileError] | None = None) -> ElementInfo:
+        """The run's element tree, from the ``result.json`` files in its directory.
+
+        An element whose ``result.json`` cannot be read has status ``unreadable`` and the
+        reason as its ``error``; it and any bad journal line are also added to ``problems``."""
         run = self.run_dir(run_id)
         meta = run.read_metadata()
         status = run.status()
@@ -181,11 +184,12 @@ class Api:
         root_dir = run.path / meta.root_component_id
         # A node's directory appears when it finishes; the journal names those still running
         # (or running when the process died).
-        started = in_flight(run.path) if status in (RunStatus.RUNNING, RunStatus.CRASHED) else None
+        problems = [] if problems is None else problems
+        started = in_flight(run.path, problems) if status in (RunStatus.RUNNING, RunStatus.CRASHED) else None
         # A link-mode re-run's reused nodes are links: what is read through them is the run's
         # that holds them; the overlay says they were reused here.
         reused = ReusedNodes(run.path, meta.previous_run_id)
-        root = _element(root_dir, meta.root_component_id, meta.root_component_id, missing, started, reused)
+        root = _element(root_dir, meta.root_component_id, meta.root_component_id, missing, problems, started, reused)
         if root is None:
             root = ElementInfo(
                 path=meta.root_component_id,
@@ -197,9 +201,13 @@ class Api:
         return root
 
     # -- metrics, alerts, logs -------------------------------------------------------------
-    def metrics(self, run_id: str, *, name: str | None = None) -> list[dict[str, Any]]:
-        """What ``reprise.log`` recorded in the run, in order (only lines holding ``name``)."""
-        return read_metrics(self.run_dir(run_id).path, name=name)
+    def metrics(
+        self, run_id: str, *, name: str | None = None, problems: list[RunFileError] | None = None
+    ) -> list[dict[str, Any]]:
+        """What ``reprise.log`` recorded in the run, in order (only lines holding ``name``).
+        A bad line raises :class:`RunFileError`, or with a ``problems`` list is added to it
+        and skipped."""
+        return read_metrics(self.run_dir(run_id).path, name=name, problems=problems)
 
     def alerts(
         self,
@@ -208,10 +216,11 @@ class Api:
         level: AlertLevel | str | None = None,
         run: str | None = None,
         limit: int | None = None,
+        problems: list[RunFileError] | None = None,
     ) -> list[dict[str, Any]]:
         """Alerts strictly after ``since``, at or above ``level``, of one run or of every run;
         newest first. ``since`` is an instant: ``...Z``, ``...+02:00`` and naive (UTC)
-        timestamps all compare correctly."""
+        timestamps all compare correctly. Bad lines: as in :meth:`metrics`."""
         after = parse_instant(since) if since is not None else None
         min_level = AlertLevel.parse(level) if level is not None else None
         if run is not None:
@@ -230,15 +239,23 @@ class Api:
             # last modified before `since` holds nothing newer: skip reading it.
             if threshold is not None and st.st_mtime < threshold - 1.0:
                 continue
-            for item in read_alerts(directory, since=after, level=min_level):
+            for item in read_alerts(directory, since=after, level=min_level, problems=problems):
                 found.append((parse_instant(item["timestamp"]), item))
         found.sort(key=lambda pair: pair[0], reverse=True)
         alerts = [item for _, item in found]
         return alerts[:limit] if limit is not None else alerts
 
-    def logs(self, run_id: str, *, node: str | None = None, level: str | None = None) -> list[dict[str, Any]]:
+    def logs(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        level: str | None = None,
+        problems: list[RunFileError] | None = None,
+    ) -> list[dict[str, Any]]:
         """The run's structured log lines (``.trace/logs.jsonl``), in order; ``node`` keeps the
-        lines of that element and the elements below it, ``level`` those at or above it."""
+        lines of that element and the elements below it, ``level`` those at or above it. Bad
+        lines: as in :meth:`metrics`."""
         run = self.run_dir(run_id)
         min_level = 0
         if level is not None:
@@ -247,16 +264,10 @@ class Api:
             min_level = _LOG_LEVELS[level.lower()]
         out: list[dict[str, Any]] = []
         try:
-            raw = (run.trace_dir / "logs.jsonl").read_bytes()
+            items = list(read_run_jsonl(run.trace_dir / "logs.jsonl", problems))
         except FileNotFoundError:
             return out
-        for line in raw.splitlines():
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(item, dict):
-                continue
+        for item in items:
             if node is not None:
                 path = str(item.get("hierarchy_path", ""))
                 if path != node and not path.startswith(node + "."):
@@ -293,15 +304,13 @@ class Api:
             node = path[: -len("/outcome.json")].replace("/", ".") if path.endswith("/outcome.json") else None
             before = after = None
             if values:
-                git = repository.ensure().git
-                before = _show(git, repository.branch(run_a), path) if status != "A" else None
-                after = _show(git, repository.branch(run_b), path) if status != "D" else None
+                before = _parsed(repository.show(run_a, path)) if status != "A" else None
+                after = _parsed(repository.show(run_b, path)) if status != "D" else None
             changes.append(OutcomeChange(status=status, path=path, hierarchy_path=node, before=before, after=after))
         return changes
 
 
-def _show(git: Any, branch: str, path: str) -> Any:
-    text: str = git.show(f"{branch}:{path}")
+def _parsed(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
@@ -324,20 +333,22 @@ def _element(
     path: str,
     name: str,
     missing: str,
+    problems: list[RunFileError],
     started: InFlight | None = None,
     reused: ReusedNodes | None = None,
     linked: bool = False,
 ) -> ElementInfo | None:
-    result: dict[str, Any] | None
+    result: dict[str, Any] | None = None
+    unreadable: RunFileError | None = None
     # A link out of the run root is not followed: it reads as a reused node that is gone.
     escaped = linked and (reused is None or not reused.followable(directory))
     try:
-        data = None if escaped else read_json(directory / RESULT_FILE)
-        result = data if isinstance(data, dict) else None
+        result = None if escaped else read_run_object(directory / RESULT_FILE)
     except FileNotFoundError:
-        result = None
-    except (OSError, ValueError):
-        result = None
+        pass
+    except RunFileError as exc:
+        problems.append(exc)
+        unreadable = exc
     if reused is not None and result is not None and result.get("element_type") == "node":
         result = reused.overlay(path, result, directory, linked)
     is_node = result is not None and result.get("element_type") == "node"
@@ -360,11 +371,27 @@ def _element(
                 names.setdefault(child_name, False)
         for child_name in sorted(names):
             child = _element(
-                directory / child_name, f"{path}.{child_name}", child_name, missing, started, reused, names[child_name]
+                directory / child_name,
+                f"{path}.{child_name}",
+                child_name,
+                missing,
+                problems,
+                started,
+                reused,
+                names[child_name],
             )
             if child is not None:
                 children.append(child)
         children.sort(key=_order_key)
+    if unreadable is not None:
+        return ElementInfo(
+            path=path,
+            name=name,
+            element_type="element" if children else "node",
+            status="unreadable",
+            error=unreadable.message,
+            children=children,
+        )
     if result is None:
         if linked and not children:
             # A reused node whose directory, in the run it links to, is gone.
@@ -429,7 +456,7 @@ def _element(
     return info
 
 
-_PRECEDENCE = ("failed", "cancelled", "running", "interrupted")
+_PRECEDENCE = ("failed", "unreadable", "cancelled", "running", "interrupted")
 
 
 def _status_of(children: list[ElementInfo], missing: str) -> str:

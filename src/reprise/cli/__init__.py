@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
-from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError
+from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError, check_run_root
 from reprise.errors import RepriseError
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
@@ -29,6 +29,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "reprise.cli.execute",  # run, rerun, resume
     "reprise.cli.runs",  # runs, show, trace, logs, diff
+    "reprise.cli.gc",  # gc
     "reprise.cli.alerts",  # alerts, metrics
     "reprise.cli.view",  # view
     "reprise.cli.export",  # export
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Output(args.command, args)
     restore = _stop_on_sigterm()
     try:
+        check_run_root(args)
         code: int = args.handler(args, out)
         return code
     except RepriseError as exc:

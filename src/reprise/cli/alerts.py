@@ -6,7 +6,18 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, add_level, format_table, level_name, run_root_of
+from reprise.cli.common import (
+    EXIT_OK,
+    Output,
+    UsageError,
+    add_common,
+    add_level,
+    format_table,
+    level_name,
+    note_skipped,
+    run_root_of,
+)
+from reprise.errors import RunFileError
 
 __all__ = ["register"]
 
@@ -44,12 +55,16 @@ def register(subparsers: Any) -> None:
 def _alerts(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
+    problems: list[RunFileError] = []
     try:
         # Every alert is at least "debug": no filter.
         level = None if args.level == "debug" else args.level
-        alerts = Api(run_root_of(args)).alerts(since=args.since, level=level, run=args.run, limit=args.limit)
+        alerts = Api(run_root_of(args)).alerts(
+            since=args.since, level=level, run=args.run, limit=args.limit, problems=problems
+        )
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
+    note_skipped(out, problems)
 
     def text() -> str:
         if not alerts:
@@ -60,7 +75,7 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
                 level_name(a.get("level")),
                 a.get("run_id", ""),
                 a.get("hierarchy_path") or "-",
-                a["title"] + (f": {a['text']}" if a.get("text") else ""),
+                str(a.get("title", "")) + (f": {a['text']}" if a.get("text") else ""),
             ]
             for a in alerts
         ]
@@ -81,7 +96,9 @@ def _rounded(value: Any) -> str:
 def _metrics(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
-    lines = Api(run_root_of(args)).metrics(args.run_id, name=args.name)
+    problems: list[RunFileError] = []
+    lines = Api(run_root_of(args)).metrics(args.run_id, name=args.name, problems=problems)
+    note_skipped(out, problems)
 
     def text() -> str:
         if not lines:

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,8 +35,10 @@ __all__ = [
     "add_common",
     "add_level",
     "level_name",
+    "check_run_root",
     "format_duration",
     "format_table",
+    "note_skipped",
     "query_of",
     "run_root_of",
 ]
@@ -108,6 +110,22 @@ def run_root_of(args: argparse.Namespace) -> Path:
     """The run root the command works on, absolute."""
     raw = getattr(args, "run_root", None) or os.environ.get("REPRISE_RUN_ROOT") or "runs"
     return Path(raw).absolute()
+
+
+def check_run_root(args: argparse.Namespace) -> None:
+    """:class:`UsageError` if the command's run root exists and is not a directory (it may not
+    exist yet: ``run`` creates it, the read commands find no runs there)."""
+    if "run_root" not in vars(args):
+        return
+    root = run_root_of(args)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"the run root {root} is not a directory (see --run-root and $REPRISE_RUN_ROOT)")
+
+
+def note_skipped(out: Output, problems: Sequence[RepriseError]) -> None:
+    """Tell on stderr what a reader skipped and why (a bad line, a run it could not read)."""
+    for problem in problems:
+        out.note(f"reprise {out.command}: warning: skipped: {problem}")
 
 
 def _jsonable(value: Any) -> Any:

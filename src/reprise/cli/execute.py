@@ -198,8 +198,7 @@ def _execute(
     from reprise.runners.runner import ComponentRunner
 
     progress = RunProgress.choose(out.stderr, args.progress)
-    # An element listener, not a span processor: element spans stay lean (see
-    # docs/observability.md, "Cost"). With --progress none, nothing is listening at all.
+    # With --progress none, nothing is listening at all.
     listeners = [progress] if progress.mode != "none" else []
     ctx = RunContext(
         root_component_id=root_id,

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
 def _export(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
     from reprise.observability import ObservabilitySettings
-    from reprise.observability.replay import replay_run
+    from reprise.run.replay import replay_run
 
     api = Api(run_root_of(args))
     run = api.run_dir(args.run_id)

@@ -2,10 +2,9 @@
 
 The progress is an element listener of the run's telemetry
 (:class:`~reprise.observability.settings.ElementListener`), so it sees each element the moment it
-starts and ends, in this process, without polling files. A listener, not a span processor: a
-span processor would make every element span an SDK span, several times slower per node (see
-``docs/observability.md``, "Cost"). It draws with ``rich`` on a terminal and prints one plain
-line per finished node otherwise (a log file, a pipe, an agent reading stderr).
+starts and ends, in this process, without polling files. It draws with ``rich`` on a terminal
+and prints one plain line per finished node otherwise (a log file, a pipe, an agent reading
+stderr).
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ from reprise.cli.common import (
     format_duration,
     format_table,
     level_name,
+    note_skipped,
     run_root_of,
 )
+from reprise.errors import RunFileError
 
 __all__ = ["register"]
 
@@ -136,6 +138,7 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
     )
     more = limit is not None and len(runs) > limit
     runs = runs[:limit]
+    note_skipped(out, api.index.unreadable)
 
     def text() -> str:
         if not runs:
@@ -165,7 +168,9 @@ def _show(args: argparse.Namespace, out: Output) -> int:
     api = _api(args)
     info = api.run(args.run_id)
     meta = api.metadata(args.run_id)
-    tree = api.elements(args.run_id)
+    problems: list[RunFileError] = []
+    tree = api.elements(args.run_id, problems=problems)
+    note_skipped(out, problems)
     nodes = [e for e in tree.walk() if e.element_type == "node"]
     totals = {
         "nodes": len(nodes),
@@ -237,13 +242,14 @@ def _tree_rows(element: dict[str, Any], prefix: str, connector: str, rows: list[
 
 # -- trace ---------------------------------------------------------------------------------------
 def _trace(args: argparse.Namespace, out: Output) -> int:
-    from reprise.observability.view import read_spans, render_trace_tree
+    from reprise.run.trace import read_spans, render_trace_tree
 
     run = _api(args).run_dir(args.run_id)
-    try:
-        spans = read_spans(run.path)
-    except FileNotFoundError:
-        raise UsageError(f"run {args.run_id} has no trace (tracing was off)") from None
+    if not (run.trace_dir / "trace.jsonl").is_file():
+        raise UsageError(f"run {args.run_id} has no trace (tracing was off)")
+    problems: list[RunFileError] = []
+    spans = read_spans(run.path, problems)
+    note_skipped(out, problems)
     data = [
         {
             "trace_id": s.trace_id,
@@ -260,7 +266,7 @@ def _trace(args: argparse.Namespace, out: Output) -> int:
         for s in spans
     ]
     if args.max_children < 1:
-        raise UsageError("--max-children must be >= 1")
+        raise UsageError("--max-children must be at least 1")
     max_children = None if args.all else args.max_children
     ascii_only = args.ascii or not _can_draw_boxes(out.stdout)
     out.emit(data, lambda: render_trace_tree(spans, ascii=ascii_only, max_children=max_children) or "(no spans)")
@@ -281,7 +287,9 @@ _LOG_NOISE = {"timestamp", "level", "event", "run_id", "hierarchy_path", "trace_
 
 
 def _logs(args: argparse.Namespace, out: Output) -> int:
-    lines = _api(args).logs(args.run_id, node=args.node, level=args.level)
+    problems: list[RunFileError] = []
+    lines = _api(args).logs(args.run_id, node=args.node, level=args.level, problems=problems)
+    note_skipped(out, problems)
 
     def text() -> str:
         rendered = []

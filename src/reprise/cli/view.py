@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, run_root_of
+from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, note_skipped, run_root_of
+from reprise.errors import RunFileError
 from reprise.view import DEFAULT_MAX_RUN_VIEWS
 
 __all__ = ["register"]
@@ -52,7 +53,9 @@ def _view(args: argparse.Namespace, out: Output) -> int:
 
         run = Api(run_root).run_dir(args.run_id)
         target = Path(args.output) if args.output else run_root / ".views" / f"{run.run_id}.html"
-        written = write_run_view(run.path, target)
+        problems: list[RunFileError] = []
+        written = write_run_view(run.path, target, problems=problems)
+        note_skipped(out, problems)
         data: dict[str, Any] = {"run_id": run.run_id, "path": str(written.absolute())}
     else:
         from reprise.experiments.folder import ExperimentFolder

@@ -22,10 +22,62 @@ from pydantic_core import core_schema
 
 from reprise.errors import DefinitionError
 
-__all__ = ["HierarchyPath", "validate_id", "ID_PATTERN"]
+__all__ = ["HierarchyPath", "validate_id", "ID_PATTERN", "git_path_problem"]
 
 ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INDEX = re.compile(r"(0|[1-9][0-9]*)\Z")
+
+
+# A component that is ``.git`` on some file system: case-insensitive, its NTFS short name
+# ``git~1``, and NTFS's trailing dots and spaces or an alternate stream (``.git::$DATA``)
+# dropped.
+_DOT_GIT = re.compile(r"(\.git|git~1)[. ]*(:.*)?\Z", re.IGNORECASE)
+# The same for ``.gitmodules`` (NTFS short names ``gitmod~N``, ``gi7eba~N``): git reads every
+# blob of that name as submodule configuration, and fsck fails a repository holding a bad one.
+_DOT_GITMODULES = re.compile(r"(\.gitmodules|gitmod~[0-9]+|gi7eba~[0-9]+)[. ]*(:.*)?\Z", re.IGNORECASE)
+# Code points HFS+ ignores in names, so ``.g\u200cit`` is ``.git`` there.
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
+# Bytes a name must not hold: control characters (a newline ends a line of git's commit
+# stream and of many tools' output).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def git_path_problem(path: str) -> str | None:
+    """Why git would refuse the file path ``path`` (``/``-separated, relative) in a commit, or
+    ``None`` when it takes it.
+
+    The rules of git's own ``verify_path`` and ``fsck``, for every file system a repository
+    may be checked out on: no empty, ``.`` or ``..`` component; no component that is ``.git``
+    on a case-insensitive, NTFS (``git~1``, ``.git.``, ``.git::$DATA``) or HFS+ (ignorable
+    code points) file system, with ``\\`` taken as a separator as on Windows; no
+    ``.gitmodules`` (git parses it as submodule configuration); no control characters, and
+    only text that encodes as UTF-8 (run records are JSON). Outcome files are committed as
+    regular files, never as symbolic links. Checked by the file operations before they write
+    and by the outcome commit, so no such name ever reaches the repository::
+
+        >>> git_path_problem("src/app.py") is None
+        True
+        >>> git_path_problem(".GIT/config")
+        "'.GIT' is git's own directory on some file systems"
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid UTF-8"
+    control = _CONTROL.search(path)
+    if control is not None:
+        return f"the name holds the control character {control.group()!r}"
+    if path.startswith("/"):
+        return "the path is absolute"
+    for component in re.split(r"[/\\]", path):
+        if component in ("", ".", ".."):
+            return f"the path has an empty, '.' or '..' component: {path!r}"
+        bare = component.translate(_HFS_IGNORED)
+        if _DOT_GIT.match(bare):
+            return f"{component!r} is git's own directory on some file systems"
+        if _DOT_GITMODULES.match(bare):
+            return f"{component!r} is read by git as submodule configuration"
+    return None
 
 
 def validate_id(element_id: str, *, where: str | None = None) -> str:

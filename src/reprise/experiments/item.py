@@ -33,15 +33,16 @@ import anyio
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from reprise.dsl.container import AgentDefinition
-from reprise.errors import RepriseError, RunFailedError
+from reprise.errors import RepriseError, RunFailedError, RunFileError
 from reprise.experiments.errors import ItemTimeoutError, WorkerCrashedError
 from reprise.experiments.inputs import ExperimentInput
 from reprise.experiments.target import TargetSpec
 from reprise.observability.settings import ObservabilitySettings
 from reprise.run.directory import RESULT_FILE, RunDirectory, RunMetadata, pid_info
-from reprise.run.files import read_json, write_json_atomic
+from reprise.run.files import write_json_atomic
 from reprise.run.index import record_run
 from reprise.run.outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings, collect_outcome_files
+from reprise.run.reading import read_run_object
 from reprise.run.status import HOST, RunStatus
 
 __all__ = [
@@ -429,6 +430,8 @@ def run_usage(run_dir: Path) -> tuple[int | None, float | None]:
             data = json.loads(raw)
         except ValueError:
             continue
+        if not isinstance(data, dict):
+            continue
         usage = data.get("usage")
         if isinstance(usage, dict):
             count = sum(v for k, v in usage.items() if k in ("input_tokens", "output_tokens") and isinstance(v, int))
@@ -473,8 +476,8 @@ def _declared_in(run_dir: Path) -> tuple[tuple[str, str, str], ...]:
         if any(part.startswith(".") for part in result_file.relative_to(run_dir).parts):
             continue  # .trace, or a node directory a crash left before its rename
         try:
-            data = read_json(result_file)
-        except (OSError, ValueError):
+            data = read_run_object(result_file)
+        except (OSError, RunFileError):
             continue
         for entry in data.get("outcome_files") or ():
             source = Path(str(entry.get("source", ""))).resolve()
@@ -517,7 +520,7 @@ def commit_run_outcomes(
     if meta.error_msg:
         lines.append(f"error: {meta.error_msg}")
     try:
-        commit = repo.commit_run(run.run_id, files, message="\n".join(lines), parent_run_id=meta.previous_run_id)
+        commit = repo.commit_run(run.run_id, files, message="\n".join(lines), parent_run_id=meta.previous_run_id).commit
     except RepriseError as exc:
         setattr(meta, "outcome_commit_error", exc.message)  # noqa: B010 - an extra metadata field
         _save(run, meta)

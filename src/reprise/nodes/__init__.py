@@ -29,9 +29,10 @@ from reprise.nodes.folder_analyzer import (
     FolderAnalysis,
     FolderAnalysisOptions,
     FolderAnalyzerNode,
+    IgnoreRules,
+    SkippedPath,
     analyze_folder,
 )
-from reprise.nodes.gitignore import IgnoreRules
 from reprise.nodes.human_input import (
     HumanInputNode,
     InputHandler,
@@ -69,6 +70,7 @@ __all__ = [
     "FolderAnalyzerNode",
     "HumanInputNode",
     "IgnoreRules",
+    "SkippedPath",
     "InputHandler",
     "InputRequest",
     "ModelPrice",

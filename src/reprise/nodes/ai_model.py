@@ -15,15 +15,22 @@
     )
     flow = FlowDefinition().node("plan", planner, inputs={"task": Initial("task")})
 
-The outcome is the answer's text, or an instance of ``output``. Each call records, in
-``result.json`` (``usage``, ``cost_usd``, ``ai``), as metrics (``gen_ai.client.token.usage``,
-``gen_ai.client.operation.duration``, ``ai.cost_usd``) and on a ``chat <model>`` child
-span with the OpenTelemetry GenAI attributes, which model answered and what it cost. The API key
-never leaves the SDK client: see :mod:`reprise.nodes.credentials`.
+The outcome is the answer's text, or an instance of ``output``. Each call records what it sent in
+``request.json`` in the node's directory (system, messages, parameters, output schema; never a
+key), and, in ``result.json`` (``usage``, ``cost_usd``, ``ai``), as metrics
+(``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``, ``ai.cost_usd``) and on a
+``chat <model>`` child span with the OpenTelemetry GenAI attributes (the messages included),
+which model answered and what it cost.
+
+The API key never leaves the SDK client, and no text from a server reaches the run unscrubbed:
+every response and error of the provider passes through one door, :meth:`AIModelNode._complete`,
+which replaces every known credential with ``[redacted]`` (see
+:mod:`reprise.nodes.credentials`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,8 +40,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reprise.dsl.node import Node, NodeSettings, validation_summary
 from reprise.errors import DefinitionError, NodeExecutionError, NodeInputError, RepriseError
+from reprise.nodes._files import write_json_atomic
 from reprise.nodes._render import input_variables, render_text
-from reprise.nodes.credentials import resolve_credentials
+from reprise.nodes.credentials import Credentials, redact, redact_value, resolve_credentials
 from reprise.nodes.pricing import DEFAULT_PRICES, PriceTable
 from reprise.nodes.providers import (
     ModelProvider,
@@ -48,9 +56,14 @@ from reprise.nodes.providers import (
 if TYPE_CHECKING:
     from reprise.dsl.context import NodeContext
 
-__all__ = ["AIModelNode", "PromptVariables"]
+__all__ = ["REQUEST_FILE", "AIModelNode", "PromptVariables"]
+
+#: The file in an AI model node's directory that records what the node sent to the model.
+REQUEST_FILE = "request.json"
 
 _DEFAULT_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
+#: Error messages quote a server's reply at most this long (after credentials are scrubbed).
+_MAX_ERROR_TEXT = 1000
 
 
 class PromptVariables(BaseModel):
@@ -179,6 +192,8 @@ class AIModelNode(Node):
             credentials_file=self.credentials_file,
         )
         host, port = server_address(request.base_url or credentials.base_url, _DEFAULT_HOSTS.get(provider.name, ""))
+        # Before the call, so a call that fails or hangs still shows what it was sent.
+        write_json_atomic(ctx.node_dir / REQUEST_FILE, redact_value(self._request_record(request, host), credentials))
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider.name,
@@ -196,8 +211,11 @@ class AIModelNode(Node):
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
         started = time.perf_counter()
         with ctx.span(f"chat {request.model}", **attributes) as span:
+            if span is not None:
+                for key, value in _input_message_attributes(request).items():
+                    span.set_attribute(key, redact(value, credentials))
             try:
-                response = await provider.complete(request, credentials)
+                response = await self._complete(request, credentials, ctx)
             except RepriseError as exc:
                 if span is not None:
                     span.set_attribute("error.type", type(exc).__name__)
@@ -206,9 +224,64 @@ class AIModelNode(Node):
                 raise
             duration = time.perf_counter() - started
             cost = self._record(ctx, span, request, response, duration, attributes, credentials.source)
-            if span is not None and cost is not None:
-                span.set_attribute("reprise.ai.cost_usd", cost)
+            if span is not None:
+                span.set_attribute("gen_ai.output.messages", self._output_messages(response))
+                if cost is not None:
+                    span.set_attribute("reprise.ai.cost_usd", cost)
         return self._outcome(response, ctx)
+
+    async def _complete(self, request: ModelRequest, credentials: Credentials, ctx: NodeContext) -> ModelResponse:
+        """The provider's answer with every credential scrubbed out of it: the one door through
+        which a server's text (replies, model names, ids, error bodies, headers quoted in errors)
+        enters the run. An error is scrubbed, shortened and raised without the exception it came
+        from, so no trace, log, ``result.json`` or commit message can quote the original."""
+        failure: RepriseError
+        try:
+            response = await self.provider.complete(request, credentials)
+        except Exception as exc:  # any provider, any failure: nothing passes unscrubbed
+            failure = _scrubbed_error(exc, self.provider.name, credentials)
+        else:
+            scrubbed: ModelResponse = redact_value(response, credentials)
+            if scrubbed != response:
+                ctx.logger.warning("the model's response held a credential: replaced by [redacted]")
+            return scrubbed
+        raise failure  # outside the except clause: the original is not even its __context__
+
+    def _request_record(self, request: ModelRequest, server: str) -> dict[str, Any]:
+        """What ``request.json`` holds: the rendered request as the node sent it to its provider
+        (the provider's own defaults, such as Anthropic's required ``max_tokens``, are not in it)."""
+        parameters = {
+            name: value
+            for name, value in (
+                ("temperature", request.temperature),
+                ("max_tokens", request.max_tokens),
+                ("timeout", request.timeout),
+            )
+            if value is not None
+        }
+        parameters.update(request.extra)
+        output = None
+        if request.output_schema is not None:
+            output = {"name": request.output_name, "schema": request.output_schema}
+        return {
+            "provider": self.provider.name,
+            "model": request.model,
+            "server": server,
+            "system": request.system,
+            "messages": [{"role": "user", "content": request.prompt}],
+            "parameters": parameters,
+            "output": output,
+        }
+
+    def _output_messages(self, response: ModelResponse) -> str:
+        """``gen_ai.output.messages``: the answer as one assistant message (structured output as
+        its JSON text)."""
+        if self.output is None:
+            text = response.text or ""
+        else:
+            text = json.dumps(response.data, ensure_ascii=False)
+        reason = response.finish_reasons[0] if response.finish_reasons else "stop"
+        return _messages_json([{"role": "assistant", "parts": [_text_part(text)], "finish_reason": reason}])
 
     def _record(
         self,
@@ -308,3 +381,40 @@ class AIModelNode(Node):
 
     def __repr__(self) -> str:
         return self.name
+
+
+def _text_part(text: str) -> dict[str, str]:
+    return {"type": "text", "content": text}
+
+
+def _messages_json(messages: list[dict[str, Any]]) -> str:
+    return json.dumps(messages, ensure_ascii=False)
+
+
+def _input_message_attributes(request: ModelRequest) -> dict[str, str]:
+    """``gen_ai.system_instructions`` and ``gen_ai.input.messages`` of the OpenTelemetry GenAI
+    semantic conventions (JSON strings of message parts): what the node sent."""
+    attributes = {"gen_ai.input.messages": _messages_json([{"role": "user", "parts": [_text_part(request.prompt)]}])}
+    if request.system:
+        attributes["gen_ai.system_instructions"] = _messages_json([_text_part(request.system)])
+    return attributes
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
+
+
+def _scrubbed_error(exc: Exception, provider: str, credentials: Credentials) -> RepriseError:
+    """``exc`` with every credential scrubbed out of its message and nothing chained to it.
+
+    A reprise error keeps its class (a :class:`ModelTransientError` is still retried, after its
+    ``retry_after``); any other exception becomes a :class:`NodeExecutionError` naming its type
+    (a :class:`ModelTransientError` for a ``TimeoutError``)."""
+    if isinstance(exc, RepriseError):
+        exc.message = _shorten(redact(exc.message, credentials))
+        exc.args = (exc.message,)
+        exc.__cause__ = exc.__context__ = None
+        return exc
+    message = _shorten(redact(f"{provider} call failed: {type(exc).__name__}: {exc}", credentials))
+    return ModelTransientError(message) if isinstance(exc, TimeoutError) else NodeExecutionError(message)

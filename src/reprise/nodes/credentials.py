@@ -23,23 +23,47 @@ The file is TOML with one table per profile; a node reads the table named by its
 Keys are held as :class:`pydantic.SecretStr` (their ``repr`` and ``str`` show ``**********``)
 and only unwrapped when the SDK client is built; only the *source* of a key (for example
 ``env:OPENAI_API_KEY``) is ever recorded.
+
+A server can echo a key back (in an error body, a reply, a header, a model name). Everything a
+provider returns or raises therefore passes through :func:`redact_value` before the node stores
+or shows any of it: every credential the node knows (its own key and the keys in the built-in
+providers' environment variables), also in its escaped forms, becomes ``[redacted]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
 from reprise.errors import NodeExecutionError
 
-__all__ = ["DEFAULT_KEY_ENV", "Credentials", "default_credentials_file", "redact", "resolve_credentials"]
+__all__ = [
+    "DEFAULT_KEY_ENV",
+    "REDACTED",
+    "Credentials",
+    "default_credentials_file",
+    "redact",
+    "redact_value",
+    "resolve_credentials",
+]
 
 #: The environment variable each built-in provider reads its key from.
 DEFAULT_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+#: What a credential is replaced by in a text from a server.
+REDACTED = "[redacted]"
+
+#: Shorter values are placeholders (``unused`` for a local server that takes no key), not
+#: secrets; replacing them would mangle ordinary words of a model's answer.
+_MIN_SECRET_LENGTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +140,50 @@ def resolve_credentials(
     return Credentials(None, "none")
 
 
+def _secret_forms(credentials: Credentials | None) -> list[str]:
+    """The texts to replace: each known credential as it is and as JSON, ``repr`` and URLs
+    escape it (an SDK's message may quote a header as ``b'Bearer ...'``), longest first."""
+    secrets = {os.environ.get(var, "") for var in DEFAULT_KEY_ENV.values()}
+    if credentials is not None and credentials.api_key is not None:
+        secrets.add(credentials.api_key.get_secret_value())
+    forms: set[str] = set()
+    for secret in secrets:
+        if len(secret.strip()) < _MIN_SECRET_LENGTH:
+            continue
+        forms.update(
+            (secret, secret.strip(), json.dumps(secret)[1:-1], repr(secret)[1:-1], repr(secret.encode())[2:-1])
+        )
+        forms.add(quote(secret, safe=""))
+    return sorted(forms, key=len, reverse=True)
+
+
 def redact(text: str, credentials: Credentials | None) -> str:
-    """``text`` with the key of ``credentials`` replaced by ``[redacted]`` (error messages from a
-    server can echo what it received)."""
-    if credentials is None or credentials.api_key is None:
-        return text
-    secret = credentials.api_key.get_secret_value()
-    return text.replace(secret, "[redacted]") if secret else text
+    """``text`` with every credential the node knows (see :func:`redact_value`) replaced by
+    ``[redacted]``."""
+    return str(_redact(text, _secret_forms(credentials)))
+
+
+def redact_value(value: Any, credentials: Credentials | None) -> Any:
+    """``value`` with every credential replaced by ``[redacted]`` in every string it holds
+    (dict keys and values, list and tuple items, dataclass fields, at any depth); other values are returned as
+    they are. The credentials are the key of ``credentials`` and the keys in the built-in
+    providers' environment variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``)."""
+    forms = _secret_forms(credentials)
+    return _redact(value, forms) if forms else value
+
+
+def _redact(value: Any, forms: list[str]) -> Any:
+    if isinstance(value, str):
+        for form in forms:
+            value = value.replace(form, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_redact(k, forms): _redact(v, forms) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, forms) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redact(v, forms) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _redact(getattr(value, f.name), forms) for f in dataclasses.fields(value) if f.init}
+        return dataclasses.replace(value, **fields)
+    return value

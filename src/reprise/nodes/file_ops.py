@@ -13,8 +13,10 @@
     FlowDefinition().node("apply", FileOperationNode(base_dir="work"), inputs={"operations": Ref("plan", "edits")})
 
 **Confinement.** Every path is relative to the base directory and must stay inside it: an
-absolute path, a ``..`` segment, or a path that resolves outside through a symlink (a linked file
-or a linked directory on the way) is an error, checked for every operation before any is applied.
+absolute path, a ``..`` segment, a path that resolves outside through a symlink (a linked file
+or a linked directory on the way), or one git refuses (``.git`` in any case or file-system
+spelling, ``.gitmodules``, a control character) is an error, checked for every operation before
+any is applied.
 
 **Patches** are search/replace edits: ``search`` must occur exactly ``expected`` times (default
 once) and every occurrence is replaced; an exact search text either matches or fails clearly.
@@ -38,7 +40,6 @@ fields; operations that arrive as input data are used exactly as they are.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import re
@@ -54,8 +55,10 @@ import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from reprise.dsl.node import NodeSettings
+from reprise.dsl.paths import git_path_problem
 from reprise.errors import DefinitionError, NodeExecutionError
 from reprise.nodes._base import ModelOutcomeNode
+from reprise.nodes._files import write_bytes_atomic
 from reprise.nodes._render import input_variables, render_text
 
 if TYPE_CHECKING:
@@ -172,7 +175,8 @@ def confine(base: Path, relative: str, *, link: bool = False) -> Path:
     """The path ``relative`` names inside the (resolved) directory ``base``.
 
     Raises :class:`NodeExecutionError` for an empty, absolute or ``..`` path, and for one that
-    leaves ``base`` through a symlink. With ``link=True`` a final symlink is not followed (the
+    leaves ``base`` through a symlink, and for one git refuses (``.git``, ``.gitmodules``, a
+    newline: see :func:`~reprise.dsl.paths.git_path_problem`). With ``link=True`` a final symlink is not followed (the
     path of the link itself is returned, for delete and move), but its target must still be
     inside ``base``."""
     if not relative or not relative.strip():
@@ -191,7 +195,13 @@ def confine(base: Path, relative: str, *, link: bool = False) -> Path:
         raise NodeExecutionError(f"{relative!r} is a symlink pointing outside the base directory")
     if resolved == base:
         raise NodeExecutionError(f"{relative!r} names the base directory itself")
-    return parent / candidate.name if link else resolved
+    target = parent / candidate.name if link else resolved
+    # Where the file really is, after symlinks: a name git refuses there is refused here,
+    # before anything is written (a base directory may be a git working tree).
+    problem = git_path_problem(target.relative_to(base).as_posix())
+    if problem is not None:
+        raise NodeExecutionError(f"{relative!r}: {problem}")
+    return target
 
 
 def _diff(relative: str, before: str | None, after: str | None, to: str | None = None) -> str:
@@ -318,23 +328,6 @@ class _Journal:
                 directory.rmdir()
             except OSError:
                 pass
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it over ``path``, so nobody reads a torn file.
-
-    Node kinds sit below the run layer and do not import its writer; user files need no more
-    than a unique temporary in the same directory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _write(path: Path, text: str) -> None:

@@ -6,9 +6,15 @@
     flow = FlowDefinition().node("scan", analyze, inputs={"root": Initial("folder")})
 
 The walk is deterministic (names sorted), skips ``.git``, respects ``.gitignore`` files (see
-:mod:`reprise.nodes.gitignore`) plus extra ``ignore`` patterns in the same syntax, and
-never follows a symlinked directory (no loops, no escape from the root). Symlinked files are
-listed, but their contents are read only when they point inside the root.
+:class:`IgnoreRules`) plus extra ``ignore`` patterns in the same syntax, and never follows a
+symlinked directory (no loops, no escape from the root). Symlinked files are listed, but their
+contents are read only when they point to a regular file inside the root.
+
+A user's folder may hold more than regular files: FIFOs, sockets, devices, symlink loops, names
+that are not UTF-8. Nothing of that may block or fail the walk: every file is opened
+non-blocking and checked to be a regular file on the open descriptor before it is read, every
+read is bounded, and what was left out is listed in ``skipped`` with the reason. Names that are
+not valid UTF-8 are shown with their undecodable bytes as ``\\xNN`` escapes.
 
 Limits keep the outcome small enough for a prompt and for ``outcome.json``: ``max_files``
 entries (the rest is counted as ``files_not_listed``), and with ``include_contents`` at most
@@ -18,20 +24,22 @@ a NUL byte in their first 8 KiB are binary: counted, never read as text.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
+from pathspec import GitIgnoreSpec
 from pydantic import BaseModel, ConfigDict
 
 from reprise.errors import DefinitionError, NodeExecutionError
 from reprise.nodes._base import ModelOutcomeNode
 from reprise.nodes._render import input_variables, render_text
-from reprise.nodes.gitignore import IgnoreRules
 
 if TYPE_CHECKING:
     from reprise.dsl.context import NodeContext
@@ -43,10 +51,14 @@ __all__ = [
     "FolderAnalysisOptions",
     "FolderAnalyzerNode",
     "FolderInput",
+    "IgnoreRules",
+    "SkippedPath",
     "analyze_folder",
 ]
 
 _BINARY_SNIFF = 8192
+#: A ``.gitignore`` larger than this is not read (and listed in ``skipped``).
+_MAX_GITIGNORE_BYTES = 1024 * 1024
 _WORD = re.compile(r"\S+")
 
 
@@ -80,6 +92,13 @@ class ExtensionStats(BaseModel):
     bytes: int = 0
 
 
+class SkippedPath(BaseModel):
+    """A path the walk left out or did not read, and why (``"not a regular file: a FIFO"``)."""
+
+    path: str
+    reason: str
+
+
 class FolderAnalysis(BaseModel):
     """The outcome of a :class:`FolderAnalyzerNode`."""
 
@@ -98,6 +117,10 @@ class FolderAnalysis(BaseModel):
     files_not_listed: int = 0
     #: Some contents were left out because ``max_total_content_bytes`` was reached.
     contents_truncated: bool = False
+    #: Entries that are not regular files (FIFOs, sockets, devices), symlinks whose target was
+    #: not read, ``.gitignore`` files whose rules were not read, directories that could not be
+    #: listed: each with the reason.
+    skipped: list[SkippedPath] = []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,8 +195,6 @@ class FolderAnalyzerNode(ModelOutcomeNode):
         root = Path(render_text(str(given), ctx, variables)).expanduser()
         if not root.is_absolute():
             root = ctx.project_root / root
-        if not root.is_dir():
-            raise NodeExecutionError(f"not a directory: {root}")
         # A walk of a large tree blocks; in a worker thread, and abandoned if the node is
         # cancelled (it only reads).
         analysis = await anyio.to_thread.run_sync(analyze_folder, root, self.options, abandon_on_cancel=True)
@@ -181,13 +202,103 @@ class FolderAnalyzerNode(ModelOutcomeNode):
         return analysis
 
 
+class IgnoreRules:
+    """The ``.gitignore`` rules met while walking a tree, by directory (``pathspec`` matches them).
+
+    Paths are POSIX and relative to the walk's root (``""`` is the root itself). The rules of a
+    ``.gitignore`` apply relative to its directory; deeper files win over those above, and within
+    a file the last matching rule wins. As in git, a file inside an ignored directory cannot be
+    re-included (the walk never enters the directory). ``.git/info/exclude`` and the user's
+    global excludes file are not read, so a flow's result does not depend on who runs it.
+    """
+
+    def __init__(self, extra: Iterable[str] = ()) -> None:
+        self._lines: dict[str, list[str]] = {}
+        self._specs: dict[str, tuple[GitIgnoreSpec, GitIgnoreSpec]] = {}
+        self._add("", list(extra))
+
+    def add(self, directory: str, text: str) -> None:
+        """Add the rules of the ``.gitignore`` in ``directory`` (after any added before for it)."""
+        self._add(directory, text.splitlines())
+
+    def _add(self, directory: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        all_lines = self._lines.setdefault(directory, [])
+        all_lines.extend(lines)
+        # pathspec reports a directory ``d/`` as matched by ``d/**``; in git that pattern
+        # excludes what is under ``d``, not ``d`` itself (pathspec issue #137). Directories are
+        # therefore matched with ``d/**`` written as ``d/*/**``, which is git's meaning for them.
+        dir_lines = [_below(line) for line in all_lines]
+        self._specs[directory] = (GitIgnoreSpec.from_lines(all_lines), GitIgnoreSpec.from_lines(dir_lines))
+
+    def ignored(self, path: str, is_dir: bool) -> bool:
+        """Whether ``path`` is ignored (its parent directories are assumed not to be)."""
+        parts = path.split("/")
+        verdict: bool | None = None
+        for depth in range(len(parts)):
+            specs = self._specs.get("/".join(parts[:depth]))
+            if specs is None:
+                continue
+            relative = "/".join(parts[depth:])
+            include = (specs[1].check_file(relative + "/") if is_dir else specs[0].check_file(relative)).include
+            if include is not None:
+                verdict = include
+        return bool(verdict)
+
+
+def _below(line: str) -> str:
+    """A ``.gitignore`` line as it applies to directories: ``d/**`` -> ``d/*/**``."""
+    stripped = line.rstrip(" ")
+    return stripped[:-3] + "/*/**" if stripped.endswith("/**") and len(stripped) > 3 else line
+
+
+class _NotRead(Exception):
+    """A file that was not read, with the reason (a sentence for :class:`SkippedPath`)."""
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a reason."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "an unknown kind of file"
+
+
+def _read_regular(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file ``path`` (a symlink is not followed).
+
+    Opened non-blocking, so a FIFO cannot block; checked on the open descriptor, so what is read
+    is what was checked. Raises :class:`_NotRead` for anything else."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _NotRead(f"cannot open: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotRead(f"not a regular file: {_kind(mode)}")
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    except OSError as exc:
+        raise _NotRead(f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 def _read_content(
-    path: Path, max_bytes: int, max_words: int | None, budget: int
+    path: str, max_bytes: int, max_words: int | None, budget: int
 ) -> tuple[bool, str | None, int | None, bool, int]:
     """(binary, content, words, truncated, bytes used) of a file."""
     limit = min(max_bytes, budget)
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
+    data = _read_regular(path, limit + 1)
     if b"\0" in data[:_BINARY_SNIFF]:
         return True, None, None, False, 0
     truncated = len(data) > limit
@@ -206,9 +317,34 @@ def _read_content(
     return False, text, words, truncated, len(data)
 
 
-def analyze_folder(root: Path | str, options: FolderAnalysisOptions = FolderAnalysisOptions()) -> FolderAnalysis:
-    """Walk ``root`` (a path or a string) and describe it (synchronous; the node runs it in a
-    worker thread)."""
+def _shown(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 become ``\\xNN`` escapes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def _link_target(path: str, root: str) -> str:
+    """The regular-file path a symlink inside the walk resolves to, or :class:`_NotRead`."""
+    try:
+        target = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotRead("a symlink loop: not followed") from None
+        if exc.errno == errno.ENOENT:
+            raise _NotRead("a broken symlink") from None
+        raise _NotRead(f"a symlink that cannot be resolved: {exc.strerror}") from None
+    if os.path.commonpath([target, root]) != root:
+        raise _NotRead("a symlink to outside the root: not read")
+    return target
+
+
+def analyze_folder(
+    root: str | os.PathLike[str], options: FolderAnalysisOptions = FolderAnalysisOptions()
+) -> FolderAnalysis:
+    """Walk ``root`` and describe it (synchronous; the node runs it in a worker thread)."""
     respect_gitignore, include_contents, max_depth = (
         options.respect_gitignore,
         options.include_contents,
@@ -216,76 +352,110 @@ def analyze_folder(root: Path | str, options: FolderAnalysisOptions = FolderAnal
     )
     max_file_bytes, max_words, max_files = options.max_file_bytes, options.max_words, options.max_files
     max_total_content_bytes = options.max_total_content_bytes
-    root = Path(root).resolve()
+    real_root = os.path.realpath(root)
+    if not os.path.isdir(real_root):
+        raise NodeExecutionError(f"not a directory: {_shown(os.fspath(root))}")
     rules = IgnoreRules(options.ignore)
     files: list[FileInfo] = []
     directories: list[str] = []
-    tree: list[str] = [f"{root.name}/"]
+    skipped: list[SkippedPath] = []
+    tree: list[str] = [f"{_shown(os.path.basename(real_root))}/"]
     extensions: dict[str, ExtensionStats] = {}
     counts = {"files": 0, "bytes": 0, "ignored": 0, "content": 0}
     contents_truncated = False
 
-    def walk(directory: Path, relative: str, depth: int) -> None:
+    def read_gitignore(directory: str, relative: str) -> None:
+        path = os.path.join(directory, ".gitignore")
+        shown = f"{relative}/.gitignore" if relative else ".gitignore"
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            skipped.append(SkippedPath(path=shown, reason=f"rules not read: {exc.strerror}"))
+            return
+        if stat.S_ISLNK(mode):
+            # Git does not follow a symlinked .gitignore in the work tree either.
+            skipped.append(SkippedPath(path=shown, reason="rules not read: a symlinked .gitignore is not followed"))
+            return
+        if not stat.S_ISREG(mode):
+            return  # a directory is walked, anything else is skipped as an entry
+        try:
+            data = _read_regular(path, _MAX_GITIGNORE_BYTES + 1)
+        except _NotRead as exc:
+            skipped.append(SkippedPath(path=shown, reason=f"rules not read: {exc}"))
+            return
+        if len(data) > _MAX_GITIGNORE_BYTES:
+            reason = f"rules not read: larger than {_MAX_GITIGNORE_BYTES} bytes"
+            skipped.append(SkippedPath(path=shown, reason=reason))
+            return
+        rules.add(relative, data.decode("utf-8", "replace"))
+
+    def read_into(info: FileInfo, path: str, is_link: bool) -> None:
         nonlocal contents_truncated
+        budget = max_total_content_bytes - counts["content"]
+        if budget <= 0:
+            contents_truncated = True
+            return
+        try:
+            target = _link_target(path, real_root) if is_link else path
+            binary, content, words, truncated, used = _read_content(target, max_file_bytes, max_words, budget)
+        except _NotRead as exc:
+            skipped.append(SkippedPath(path=info.path, reason=str(exc)))
+            return
+        info.binary, info.content, info.words, info.content_truncated = binary, content, words, truncated
+        counts["content"] += used
+        if truncated and used == budget < max_file_bytes:
+            contents_truncated = True
+
+    def walk(directory: str, relative: str, depth: int) -> None:
         if respect_gitignore:
-            try:
-                rules.add(relative, (directory / ".gitignore").read_text("utf-8", "replace"))
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
-                pass
+            read_gitignore(directory, relative)
         try:
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
-        except PermissionError:
+        except OSError as exc:
+            skipped.append(SkippedPath(path=relative or ".", reason=f"cannot list the directory: {exc.strerror}"))
             return
         indent = "  " * (depth + 1)
         for entry in entries:
-            name = entry.name
+            name = _shown(entry.name)
             path = f"{relative}/{name}" if relative else name
-            is_link = entry.is_symlink()
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if name == ".git" or rules.ignored(path, is_dir):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                skipped.append(SkippedPath(path=path, reason=f"cannot stat: {exc.strerror}"))
+                continue
+            is_link, is_dir = stat.S_ISLNK(st.st_mode), stat.S_ISDIR(st.st_mode)
+            if entry.name == ".git" or rules.ignored(path, is_dir):
                 counts["ignored"] += 1
                 continue
             if is_dir:
                 directories.append(path)
                 tree.append(f"{indent}{name}/")
                 if max_depth is None or depth < max_depth:
-                    walk(Path(entry.path), path, depth + 1)
+                    walk(entry.path, path, depth + 1)
                 continue
-            if not (is_link or entry.is_file(follow_symlinks=False)):
-                continue  # sockets, fifos, devices
-            size = entry.stat(follow_symlinks=False).st_size
+            if not (is_link or stat.S_ISREG(st.st_mode)):
+                skipped.append(SkippedPath(path=path, reason=f"not a regular file: {_kind(st.st_mode)}"))
+                continue
             extension = os.path.splitext(name)[1].lower()
             counts["files"] += 1
-            counts["bytes"] += size
+            counts["bytes"] += st.st_size
             stats = extensions.setdefault(extension, ExtensionStats())
             stats.files += 1
-            stats.bytes += size
+            stats.bytes += st.st_size
             if len(files) >= max_files:
                 continue
             tree.append(f"{indent}{name}" + (" -> (link)" if is_link else ""))
-            info = FileInfo(path=path, size=size, extension=extension, symlink=is_link)
-            readable = not is_link or _inside(Path(entry.path), root)
-            if include_contents and readable:
-                budget = max_total_content_bytes - counts["content"]
-                if budget <= 0:
-                    contents_truncated = True
-                else:
-                    try:
-                        binary, content, words, truncated, used = _read_content(
-                            Path(entry.path), max_file_bytes, max_words, budget
-                        )
-                    except OSError:
-                        binary, content, words, truncated, used = False, None, None, False, 0
-                    info.binary, info.content, info.words, info.content_truncated = binary, content, words, truncated
-                    counts["content"] += used
-                    if truncated and used == budget < max_file_bytes:
-                        contents_truncated = True
+            info = FileInfo(path=path, size=st.st_size, extension=extension, symlink=is_link)
+            if include_contents:
+                read_into(info, entry.path, is_link)
             files.append(info)
 
-    walk(root, "", 0)
+    walk(real_root, "", 0)
     return FolderAnalysis(
-        root=str(root),
+        root=_shown(real_root),
         file_count=counts["files"],
         dir_count=len(directories),
         total_bytes=counts["bytes"],
@@ -296,11 +466,5 @@ def analyze_folder(root: Path | str, options: FolderAnalysisOptions = FolderAnal
         ignored=counts["ignored"],
         files_not_listed=counts["files"] - len(files),
         contents_truncated=contents_truncated,
+        skipped=skipped,
     )
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        return path.resolve().is_relative_to(root)
-    except OSError:
-        return False

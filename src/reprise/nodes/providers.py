@@ -16,6 +16,10 @@ raises :class:`ModelTransientError`, which the node retries; anything else is fi
 
 Another provider (a different API, or a fake for your own tests) is any object with a ``name``
 and an ``async complete(request, credentials)`` method.
+
+Providers need not scrub what a server sends back: the node passes every response and every
+error of :meth:`ModelProvider.complete` through
+:func:`~reprise.nodes.credentials.redact_value` before it records or shows any of it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from reprise.errors import NodeExecutionError
-from reprise.nodes.credentials import Credentials, redact
+from reprise.nodes.credentials import Credentials
 
 __all__ = [
     "AnthropicMessagesProvider",
@@ -45,8 +49,6 @@ __all__ = [
     "OpenAIChatProvider",
     "provider_named",
 ]
-
-_MAX_ERROR_TEXT = 500
 
 
 class ModelTransientError(NodeExecutionError):
@@ -165,17 +167,11 @@ def _server(base_url: str | None, default: str) -> str:
     return base_url or default
 
 
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
-
-
-def _translate_error(
-    sdk: Any, exc: Exception, provider: str, where: str, credentials: Credentials
-) -> NodeExecutionError:
-    """A reprise error for an SDK exception, with any echo of the key removed. Callers raise it
-    ``from None`` so the SDK exception (whose text may hold a server's echo) is not chained."""
-    message = _shorten(redact(str(exc), credentials))
+def _translate_error(sdk: Any, exc: Exception, provider: str, where: str) -> NodeExecutionError:
+    """A reprise error for an SDK exception. Callers raise it ``from None`` so the SDK exception
+    is not chained. Messages quote the server in full: the node scrubs credentials out of them
+    first and shortens them after (a cut could leave part of a key that scrubbing cannot find)."""
+    message = str(exc)
     if isinstance(exc, sdk.APIStatusError):
         status = int(exc.status_code)
         text = f"{provider} request to {where} failed with HTTP {status}: {message}"
@@ -205,7 +201,7 @@ def _parse_json_output(text: str, provider: str, where: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise NodeExecutionError(
-            f"structured output from {provider} ({where}) is not valid JSON: {exc}; got {_shorten(text)!r}"
+            f"structured output from {provider} ({where}) is not valid JSON: {exc}; got {text!r}"
         ) from None
 
 
@@ -265,12 +261,12 @@ class OpenAIChatProvider:
             async with client:
                 completion = await _call(client.chat.completions.create, body)
         except (sdk.OpenAIError, ValueError) as exc:
-            raise _translate_error(sdk, exc, self.name, where, credentials) from None
+            raise _translate_error(sdk, exc, self.name, where) from None
         return self._read(completion, request, where)
 
     def _read(self, completion: Any, request: ModelRequest, where: str) -> ModelResponse:
         if isinstance(completion, str):  # the SDK hands back a body that is not JSON as text
-            raise _malformed(self.name, where, f"body is not JSON: {_shorten(completion)!r}")
+            raise _malformed(self.name, where, f"body is not JSON: {completion!r}")
         choices = getattr(completion, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise _malformed(self.name, where, "no 'choices' in the chat completion")
@@ -279,7 +275,7 @@ class OpenAIChatProvider:
         if content is None:
             refusal = getattr(message, "refusal", None)
             if refusal:
-                raise NodeExecutionError(f"openai model refused ({where}): {_shorten(str(refusal))}")
+                raise NodeExecutionError(f"openai model refused ({where}): {refusal}")
             raise _malformed(self.name, where, "the first choice has no message content")
         if not isinstance(content, str):
             raise _malformed(self.name, where, f"message content is {type(content).__name__}, not text")
@@ -352,12 +348,12 @@ class AnthropicMessagesProvider:
             async with client:
                 message = await _call(client.messages.create, body)
         except (sdk.AnthropicError, ValueError) as exc:
-            raise _translate_error(sdk, exc, self.name, where, credentials) from None
+            raise _translate_error(sdk, exc, self.name, where) from None
         return self._read(message, request, where)
 
     def _read(self, message: Any, request: ModelRequest, where: str) -> ModelResponse:
         if isinstance(message, str):  # the SDK hands back a body that is not JSON as text
-            raise _malformed(self.name, where, f"body is not JSON: {_shorten(message)!r}")
+            raise _malformed(self.name, where, f"body is not JSON: {message!r}")
         blocks = getattr(message, "content", None)
         if not isinstance(blocks, list):
             raise _malformed(self.name, where, "no 'content' list in the message")

@@ -8,8 +8,8 @@ nanoseconds, counts, ``intValue``) are decimal strings, doubles are JSON numbers
 ``"Infinity"``, ``"-Infinity"``, and empty fields are left out. Output is ASCII (non-ASCII text
 is ``\\u`` escaped), so a line is valid UTF-8 whatever a user puts in an attribute.
 
-A span line is built from strings rather than dicts: it is written for every element of every
-run, and building it by hand is about four times faster than ``json.dumps`` of a dict.
+Written by hand because the Python SDK ships no OTLP/JSON encoder (only protobuf over HTTP and
+gRPC); the exporters in :mod:`reprise.observability.telemetry` use it.
 """
 
 from __future__ import annotations
@@ -17,38 +17,28 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from json.encoder import encode_basestring_ascii as _quote
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
     ExponentialHistogram,
     Gauge,
     Histogram,
-    Metric,
     MetricsData,
     Sum,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status
+from opentelemetry.trace import Link, Status
 
 __all__ = [
-    "SpanData",
     "SpanLineEncoder",
     "any_value",
-    "dumps_compact",
     "encode_attributes",
-    "encode_events",
-    "encode_links",
     "encode_metrics",
     "encode_span",
-    "encode_status",
-    "key_value_json",
-    "metric_dict",
     "metrics_request_line",
-    "quote_json",
 ]
 
 _COMPACT = (",", ":")
@@ -56,37 +46,6 @@ _COMPACT = (",", ":")
 # OTLP SpanFlags: bit 8 says "bit 9 is known", bit 9 says "the parent is remote".
 _FLAG_HAS_IS_REMOTE = 0x100
 _FLAG_IS_REMOTE = 0x200
-
-
-class SpanData(Protocol):
-    """What the dict encoding reads from a span: an SDK ``ReadableSpan`` or a ``LeanSpan``."""
-
-    @property
-    def context(self) -> Any: ...
-    @property
-    def parent(self) -> SpanContext | None: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def kind(self) -> SpanKind: ...
-    @property
-    def start_time(self) -> int | None: ...
-    @property
-    def end_time(self) -> int | None: ...
-    @property
-    def attributes(self) -> Mapping[str, Any] | None: ...
-    @property
-    def dropped_attributes(self) -> int: ...
-    @property
-    def events(self) -> Sequence[Any]: ...
-    @property
-    def dropped_events(self) -> int: ...
-    @property
-    def links(self) -> Sequence[Link]: ...
-    @property
-    def dropped_links(self) -> int: ...
-    @property
-    def status(self) -> Status: ...
 
 
 def _double(value: float) -> float | str:
@@ -125,7 +84,9 @@ def encode_attributes(attributes: Mapping[str, Any] | None) -> list[dict[str, An
 
 
 def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=_COMPACT, ensure_ascii=True, allow_nan=False)
+    """Compact, ASCII, strict JSON (non-finite doubles are already strings, see ``_double``);
+    ``str()`` of anything the encoders above did not foresee."""
+    return json.dumps(data, separators=_COMPACT, ensure_ascii=True, allow_nan=False, default=str)
 
 
 def _resource(resource: Resource) -> dict[str, Any]:
@@ -141,17 +102,7 @@ def _scope(scope: InstrumentationScope | None) -> dict[str, Any]:
     return out
 
 
-def _span_flags(span: SpanData) -> int:
-    ctx = span.context
-    assert ctx is not None
-    flags = int(ctx.trace_flags) | _FLAG_HAS_IS_REMOTE
-    if span.parent is not None and span.parent.is_remote:
-        flags |= _FLAG_IS_REMOTE
-    return flags
-
-
-def encode_events(events: Iterable[Any]) -> list[dict[str, Any]]:
-    """OTLP ``Span.Event`` dicts for SDK ``Event`` objects (name, timestamp, attributes)."""
+def _events(events: Iterable[Any]) -> list[dict[str, Any]]:
     return [
         {
             "timeUnixNano": str(e.timestamp),
@@ -162,8 +113,7 @@ def encode_events(events: Iterable[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def encode_links(links: Iterable[Link]) -> list[dict[str, Any]]:
-    """OTLP ``Span.Link`` dicts."""
+def _links(links: Iterable[Link]) -> list[dict[str, Any]]:
     return [
         {
             "traceId": f"{link.context.trace_id:032x}",
@@ -174,8 +124,7 @@ def encode_links(links: Iterable[Link]) -> list[dict[str, Any]]:
     ]
 
 
-def encode_status(status: Status) -> dict[str, Any]:
-    """An OTLP ``Status`` dict (empty for UNSET without a message)."""
+def _status(status: Status) -> dict[str, Any]:
     out: dict[str, Any] = {}
     code = status.status_code.value
     if code:
@@ -185,29 +134,20 @@ def encode_status(status: Status) -> dict[str, Any]:
     return out
 
 
-def _events(span: SpanData) -> list[dict[str, Any]]:
-    return encode_events(span.events)
-
-
-def _links(span: SpanData) -> list[dict[str, Any]]:
-    return encode_links(span.links)
-
-
-def _status(span: SpanData) -> dict[str, Any]:
-    return encode_status(span.status)
-
-
-def encode_span(span: SpanData) -> dict[str, Any]:
-    """One OTLP ``Span`` as a dict (the reference form; :class:`SpanLineEncoder` and
-    ``LeanSpan`` write the same thing faster)."""
+def encode_span(span: ReadableSpan) -> dict[str, Any]:
+    """One ended SDK span as an OTLP ``Span`` dict."""
     ctx = span.context
     assert ctx is not None
     out: dict[str, Any] = {"traceId": f"{ctx.trace_id:032x}", "spanId": f"{ctx.span_id:016x}"}
     if ctx.trace_state:
         out["traceState"] = ctx.trace_state.to_header()
-    if span.parent is not None:
-        out["parentSpanId"] = f"{span.parent.span_id:016x}"
-    out["flags"] = _span_flags(span)
+    parent = span.parent
+    if parent is not None:
+        out["parentSpanId"] = f"{parent.span_id:016x}"
+    flags = int(ctx.trace_flags) | _FLAG_HAS_IS_REMOTE
+    if parent is not None and parent.is_remote:
+        flags |= _FLAG_IS_REMOTE
+    out["flags"] = flags
     out["name"] = span.name
     # Python's SpanKind starts at INTERNAL=0; OTLP's at UNSPECIFIED=0, INTERNAL=1.
     out["kind"] = span.kind.value + 1
@@ -218,83 +158,20 @@ def encode_span(span: SpanData) -> dict[str, Any]:
     if span.dropped_attributes:
         out["droppedAttributesCount"] = span.dropped_attributes
     if span.events:
-        out["events"] = _events(span)
+        out["events"] = _events(span.events)
     if span.dropped_events:
         out["droppedEventsCount"] = span.dropped_events
     if span.links:
-        out["links"] = _links(span)
+        out["links"] = _links(span.links)
     if span.dropped_links:
         out["droppedLinksCount"] = span.dropped_links
-    out["status"] = _status(span)
+    out["status"] = _status(span.status)
     return out
 
 
-def key_value_json(key: str, value: Any) -> str:
-    """One ``KeyValue`` as JSON text; the common scalar types without building a dict."""
-    t = type(value)
-    if t is str:
-        return f'{{"key":{_quote(key)},"value":{{"stringValue":{_quote(value)}}}}}'
-    if t is bool:
-        return f'{{"key":{_quote(key)},"value":{{"boolValue":{"true" if value else "false"}}}}}'
-    if t is int:
-        return f'{{"key":{_quote(key)},"value":{{"intValue":"{value}"}}}}'
-    return _dumps({"key": key, "value": any_value(value)})
-
-
-_key_value = key_value_json
-#: A str as a JSON string literal, ASCII only (``\\u`` escapes).
-quote_json = _quote
-
-
-def dumps_compact(data: Any) -> str:
-    """Compact, ASCII, strict JSON (no NaN literals): how every dict part of a line is written."""
-    return _dumps(data)
-
-
-def _span_json(span: ReadableSpan) -> str:
-    ctx = span.context
-    assert ctx is not None
-    parts = [f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"']
-    if ctx.trace_state:
-        parts.append(f',"traceState":{_quote(ctx.trace_state.to_header())}')
-    parent = span.parent
-    if parent is not None:
-        parts.append(f',"parentSpanId":"{parent.span_id:016x}"')
-    parts.append(
-        f',"flags":{_span_flags(span)},"name":{_quote(span.name)},"kind":{span.kind.value + 1}'
-        f',"startTimeUnixNano":"{span.start_time or 0}","endTimeUnixNano":"{span.end_time or 0}"'
-    )
-    # ``_attributes`` avoids the MappingProxy the public property builds on every access.
-    attributes = getattr(span, "_attributes", None)
-    if attributes is None:
-        attributes = span.attributes
-    if attributes:
-        parts.append(',"attributes":[')
-        # BoundedAttributes iterates through the Mapping ABC; its plain dict is much faster.
-        items = getattr(attributes, "_dict", attributes).items()
-        parts.append(",".join([_key_value(k, v) for k, v in items]))
-        parts.append("]")
-        if span.dropped_attributes:
-            parts.append(f',"droppedAttributesCount":{span.dropped_attributes}')
-    if span.events:
-        parts.append(f',"events":{_dumps(_events(span))}')
-    if span.dropped_events:
-        parts.append(f',"droppedEventsCount":{span.dropped_events}')
-    if span.links:
-        parts.append(f',"links":{_dumps(_links(span))}')
-    if span.dropped_links:
-        parts.append(f',"droppedLinksCount":{span.dropped_links}')
-    status = span.status
-    if status.status_code.value or status.description:
-        parts.append(f',"status":{_dumps(_status(span))}}}')
-    else:
-        parts.append(',"status":{}}')
-    return "".join(parts)
-
-
 class SpanLineEncoder:
-    """Encodes ended spans as ``ExportTraceServiceRequest`` lines. The resource and scope are the
-    same for every span of a run, so their JSON is built once."""
+    """Encodes ended spans as ``ExportTraceServiceRequest`` lines, for spans of one resource and
+    one instrumentation scope (a run's provider hands out one tracer): their JSON is built once."""
 
     __slots__ = ("_prefix", "_suffix")
 
@@ -304,24 +181,9 @@ class SpanLineEncoder:
         self._prefix = f'{{"resourceSpans":[{{"resource":{resource_json},"scopeSpans":[{{"scope":{scope_json},"spans":['
         self._suffix = "]}]}]}\n"
 
-    @property
-    def prefix(self) -> str:
-        """The line up to the first span (resource and scope included)."""
-        return self._prefix
-
-    @property
-    def suffix(self) -> str:
-        """The line after the last span, newline included."""
-        return self._suffix
-
     def line(self, spans: Iterable[ReadableSpan]) -> bytes:
-        """One line holding ``spans`` (which must share this encoder's resource and scope)."""
-        body = ",".join([_span_json(s) for s in spans])
-        return f"{self._prefix}{body}{self._suffix}".encode("ascii")
-
-    def line_safe(self, spans: Iterable[ReadableSpan]) -> bytes:
-        """Like :meth:`line` through the slower dict path; for a span the fast path rejected."""
-        body = ",".join([json.dumps(encode_span(s), separators=_COMPACT, default=str) for s in spans])
+        """One line holding ``spans``."""
+        body = ",".join([_dumps(encode_span(s)) for s in spans])
         return f"{self._prefix}{body}{self._suffix}".encode("ascii")
 
 
@@ -447,48 +309,9 @@ def encode_metrics(data: MetricsData) -> dict[str, Any]:
     return {"resourceMetrics": resource_metrics}
 
 
-def metric_dict(metric: Metric) -> dict[str, Any] | None:
-    """One OTLP ``Metric`` as a dict, or ``None`` when it holds no data point."""
-    return _metric(metric)
-
-
-def _add_first(
-    request: dict[str, Any], metrics: Sequence[dict[str, Any]], resource: Resource, scope: InstrumentationScope
-) -> None:
-    """Put ``metrics`` first in ``request``'s envelope for ``resource`` and ``scope``, making the
-    envelopes that are missing."""
-    resource_json = _resource(resource)
-    scope_json = _scope(scope)
-    for rm in request["resourceMetrics"]:
-        if rm["resource"] == resource_json:
-            for sm in rm["scopeMetrics"]:
-                if sm["scope"] == scope_json:
-                    sm["metrics"][:0] = metrics
-                    return
-            rm["scopeMetrics"].insert(0, {"scope": scope_json, "metrics": list(metrics)})
-            return
-    request["resourceMetrics"].insert(
-        0, {"resource": resource_json, "scopeMetrics": [{"scope": scope_json, "metrics": list(metrics)}]}
-    )
-
-
-def metrics_request_line(
-    data: MetricsData | None,
-    first: Sequence[Metric] = (),
-    resource: Resource | None = None,
-    scope: InstrumentationScope | None = None,
-) -> bytes | None:
-    """``data`` as one ``metrics.jsonl`` line, or ``None`` when it holds no data point.
-
-    ``first`` are metrics aggregated outside the SDK (with ``resource`` and ``scope``, which
-    they need): they go first in their scope's list, where the SDK would have put an instrument
-    created before the others."""
-    request = encode_metrics(data) if data is not None else {"resourceMetrics": []}
-    extra = [m for m in (_metric(x) for x in first) if m is not None]
-    if extra:
-        if resource is None or scope is None:
-            raise ValueError("metrics aggregated outside the SDK need their resource and scope")
-        _add_first(request, extra, resource, scope)
+def metrics_request_line(data: MetricsData) -> bytes | None:
+    """``data`` as one ``metrics.jsonl`` line, or ``None`` when it holds no data point."""
+    request = encode_metrics(data)
     if not request["resourceMetrics"]:
         return None
     return (_dumps(request) + "\n").encode("ascii")

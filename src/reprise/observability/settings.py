@@ -24,8 +24,8 @@ _SIGNALS = ("traces", "metrics", "logs")
 
 class ElementListener(typing.Protocol):
     """Told when each element of a run (the run itself, flows, loops, iterations, nodes, ...)
-    starts and ends, in the run's process: what a span processor would see, without making
-    element spans SDK spans (see ``docs/observability.md``, "Cost").
+    starts and ends, in the run's process, with its hierarchy path and element type at hand:
+    simpler to write than a span processor, and told about elements only (not user spans).
 
     Both methods are called where the element's span starts and ends, on the thread that starts
     or ends it (the event loop's, for the executor), so they must be quick. A reused node starts
@@ -85,15 +85,11 @@ class ObservabilitySettings:
         otlp_protocol: ``http/protobuf`` or ``grpc``.
         otlp_headers: headers for the exporter (e.g. an auth token). Never written to the run
             directory, and left out of ``repr()``.
-        forward_to_global: also hand our spans to the span processors of the global
-            ``TracerProvider`` if the application installed an SDK one (opt-in; the global
-            provider itself is never replaced or shut down).
-        span_processors: extra SDK span processors for this run's provider. They are flushed
-            when the run ends but not shut down: the caller owns them and may reuse them.
-            Element spans become SDK spans (several times slower); to follow elements, an
-            ``element_listeners`` entry costs nothing of the kind.
+        span_processors: extra SDK span processors for this run's provider (e.g. the one of
+            your own tracing pipeline). They are flushed when the run ends but not shut down:
+            the caller owns them and may reuse them.
         element_listeners: :class:`ElementListener` objects told when each element starts and
-            ends (needs ``tracing``). They do not change how spans are made.
+            ends (needs ``tracing``).
         log_level: minimum level for ``logs.jsonl`` (``debug``, ``info``, ``warning``, ``error``).
     """
 
@@ -105,7 +101,6 @@ class ObservabilitySettings:
     otlp_endpoint: str | None = None
     otlp_protocol: Protocol | None = None
     otlp_headers: Mapping[str, str] | None = field(default=None, repr=False)
-    forward_to_global: bool = False
     span_processors: Sequence[Any] = ()
     element_listeners: Sequence[ElementListener] = ()
     log_level: str = "info"

@@ -41,16 +41,12 @@ from reprise.run.directory import (
 from reprise.run.files import json_problem, read_json, write_json_atomic
 from reprise.run.index import record_run
 from reprise.run.outcome_repo import (
-    COMMITTED_FILE,
     OutcomeFile,
     OutcomeRepository,
     OutcomeSettings,
-    OutcomeStream,
     collect_outcome_files,
-    committed_document,
     listed_outcome_files,
 )
-from reprise.run.reused import write_trace_file
 from reprise.run.status import HOST, RunStatus
 
 if TYPE_CHECKING:
@@ -87,6 +83,8 @@ class RunContext:
             (cheap; the re-run then depends on that run's directory). ``"copy"``: a directory of
             hard links to its files and its own ``result.json`` (self-contained: to archive or
             ship a run). See docs/reruns.md.
+        commit_note: text added to the message of the run's outcome commit, to say why the
+            outcomes are what they are (an optimiser puts the feedback behind a new prompt here).
     """
 
     def __init__(
@@ -102,6 +100,7 @@ class RunContext:
         tags: Mapping[str, str] | None = None,
         outcome_repo: OutcomeSettings | bool = True,
         reused_nodes: str = "link",
+        commit_note: str | None = None,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
@@ -119,6 +118,8 @@ class RunContext:
         self.reused_nodes = reused_nodes
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
+        #: Text appended to the message of the run's outcome commit (why these outcomes changed).
+        self.commit_note = commit_note
 
         self.run_dir: RunDirectory | None = None
         self.telemetry: RunTelemetry | None = None
@@ -145,15 +146,10 @@ class RunContext:
         #: finished; kept by the executor (``None`` when no runner ran: the run directory is
         #: walked instead). Plain strings: a 10,000-iteration loop keeps 10,000 of them.
         self.outcome_paths: list[str] | None = None
-        #: The bytes of the small outcomes among them, for the commit (not read back).
+        #: The bytes of the small outcomes among them, for ``.trace/outcomes.json``.
         self.outcome_bytes: dict[str, bytes] = {}
         #: Those of reused nodes: their outcome is the earlier run's, already in its commit.
         self.reused_outcome_paths: set[str] = set()
-        #: The commit in the making, fed outcomes as nodes finish (opened by the executor).
-        self.outcome_stream: OutcomeStream | None = None
-        # The end of the outcome commit, when its hook sent it and git is finishing (see
-        # complete_run): wait for it, record it, or commit afresh.
-        self._commit_settle: Callable[[], None] | None = None
         # Handlers supplying the input of nodes that require it, by node id or path (None: any).
         self._input_handlers: dict[str | None, InputHandler] = {}
 
@@ -259,42 +255,18 @@ class RunContext:
             if self.telemetry is not None:
                 self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
 
-        def settle_commit() -> None:
-            # The rest of the commit's hook (once): an error it did not expect is that hook's.
-            settle, self._commit_settle = self._commit_settle, None
-            if settle is not None:
-                try:
-                    settle()
-                except Exception as exc:
-                    hook_failed(_commit_outcomes, exc)
-
         try:
             # Every hook runs, whatever an earlier one did: a user's hook that raises must not
             # cost the run its git commit (a hook of its own, added when the run was set up).
-            for i, hook in enumerate(hooks):
+            for hook in hooks:
                 try:
                     hook(self, status)
                 except Exception as exc:
                     hook_failed(hook, exc)
-                if i < len(hooks) - 1:
-                    settle_commit()  # the hooks after the commit's may read its branch
         finally:
-            stream, self.outcome_stream = self.outcome_stream, None
-            if stream is not None:
-                # The commit's hook did not take it (a hook before it stopped the others with
-                # a BaseException): its fast-import must not wait for a commit forever.
-                stream.abort()
             try:
-                try:
-                    # git finishes the commit (pack, branch, exit: ~1 ms) while the trace and
-                    # metrics are written; it is waited for before the files close, so its log
-                    # lines land.
-                    if self.telemetry is not None:
-                        self.telemetry.finish(
-                            status, error_msg, before_close=settle_commit, duration_s=self.duration_s
-                        )
-                finally:
-                    settle_commit()  # without telemetry, or when finishing it failed before
+                if self.telemetry is not None:
+                    self.telemetry.finish(status, error_msg, duration_s=self.duration_s)
             finally:
                 # Recorded whatever went wrong above (the trace could not be written, an
                 # interruption while git was waited for): the run must not read as running.
@@ -511,13 +483,8 @@ def _utf8_path(path: Path, what: str) -> Path:
 
 
 def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
-    """Completion hook: commit the run's outcomes to ``run/<run_id>``. A failure to commit is
-    recorded in the metadata and logged; it does not change the run's status.
-
-    The commit is sent here and git finishes it while the run's completion goes on; the rest
-    (waiting for git, the record, a fresh commit if the stream broke) is left to
-    ``ctx._commit_settle``, which :meth:`RunContext.complete_run` calls before anything could
-    read the branch: before a later hook, and before the run's files close."""
+    """Completion hook: commit the run's outcomes to ``run/<run_id>``, once. A failure to commit
+    is recorded in the metadata and logged; it does not change the run's status."""
     repo = ctx.outcome_repository
     run_dir = ctx.require_run_dir()
     if repo is None:
@@ -529,75 +496,36 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
             lines.append(f"start path: {ctx.start_hierarchy_path}")
     if ctx.error_msg:
         lines.append(f"error: {ctx.error_msg}")
-    stream, ctx.outcome_stream = ctx.outcome_stream, None
+    if ctx.commit_note:
+        lines += ["", ctx.commit_note]
+    logger = ctx.telemetry.logger if ctx.telemetry is not None else None
     try:
         if ctx.outcome_paths is not None:
-            files = listed_outcome_files(
-                run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes
-            )
+            files = listed_outcome_files(run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files)
         else:
             files = collect_outcome_files(
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
             )
-        message = "\n".join(lines)
-        wait: Callable[[], str | None] | None = None
-        if stream is not None:
-            try:
-                wait = stream.begin_finish(files, message=message, reused=ctx.reused_outcome_paths)
-            except RunSetupError as exc:
-                _stream_failed(ctx, exc)
-    except BaseException as exc:
-        _commit_failed(ctx, stream, exc)
-        return
-
-    def settle() -> None:
-        try:
-            commit: str | None = None
-            if wait is not None and stream is not None:
-                try:
-                    commit = wait()
-                except RunSetupError as exc:
-                    _stream_failed(ctx, exc)
-                if commit is not None:
-                    _record_commit(run_dir.path, commit, stream.committed_paths(files))
-            if commit is None:
-                commit = repo.commit_run(run_dir.run_id, files, message=message, parent_run_id=ctx.previous_run_id)
-        except BaseException as exc:
-            _commit_failed(ctx, stream, exc)
-            return
-        ctx._set_metadata(
-            outcome_commit=commit, outcome_branch=repo.branch(run_dir.run_id), outcome_repo=str(repo.path)
+        done = repo.commit_run(
+            run_dir.run_id,
+            files,
+            message="\n".join(lines),
+            parent_run_id=ctx.previous_run_id,
+            reused=ctx.reused_outcome_paths,
         )
-
-    ctx._commit_settle = settle
-
-
-def _stream_failed(ctx: RunContext, exc: RunSetupError) -> None:
-    # Tried once more with a process of its own: this one may have been killed.
-    if ctx.telemetry is not None:
-        ctx.telemetry.logger.warning("outcome commit stream failed; committing again", error=exc.message)
-
-
-def _commit_failed(ctx: RunContext, stream: OutcomeStream | None, exc: BaseException) -> None:
-    """Record (or, for an interruption, re-raise) a failure of the outcome commit, stopping
-    its git process."""
-    if stream is not None:
-        stream.abort()  # e.g. the files could not be listed, or KeyboardInterrupt meanwhile
-    if not isinstance(exc, (RepriseError, OSError)):
-        raise exc
-    message = exc.message if isinstance(exc, RepriseError) else str(exc)
-    ctx._set_metadata(outcome_commit_error=message)
-    if ctx.telemetry is not None:
-        ctx.telemetry.logger.error("outcome commit failed", error=message)
-
-
-def _record_commit(run_path: Path, commit: str, paths: list[str]) -> None:
-    """Write ``.trace/committed.json``, which spares a re-run of this run a ``git ls-tree``
-    process. Without it a re-run asks git: a failure to write it costs nothing else."""
-    try:
-        write_trace_file(run_path, COMMITTED_FILE, committed_document(commit, paths))
-    except OSError:
-        pass
+    except (RepriseError, OSError) as exc:
+        message = exc.message if isinstance(exc, RepriseError) else str(exc)
+        ctx._set_metadata(outcome_commit_error=message)
+        if logger is not None:
+            logger.error("outcome commit failed", error=message)
+        return
+    for f, problem in done.refused:
+        # Nodes that declare such a file fail: only a run an older version recorded names one.
+        if logger is not None:
+            logger.warning("outcome file left out of the commit", path=f.node_path, file=f.repo_path, error=problem)
+    ctx._set_metadata(
+        outcome_commit=done.commit, outcome_branch=repo.branch(run_dir.run_id), outcome_repo=str(repo.path)
+    )
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict
 
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RunSetupError
-from reprise.run.files import read_json, write_json_atomic
+from reprise.run.files import write_json_atomic
+from reprise.run.reading import read_run_json, read_run_object
 from reprise.run.status import RunStatus, process_alive
 
 __all__ = ["RunDirectory", "RunMetadata", "new_run_id", "RUN_ID_PATTERN"]
@@ -129,16 +130,17 @@ class RunDirectory:
         return self.path.joinpath(*path.parts)
 
     def read_result(self, path: HierarchyPath) -> dict[str, Any] | None:
-        """The element's ``result.json``, or ``None`` if it has none."""
+        """The element's ``result.json``, or ``None`` if it has none (:class:`RunFileError` if it
+        is not a JSON object)."""
         try:
-            data: dict[str, Any] = read_json(self.element_dir(path) / RESULT_FILE)
+            return read_run_object(self.element_dir(path) / RESULT_FILE)
         except FileNotFoundError:
             return None
-        return data
 
     def read_outcome(self, path: HierarchyPath) -> Any:
-        """The element's ``outcome.json`` data (raises ``FileNotFoundError`` if absent)."""
-        return read_json(self.element_dir(path) / OUTCOME_FILE)
+        """The element's ``outcome.json`` data (raises ``FileNotFoundError`` if absent,
+        :class:`RunFileError` if it is not JSON)."""
+        return read_run_json(self.element_dir(path) / OUTCOME_FILE)
 
     # -- metadata --------------------------------------------------------------------------
     @property
@@ -151,9 +153,10 @@ class RunDirectory:
         write_json_atomic(self.metadata_path, metadata.model_dump(mode="json"))
 
     def read_metadata(self) -> RunMetadata:
-        """The stored metadata, exactly as written (``running`` stays ``running``)."""
+        """The stored metadata, exactly as written (``running`` stays ``running``);
+        :class:`RunFileError` if the file is not a valid ``RunMetadata``."""
         try:
-            return RunMetadata.model_validate(read_json(self.metadata_path))
+            return read_run_json(self.metadata_path, RunMetadata)
         except FileNotFoundError:
             raise RunSetupError(f"{self.path} is not a run directory (no .trace/{METADATA_FILE})") from None
 

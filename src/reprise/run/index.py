@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reprise.errors import RepriseError
+from reprise.errors import RepriseError, RunFileError
 from reprise.run.directory import METADATA_FILE, RUN_ID_PATTERN, RunDirectory, RunMetadata
-from reprise.run.files import read_json
+from reprise.run.reading import read_run_json
 from reprise.run.status import RunStatus, process_alive
 
 __all__ = ["EXPERIMENT_TAG", "INDEX_FILE", "RunIndex", "RunInfo", "record_run"]
@@ -208,6 +208,8 @@ class RunIndex:
     def __init__(self, run_root: Path | str) -> None:
         self.run_root = Path(run_root).absolute()
         self.path = self.run_root / INDEX_FILE
+        #: The runs the last sync could not list: their ``metadata.json`` is not valid.
+        self.unreadable: list[RunFileError] = []
 
     # -- connection ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -360,6 +362,7 @@ class RunIndex:
         metadata mtime and size), and the ids of every run directory present."""
         upserts: list[tuple[Any, ...]] = []
         present: set[str] = set()
+        self.unreadable = []
         try:
             entries = os.scandir(self.run_root)
         except FileNotFoundError:
@@ -376,7 +379,14 @@ class RunIndex:
                 present.add(name)
                 if known.get(name) == (st.st_mtime_ns, st.st_size):
                     continue
-                row = self._read_row(Path(entry.path), st)
+                try:
+                    row = self._read_row(Path(entry.path), st)
+                except RunFileError as exc:
+                    # Not listed (nor kept with what it said before), never fatal: the
+                    # listing says so.
+                    self.unreadable.append(exc)
+                    present.discard(name)
+                    continue
                 if row is not None:
                     upserts.append(row)
         return upserts, present
@@ -384,9 +394,9 @@ class RunIndex:
     @staticmethod
     def _read_row(path: Path, st: os.stat_result) -> tuple[Any, ...] | None:
         try:
-            meta = RunMetadata.model_validate(read_json(path / ".trace" / METADATA_FILE))
-        except (OSError, ValueError):
-            return None  # unreadable or not our metadata: not listed, never fatal
+            meta = read_run_json(path / ".trace" / METADATA_FILE, RunMetadata)
+        except FileNotFoundError:
+            return None
         if meta.run_id != path.name:
             return None
         return _row(meta, st)

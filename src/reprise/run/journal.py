@@ -12,7 +12,6 @@ or absent, and a reader skips a torn last line.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from typing import Any
 import pydantic_core
 
 from reprise.dsl.paths import HierarchyPath
-from reprise.errors import DefinitionError
+from reprise.errors import DefinitionError, RunFileError
 from reprise.run.directory import RESULT_FILE
+from reprise.run.reading import read_run_jsonl
 
 __all__ = ["JOURNAL_FILE", "InFlight", "NodeJournal", "in_flight", "read_journal"]
 
@@ -51,22 +51,18 @@ class NodeJournal:
             self._fd = None
 
 
-def read_journal(run_dir: Path | str) -> dict[str, dict[str, Any]]:
+def read_journal(run_dir: Path | str, problems: list[RunFileError] | None = None) -> dict[str, dict[str, Any]]:
     """The journal of the run in ``run_dir``: each started node's record by hierarchy path (the
-    last one when a node started more than once). Empty if there is none."""
+    last one when a node started more than once). Empty if there is none. Bad lines are skipped
+    (and added to ``problems``): a resumed run appends after the torn line its crash left."""
+    out: dict[str, dict[str, Any]] = {}
     try:
-        with open(os.path.join(os.fspath(run_dir), ".trace", JOURNAL_FILE), "rb") as f:
-            raw = f.read()
+        file = os.path.join(os.fspath(run_dir), ".trace", JOURNAL_FILE)
+        for item in read_run_jsonl(file, [] if problems is None else problems):
+            if isinstance(item.get("path"), str):
+                out[item["path"]] = item
     except FileNotFoundError:
         return {}
-    out: dict[str, dict[str, Any]] = {}
-    for line in raw.splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue  # a torn last line from a process that died mid-write
-        if isinstance(item, dict) and isinstance(item.get("path"), str):
-            out[item["path"]] = item
     return out
 
 
@@ -90,11 +86,12 @@ class InFlight:
         return self.records.get(os.fspath(directory))
 
 
-def in_flight(run_dir: Path | str) -> InFlight:
-    """The in-flight nodes of the run in ``run_dir`` (see :class:`InFlight`)."""
+def in_flight(run_dir: Path | str, problems: list[RunFileError] | None = None) -> InFlight:
+    """The in-flight nodes of the run in ``run_dir`` (see :class:`InFlight`); bad journal lines
+    as in :func:`read_journal`."""
     base = os.fspath(run_dir)
     found = InFlight()
-    for path, record in read_journal(base).items():
+    for path, record in read_journal(base, problems).items():
         try:
             parts = HierarchyPath(path).parts
         except DefinitionError:

@@ -11,7 +11,7 @@ from typing import Any
 from reprise.dsl.paths import HierarchyPath
 from reprise.errors import RunSetupError
 from reprise.run.directory import RunDirectory, RunMetadata
-from reprise.run.files import read_json
+from reprise.run.reading import read_run_object
 from reprise.run.reused import ReusedNode, ReusedNodes, RunOutcomes, read_reused
 
 __all__ = ["PreviousRun", "ancestors", "link_tree"]
@@ -100,18 +100,16 @@ class PreviousRun:
     def static_inputs(self) -> dict[str, Any]:
         """The static inputs the earlier run used, by node definition path."""
         try:
-            data: dict[str, Any] = read_json(self.dir.static_inputs_dir / "static_inputs.json")
+            return read_run_object(self.dir.static_inputs_dir / "static_inputs.json")
         except FileNotFoundError:
             return {}
-        return data
 
     def initial_inputs(self) -> dict[str, Any]:
         """The earlier run's initial inputs."""
         try:
-            data: dict[str, Any] = read_json(self.dir.static_inputs_dir / "initial_inputs.json")
+            return read_run_object(self.dir.static_inputs_dir / "initial_inputs.json")
         except FileNotFoundError:
             return {}
-        return data
 
     def definition_bytes(self) -> bytes | None:
         """The earlier run's ``.trace/definition.json`` as written, if recorded."""
@@ -124,10 +122,9 @@ class PreviousRun:
     def definition(self) -> dict[str, Any] | None:
         """The earlier run's definition outline (``.trace/definition.json``), if recorded."""
         try:
-            data: dict[str, Any] = read_json(self.dir.trace_dir / "definition.json")
+            return read_run_object(self.dir.trace_dir / "definition.json")
         except FileNotFoundError:
             return None
-        return data
 
 
 def ancestors(run_root: Path, run_id: str, *, limit: int = 1000) -> list[RunMetadata]:

@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reprise.errors import RunFileError
 from reprise.run.directory import RUN_ID_PATTERN
 from reprise.run.files import dump_json, write_bytes_atomic
+from reprise.run.reading import read_run_object
 
 __all__ = [
     "OUTCOMES_FILE",
@@ -137,13 +139,12 @@ class RunOutcomes:
         """The file of the run at ``run_path``; ``None`` when it has none (it crashed, it ran
         before the file existed) or it cannot be read."""
         try:
-            with open(f"{run_path}/.trace/{OUTCOMES_FILE}", "rb") as f:
-                data = json.loads(f.read())
+            data = read_run_object(f"{run_path}/.trace/{OUTCOMES_FILE}")
             values = data["outcomes"]
             on_disk = set(data.get("on_disk") or ())
             declared = set(data.get("declared") or ())
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        except (OSError, RunFileError, KeyError, TypeError):
+            return None  # a cache: without it, readers take the outcomes from the node directories
         if not isinstance(values, dict):
             return None
         return cls(values, on_disk, declared)
@@ -170,8 +171,7 @@ def read_reused(run_path: Path | str) -> dict[str, ReusedNode] | None:
     """The nodes the run at ``run_path`` reused, by hierarchy path; ``None`` when it recorded
     none (not a re-run, it crashed, or it ran before the file existed)."""
     try:
-        with open(f"{run_path}/.trace/{REUSED_FILE}", "rb") as f:
-            data = json.loads(f.read())
+        data = read_run_object(f"{run_path}/.trace/{REUSED_FILE}")
         nodes: dict[str, ReusedNode] = {}
         for group in data["groups"]:
             node = ReusedNode(str(group["dir_run_id"]), str(group["origin_run_id"]))
@@ -181,8 +181,8 @@ def read_reused(run_path: Path | str) -> dict[str, ReusedNode] | None:
                 return None
             for path in group["paths"]:
                 nodes[path] = node
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (OSError, RunFileError, KeyError, TypeError):
+        return None  # the links say which nodes were reused
     return nodes
 
 

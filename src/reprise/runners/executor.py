@@ -44,7 +44,6 @@ from reprise.runners.node_context import ExecutorNodeContext
 
 if TYPE_CHECKING:
     from reprise.run.context import RunContext
-    from reprise.run.outcome_repo import OutcomeStream
     from reprise.runners.reuse import ReusePlan
 
 __all__ = ["Executor"]
@@ -52,7 +51,7 @@ __all__ = ["Executor"]
 _CANCELLED = anyio.get_cancelled_exc_class
 
 
-# Outcomes kept in memory for the git commit: each at most this big, this much in all.
+# Outcomes kept in memory for ``.trace/outcomes.json``: each at most this big, this much in all.
 _KEEP_OUTCOME_BYTES = 4096
 _KEEP_OUTCOMES_TOTAL = 16 * 1024 * 1024
 
@@ -128,7 +127,6 @@ class Executor:
         self.counts: dict[str, int] = {"executed": 0, "reused": 0, "failed": 0}
         self.failed_path: str | None = None
         self._base = str(self.run_dir.path)
-        self._current_span_needed = self.tel is not None and self.tel.settings.forward_to_global
         self._journal: NodeJournal | None = None  # open while run_root runs
         #: Nodes whose ``outcome.json`` this run holds, in the order they finished: what the
         #: outcome repository commits (no walk over the run directory at the end).
@@ -136,7 +134,6 @@ class Executor:
             ctx.outcome_paths = []
         self._outcome_paths: list[str] = ctx.outcome_paths
         self._kept_bytes = 0
-        self._stream: OutcomeStream | None = None
         #: Nodes that completed with a directory of their own and declared outcome files (with
         #: the run's executed outcomes, its ``.trace/outcomes.json``).
         self._declared_nodes: list[str] = []
@@ -149,14 +146,11 @@ class Executor:
         frame = top.child(path.name)
         root_span = self.tel.root_span if self.tel is not None else None
         self._journal = journal = NodeJournal(self.run_dir.trace_dir)
-        self._open_outcome_stream()
         try:
             return await self._container_element(
                 root, path, path.name, frame, root.component_type, root_span, in_loop=False
             )
         finally:
-            if self._stream is not None:
-                self._stream.prepare_finish()  # git builds the tree while the records are written
             journal.close()
             self._write_records()
 
@@ -181,27 +175,6 @@ class Executor:
         except OSError as exc:
             if self.tel is not None:
                 self.tel.logger.warning("could not record the run's outcomes for re-runs", error=str(exc))
-
-    def _open_outcome_stream(self) -> None:
-        """Start the outcome commit now, so git takes each outcome as its node finishes, on
-        another core, rather than all of them after the last node. Not for per-node commits, or
-        without a repository; if git cannot start, the run's end commits as before (and reports
-        why it cannot)."""
-        ctx = self.ctx
-        repo = ctx.outcome_repository
-        if repo is None or repo.settings.commit_per_node or ctx.outcome_stream is not None:
-            return
-        try:
-            reuse = self.reuse
-            ctx.outcome_stream = repo.open_stream(
-                self.run_dir.run_id,
-                ctx.previous_run_id,
-                keep_from_parent=reuse is not None,
-                parent_dir=reuse.previous.dir.path if reuse is not None else None,
-            )
-        except (RepriseError, OSError):
-            ctx.outcome_stream = None
-        self._stream = ctx.outcome_stream
 
     # -- containers ------------------------------------------------------------------------
     async def _run_body(
@@ -530,8 +503,7 @@ class Executor:
         self, node: Any, inp: Any, nctx: ExecutorNodeContext, span: Any, timeout: float | None
     ) -> Any:
         """Run the node with its span as the current OpenTelemetry span, so spans that libraries
-        open with the global tracer nest under it. Only when the user forwards our spans to their
-        global provider: otherwise nothing could see those spans, and it costs time per node."""
+        open with a tracer of their own nest under it."""
         from opentelemetry import trace as trace_api
 
         with trace_api.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
@@ -560,7 +532,7 @@ class Executor:
 
         started_at = _iso(time.time())
         t0 = time.perf_counter()
-        span = tel.node_span(path, parent_span, node.kind) if tel is not None else None
+        span = tel.start_span(path, "node", parent_span, node.kind) if tel is not None else None
         settings = node.settings
         attempts = 0
         status = ElementStatus.FAILED
@@ -584,7 +556,7 @@ class Executor:
                 attempts += 1
                 nctx.attempt = attempts
                 try:
-                    if span is not None and self._current_span_needed:
+                    if span is not None:
                         raw = await self._run_in_span(node, inp, nctx, span, settings.timeout)
                     elif settings.timeout is not None:
                         with anyio.fail_after(settings.timeout):
@@ -667,10 +639,8 @@ class Executor:
                 files.append((OUTCOME_FILE, outcome_json))
                 text = str(path)
                 self._outcome_paths.append(text)
-                if self._stream is not None:
-                    self._stream.add(f"{path.relpath}/{OUTCOME_FILE}", outcome_json)
-                # Kept for the commit, so it need not read the file back (~6 µs a node); only
-                # small ones, and a bounded total: a long loop must not hold every outcome twice.
+                # Kept for outcomes.json, so it need not read the file back; only small ones,
+                # and a bounded total: a long loop must not hold every outcome twice.
                 if len(outcome_json) <= _KEEP_OUTCOME_BYTES and self._kept_bytes < _KEEP_OUTCOMES_TOTAL:
                     self.ctx.outcome_bytes[text] = outcome_json
                     self._kept_bytes += len(outcome_json)

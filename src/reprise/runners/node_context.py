@@ -6,10 +6,10 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprise.dsl.paths import HierarchyPath
+from reprise.dsl.paths import HierarchyPath, git_path_problem
 from reprise.errors import NodeExecutionError
 from reprise.run.directory import INPUT_FILE
 from reprise.run.files import json_problem, write_bytes_atomic
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from reprise.dsl.scope import Scope
-    from reprise.observability.lean import PendingNodeSpan
     from reprise.run.context import RunContext
     from reprise.tracking import AlertLevel
 
@@ -46,7 +45,7 @@ class ExecutorNodeContext:
         path: HierarchyPath,
         run: RunContext,
         node_dir: Path | str,
-        span: Span | PendingNodeSpan | None,
+        span: Span | None,
         scope: Scope | None = None,
         input_json: bytes | None = None,
     ) -> None:
@@ -112,31 +111,19 @@ class ExecutorNodeContext:
         to ``.trace/logs.jsonl`` and, with live export on, to OpenTelemetry logs."""
         if self._logger is None:
             tel = self.run.telemetry
-            self._logger = tel.node_logger(self.path, self._node_span()) if tel is not None else _NullLogger()
+            self._logger = tel.node_logger(self.path, self._span) if tel is not None else _NullLogger()
         return self._logger
-
-    def _node_span(self) -> Span | None:
-        """The node's span, made now if the executor holds it as a :class:`PendingNodeSpan`."""
-        span = self._span
-        if span is None:
-            return None
-        from reprise.observability.lean import PendingNodeSpan  # loaded with the telemetry
-
-        if isinstance(span, PendingNodeSpan):
-            made = self._span = span.materialize()
-            return made
-        return span
 
     @property
     def current_span(self) -> Span | None:
         """The node's OpenTelemetry span (``None`` with tracing off)."""
-        return self._node_span()
+        return self._span
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[Span | None]:
         """Open a child span of this node's span."""
         tel = self.run.telemetry
-        parent = self._node_span()
+        parent = self._span
         if tel is None or parent is None:
             yield None
             return
@@ -149,7 +136,8 @@ class ExecutorNodeContext:
         A file inside this node's directory keeps its relative place (``<node path>/<rel>``).
         One elsewhere is *copied now* to ``files/<name or file name>`` in the node directory, so
         the run keeps what the node produced even if the original changes later, and re-runs
-        that reuse this node carry the copy along."""
+        that reuse this node carry the copy along. A name git refuses (``.git``, ``.gitmodules``,
+        a newline: :func:`~reprise.dsl.paths.git_path_problem`) is an error naming this node."""
         from reprise.errors import RepriseError
         from reprise.run.outcome_repo import OutcomeFile
 
@@ -160,14 +148,17 @@ class ExecutorNodeContext:
         node_dir = self.node_dir.resolve()
         if not file.is_relative_to(node_dir):
             target_name = name or file.name
-            parts = PurePosixPath(target_name).parts
-            if not parts or target_name.startswith("/") or any(p in ("..", ".", ".git") for p in parts):
-                raise RepriseError(f"invalid outcome file name {target_name!r}", path=str(self.path))
-            target = node_dir.joinpath("files", *parts)
+            problem = git_path_problem(target_name)
+            if problem is not None:
+                raise RepriseError(f"invalid outcome file name {target_name!r}: {problem}", path=str(self.path))
+            target = node_dir.joinpath("files", *target_name.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(file, target)
             file = target
         rel = file.relative_to(node_dir).as_posix()
+        problem = git_path_problem(rel)
+        if problem is not None:
+            raise RepriseError(f"invalid outcome file name {rel!r}: {problem}", path=str(self.path))
         repo_path = "/".join(self.path.parts) + "/" + rel
         self.run.declared_outcome_files.append(OutcomeFile(file, repo_path, str(self.path)))
         self.result_fields.setdefault("outcome_files", []).append({"source": str(file), "repo_path": repo_path})

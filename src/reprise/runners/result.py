@@ -8,7 +8,7 @@ from typing import Any
 
 from reprise.dsl.paths import HierarchyPath
 from reprise.run.directory import OUTCOME_FILE
-from reprise.run.files import read_json
+from reprise.run.reading import read_run_json
 from reprise.run.status import RunStatus
 
 __all__ = ["RunResult"]
@@ -40,7 +40,7 @@ class RunResult:
 
     def load_outcome(self, path: str | HierarchyPath) -> Any:
         """The JSON data of the ``outcome.json`` at ``path`` (any node, iterations included)."""
-        return read_json(self.run_dir.joinpath(*HierarchyPath(path).parts, OUTCOME_FILE))
+        return read_run_json(self.run_dir.joinpath(*HierarchyPath(path).parts, OUTCOME_FILE))
 
     @property
     def ok(self) -> bool:

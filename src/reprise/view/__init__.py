@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from reprise.errors import RunFileError
 from reprise.run.directory import METADATA_FILE, RUN_ID_PATTERN
 from reprise.run.files import write_bytes_atomic
 from reprise.view.build import DEFAULT_MAX_VALUE_BYTES, RunViewData, build_run_view_data, cost_of, tokens_of
@@ -77,13 +78,17 @@ def write_run_view(
     *,
     back: tuple[str, str] | None = None,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    problems: list[RunFileError] | None = None,
 ) -> Path:
     """Write the view of the run at ``run_dir`` to ``out`` (atomically) and return ``out``.
 
-    Runs of its lineage whose views sit beside ``out`` as ``<run_id>.html`` are linked.
+    Runs of its lineage whose views sit beside ``out`` as ``<run_id>.html`` are linked. Run
+    files (or lines of them) that could not be read are left out, and added to ``problems``.
     Raises :class:`~reprise.errors.RunSetupError` if ``run_dir`` is not a run directory."""
     out = Path(out)
     data = build_run_view_data(Path(run_dir), max_value_bytes=max_value_bytes)
+    if problems is not None:
+        problems.extend(data.problems)
     links: dict[str, str] = {}
     for entry in data.model["lineage"]:
         run_id = entry["run_id"]

@@ -8,7 +8,8 @@ the composite ends) still gives a complete tree: what is missing is inferred fro
 
 The data comes in two parts so a page opens fast: :attr:`RunViewData.model` (the tree, timings,
 statuses, costs, lineage) is read when the page loads, :attr:`RunViewData.details` (inputs,
-outcomes, errors, log lines per element) only when an element is first selected.
+outcomes, errors, log lines, an AI model node's messages per element) only when an element is
+first selected.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reprise.errors import RunSetupError
+from reprise.errors import RunFileError, RunSetupError
+from reprise.nodes.ai_model import REQUEST_FILE
 from reprise.run.directory import INPUT_FILE, METADATA_FILE, OUTCOME_FILE, RESULT_FILE, RUN_ID_PATTERN, RunDirectory
 from reprise.run.journal import InFlight, in_flight
+from reprise.run.reading import read_run_json, read_run_jsonl, read_run_object, run_file_error
 from reprise.run.reused import ReusedNodes
 from reprise.run.status import RunStatus
 from reprise.run.usage import cost_of, tokens_of
@@ -64,16 +67,22 @@ class RunViewData:
 
     model: dict[str, Any]
     details: dict[str, Any] = field(default_factory=dict)
+    #: Run files (or lines of them) that could not be read and were left out of the view.
+    problems: list[RunFileError] = field(default_factory=list)
 
 
 # -- small readers ---------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, problems: list[RunFileError] | None = None) -> Any:
+    """The JSON in ``path``; ``None`` if it is missing or bad (then added to ``problems``)."""
     try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):
+        return read_run_json(path)
+    except FileNotFoundError:
+        return None
+    except RunFileError as exc:
+        if problems is not None:
+            problems.append(exc)
         return None
 
 
@@ -162,31 +171,36 @@ def _ns_to_ms(value: Any) -> float | None:
         return None
 
 
-def iter_spans(trace_file: Path) -> Iterator[_Span]:
-    """The spans of an OTLP/JSON lines file; lines that do not parse (a crash mid-write) are skipped."""
+def iter_spans(trace_file: Path, problems: list[RunFileError]) -> Iterator[_Span]:
+    """The spans of an OTLP/JSON lines file; lines that do not parse are skipped (and added to
+    ``problems``)."""
     try:
-        f = open(trace_file, "rb")
-    except OSError:
+        requests = list(read_run_jsonl(trace_file, problems))
+    except FileNotFoundError:
         return
-    with f:
-        for line in f:
-            try:
-                request = json.loads(line)
-            except ValueError:
-                continue
-            for rs in request.get("resourceSpans", []) if isinstance(request, dict) else []:
-                for ss in rs.get("scopeSpans", []):
-                    for sp in ss.get("spans", []):
-                        yield _Span(
-                            span_id=str(sp.get("spanId", "")),
-                            parent_id=str(sp.get("parentSpanId", "")),
-                            name=str(sp.get("name", "")),
-                            start_ms=_ns_to_ms(sp.get("startTimeUnixNano")),
-                            end_ms=_ns_to_ms(sp.get("endTimeUnixNano")),
-                            attributes=_attributes(sp.get("attributes")),
-                            status=sp.get("status") or {},
-                            events=sp.get("events") or [],
-                        )
+    for request in requests:
+        try:
+            spans = list(_spans_of(request))
+        except (AttributeError, TypeError):
+            problems.append(run_file_error(trace_file, "holds a line that is not an OTLP/JSON trace request"))
+            continue
+        yield from spans
+
+
+def _spans_of(request: dict[str, Any]) -> Iterator[_Span]:
+    for rs in request.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for sp in ss.get("spans", []):
+                yield _Span(
+                    span_id=str(sp.get("spanId", "")),
+                    parent_id=str(sp.get("parentSpanId", "")),
+                    name=str(sp.get("name", "")),
+                    start_ms=_ns_to_ms(sp.get("startTimeUnixNano")),
+                    end_ms=_ns_to_ms(sp.get("endTimeUnixNano")),
+                    attributes=_attributes(sp.get("attributes")),
+                    status=sp.get("status") or {},
+                    events=sp.get("events") or [],
+                )
 
 
 # -- the element tree -----------------------------------------------------------------------
@@ -203,6 +217,8 @@ class _Builder:
         self.run_span: _Span | None = None
         #: Started nodes without a result.json (a running or crashed run), from the journal.
         self.started: InFlight | None = None
+        #: Run files (or lines) that could not be read.
+        self.problems: list[RunFileError] = []
         self.user_spans: dict[str, list[_Span]] = {}
         #: The nodes a re-run reused (links read as the run's that holds them otherwise).
         self.reused = ReusedNodes(run.path, previous_run_id)
@@ -242,9 +258,13 @@ class _Builder:
                 return None
         # Directories that lead to started nodes which have none yet.
         virtual = sorted(started.children(directory) - {e.name for e in subdirs}) if started is not None else []
-        result = _read_json(directory / RESULT_FILE) if RESULT_FILE in names else None
-        if not isinstance(result, dict):
-            result = None
+        result: dict[str, Any] | None = None
+        if RESULT_FILE in names:
+            try:
+                result = read_run_object(directory / RESULT_FILE)
+            except (FileNotFoundError, RunFileError) as exc:
+                if isinstance(exc, RunFileError):
+                    self.problems.append(exc)
         if result is not None and result.get("element_type") == "node":
             result = self.reused.overlay(path, result, directory, linked)
         has_input = INPUT_FILE in names or record is not None
@@ -392,8 +412,33 @@ class _Builder:
                     detail.setdefault("started_at", record["started_at"])
             if files:
                 detail["files"] = sorted(files)
+            if e.get("k") == "ai_model" and any(file_name == REQUEST_FILE for file_name, _ in files):
+                chat = self._chat(directory, OUTCOME_FILE in names)
+                if chat:
+                    detail["chat"] = chat
         if detail:
             self.details[str(e["i"])] = detail
+
+    def _chat(self, directory: Path, has_outcome: bool) -> list[dict[str, str]]:
+        """An AI model node's conversation as chat messages (``role``, ``text``): the system
+        instructions and messages of its ``request.json``, then its answer (``outcome.json``;
+        structured output as JSON)."""
+        request = _read_json(directory / REQUEST_FILE)
+        if not isinstance(request, dict):
+            return []
+        chat: list[dict[str, str]] = []
+        if isinstance(request.get("system"), str) and request["system"]:
+            chat.append({"role": "system", "text": _clip(request["system"], self.limit)})
+        messages = request.get("messages")
+        for message in messages if isinstance(messages, list) else []:
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                chat.append({"role": str(message.get("role", "user")), "text": _clip(message["content"], self.limit)})
+        if has_outcome:
+            answer = _read_json(directory / OUTCOME_FILE)
+            if answer is not None:
+                text = answer if isinstance(answer, str) else _pretty(answer, self.limit)
+                chat.append({"role": "assistant", "text": _clip(text, self.limit)})
+        return chat
 
     def _event(self, event: Mapping[str, Any]) -> dict[str, Any]:
         attributes = _attributes(event.get("attributes"))
@@ -480,7 +525,7 @@ class _Builder:
                     e["a"], e["b"] = min(starts), max(ends)
 
 
-def _lineage(run: RunDirectory, meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _lineage(run: RunDirectory, meta: Mapping[str, Any], problems: list[RunFileError]) -> list[dict[str, Any]]:
     """The runs this one descends from, nearest first, as far as they exist under the run root."""
     chain: list[dict[str, Any]] = []
     seen = {run.run_id}
@@ -493,7 +538,7 @@ def _lineage(run: RunDirectory, meta: Mapping[str, Any]) -> list[dict[str, Any]]
             # Only a well-formed run id names a directory: metadata is data, not a path.
             break
         seen.add(previous)
-        data = _read_json(run.path.parent / previous / ".trace" / METADATA_FILE)
+        data = _read_json(run.path.parent / previous / ".trace" / METADATA_FILE, problems)
         if not isinstance(data, dict):
             break
         entry.update(found=True, status=data.get("status"), started_at=data.get("started_at"))
@@ -512,7 +557,7 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
     except RunSetupError:  # pragma: no cover - read_metadata just succeeded
         status = meta.status.value
     builder = _Builder(run, max_value_bytes, meta.previous_run_id)
-    for span in iter_spans(run.trace_dir / "trace.jsonl"):
+    for span in iter_spans(run.trace_dir / "trace.jsonl", builder.problems):
         path = span.attributes.get("reprise.hierarchy_path")
         element_type = span.attributes.get("reprise.element_type")
         if element_type == "run":
@@ -525,7 +570,7 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
 
     root_dir = run.path / meta.root_component_id
     if status in ("running", "crashed"):
-        builder.started = in_flight(run.path)
+        builder.started = in_flight(run.path, builder.problems)
     root = builder.walk(root_dir, meta.root_component_id, -1, 0)
     if root is None:
         # Nothing executed yet (or the run failed before its first element).
@@ -590,39 +635,32 @@ def build_run_view_data(run_dir: Path, *, max_value_bytes: int = DEFAULT_MAX_VAL
     model = {
         "kind": "run",
         "run": run_info,
-        "lineage": _lineage(run, meta.model_dump(mode="json")),
+        "lineage": _lineage(run, meta.model_dump(mode="json"), builder.problems),
         "span_ms": round(t1 - t0, 3) if t0 is not None and t1 is not None else 0.0,
         "elements": builder.elements,
     }
-    return RunViewData(model=model, details=builder.details)
+    return RunViewData(model=model, details=builder.details, problems=builder.problems)
 
 
 def _attach_logs(builder: _Builder, logs_file: Path, limit: int) -> None:
     try:
-        f = open(logs_file, "rb")
-    except OSError:
+        lines = list(read_run_jsonl(logs_file, builder.problems))
+    except FileNotFoundError:
         return
-    with f:
-        for raw in f:
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(line, dict):
-                continue
-            path = line.get("hierarchy_path")
-            index = builder.by_path.get(path, 0) if isinstance(path, str) else 0
-            detail = builder.details.setdefault(str(index), {})
-            logs = detail.setdefault("logs", [])
-            if len(logs) >= MAX_LOG_LINES:
-                detail["logs_cut"] = detail.get("logs_cut", 0) + 1
-                continue
-            extra = {k: v for k, v in line.items() if k not in _LOG_NOISE and k not in ("event", "level", "timestamp")}
-            entry = {
-                "ts": str(line.get("timestamp", "")),
-                "level": str(line.get("level", "")),
-                "event": _clip(str(line.get("event", "")), limit),
-            }
-            if extra:
-                entry["extra"] = _clip(json.dumps(extra, ensure_ascii=False, default=str), limit)
-            logs.append(entry)
+    for line in lines:
+        path = line.get("hierarchy_path")
+        index = builder.by_path.get(path, 0) if isinstance(path, str) else 0
+        detail = builder.details.setdefault(str(index), {})
+        logs = detail.setdefault("logs", [])
+        if len(logs) >= MAX_LOG_LINES:
+            detail["logs_cut"] = detail.get("logs_cut", 0) + 1
+            continue
+        extra = {k: v for k, v in line.items() if k not in _LOG_NOISE and k not in ("event", "level", "timestamp")}
+        entry = {
+            "ts": str(line.get("timestamp", "")),
+            "level": str(line.get("level", "")),
+            "event": _clip(str(line.get("event", "")), limit),
+        }
+        if extra:
+            entry["extra"] = _clip(json.dumps(extra, ensure_ascii=False, default=str), limit)
+        logs.append(entry)

@@ -379,6 +379,13 @@
         d.error.traceback ? h("pre", { class: "error traceback", text: d.error.traceback }) : null,
       ])));
     }
+    if (d.chat && d.chat.length) {
+      // An AI model node's conversation: what it sent (request.json) and the answer.
+      parts.push(...section("Messages", h("div", { class: "chat" }, d.chat.map((m) => h("div", { class: "msg " + m.role }, [
+        h("div", { class: "role", text: m.role }),
+        h("pre", { text: m.text }),
+      ])))));
+    }
     if (d.input !== undefined) parts.push(...section("Input", h("pre", { class: "input", text: d.input })));
     if (d.outcome !== undefined) parts.push(...section("Outcome", h("pre", { class: "outcome", text: d.outcome })));
     else if (isNode && e.s === "completed" && !e.r) parts.push(...section("Outcome", h("div", { class: "kind", text: "no outcome.json" })));

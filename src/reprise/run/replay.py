@@ -39,7 +39,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from reprise.errors import RepriseError
 from reprise.observability.export import LiveLogs, _exporter
 from reprise.observability.settings import ObservabilitySettings
-from reprise.observability.view import decode_attributes
+from reprise.run.trace import decode_attributes
 
 __all__ = ["ReplayReport", "replay_run"]
 

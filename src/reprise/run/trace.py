@@ -9,20 +9,20 @@
         ├── node demo.parse  [python]  completed  30.5 ms  attempts=2
         └── node demo.report  [python]  FAILED  2.1 ms  ValueError: empty
 
-``reprise trace RUN_ID`` prints the same. The reading side
+``reprise trace RUN`` prints the same. The reading side
 (:func:`read_spans`) tolerates a torn last line and spans whose parent never ended, which is
-what a crashed run leaves behind.
+what a crashed run leaves behind, and can skip (and report) lines that are not spans.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprise.errors import RepriseError
+from reprise.errors import RepriseError, RunFileError
+from reprise.run.reading import read_run_jsonl, run_file_error
 
 __all__ = ["SpanRecord", "decode_any_value", "decode_attributes", "read_spans", "render_trace_tree", "trace_file"]
 
@@ -98,8 +98,11 @@ def trace_file(run_dir: Path | str) -> Path:
     raise RepriseError(f"no trace found at {path} (expected {path / '.trace' / 'trace.jsonl'})")
 
 
-def _spans_in(line: str) -> Iterator[SpanRecord]:
-    request = json.loads(line)
+def _spans_in(request: dict[str, Any]) -> list[SpanRecord]:
+    return list(_each_span(request))
+
+
+def _each_span(request: dict[str, Any]) -> Iterator[SpanRecord]:
     for resource_spans in request.get("resourceSpans", ()):
         for scope_spans in resource_spans.get("scopeSpans", ()):
             for s in scope_spans.get("spans", ()):
@@ -118,21 +121,22 @@ def _spans_in(line: str) -> Iterator[SpanRecord]:
                 )
 
 
-def read_spans(run_dir: Path | str) -> list[SpanRecord]:
-    """Every span in a run's ``trace.jsonl``, in file order (the order they ended). A torn
-    last line (a crash mid-write) is skipped; a torn line elsewhere is an error."""
+def read_spans(run_dir: Path | str, problems: list[RunFileError] | None = None) -> list[SpanRecord]:
+    """Every span in a run's ``trace.jsonl``, in file order (the order they ended).
+
+    A line that is not an OTLP/JSON trace request is added to ``problems`` and skipped; without
+    a ``problems`` list it raises :class:`~reprise.errors.RunFileError`, except a torn last line
+    (a crash mid-write), which is skipped."""
     path = trace_file(run_dir)
-    lines = path.read_text(encoding="utf-8").splitlines()
     spans: list[SpanRecord] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for request in read_run_jsonl(path, problems):
         try:
-            spans.extend(_spans_in(line))
-        except (ValueError, KeyError) as exc:
-            if number == len(lines):
-                break
-            raise RepriseError(f"{path}:{number}: not an OTLP/JSON trace line ({exc})") from None
+            spans.extend(_spans_in(request))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            error = run_file_error(path, f"holds a line that is not an OTLP/JSON trace request ({exc!r})")
+            if problems is None:
+                raise error from None
+            problems.append(error)
     return spans
 
 
