@@ -139,7 +139,8 @@ def test_a_mistyped_target_or_start_path_gets_a_suggestion_to_paste_back(tmp_pat
     line = one_line_error(reprise_cmd(tmp_path, "run", "flows:reviw"), "run")
     assert "flows has no attribute 'reviw'; did you mean 'review'?" in line, line
     line = one_line_error(reprise_cmd(tmp_path, "run", "flows.py:not_a_flow"), "run")
-    assert line.endswith("is a int, not an AgentDefinition or FlowDefinition; the definitions in flows.py: review")
+    expected = "is a int, not an AgentDefinition or FlowDefinition; the definitions in flows.py: body, review"
+    assert line.endswith(expected), line
 
     first = run_json(tmp_path, "run", "flows.py:review")
     assert first["status"] == "completed", first
