@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["ExecutorNodeContext"]
 
 
+#: Names of the metrics the AI model node records on every call; they stay histograms only.
+_INSTRUMENTATION_PREFIXES = ("gen_ai.", "ai.cost_usd")
+
+
 class ExecutorNodeContext:
     """Handed to a node that takes a ``ctx`` parameter; implements the DSL's ``NodeContext``."""
 
@@ -180,7 +184,10 @@ class ExecutorNodeContext:
             attrs = {"reprise.definition_path": definition_path(self.path), **attributes}
             tel.user_metric(name, value, attrs, path=str(self.path))
         # After the telemetry accepted it: a refused name or value is an error, never a line.
-        record_measurement(self, name, value, attributes)
+        # The AI model node's per-call figures (OpenTelemetry's gen_ai conventions) are for
+        # backends; `reprise metrics` shows what the flow's author recorded.
+        if not name.startswith(_INSTRUMENTATION_PREFIXES):
+            record_measurement(self, name, value, attributes)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> int:
         """Record user metrics at ``step`` (see :func:`reprise.log`); returns the step."""
