@@ -30,8 +30,8 @@ from typing import Any
 import anyio
 
 from reprise import FlowDefinition, FlowRunner, Initial, ObservabilitySettings, Ref, RunContext
-from reprise.dsl.paths import HierarchyPath
-from reprise.run.files import dump_json, write_bytes_atomic
+from reprise.dsl._paths import HierarchyPath
+from reprise.run._files import dump_json, write_bytes_atomic
 
 
 async def inc(x: int) -> int:
@@ -101,9 +101,9 @@ def breakdown(project: Path) -> list[tuple[str, float]]:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from reprise.observability.otlp_json import SpanLineEncoder
-    from reprise.observability.telemetry import JsonlSink, TraceFileExporter
-    from reprise.runners.executor import _iso
+    from reprise.observability._otlp_json import SpanLineEncoder
+    from reprise.observability._telemetry import JsonlSink, TraceFileExporter
+    from reprise.runners._executor import _iso
 
     out: list[tuple[str, float]] = []
     d = project / "pieces"

@@ -338,9 +338,9 @@ def _print_result(result: RunResult) -> None:
     print(f"run directory: {result.run_dir}")
     print(f"status:        {result.status.value}")
     print(f"report:        {report_path(result)}")
-    print(f"look at it:    {_reprise(f'show {result.run_id}', result)}")
-    print(f"               {_reprise(f'trace {result.run_id}', result)}")
-    print(f"               {_reprise(f'view {result.run_id} --open', result)}")
+    print(f"show:          {_reprise(f'show {result.run_id}', result)}")
+    print(f"trace:         {_reprise(f'trace {result.run_id}', result)}")
+    print(f"view:          {_reprise(f'view {result.run_id} --open', result)}")
 
 
 def node_origins(result: RunResult) -> dict[str, bool]:

@@ -258,7 +258,7 @@ async def bench_git(report: Report, runs: Runs, n_runs: int) -> None:
     """Commit the outcomes of a finished run (10 and 1,000 outcome files) to the outcome repo:
     exactly what the completion hook does (collect the files, then ``commit_run``)."""
     try:
-        from reprise.run.outcome_repo import OutcomeRepository, OutcomeSettings, collect_outcome_files
+        from reprise.run._outcome_repo import OutcomeRepository, OutcomeSettings, collect_outcome_files
     except ImportError as exc:
         report.error("git-commit", "pending", f"the git outcome repository is not there yet: {exc}")
         return

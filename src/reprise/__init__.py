@@ -9,8 +9,8 @@
                                          initial_inputs={"n": 21})).run_sync()
 """
 
+from reprise._api import Api
 from reprise._version import __version__
-from reprise.api import Api
 from reprise.dsl import (
     AgentDefinition,
     Computed,
@@ -24,6 +24,7 @@ from reprise.dsl import (
     Ref,
     Template,
     Var,
+    entrypoint,
     node,
 )
 from reprise.errors import (
@@ -79,6 +80,7 @@ __all__ = [
     "Var",
     "__version__",
     "alert",
+    "entrypoint",
     "log",
     "node",
 ]

@@ -43,12 +43,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reprise.errors import RepriseError, RunFileError
-from reprise.run.current import current_scope, enter_scope, exit_scope, running_in
-from reprise.run.reading import read_run_jsonl
+from reprise.run._current import current_scope, enter_scope, exit_scope, running_in
+from reprise.run._reading import read_run_jsonl
 
 if TYPE_CHECKING:
-    from reprise.run.context import RunContext
-    from reprise.runners.node_context import ExecutorNodeContext as NodeContext
+    from reprise.run._context import RunContext
+    from reprise.runners._node_context import ExecutorNodeContext as NodeContext
 
 __all__ = [
     "ALERTS_FILE",
@@ -63,7 +63,6 @@ __all__ = [
     "parse_instant",
     "read_alerts",
     "read_metrics",
-    "record_measurement",
     "running_in",
     "set_alert_settings",
     "wait_for_webhooks",
@@ -113,7 +112,7 @@ def current_run() -> RunContext | None:
 
 
 def _split(scope: RunContext | NodeContext) -> tuple[RunContext, NodeContext | None]:
-    from reprise.run.context import RunContext
+    from reprise.run._context import RunContext
 
     if isinstance(scope, RunContext):
         return scope, None
@@ -222,6 +221,7 @@ def log(metrics: Mapping[str, Any], step: int | None = None, *, run: RunContext 
 def record_measurement(node: NodeContext, name: str, value: float, attributes: Mapping[str, Any]) -> None:
     """Keep a ``ctx.metric`` value in ``.trace/user_metrics.jsonl`` beside the ``reprise.log``
     lines, so one reader (``reprise metrics``, :meth:`reprise.Api.metrics`) shows both.
+    Called by ``ctx.metric``; not part of the public API (not in ``__all__``).
 
     The line has ``"step": null`` (a measurement takes no step of the run's ``reprise.log``
     sequence) and the value's ``attributes``; the histogram point is the telemetry's business."""
@@ -425,7 +425,7 @@ def read_alerts(
 ) -> list[dict[str, Any]]:
     """The alerts in ``run_dir/.trace/alerts.jsonl`` strictly after ``since`` (an aware
     datetime) and at or above ``level``, oldest first. Bad lines: see
-    :func:`~reprise.run.reading.read_run_jsonl`."""
+    :func:`~reprise.run._reading.read_run_jsonl`."""
     out: list[dict[str, Any]] = []
     min_rank = level.rank if level is not None else 0
     for item in _lines(Path(run_dir) / ".trace" / ALERTS_FILE, problems):
@@ -445,7 +445,7 @@ def read_metrics(
 ) -> list[dict[str, Any]]:
     """The lines of ``run_dir/.trace/user_metrics.jsonl`` (only those holding ``name``, if
     given), in the order they were logged. Bad lines: see
-    :func:`~reprise.run.reading.read_run_jsonl`."""
+    :func:`~reprise.run._reading.read_run_jsonl`."""
     lines = list(_lines(Path(run_dir) / ".trace" / USER_METRICS_FILE, problems))
     if name is None:
         return lines

@@ -20,20 +20,20 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
-from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError, check_run_root
+from reprise.cli._common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError, check_run_root
 from reprise.errors import RepriseError
 
-__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 #: The modules that add sub-commands, in the order ``reprise --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "reprise.cli.execute",  # run, rerun, resume
-    "reprise.cli.runs",  # runs, show, trace, logs, diff
-    "reprise.cli.gc",  # gc
-    "reprise.cli.alerts",  # alerts, metrics
-    "reprise.cli.view",  # view
-    "reprise.cli.export",  # export
-    "reprise.cli.experiment",  # experiment (run, resume, compare)
+    "reprise.cli._execute",  # run, rerun, resume
+    "reprise.cli._runs",  # runs, show, trace, logs, diff
+    "reprise.cli._gc",  # gc
+    "reprise.cli._alerts",  # alerts, metrics
+    "reprise.cli._view",  # view
+    "reprise.cli._export",  # export
+    "reprise.cli._experiment",  # experiment (run, resume, compare, parse)
 )
 
 
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``reprise`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit
     code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from reprise.cli._experiment import default_action
+
+    argv = default_action(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     if not argv:
         # `reprise` alone is someone asking what it can do.

@@ -4,6 +4,6 @@ See ``docs/observability.md``. Reading a run's trace back is :mod:`reprise.run`'
 (:func:`reprise.run.read_spans`, :func:`reprise.run.render_trace_tree`, ``reprise trace RUN``).
 """
 
-from reprise.observability.settings import ElementListener, ObservabilitySettings
+from reprise.observability._settings import ElementListener, ObservabilitySettings
 
 __all__ = ["ElementListener", "ObservabilitySettings"]
