@@ -11,6 +11,7 @@ Prints a table and ratio lines, and writes ``bench/results.json``. Options::
     python -m bench --quick               # 3 runs, reprise and the floor only
     python -m bench --only chain-200      # one benchmark (repeatable, or comma-separated)
     python -m bench --systems reprise,langgraph --runs 9
+    python -m bench --cpu-time            # CPU time instead of wall time (a busy machine)
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where runs are written (default: the system temp dir). Use /dev/shm to take the disk out "
         "of the figures: on this VM's disk the floor itself swings 2-10x with other I/O",
+    )
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time runs in CPU time (the process and the children it waited for) instead of wall time:\n"
+        "for a machine shared with other work, whose load stretches wall time",
     )
     p.add_argument("--output", type=Path, default=BENCH_DIR / "results.json")
     p.add_argument("--show", type=Path, default=None, help="print the table of an earlier results.json and exit")
@@ -288,7 +295,15 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         rd = find(results, "reprise", bench, "defaults")
         floor_now = find(results, "floor", bench, "bare-loop")
-        add(f"{bench}: reprise defaults / floor", rd, floor_now, "<= 1.3", lambda v: v <= 1.3)
+        # Issue 18's guard rails are set on chain-200; chain-2000 is reported against no goal.
+        rail = bench == "chain-200"
+        add(
+            f"{bench}: reprise defaults / floor",
+            rd,
+            floor_now,
+            "<= 2" if rail else "-",
+            (lambda v: v <= 2) if rail else None,
+        )
         # The same ratio from each side's fastest run: load from elsewhere inflates medians,
         # and not always both alike (a 2-core machine); the goal is judged on the medians.
         add(f"{bench}: reprise defaults / floor, by the fastest runs", rd, floor_now, "-", field="min")
@@ -309,15 +324,15 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             f"{bench}: dhenara-agent / reprise defaults",
             find(results, "dhenara-agent", bench),
             rd,
-            ">= 10",
-            lambda v: v >= 10,
+            ">= 5" if rail else "-",
+            (lambda v: v >= 5) if rail else None,
         )
         add(
             f"{bench}: reprise defaults / langgraph InMemorySaver",
             rd,
             find(results, "langgraph", bench, "InMemorySaver"),
-            "< 1",
-            lambda v: v < 1,
+            "<= 0.5" if rail else "-",
+            (lambda v: v <= 0.5) if rail else None,
         )
         add(
             f"{bench}: reprise defaults / langgraph no-checkpointer",
@@ -343,12 +358,13 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # What the chain-200 goal leaves a run for everything that is not the floor's node
         # work, against what a run costs apart from its nodes: below 1, the goal cannot be met
         # even with no overhead per node at all.
-        room = 0.3 * f200["us_per_node"] * 200 / one["us_per_node"]
-        name = "chain-200: room of the 1.3 goal per run / chain-1 run"
+        room = f200["us_per_node"] * 200 / one["us_per_node"]  # 2x the floor leaves 1x its run
+        name = "chain-200: room of the 2x goal per run / chain-1 run"
         out.append({"ratio": name, "value": round(room, 3), "goal": "-", "met": None})
     add("chain-1: dhenara-agent / reprise defaults", find(results, "dhenara-agent", "chain-1"), one, "-")
     saver = find(results, "langgraph", "chain-1", "InMemorySaver")
-    add("chain-1: reprise defaults / langgraph InMemorySaver", one, saver, "-")
+    add("chain-1: reprise defaults / langgraph InMemorySaver", one, saver, "<= 3", lambda v: v <= 3)
+    add("chain-1: reprise defaults / langgraph InMemorySaver, by the fastest runs", one, saver, "-", field="min")
     fd = find(results, "reprise", "fanout-1000", "defaults")
     add(
         "fanout-1000: reprise defaults / langgraph no-checkpointer",
@@ -438,7 +454,7 @@ def print_table(results: list[dict[str, Any]], lines: list[dict[str, Any]]) -> N
         if rows:
             print()
     if lines:
-        print("ratios (goal from issue 7):")
+        print("ratios (chain goals: issue 18's guard rails; the others: issue 7's goals):")
         for line in lines:
             mark = "" if line["met"] is None else ("  [met]" if line["met"] else "  [NOT met]")
             print(f"  {line['ratio']:<62} {line['value']:>8}   goal {line['goal']}{mark}")
@@ -449,9 +465,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.show is not None:
         doc = json.loads(args.show.read_text())
         print(json.dumps(doc["machine"]))
+        print(f"clock: {doc.get('options', {}).get('clock', 'wall')} time")
         print_table(doc["results"], ratios(doc["results"]))
         return 0
     machine = machine_info(args.reprise_src)
+    # Read by every peer process (bench/peers/_common.py), which inherits the environment.
+    if args.cpu_time:
+        os.environ["BENCH_CLOCK"] = "cpu"
+    else:
+        os.environ.pop("BENCH_CLOCK", None)
     scratch = Path(tempfile.mkdtemp(prefix="reprise-bench-", dir=args.scratch))
     results: list[dict[str, Any]] = []
     try:
@@ -491,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     machine["loadavg_end"] = list(os.getloadavg())
     lines = ratios(results)
+    print(f"\nclock: {'CPU time' if args.cpu_time else 'wall time'}")
     print_table(results, lines)
     doc = {
         "machine": machine,
@@ -499,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "benchmarks": list(args.benchmarks),
             "systems": list(args.system_list),
+            "clock": "cpu" if args.cpu_time else "wall",
         },
         "results": results,
         "ratios": lines,

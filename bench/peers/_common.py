@@ -9,8 +9,9 @@ one JSON object on its last stdout line::
      "results": [{"benchmark": "chain-200", "config": "no-checkpointer", "units": 200,
                   "samples_s": [...], "extra": {...}}]}
 
-``samples_s`` are wall-clock seconds of whole runs; the orchestrator divides by ``units`` (nodes
-or branches) to get µs per node. A config that cannot run reports ``"error"`` instead.
+``samples_s`` are seconds of whole runs on :data:`clock` (wall time, or CPU time with
+``BENCH_CLOCK=cpu``); the orchestrator divides by ``units`` (nodes or branches) to get µs per
+node. A config that cannot run reports ``"error"`` instead.
 """
 
 from __future__ import annotations
@@ -19,18 +20,33 @@ import argparse
 import gc
 import importlib.metadata
 import json
+import os
 import platform
+import resource
 import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["CHAIN_SIZES", "FANOUT", "Report", "interleaved", "main_args", "time_async", "versions"]
+__all__ = ["CHAIN_SIZES", "FANOUT", "Report", "clock", "interleaved", "main_args", "time_async", "versions"]
 
 #: chain-1 is one node: what a run costs apart from its nodes (set-up, records, telemetry, git).
 CHAIN_SIZES = {"chain-1": 1, "chain-200": 200, "chain-2000": 2000}
 FANOUT = 1000
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (every thread) and of the children it has waited for (a git
+    process), in seconds."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+#: The clock of every timed run: wall time, or CPU time with ``BENCH_CLOCK=cpu`` (set by
+#: ``python -m bench --cpu-time``), for a machine whose other load stretches wall time.
+clock: Callable[[], float] = cpu_seconds if os.environ.get("BENCH_CLOCK") == "cpu" else time.perf_counter
 
 
 def main_args() -> argparse.Namespace:
@@ -69,9 +85,9 @@ async def time_async(
     for i in range(warmup + runs):
         arg = prepare(i) if prepare is not None else i
         gc.collect()
-        t0 = time.perf_counter()
+        t0 = clock()
         await make(arg)
-        elapsed = time.perf_counter() - t0
+        elapsed = clock() - t0
         if i >= warmup:
             samples.append(elapsed)
     return samples
@@ -95,9 +111,9 @@ async def interleaved(
             try:
                 arg = prepare(i)
                 gc.collect()
-                t0 = time.perf_counter()
+                t0 = clock()
                 await make(arg)
-                elapsed = time.perf_counter() - t0
+                elapsed = clock() - t0
             except Exception as exc:
                 traceback.print_exc(file=sys.stderr)
                 out[name] = exc

@@ -51,7 +51,9 @@ def cluster() -> Iterator[Any]:
             processes=True,
             threads_per_worker=1,
             host="127.0.0.1",
-            dashboard_address=None,
+            # A free port: with None, distributed still tries the default 8787, which another
+            # process on the machine may hold.
+            dashboard_address=":0",
         ) as local_cluster:
             yield local_cluster
 

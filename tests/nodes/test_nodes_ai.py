@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -764,3 +765,12 @@ def test_example_agent_end_to_end(model_server: ModelServer, tmp_path: Path) -> 
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_an_ai_model_node_pickles_with_its_prices() -> None:
+    """Experiments send a flow's nodes to worker processes by pickling them."""
+    node = AIModelNode(model="m", base_url="http://127.0.0.1:9/v1", prices=PriceTable({"m": (1.0, 2.0)}))
+    twin = pickle.loads(pickle.dumps(node))
+    assert twin.prices.cost("m", 1_000_000, 1_000_000) == 3.0
+    twin.prices.register("n", 1.0, 1.0)  # its own lock
+    assert node.prices.price_for("n") is None

@@ -54,7 +54,7 @@ from reprise import (
 )
 from reprise.dsl._paths import HierarchyPath
 from reprise.errors import RunSetupError
-from reprise.observability._otlp_json import SpanLineEncoder, encode_span
+from reprise.observability._otlp_json import SpanLineEncoder, span_json
 from reprise.observability._telemetry import DURATION_BUCKETS
 from reprise.run._trace import SpanRecord, read_spans, render_trace_tree
 
@@ -115,10 +115,11 @@ def point_attrs(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def counts_by_status(metrics: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Nodes by status: the duration histogram's counts."""
     counts: dict[str, int] = {}
-    for p in metrics["reprise.node.count"]["sum"]["dataPoints"]:
+    for p in metrics["reprise.node.duration"]["histogram"]["dataPoints"]:
         status = point_attrs(p)["reprise.status"]
-        counts[status] = counts.get(status, 0) + int(p["asInt"])
+        counts[status] = counts.get(status, 0) + int(p["count"])
     return counts
 
 
@@ -633,7 +634,7 @@ async def test_user_spans_nest_and_user_metrics_are_recorded(make_context: Any) 
     ("name", "value", "message"),
     [
         ("bad name!", 1, "invalid metric name"),
-        ("reprise.node.count", 1, "reserved"),
+        ("reprise.node.duration", 1, "reserved"),
         ("ok", "12", "must be a number"),
     ],
 )
@@ -673,7 +674,6 @@ async def test_metrics_file_has_durations_counts_and_retries(make_context: Any) 
     assert sum(int(c) for c in duration["bucketCounts"]) == 3
     assert point_attrs(duration) == {"reprise.status": "completed", "reprise.node_kind": "python"}
     assert counts_by_status(metrics) == {"completed": 3}
-    assert metrics["reprise.node.count"]["sum"]["isMonotonic"] is True
     (retries,) = metrics["reprise.node.retries"]["sum"]["dataPoints"]
     assert retries["asInt"] == "2"
     assert point_attrs(retries)["reprise.definition_path"] == "flow.loop.*.flaky"
@@ -684,6 +684,20 @@ async def test_metrics_file_has_durations_counts_and_retries(make_context: Any) 
         ]
     }
     assert resource["reprise.run_id"] == {"stringValue": result.run_id}
+
+
+@pytest.mark.anyio
+async def test_reused_nodes_are_counted_in_the_duration_histogram(make_context: Any) -> None:
+    flow = FlowDefinition().node("a", lambda: 1).node("b", lambda: 2).node("c", lambda: 3)
+    first = await FlowRunner(flow, make_context("flow")).run()
+    again = await FlowRunner(
+        flow, make_context("flow", previous_run_id=first.run_id, start_hierarchy_path="flow.c")
+    ).run()
+    metrics = metrics_of(again.run_dir)
+    assert counts_by_status(metrics) == {"reused": 2, "completed": 1}
+    points = metrics["reprise.node.duration"]["histogram"]["dataPoints"]
+    (reused,) = [p for p in points if point_attrs(p)["reprise.status"] == "reused"]
+    assert reused["sum"] == 0 and point_attrs(reused)["reprise.node_kind"] == "python"
 
 
 def test_metrics_come_from_the_runs_own_meter_provider_once_at_the_end(tmp_path: Path) -> None:
@@ -706,7 +720,7 @@ def test_metrics_come_from_the_runs_own_meter_provider_once_at_the_end(tmp_path:
     assert metrics_api.get_meter_provider() not in {t.meter_provider for t in tels}
     assert trace_api.get_tracer_provider() not in {t.tracer_provider for t in tels}
     metrics = metrics_of(results[0].run_dir)
-    assert set(metrics) == {"reprise.node.duration", "reprise.node.count", "work.size"}
+    assert set(metrics) == {"reprise.node.duration", "work.size"}
     (point,) = metrics["work.size"]["histogram"]["dataPoints"]
     assert point["count"] == "2" and point["sum"] == 12
     assert counts_by_status(metrics) == {"completed": 2}
@@ -778,7 +792,7 @@ async def test_every_line_is_otlp_json_per_the_spec(make_context: Any) -> None:
     check_otlp_json_shapes(metrics_line)
     metrics_message = parse_metrics_line(metrics_line)
     names = {m.name for rm in metrics_message.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
-    assert {"reprise.node.duration", "reprise.node.count", "reprise.node.retries", "odd.value"} <= names
+    assert {"reprise.node.duration", "reprise.node.retries", "odd.value"} <= names
     # A non-finite metric value is dropped (the SDK would too), with a warning in the run's log.
     assert "odd.nan" not in names
     dropped = [line for line in json_lines(trace_dir(run_dir) / "logs.jsonl") if line.get("metric") == "odd.nan"]
@@ -804,8 +818,23 @@ def test_a_span_line_is_one_ascii_line_of_the_span_encoding(tmp_path: Path) -> N
     line.decode("ascii")
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     (written,) = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]
-    assert written == json.loads(json.dumps(encode_span(span)))
-    assert {"key": "nan", "value": {"doubleValue": "NaN"}} in written["attributes"]
+    assert json.loads(span_json(span)) == written
+    ctx, parent_ctx = span.get_span_context(), parent.get_span_context()
+    assert written["traceId"] == f"{ctx.trace_id:032x}" and written["spanId"] == f"{ctx.span_id:016x}"
+    assert written["parentSpanId"] == f"{parent_ctx.span_id:016x}" and written["flags"] == int(ctx.trace_flags) | 0x100
+    assert written["name"] == 'naïve \u2028 "name"' and written["kind"] == 1
+    assert written["attributes"] == [
+        {"key": "s", "value": {"stringValue": "\x00ctl\ud800"}},
+        {"key": "f", "value": {"doubleValue": 0.1}},
+        {"key": "i", "value": {"intValue": "7"}},
+        {"key": "b", "value": {"boolValue": False}},
+        {"key": "l", "value": {"arrayValue": {"values": [{"stringValue": "x"}]}}},
+        {"key": "nan", "value": {"doubleValue": "NaN"}},
+    ]
+    (event,) = written["events"]
+    assert event["name"] == "e" and event["attributes"] == [{"key": "k", "value": {"stringValue": "v"}}]
+    assert written["status"] == {"code": 2, "message": "bad ☃"}
+    assert int(written["endTimeUnixNano"]) >= int(written["startTimeUnixNano"]) > 0
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

@@ -342,7 +342,7 @@ async def test_a_hook_added_after_set_up_runs_after_the_commit_and_sees_its_bran
 
     def after(c: RunContext, status: Any) -> None:
         repo = OutcomeRepository(tmp_path / "runs" / "outcome" / tmp_path.name)
-        seen.append((repo.head_of(c.run_id), c._metadata.outcome_commit if c._metadata else None))
+        seen.append((repo.head_of(c.run_id), c.record.metadata.outcome_commit if c.record else None))
 
     ctx.add_completion_hook(after)
     result = await FlowRunner(FlowDefinition().node("a", lambda: 1), ctx).run()
@@ -689,6 +689,27 @@ def test_gc_folds_the_outcome_repository_and_keeps_every_branch(tmp_path: Path) 
     assert done["after"]["count"] == 0 and done["after"]["packs"] == 1
     for run_id in ids:
         assert _git(repo_dir, "show", f"run/{run_id}:root/work/scale/outcome.json")
+    _fsck(repo_dir)
+
+
+def test_packs_are_folded_once_past_gc_autopacklimit(tmp_path: Path) -> None:
+    # Each commit is one pack; git's own gc --auto folds them once there are more than
+    # gc.autoPackLimit (here 3, in the foreground so the test can see it), and not before.
+    repo_dir = tmp_path / "runs" / "outcome" / tmp_path.name
+    repo_dir.mkdir(parents=True)
+    git.Repo.init(repo_dir, initial_branch="main").close()
+    _git(repo_dir, "config", "gc.autoPackLimit", "3")
+    _git(repo_dir, "config", "gc.autoDetach", "false")
+    pack_dir = repo_dir / ".git" / "objects" / "pack"
+    packs = []
+    for x in range(5):
+        FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": x})).run_sync()
+        packs.append(len(list(pack_dir.glob("*.pack"))))
+    assert packs == [1, 2, 3, 1, 2]
+    # A changed setting counts from the next commit on.
+    _git(repo_dir, "config", "gc.autoPackLimit", "1")
+    FlowRunner(make_flow(), RunContext("root", tmp_path, initial_inputs={"x": 9})).run_sync()
+    assert len(list(pack_dir.glob("*.pack"))) == 1
     _fsck(repo_dir)
 
 

@@ -18,9 +18,9 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from test_cli import FLOWS
 
 import reprise as reprise_package
+from _cli_flows import FLOWS
 from reprise import Api
 from reprise.cli import main
 from reprise.errors import RunFileError

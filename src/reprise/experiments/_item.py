@@ -26,7 +26,6 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,11 +38,12 @@ from reprise.experiments._errors import ItemTimeoutError, WorkerCrashedError
 from reprise.experiments._inputs import ExperimentInput
 from reprise.experiments._target import TargetSpec
 from reprise.observability._settings import ObservabilitySettings
-from reprise.run._directory import RESULT_FILE, RunDirectory, RunMetadata, pid_info
+from reprise.run._commit import commit_outcomes
+from reprise.run._directory import RESULT_FILE, RunDirectory
 from reprise.run._files import write_json_atomic
-from reprise.run._index import record_run
 from reprise.run._outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings, collect_outcome_files
 from reprise.run._reading import read_run_object
+from reprise.run._record import MetadataRecord, now_iso
 from reprise.run._status import HOST, RunStatus
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "RunRecord",
     "commit_run_outcomes",
     "finalize_lost_run",
+    "now_iso",
     "run_item",
     "run_job_sync",
     "unpack_run_dir",
@@ -63,7 +64,7 @@ ItemStatus = Literal["completed", "failed", "timeout", "crashed", "cancelled"]
 #: Statuses that count as a failure (``cancelled`` is neither: the experiment was stopped).
 FAILURE_STATUSES: frozenset[str] = frozenset({"failed", "timeout", "crashed"})
 
-_ANY: TypeAdapter[Any] = TypeAdapter(Any)  # built once: a TypeAdapter costs ~0.3 ms to make
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)  # built once: making a TypeAdapter is slow
 
 #: An outcome whose JSON is larger than this is not copied into ``runs.jsonl`` (it stays in the
 #: run directory): one huge outcome must not make every reader of the file slow.
@@ -74,11 +75,6 @@ OUTCOME_LIMIT = 64 * 1024
 #: :class:`~reprise.experiments.ArgumentRecorder` on the target does not record the experiment's
 #: own calls, which would grow the very recording being replayed.
 IN_ITEM: ContextVar[bool] = ContextVar("reprise_experiment_item", default=False)
-
-
-def now_iso() -> str:
-    """The current UTC time, as reprise writes times."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class RunRecord(BaseModel):
@@ -502,50 +498,28 @@ def commit_run_outcomes(
     *,
     declared: tuple[tuple[str, str, str], ...] = (),
 ) -> str | None:
-    """Commit a run's outcomes to ``run/<run_id>`` from the client, as the run's own process
-    would have, and note the commit in its metadata. Returns the commit (``None`` when
-    outcomes are off or the branch exists already)."""
-    run = RunDirectory(run_dir)
-    meta = run.read_metadata()
+    """Commit a run's outcomes to ``run/<run_id>`` from the client, through the code the run's
+    own process commits with, and note the commit in its metadata. Returns the commit
+    (``None`` when outcomes are off or the branch exists already)."""
+    record = MetadataRecord.load(RunDirectory(run_dir))
     if not settings.enabled:
-        record_run(run, meta)  # the client's run index learns of a run made elsewhere
+        record.write()  # the client's run index learns of a run made elsewhere
         return None
-    path = settings.path or run_dir.parent / "outcome" / project_root.name
-    repo = OutcomeRepository(path, settings)
-    if repo.head_of(run.run_id) is not None:
-        record_run(run, meta)
+    repo = OutcomeRepository(settings.path or run_dir.parent / "outcome" / project_root.name, settings)
+    if repo.head_of(record.run_dir.run_id) is not None:
+        record.write()
         return None  # the run's process committed before it was killed
+    meta = record.metadata
     files = collect_outcome_files(
         run_dir,
         [OutcomeFile(run_dir / rel, repo_path, node_path) for rel, repo_path, node_path in declared],
         with_order=settings.commit_per_node,
     )
-    lines = [
-        f"run {run.run_id}: {meta.status.value} in {meta.duration_s or 0.0:.3f}s",
-        "",
-        f"root: {meta.root_component_id}",
-    ]
-    if meta.error_msg:
-        lines.append(f"error: {meta.error_msg}")
-    try:
-        commit = repo.commit_run(run.run_id, files, message="\n".join(lines), parent_run_id=meta.previous_run_id).commit
-    except RepriseError as exc:
-        setattr(meta, "outcome_commit_error", exc.message)  # noqa: B010 - an extra metadata field
-        _save(run, meta)
-        return None
-    for name, value in (
-        ("outcome_commit", commit),
-        ("outcome_branch", repo.branch(run.run_id)),
-        ("outcome_repo", str(repo.path)),
-    ):
-        setattr(meta, name, value)
-    _save(run, meta)
+    commit = commit_outcomes(
+        record, repo, files, status=meta.status, error_msg=meta.error_msg, duration_s=meta.duration_s or 0.0
+    )
+    record.write()
     return commit
-
-
-def _save(run: RunDirectory, meta: RunMetadata) -> None:
-    run.write_metadata(meta)
-    record_run(run, meta)
 
 
 def finalize_lost_run(
@@ -556,52 +530,38 @@ def finalize_lost_run(
     project_root: Path,
 ) -> None:
     """Record, from the client, a run whose process could not: killed on timeout, died, or lost
-    with its Dask worker. The run's own directory gets its final status; when there is none
-    (the worker's disk is out of reach, or it died before setting the run up) a run directory
-    is made for it, so every item has one. Then its outcomes so far are committed."""
+    with its Dask worker. The run's own directory gets its final status, written by the
+    :class:`~reprise.run._record.MetadataRecord` that ``RunContext.complete_run`` writes with; when
+    there is none (the worker's disk is out of reach, or it died before setting the run up) a
+    run directory is made for it, so every item has one. Then its outcomes so far are
+    committed."""
     record = result.record
     status = {"timeout": RunStatus.CANCELLED, "cancelled": RunStatus.CANCELLED, "failed": RunStatus.FAILED}.get(
         record.status, RunStatus.CRASHED
     )
     message = f"{record.error_type}: {record.error_message}" if record.error_type else record.status
-    run: RunDirectory | None = None
+    run: MetadataRecord | None = None
     if record.run_id is not None:
         candidate = RunDirectory(run_root / record.run_id)
         if candidate.metadata_path.is_file():
-            run = candidate
+            run = MetadataRecord.load(candidate)
+            if run.metadata.status.finished and run.metadata.status is not RunStatus.CRASHED:
+                return  # the run recorded its own end before the process went away
     if run is None:
         if record.status == "cancelled":
             return  # stopped before its run began: resume runs it, nothing to record
-        run = RunDirectory.create(run_root, job.run_id_prefix)
-        pid, pid_start = pid_info()
-        from reprise._version import __version__
         from reprise.run._directory import INITIAL_INPUTS_FILE
 
-        meta = RunMetadata(
-            run_id=run.run_id,
-            root_component_id=job.root_id,
-            status=status,
-            started_at=record.started_at or now_iso(),
-            pid=pid,
-            pid_start=pid_start,
-            host=HOST,
-            reprise_version=__version__,
-            tags=job.tags,
+        run_dir = RunDirectory.create(run_root, job.run_id_prefix)
+        write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, json_outcome(job.input.initial_inputs))
+        run = MetadataRecord.start(
+            run_dir, job.root_id, status=status, started_at=record.started_at or now_iso(), tags=job.tags
         )
-        write_json_atomic(run.static_inputs_dir / INITIAL_INPUTS_FILE, json_outcome(job.input.initial_inputs))
-        record.run_id = run.run_id
-    else:
-        meta = run.read_metadata()
-        if meta.status.finished and meta.status is not RunStatus.CRASHED:
-            return  # the run recorded its own end before the process went away
-    meta.status = status
-    meta.error_msg = message
-    meta.ended_at = record.ended_at or now_iso()
-    meta.duration_s = record.duration_s
-    _save(run, meta)
+        record.run_id = run_dir.run_id
+    run.finish(status, message, ended_at=record.ended_at or now_iso(), duration_s=record.duration_s)
     if record.tokens is None and record.cost_usd is None:
-        record.tokens, record.cost_usd = run_usage(run.path)
-    commit_run_outcomes(run.path, settings, project_root)
+        record.tokens, record.cost_usd = run_usage(run.run_dir.path)
+    commit_run_outcomes(run.run_dir.path, settings, project_root)
 
 
 def crashed_error(returncode: int | None, run_id: str | None) -> WorkerCrashedError:

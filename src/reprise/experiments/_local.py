@@ -9,18 +9,42 @@ blocks its event loop and never notices, by killing the worker process a grace p
 
 ``isolation="inline"``: items run as tasks of the experiment's own event loop. Fastest, but a
 crash takes the experiment down and a timeout only interrupts code that awaits.
+
+Why an own pool and not ``anyio.to_process.run_sync``: tried (issue 18) as
+``run_sync(run_job_sync, job, cancellable=True, limiter=CapacityLimiter(workers))`` under
+``fail_after``, the in-worker timeout kept by :func:`run_item`. Four of the executor tests
+failed, each for a reason in ``to_process``'s design, not in the prototype:
+
+* Graceful, then kill: a cancelled ``run_sync`` SIGKILLs its worker at once. On Ctrl-C (or a
+  timeout) the run in flight never records itself ``cancelled``, flushes its trace or commits
+  its outcomes; there is no way to signal the worker first, as it is not ours to reach.
+* Crash isolation: a dead worker raises ``BrokenWorkerProcess`` with no exit code or signal
+  (anyio reaps the process), and the parent never learns the item's run id, so the lost run
+  cannot be finalised: no "exited with code 3" / "killed by signal SIGSEGV", a run left
+  ``running``. ``faulthandler``'s dump is lost too: the worker's stderr is an unread pipe.
+* The item's clock: the parent cannot tell start-up (interpreter, the target's imports) from
+  the run, so the kill deadline must count start-up against the item or be loosened: an item
+  blocking its event loop past its timeout then completed instead of timing out.
+* Recycling: there is no max-items or memory limit, and the only way to end a worker that
+  still returns its item's result is to raise ``SystemExit`` carrying it; the next item is
+  then handed the exited worker before anyio has reaped it and fails with
+  ``BrokenWorkerProcess`` although it never ran.
+* Each worker re-runs the parent's ``__main__`` file (as ``__mp_main__``): a script without an
+  ``if __name__ == "__main__"`` guard starts the experiment again inside every worker.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from typing import Any, Literal, cast
 
 import anyio
 from anyio.abc import Process
@@ -29,7 +53,15 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from reprise.errors import RunCancelledError
 from reprise.experiments._errors import ExperimentError, ItemTimeoutError
 from reprise.experiments._executor import ExecutorSession, ItemExecutor, Report, SessionOptions
-from reprise.experiments._item import ItemJob, ItemResult, crashed_error, lost_result, now_iso, run_item
+from reprise.experiments._item import (
+    ItemJob,
+    ItemResult,
+    ItemStatus,
+    crashed_error,
+    lost_result,
+    now_iso,
+    run_item,
+)
 from reprise.experiments._wire import HEADER, decode_header, encode_message
 from reprise.run._status import HOST
 
@@ -118,6 +150,10 @@ async def _inline_session() -> AsyncIterator[ExecutorSession]:
 
 
 # -- worker processes --------------------------------------------------------------------
+#: What reading from or writing to a worker raises once its process is gone.
+_WORKER_GONE = (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
+
 class _Worker:
     """One worker process and its protocol streams."""
 
@@ -127,17 +163,24 @@ class _Worker:
         self._out = BufferedByteReceiveStream(process.stdout)
         self.label = f"{HOST}:{process.pid}"
         self.items = 0
+        #: The run id of the item in hand, once its run exists.
+        self.run_id: str | None = None
 
     async def send(self, message: Any) -> None:
         assert self.process.stdin is not None
         await self.process.stdin.send(encode_message(message))
 
-    async def receive(self) -> Any:
-        """The next message (raises ``anyio.IncompleteRead``/``EndOfStream`` if the process died)."""
-        import pickle
-
-        size = decode_header(await self._out.receive_exactly(HEADER.size))
-        return pickle.loads(await self._out.receive_exactly(size))
+    async def result(self, on_started: Callable[[], None] | None = None) -> ItemResult:
+        """The item's result. Its run id is noted, and ``on_started()`` called, once the run
+        exists. Raises one of ``_WORKER_GONE`` if the process died."""
+        while True:
+            size = decode_header(await self._out.receive_exactly(HEADER.size))
+            kind, body = pickle.loads(await self._out.receive_exactly(size))
+            if kind != "started":
+                return cast(ItemResult, body)
+            self.run_id = body
+            if on_started is not None:
+                on_started()
 
     def signal_group(self, sig: int) -> None:
         """Signal the worker and whatever it started (it leads its own process group)."""
@@ -203,105 +246,74 @@ class _ProcessSession(ExecutorSession):
     async def run(self, job: ItemJob, report: Report) -> None:
         worker = await self._take()
         self.busy.add(worker)
+        worker.run_id = None
         t0 = time.perf_counter()
         started_at = now_iso()
-        run_id: str | None = None
+
+        def lost(status: ItemStatus, error: BaseException) -> ItemResult:
+            duration = time.perf_counter() - t0
+            return lost_result(
+                job,
+                status,
+                error,
+                run_id=worker.run_id,
+                started_at=started_at,
+                duration_s=duration,
+                worker=worker.label,
+            )
+
         result: ItemResult | None = None
-        hard_limit = job.timeout + kill_grace(job.timeout) if job.timeout else None
+        hard_limit = job.timeout + kill_grace(job.timeout) if job.timeout else math.inf
         try:
             await worker.send(("job", job))
             # Until the run exists the worker may still be starting (interpreter, imports of the
             # target's module): that time is not the item's. The item's clock starts with its run.
-            with anyio.move_on_after(max(STARTUP_LIMIT, hard_limit or 0.0)):
-                kind, body = await worker.receive()
-                if kind == "started":
-                    run_id = body
-                else:
-                    result = body
-            if result is None and run_id is not None:
-                with anyio.move_on_after(hard_limit):
-                    kind, body = await worker.receive()
-                    result = body
+            with anyio.move_on_after(max(STARTUP_LIMIT, hard_limit) if job.timeout else STARTUP_LIMIT) as clock:
+
+                def start_clock() -> None:
+                    clock.deadline = anyio.current_time() + hard_limit
+
+                result = await worker.result(start_clock)
             if result is None:
                 # The item ignored its in-worker timeout (it blocks its event loop): kill it.
                 await worker.kill()
                 assert job.timeout is not None
-                error = ItemTimeoutError(f"timed out after {job.timeout:g}s; worker process killed", run_id=run_id)
-                result = lost_result(
-                    job,
-                    "timeout",
-                    error,
-                    run_id=run_id,
-                    started_at=started_at,
-                    duration_s=time.perf_counter() - t0,
-                    worker=worker.label,
-                )
+                message = f"timed out after {job.timeout:g}s; worker process killed"
+                result = lost("timeout", ItemTimeoutError(message, run_id=worker.run_id))
             else:
                 worker.items += 1
                 if self.max_items is not None and worker.items >= self.max_items:
                     await worker.close()  # a fresh process takes the next item
                 else:
                     self.idle.append(worker)
-        except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        except _WORKER_GONE:
             code = await worker.kill()
-            result = lost_result(
-                job,
-                "crashed",
-                crashed_error(code, run_id),
-                run_id=run_id,
-                started_at=started_at,
-                duration_s=time.perf_counter() - t0,
-                worker=worker.label,
-            )
+            result = lost("crashed", crashed_error(code, worker.run_id))
         except Exception as exc:
             await worker.kill()
-            result = lost_result(
-                job,
-                "failed",
-                exc,
-                run_id=run_id,
-                started_at=started_at,
-                duration_s=time.perf_counter() - t0,
-                worker=worker.label,
-            )
+            result = lost("failed", exc)
         except BaseException:
             # The experiment is being cancelled: let the worker record its run as cancelled.
             with anyio.CancelScope(shield=True):
-                result = await self._interrupt(worker, job, run_id, started_at, t0)
+                result = await self._interrupt(worker)
+                if result is None:
+                    error = RunCancelledError("experiment stopped; worker process killed", run_id=worker.run_id)
+                    result = lost("cancelled", error)
                 self.busy.discard(worker)
                 await report(result)
             raise
         self.busy.discard(worker)
         await report(result)
 
-    async def _interrupt(
-        self, worker: _Worker, job: ItemJob, run_id: str | None, started_at: str, t0: float
-    ) -> ItemResult:
+    async def _interrupt(self, worker: _Worker) -> ItemResult | None:
+        """Ctrl-C the worker, give it ``interrupt_grace`` seconds to report its run cancelled,
+        then kill it; what it reported, if anything."""
         worker.signal_group(signal.SIGINT)
         result: ItemResult | None = None
-        with anyio.move_on_after(self.interrupt_grace):
-            try:
-                while True:
-                    kind, body = await worker.receive()
-                    if kind == "started":
-                        run_id = body
-                        continue
-                    result = body
-                    break
-            except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
+        with anyio.move_on_after(self.interrupt_grace), suppress(*_WORKER_GONE):
+            result = await worker.result()
         await worker.kill()
-        if result is not None:
-            return result
-        return lost_result(
-            job,
-            "cancelled",
-            RunCancelledError("experiment stopped; worker process killed", run_id=run_id),
-            run_id=run_id,
-            started_at=started_at,
-            duration_s=time.perf_counter() - t0,
-            worker=worker.label,
-        )
+        return result
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

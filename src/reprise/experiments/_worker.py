@@ -30,33 +30,18 @@ from reprise.experiments._wire import HEADER, decode_header, encode_message
 __all__ = ["main"]
 
 
-def _read_exactly(stream: IO[bytes], n: int) -> bytes | None:
-    chunks: list[bytes] = []
-    remaining = n
-    while remaining:
-        chunk = stream.read(remaining)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
 def _read_message(stream: IO[bytes]) -> Any:
-    header = _read_exactly(stream, HEADER.size)
-    if header is None:
+    """The next message, or ``None`` at the end of the input (a buffered read returns short only there)."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
         return None
-    body = _read_exactly(stream, decode_header(header))
-    if body is None:
-        return None
-    return pickle.loads(body)
+    size = decode_header(header)
+    body = stream.read(size)
+    return pickle.loads(body) if len(body) == size else None
 
 
 def _write_message(stream: IO[bytes], message: Any) -> None:
-    data = memoryview(encode_message(message))
-    while data:
-        written = stream.write(data)
-        data = data[written or 0 :]
+    stream.write(encode_message(message))
     stream.flush()
 
 
@@ -103,8 +88,8 @@ def _run_job(job: Any, out: IO[bytes]) -> Any:
 
 def main() -> None:
     """Serve jobs until the standard input ends."""
-    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
-    proto_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)

@@ -58,6 +58,16 @@ class PriceTable:
                 model, *(price if isinstance(price, tuple) else (price.input_per_mtok, price.output_per_mtok))
             )
 
+    def __getstate__(self) -> dict[str, ModelPrice]:
+        # The lock stays behind: an AI model node (which holds its table) is pickled to reach an
+        # experiment's worker processes, and a lock cannot be pickled.
+        with self._lock:
+            return dict(self._prices)
+
+    def __setstate__(self, state: dict[str, ModelPrice]) -> None:
+        self._prices = dict(state)
+        self._lock = threading.Lock()
+
     def register(self, model: str, input_per_mtok: float, output_per_mtok: float) -> None:
         """Set the price of ``model`` (and of its dated versions, unless they have their own)."""
         if not model:

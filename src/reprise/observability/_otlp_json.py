@@ -18,6 +18,7 @@ import base64
 import json
 import math
 from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -37,11 +38,13 @@ __all__ = [
     "any_value",
     "encode_attributes",
     "encode_metrics",
-    "encode_span",
     "metrics_request_line",
+    "span_json",
 ]
 
 _COMPACT = (",", ":")
+# A JSON string literal, ASCII only (the C function ``json.dumps`` uses for ``ensure_ascii``).
+_string = encode_basestring_ascii
 
 # OTLP SpanFlags: bit 8 says "bit 9 is known", bit 9 says "the parent is remote".
 _FLAG_HAS_IS_REMOTE = 0x100
@@ -124,49 +127,67 @@ def _links(links: Iterable[Link]) -> list[dict[str, Any]]:
     ]
 
 
-def _status(status: Status) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _status_json(status: Status) -> str:
+    fields = []
     code = status.status_code.value
     if code:
-        out["code"] = code
+        fields.append(f'"code":{code}')
     if status.description:
-        out["message"] = status.description
-    return out
+        fields.append(f'"message":{_string(status.description)}')
+    return "{" + ",".join(fields) + "}"
 
 
-def encode_span(span: ReadableSpan) -> dict[str, Any]:
-    """One ended SDK span as an OTLP ``Span`` dict."""
+def _value_json(value: Any) -> str:
+    """The JSON of an attribute's ``AnyValue``: the common types written directly, the others
+    through :func:`any_value`."""
+    cls = type(value)
+    if cls is str:
+        return f'{{"stringValue":{_string(value)}}}'
+    if cls is bool:
+        return '{"boolValue":true}' if value else '{"boolValue":false}'
+    if cls is int:
+        return f'{{"intValue":"{value}"}}'
+    return _dumps(any_value(value))
+
+
+def _attributes_json(attributes: Mapping[str, Any]) -> str:
+    """The JSON of an OTLP ``KeyValue`` list."""
+    return ",".join([f'{{"key":{_string(str(k))},"value":{_value_json(v)}}}' for k, v in attributes.items()])
+
+
+def span_json(span: ReadableSpan) -> str:
+    """One ended SDK span as the JSON of an OTLP ``Span``, written as a string (spans are the
+    one thing written per element of a run)."""
     ctx = span.context
     assert ctx is not None
-    out: dict[str, Any] = {"traceId": f"{ctx.trace_id:032x}", "spanId": f"{ctx.span_id:016x}"}
-    if ctx.trace_state:
-        out["traceState"] = ctx.trace_state.to_header()
     parent = span.parent
-    if parent is not None:
-        out["parentSpanId"] = f"{parent.span_id:016x}"
     flags = int(ctx.trace_flags) | _FLAG_HAS_IS_REMOTE
-    if parent is not None and parent.is_remote:
-        flags |= _FLAG_IS_REMOTE
-    out["flags"] = flags
-    out["name"] = span.name
+    out = [f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"']
+    if ctx.trace_state:
+        out.append(f',"traceState":{_string(ctx.trace_state.to_header())}')
+    if parent is not None:
+        out.append(f',"parentSpanId":"{parent.span_id:016x}"')
+        if parent.is_remote:
+            flags |= _FLAG_IS_REMOTE
     # Python's SpanKind starts at INTERNAL=0; OTLP's at UNSPECIFIED=0, INTERNAL=1.
-    out["kind"] = span.kind.value + 1
-    out["startTimeUnixNano"] = str(span.start_time or 0)
-    out["endTimeUnixNano"] = str(span.end_time or 0)
+    out.append(
+        f',"flags":{flags},"name":{_string(span.name)},"kind":{span.kind.value + 1}'
+        f',"startTimeUnixNano":"{span.start_time or 0}","endTimeUnixNano":"{span.end_time or 0}"'
+    )
     if span.attributes:
-        out["attributes"] = encode_attributes(span.attributes)
+        out.append(f',"attributes":[{_attributes_json(span.attributes)}]')
     if span.dropped_attributes:
-        out["droppedAttributesCount"] = span.dropped_attributes
+        out.append(f',"droppedAttributesCount":{span.dropped_attributes}')
     if span.events:
-        out["events"] = _events(span.events)
+        out.append(f',"events":{_dumps(_events(span.events))}')
     if span.dropped_events:
-        out["droppedEventsCount"] = span.dropped_events
+        out.append(f',"droppedEventsCount":{span.dropped_events}')
     if span.links:
-        out["links"] = _links(span.links)
+        out.append(f',"links":{_dumps(_links(span.links))}')
     if span.dropped_links:
-        out["droppedLinksCount"] = span.dropped_links
-    out["status"] = _status(span.status)
-    return out
+        out.append(f',"droppedLinksCount":{span.dropped_links}')
+    out.append(f',"status":{_status_json(span.status)}}}')
+    return "".join(out)
 
 
 class SpanLineEncoder:
@@ -183,7 +204,7 @@ class SpanLineEncoder:
 
     def line(self, spans: Iterable[ReadableSpan]) -> bytes:
         """One line holding ``spans``."""
-        body = ",".join([_dumps(encode_span(s)) for s in spans])
+        body = ",".join([span_json(s) for s in spans])
         return f"{self._prefix}{body}{self._suffix}".encode("ascii")
 
 

@@ -356,13 +356,13 @@ class RunTelemetry:
             readers = [self._metric_reader, *self._live_metric_readers(settings)]
             self.meter_provider = MeterProvider(resource=self.resource, metric_readers=readers, shutdown_on_exit=False)
             self._meter = self.meter_provider.get_meter(scope.name, scope.version)
+            # Its count per status is the number of nodes: no separate counter.
             self._durations = self._meter.create_histogram(
                 "reprise.node.duration",
                 unit="s",
-                description="Wall time of each node execution",
+                description="Wall time of each node execution (0 for a reused node), by status",
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             )
-            self._counts = self._meter.create_counter("reprise.node.count", description="Nodes finished, by status")
             self._retries = self._meter.create_counter("reprise.node.retries", description="Retried node attempts")
 
         # -- logs
@@ -545,7 +545,7 @@ class RunTelemetry:
     ) -> None:
         """Record a node reused from an earlier run (``result``: its reused record): a span
         started and ended at once, marked ``reprise.reused`` with the run it was taken from and
-        the run that executed it, and a count of ``reused`` nodes."""
+        the run that executed it, and a duration of 0 with status ``reused``."""
         if self.tracer is not None:
             attrs: dict[str, Any] = {"reprise.reused": True, "reprise.attempts": 0}
             for key in ("reused_from", "origin_run_id"):
@@ -555,7 +555,7 @@ class RunTelemetry:
             if span is not None:
                 self.end_span(span, "completed", None)
         if self.meter_provider is not None:
-            self._counts.add(1, {"reprise.status": "reused", "reprise.node_kind": node_kind})
+            self._durations.record(0.0, {"reprise.status": "reused", "reprise.node_kind": node_kind})
 
     def reused_nodes(
         self, parent: trace_api.Span | None, reused_from: str, nodes: Sequence[tuple[str, str, str]]
@@ -595,12 +595,9 @@ class RunTelemetry:
 
     # -- metrics ---------------------------------------------------------------------------
     def node_finished(self, path: HierarchyPath, node_kind: str, status: str, duration_s: float, attempts: int) -> None:
-        """Count a finished node and record its duration."""
-        if self.meter_provider is None:
-            return
-        attrs = {"reprise.status": status, "reprise.node_kind": node_kind}
-        self._durations.record(duration_s, attrs)
-        self._counts.add(1, attrs)
+        """Record a finished node's duration (the histogram's count per status counts nodes)."""
+        if self.meter_provider is not None:
+            self._durations.record(duration_s, {"reprise.status": status, "reprise.node_kind": node_kind})
 
     def retry(
         self, path: HierarchyPath, node_kind: str, attempt: int, error: BaseException, span: trace_api.Span | None

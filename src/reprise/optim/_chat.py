@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+from opentelemetry import trace as trace_api
 
 from reprise import RepriseError
 from reprise.dsl import HierarchyPath, NodeContext
@@ -51,9 +52,11 @@ async def ask_for_feedback(
     output: Variable,
     feedback: str,
     records: list[CallRecord],
+    tracer: trace_api.Tracer | None = None,
 ) -> Variable:
     """Ask ``model`` how ``variable`` should change given ``feedback`` on ``output``, the answer
-    of the call ``(system, prompt)``; the feedback Variable for ``variable``."""
+    of the call ``(system, prompt)``; the feedback Variable for ``variable``. ``tracer``: where
+    the model call's span goes (see :class:`CallRecord`)."""
     question = backward_prompt(
         system=system,
         prompt=prompt,
@@ -63,7 +66,7 @@ async def ask_for_feedback(
         variable_role=variable.role or "input",
         value=str(variable.data),
     )
-    record = CallRecord(path=_CALL_PATH)
+    record = CallRecord(path=_CALL_PATH, tracer=tracer)
     records.append(record)
     try:
         answer = await model.complete(question, BACKWARD_SYSTEM, ctx=record)

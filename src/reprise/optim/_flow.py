@@ -5,7 +5,8 @@ is a normal reprise run, recorded and committed like any other. Its outcomes com
 Variables whose history follows the flow's data flow: a node's output depends on the parameters
 and the earlier nodes its inputs are bound to. Backward asks a model, node by node, how each of
 those inputs should change, and writes what it got into the node's directory
-(``gradients.json``).
+(``gradients.json``) and, as a ``backward <node>`` span with the model calls inside, into the
+run's trace (see :mod:`reprise.optim._trace`).
 
 Evaluating the same inputs again after an optimiser step is a re-run of the earlier run from the
 first node that reads a changed parameter: the nodes before it are reused, not called again; with
@@ -25,15 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace as trace_api
 from pydantic import BaseModel
 
 from reprise import FlowDefinition, FlowRunner, Initial, Ref, RunContext, RunResult
-from reprise.dsl import NodeElement
+from reprise.dsl import HierarchyPath, NodeElement
+from reprise.experiments import Experiment, ExperimentInput, ItemExecutor, RunRecord
 from reprise.optim._chat import ask_for_feedback
 from reprise.optim._errors import OptimizationError
 from reprise.optim._model import CallRecord, ChatModel
 from reprise.optim._module import Module, Parameter
+from reprise.optim._trace import ForwardTrace, set_origin
 from reprise.optim._variable import GradFn, Variable, feedback_text
+from reprise.run import RunDirectory
 
 __all__ = ["FlowModule", "FlowNodeBackward", "GRADIENTS_FILE"]
 
@@ -70,22 +75,64 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+class _RunTrace:
+    """The trace of one forward run, read the first time a backward pass needs it."""
+
+    def __init__(self, run_dir: Path, run_id: str) -> None:
+        self._run = (run_dir, run_id)
+        self._trace: ForwardTrace | None = None
+        self._read = False
+
+    def get(self) -> ForwardTrace | None:
+        if not self._read:
+            self._trace = ForwardTrace.read(*self._run)
+            self._read = True
+        return self._trace
+
+
 class FlowNodeBackward(GradFn):
     """The history of one node's outcome in a flow run: the inputs it read and where it ran."""
 
     name = "FlowNodeBackward"
 
     def __init__(
-        self, inputs: Sequence[Variable], *, fields: Mapping[str, str], node_dir: Path, model: ChatModel
+        self,
+        inputs: Sequence[Variable],
+        *,
+        fields: Mapping[str, str],
+        node_dir: Path,
+        path: str,
+        trace: _RunTrace,
+        model: ChatModel,
     ) -> None:
         super().__init__(inputs)
         self.fields = dict(fields)
         self.node_dir = node_dir
+        self.path = path
+        self.trace = trace
         self.model = model
         self.records: list[CallRecord] = []
 
     async def backward(self, output: Variable) -> list[tuple[Variable, Variable]]:
         feedback = feedback_text(output.grad)
+        trace = self.trace.get()
+        if trace is None:
+            pairs = await self._feedback(output, feedback, None)
+        else:
+            attributes = {"reprise.optim.output_feedback": feedback, "reprise.optim.output_role": output.role}
+            with trace.under(
+                f"backward {self.path}", path=self.path, element_type="backward", attributes=attributes
+            ) as tracer:
+                pairs = await self._feedback(output, feedback, tracer)
+                trace_api.get_current_span().set_attribute("reprise.optim.inputs", [v.role for v, _ in pairs])
+        for _, grad in pairs:
+            set_origin(grad, trace)
+        self._record(feedback, pairs)
+        return pairs
+
+    async def _feedback(
+        self, output: Variable, feedback: str, tracer: trace_api.Tracer | None
+    ) -> list[tuple[Variable, Variable]]:
         system = self.fields.get("system")
         prompt = "\n".join(f"{k}: {v}" for k, v in self.fields.items() if k != "system")
         pairs = []
@@ -99,9 +146,9 @@ class FlowNodeBackward(GradFn):
                     output=output,
                     feedback=feedback,
                     records=self.records,
+                    tracer=tracer,
                 )
                 pairs.append((variable, grad))
-        self._record(feedback, pairs)
         return pairs
 
     def _record(self, feedback: str, pairs: list[tuple[Variable, Variable]]) -> None:
@@ -160,6 +207,8 @@ class FlowModule(Module):
         self.project_root = Path(project_root)
         self.run_root = Path(run_root) if run_root is not None else None
         self.runs: list[RunResult] = []
+        #: The folders of the experiments :meth:`run_experiment` made, oldest first.
+        self.experiments: list[Path] = []
         self.reused_runs = 0
         self._evaluations: dict[str, _Evaluation] = {}
         self._nodes = self._bindings(flow, set(parameters))
@@ -223,15 +272,76 @@ class FlowModule(Module):
         """Run the flow on ``inputs`` (its initial inputs besides the parameters); the output
         node's outcome as a Variable (text; other outcomes as JSON)."""
         result = self._run(inputs)
+        return self._variables(inputs, result.outcomes, result.run_dir, result.run_id)
+
+    def run_experiment(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        name: str,
+        executor: ItemExecutor | None = None,
+        max_concurrency: int = 4,
+        timeout: float | None = None,
+    ) -> list[Variable]:
+        """Forward passes over ``items`` as one :class:`~reprise.experiments.Experiment` named
+        ``name``: in parallel, each run isolated (by default in a pool of worker processes;
+        ``executor``: another, such as a ``DaskExecutor``), recorded in an experiment folder
+        (``experiments``) that ``reprise experiment compare`` reads. Item ``i`` is the input
+        ``item-<i>``, so experiments over the same data compare input by input.
+
+        Returns the output Variables, in order, with the same history as :meth:`forward`'s.
+        A run that did not complete raises :class:`OptimizationError` naming the experiment
+        folder, the input and its error."""
+        values = {n: p.data for n, p in self.named_parameters()}
+        experiment = Experiment(
+            self.flow,
+            [ExperimentInput(id=f"item-{i}", initial_inputs={**item, **values}) for i, item in enumerate(items)],
+            name=name,
+            executor=executor,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            project_root=self.project_root,
+            run_root=self.run_root,
+            root_id=self.root,
+            progress=False,
+        )
+        experiment.run_sync()
+        folder = experiment.folder
+        assert folder is not None
+        self.experiments.append(folder.path)
+        records = {r.input_id: r for r in (RunRecord.model_validate(line) for line in folder.iter_lines())}
+        outputs = []
+        for i, item in enumerate(items):
+            record = records.get(f"item-{i}")
+            if record is None or record.status != "completed" or record.run_id is None:
+                why = f"{record.error_type}: {record.error_message}" if record is not None else "it did not run"
+                raise OptimizationError(
+                    f"experiment {folder.path}: input item-{i} of flow {self.root!r} did not complete "
+                    f"({record.status if record else 'missing'}; {why})"
+                )
+            run = RunDirectory(experiment.run_root / record.run_id)
+            outcomes = {}
+            for node in self._nodes:
+                path = f"{self.root}.{node}"
+                try:
+                    outcomes[path] = run.read_outcome(HierarchyPath(path))
+                except FileNotFoundError:
+                    continue
+            outputs.append(self._variables(item, outcomes, run.path, record.run_id))
+        return outputs
+
+    def _variables(
+        self, inputs: Mapping[str, Any], outcomes: Mapping[str, Any], run_dir: Path, run_id: str
+    ) -> Variable:
+        """The output node's outcome as a Variable whose history follows the flow's data flow."""
         parameters = dict(self.named_parameters())
+        trace = _RunTrace(run_dir, run_id)
         outputs: dict[str, Variable] = {}
         for node, bindings in self._nodes.items():
             path = f"{self.root}.{node}"
-            if path not in result.outcomes:
+            if path not in outcomes:
                 continue
-            out = Variable(
-                _text(result.outcomes[path]), role=self.output_role if node == self.output else f"output of {path}"
-            )
+            out = Variable(_text(outcomes[path]), role=self.output_role if node == self.output else f"output of {path}")
             sources: list[Variable] = []
             fields: dict[str, str] = {}
             for b in bindings:
@@ -246,7 +356,12 @@ class FlowModule(Module):
             if any(v.requires_grad for v in sources):
                 out.requires_grad = True
                 out.grad_fn = FlowNodeBackward(
-                    sources, fields=fields, node_dir=result.run_dir / self.root / node, model=self.backward_model
+                    sources,
+                    fields=fields,
+                    node_dir=run_dir / self.root / node,
+                    path=path,
+                    trace=trace,
+                    model=self.backward_model,
                 )
             outputs[node] = out
         return outputs[self.output]

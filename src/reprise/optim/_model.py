@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import structlog
+from opentelemetry import trace as trace_api
 
 from reprise.dsl import HierarchyPath, NodeContext
 from reprise.nodes import AIModelNode, ModelProvider, ModelTransientError, PriceTable, PromptVariables
@@ -32,7 +33,10 @@ class CallRecord:
     """A stand-in for a node's context for model calls made outside a run: it keeps what the
     node would have written to ``result.json`` (``usage``, ``cost_usd``, ``ai``) in
     ``result_fields``, and the metrics in ``metrics``. What the node writes to its directory
-    (``request.json``) goes to a temporary directory of the record's own, removed with it."""
+    (``request.json``) goes to a temporary directory of the record's own, removed with it.
+
+    ``tracer``: where the call's ``chat <model>`` span goes (under the current span), as in a
+    run; backward and the optimiser step pass one that writes to the forward run's trace."""
 
     path: HierarchyPath
     scope: Any = None
@@ -40,6 +44,7 @@ class CallRecord:
     result_fields: dict[str, Any] = field(default_factory=dict)
     metrics: list[tuple[str, float, dict[str, Any]]] = field(default_factory=list)
     project_root: Path = field(default_factory=Path.cwd)
+    tracer: trace_api.Tracer | None = None
     _scratch: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -70,8 +75,13 @@ class CallRecord:
         return None
 
     @contextlib.contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[None]:
-        yield None
+    def span(self, name: str, **attributes: Any) -> Iterator[trace_api.Span | None]:
+        if self.tracer is None:
+            yield None
+            return
+        attrs = {"reprise.hierarchy_path": str(self.path), "reprise.element_type": "user_span", **attributes}
+        with self.tracer.start_as_current_span(name, attributes=attrs) as span:
+            yield span
 
     def annotate_result(self, **fields: Any) -> None:
         self.result_fields.update(fields)

@@ -4,14 +4,20 @@ value from that feedback (TextGrad's optimiser), under optional constraints.
 A step is all or nothing: every new value is asked for first, and only when all are usable are
 they committed (see :class:`~reprise.optim.ParameterHistory`) and set. A failure names the
 parameter and the step and leaves every parameter at its last good value.
+
+When the feedback came from forward passes that are reprise runs (:class:`~reprise.optim.FlowModule`),
+the step's model calls are spans of a ``step <n>`` span in the trace of the latest of those runs,
+which lists every run the feedback came from (``reprise.optim.feedback_runs``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
+from opentelemetry import trace as trace_api
 
 from reprise import RepriseError
 from reprise.dsl import HierarchyPath
@@ -20,6 +26,7 @@ from reprise.optim._model import CallRecord, ChatModel
 from reprise.optim._module import Module, Parameter
 from reprise.optim._prompts import OPTIMIZER_SYSTEM, VALUE_TAGS, between, step_prompt
 from reprise.optim._store import ParameterHistory
+from reprise.optim._trace import origin_of
 from reprise.optim._variable import feedback_text
 
 __all__ = ["TGD", "ParameterVersion"]
@@ -57,7 +64,8 @@ class TGD:
 
     ``history[name]`` lists every value of a parameter (:class:`ParameterVersion`);
     ``memory`` earlier values are shown to the model so it does not go back to them.
-    ``store``: a :class:`ParameterHistory` that commits each step's values to git."""
+    ``store``: a :class:`ParameterHistory` that commits each step's values to git (the
+    initial values first, with the first step)."""
 
     def __init__(
         self,
@@ -83,8 +91,6 @@ class TGD:
             name: [ParameterVersion(0, str(p.data))] for name, p in self.parameters
         }
         self.records: list[CallRecord] = []
-        if store is not None:
-            store.commit({name: p.data for name, p in self.parameters}, "initial values")
 
     def zero_grad(self) -> None:
         """Forget the feedback gathered on every parameter."""
@@ -100,28 +106,81 @@ class TGD:
     async def astep(self) -> dict[str, str]:
         """:meth:`step` for async code."""
         step = self.step_count + 1
-        updates: dict[str, tuple[Parameter, str, str]] = {}
-        for name, parameter in self.parameters:
-            if not parameter.grad:
-                continue
-            feedback = feedback_text(parameter.grad)
-            updates[name] = (parameter, await self._rewrite(name, parameter, feedback, step), feedback)
-        if not updates:
+        named = [(name, p) for name, p in self.parameters if p.grad]
+        if not named:
             return {}
+        origins = [o for _, p in named for o in map(origin_of, p.grad) if o is not None]
+        if origins:
+            attributes = {
+                "reprise.optim.step": step,
+                "reprise.optim.parameters": [name for name, _ in named],
+                "reprise.optim.feedback_runs": list(dict.fromkeys(o.run_id for o in origins)),
+            }
+            with origins[-1].under(f"step {step}", path=None, element_type="step", attributes=attributes) as tracer:
+                updates = await self._rewrite_all(named, step, tracer)
+        else:
+            updates = await self._rewrite_all(named, step, None)
         if self.store is not None:
+            if not self.store.runs:
+                await self._commit({name: p.data for name, p in self.parameters}, "initial values", step)
             values = {name: updates[name][1] if name in updates else p.data for name, p in self.parameters}
             note = "\n\n".join(f"step {step}: {name}\n\nfeedback:\n{fb}" for name, (_, _, fb) in updates.items())
-            try:
-                await self.store.acommit(values, note)
-            except RepriseError as exc:
-                raise OptimizationError(exc.message, step=step) from None
+            await self._commit(values, note, step)
         for name, (parameter, value, feedback) in updates.items():
             parameter.copy_(value)
             self.history[name].append(ParameterVersion(step, value, feedback))
         self.step_count = step
         return {name: value for name, (_, value, _) in updates.items()}
 
-    async def _rewrite(self, name: str, parameter: Parameter, feedback: str, step: int) -> str:
+    async def _commit(self, values: Mapping[str, object], note: str, step: int) -> None:
+        assert self.store is not None
+        try:
+            await self.store.acommit(values, note)
+        except RepriseError as exc:
+            raise OptimizationError(exc.message, step=step) from None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's state as JSON-ready data: the step count, every parameter's
+        history and the store's commits, to save and restore with :meth:`load_state_dict`
+        (:class:`~reprise.optim.Trainer` does, to resume training)."""
+        return {
+            "step": self.step_count,
+            "history": {
+                name: [[v.step, v.value, v.feedback] for v in versions] for name, versions in self.history.items()
+            },
+            "store_runs": list(self.store.runs) if self.store is not None else [],
+            "store_names": [name for name, _ in self.parameters],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`: later steps count on, and commit on top of, the saved ones.
+        The parameters' values are the module's to restore."""
+        names = {name for name, _ in self.parameters}
+        if set(state["history"]) != names:
+            raise KeyError(
+                f"the saved optimiser state is for parameters {', '.join(sorted(state['history']))}, "
+                f"not {', '.join(sorted(names))}"
+            )
+        self.step_count = int(state["step"])
+        self.history = {
+            name: [ParameterVersion(int(step), str(value), str(feedback)) for step, value, feedback in versions]
+            for name, versions in state["history"].items()
+        }
+        if self.store is not None:
+            self.store.restore(list(state["store_runs"]), list(state["store_names"]))
+
+    async def _rewrite_all(
+        self, named: list[tuple[str, Parameter]], step: int, tracer: trace_api.Tracer | None
+    ) -> dict[str, tuple[Parameter, str, str]]:
+        updates: dict[str, tuple[Parameter, str, str]] = {}
+        for name, parameter in named:
+            feedback = feedback_text(parameter.grad)
+            updates[name] = (parameter, await self._rewrite(name, parameter, feedback, step, tracer), feedback)
+        return updates
+
+    async def _rewrite(
+        self, name: str, parameter: Parameter, feedback: str, step: int, tracer: trace_api.Tracer | None
+    ) -> str:
         past = [v.value for v in self.history[name][:-1]][-self.memory :] if self.memory else []
         question = step_prompt(
             role=parameter.role or name,
@@ -130,7 +189,7 @@ class TGD:
             constraints=self.constraints,
             history=past,
         )
-        record = CallRecord(path=_STEP_PATH)
+        record = CallRecord(path=_STEP_PATH, tracer=tracer)
         self.records.append(record)
         try:
             answer = await self.model.complete(question, OPTIMIZER_SYSTEM, ctx=record)

@@ -52,6 +52,12 @@ class ParameterHistory:
         """The git branch of the latest version (``run/<run id>``), or ``None`` before the first."""
         return f"run/{self.runs[-1]}" if self.runs else None
 
+    def restore(self, runs: list[str], names: list[str]) -> None:
+        """Continue a history saved earlier: ``runs`` (its run ids, oldest first) committed the
+        parameters ``names``; the next commit of the same parameters goes on top of the last."""
+        self.runs = list(runs)
+        self._names = tuple(names)
+
     def file_path(self, name: str) -> str:
         """Where parameter ``name``'s text is in the repository's tree."""
         return f"{self.root}/{node_id(name)}/value.txt"

@@ -10,13 +10,16 @@ or by hand, as a context manager that records ``completed``, ``failed`` or ``can
 
     async with RunContext(root_component_id="agent", project_root=Path(".")) as ctx:
         await AgentRunner(agent, ctx).run()
+
+A run's side effects (telemetry, the outcome commit, the journal, ...) are run listeners
+(:mod:`reprise.run._lifecycle`): the runner wires them, and :meth:`RunContext.setup_run` wires
+the standard ones (telemetry, outcome commit) when nobody did. The run's record
+(``metadata.json``) is written by :class:`~reprise.run._record.MetadataRecord`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -25,42 +28,24 @@ import anyio
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from reprise._version import __version__
 from reprise.dsl._definition import DefinitionIndex
 from reprise.dsl._node import validation_summary
 from reprise.dsl._paths import HierarchyPath, validate_id
-from reprise.errors import DefinitionError, RepriseError, RunSetupError, StaticInputError
+from reprise.errors import DefinitionError, RunSetupError, StaticInputError
 from reprise.run._current import enter_scope, exit_scope
-from reprise.run._directory import (
-    INITIAL_INPUTS_FILE,
-    STATIC_INPUTS_FILE,
-    RunDirectory,
-    RunMetadata,
-    pid_info,
-)
+from reprise.run._directory import INITIAL_INPUTS_FILE, STATIC_INPUTS_FILE, RunDirectory
 from reprise.run._files import json_problem, read_json, write_json_atomic
-from reprise.run._index import record_run
-from reprise.run._outcome_repo import (
-    OutcomeFile,
-    OutcomeRepository,
-    OutcomeSettings,
-    collect_outcome_files,
-    listed_outcome_files,
-)
-from reprise.run._status import HOST, RunStatus
+from reprise.run._lifecycle import CompletionHook, RunListeners
+from reprise.run._outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings
+from reprise.run._record import MetadataRecord
+from reprise.run._status import RunStatus
 
 if TYPE_CHECKING:
     from reprise.nodes._human_input import InputHandler
     from reprise.observability._settings import ObservabilitySettings
     from reprise.observability._telemetry import RunTelemetry
 
-__all__ = ["RunContext"]
-
-CompletionHook = Callable[["RunContext", RunStatus], None]
-
-
-def _iso(when: datetime) -> str:
-    return when.isoformat(timespec="microseconds").replace("+00:00", "Z")
+__all__ = ["RunContext", "wire_standard_listeners"]
 
 
 class RunContext:
@@ -122,20 +107,19 @@ class RunContext:
         self.commit_note = commit_note
 
         self.run_dir: RunDirectory | None = None
+        #: The run's telemetry, set by its telemetry listener when the run starts (``None``
+        #: with tracing, metrics and logs all off).
         self.telemetry: RunTelemetry | None = None
         self.status: RunStatus | None = None
         self.error_msg: str | None = None
-        self._metadata: RunMetadata | None = None
-        self._started = 0.0  # time.perf_counter() at set-up: durations never follow clock jumps
-        self._started_at = datetime.now(UTC)  # the same instant on the wall clock (set at set-up)
-        #: How long the run took, fixed once when it completes (before the git commit and the
-        #: trace are finished): the one duration the metadata, the commit message, the trace's
-        #: root span and every reader show.
-        self.duration_s: float | None = None
+        #: The run's record (``metadata.json``), from :meth:`setup_run` on.
+        self.record: MetadataRecord | None = None
+        #: The listeners told of the run's lifecycle (see :meth:`add_listener`).
+        self.listeners = RunListeners()
+        self._standard_wired = False
         # Static inputs as given (by node id or path), then resolved to definition paths by bind().
         self._static_given: dict[str, BaseModel | Mapping[str, Any]] = {}
         self._static: dict[str, BaseModel] = {}
-        self._completion_hooks: list[CompletionHook] = []
         self._index: DefinitionIndex | None = None
         if isinstance(outcome_repo, bool):
             outcome_repo = OutcomeSettings(enabled=outcome_repo)
@@ -177,8 +161,9 @@ class RunContext:
 
     # -- lifecycle -------------------------------------------------------------------------
     def setup_run(self, run_id_prefix: str | None = None) -> RunDirectory:
-        """Create the run directory, write its metadata (status ``running``) and start
-        observability. Calling it twice is an error."""
+        """Create the run directory, write its metadata (status ``running``) and tell the run's
+        listeners it started (the standard ones start observability; :func:`standard_listeners`
+        are wired here when no runner wired them). Calling it twice is an error."""
         if self.run_dir is not None:
             raise RunSetupError(f"run {self.run_dir.run_id} is already set up")
         if self.previous_run_id is not None:
@@ -187,38 +172,31 @@ class RunContext:
         initial_inputs = self._initial_inputs_json()  # refused before a directory is made
         run_dir = RunDirectory.create(self.run_root, run_id_prefix, rerun=self.is_rerun)
         self.run_dir = run_dir
-        self._started = time.perf_counter()
-        self._started_at = datetime.now(UTC)
-        pid, pid_start = pid_info()
-        self._metadata = RunMetadata(
-            run_id=run_dir.run_id,
-            root_component_id=self.root_component_id,
-            status=RunStatus.RUNNING,
-            started_at=_iso(self._started_at),
-            pid=pid,
-            pid_start=pid_start,
-            host=HOST,
+        self.record = MetadataRecord.start(
+            run_dir,
+            self.root_component_id,
             previous_run_id=self.previous_run_id,
             start_hierarchy_path=str(self.start_hierarchy_path) if self.start_hierarchy_path else None,
-            reprise_version=__version__,
             tags=self.tags,
         )
-        run_dir.write_metadata(self._metadata)
-        record_run(run_dir, self._metadata)  # the run root's index; never fails the run
         self.status = RunStatus.RUNNING
         write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, initial_inputs)
-        from reprise.observability._telemetry import RunTelemetry
-
+        wire_standard_listeners(self)
         try:
-            self.telemetry = RunTelemetry.start(self, self.observability_settings)
+            self.listeners.run_started(self)
         except BaseException as exc:
             # The directory exists and says "running": record why it never ran, so it does not
             # read as crashed later.
-            self.complete_run(RunStatus.FAILED, f"observability set-up failed: {exc}")
+            self.complete_run(RunStatus.FAILED, f"run set-up failed: {exc}")
             raise
-        if self.outcome_settings.enabled:
-            self._completion_hooks.append(_commit_outcomes)
         return run_dir
+
+    def add_listener(self, listener: object) -> None:
+        """Tell ``listener`` of the run's lifecycle: it implements any of
+        :class:`~reprise.run._lifecycle.RunStarted`, ``ElementStarted``, ``ElementFinished`` and
+        ``RunFinished`` (see :mod:`reprise.run._lifecycle`). Listeners are told in the order
+        they were added."""
+        self.listeners.add(listener)
 
     @property
     def outcome_repository(self) -> OutcomeRepository | None:
@@ -229,7 +207,8 @@ class RunContext:
         return OutcomeRepository(path, self.outcome_settings)
 
     def complete_run(self, status: RunStatus | str = RunStatus.COMPLETED, error_msg: str | None = None) -> None:
-        """Record the final status, flush and close observability, run completion hooks (git).
+        """Tell the run's listeners it finished (the outcome commit, completion hooks, then the
+        telemetry, which closes the trace), then record the final status.
 
         Idempotent: once a run is completed, failed or cancelled, later calls change nothing."""
         status = RunStatus(status)
@@ -238,68 +217,47 @@ class RunContext:
         run_dir = self.require_run_dir()
         if self.status is not None and self.status.finished:
             return
-        assert self._metadata is not None
+        record = self.record
+        assert record is not None and record.run_dir is run_dir
         self.status = status
         self.error_msg = error_msg
-        self.duration_s = round(time.perf_counter() - self._started, 6)
-        failed: Exception | None = None
-        hooks = self._completion_hooks
+        record.stop()  # the run's one duration, before the commit and the trace are finished
+        recorded = False
 
-        def hook_failed(hook: CompletionHook, exc: Exception) -> None:
-            nonlocal failed
-            name = getattr(hook, "__qualname__", None) or repr(hook)
-            if failed is None:
-                failed = exc
+        def listener_failed(name: str, exc: Exception) -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
                 # Also where no log is kept, and when the run's own error is what is raised.
-                self._set_metadata(completion_hook_error=f"{name}: {str(exc) or repr(exc)}")
+                record.set(completion_hook_error=f"{name}: {str(exc) or repr(exc)}")
             if self.telemetry is not None:
                 self.telemetry.logger.error("completion hook failed", hook=name, error=str(exc) or repr(exc))
 
         try:
-            # Every hook runs, whatever an earlier one did: a user's hook that raises must not
-            # cost the run its git commit (a hook of its own, added when the run was set up).
-            for hook in hooks:
-                try:
-                    hook(self, status)
-                except Exception as exc:
-                    hook_failed(hook, exc)
+            failed = self.listeners.run_finished(self, status, error_msg, listener_failed)
         finally:
-            try:
-                if self.telemetry is not None:
-                    self.telemetry.finish(status, error_msg, duration_s=self.duration_s)
-            finally:
-                # Recorded whatever went wrong above (the trace could not be written, an
-                # interruption while git was waited for): the run must not read as running.
-                self._metadata.status = status
-                self._metadata.error_msg = error_msg
-                self._metadata.ended_at = _iso(self._started_at + timedelta(seconds=self.duration_s))
-                self._metadata.duration_s = self.duration_s
-                run_dir.write_metadata(self._metadata)
-                record_run(run_dir, self._metadata)
+            # Recorded whatever went wrong above (the trace could not be written, an
+            # interruption while git was waited for): the run must not read as running.
+            record.finish(status, error_msg)
         if failed is not None:
             raise failed
 
     def add_completion_hook(self, hook: CompletionHook) -> None:
-        """Call ``hook(context, status)`` when the run completes, before its metadata is final.
+        """Call ``hook(context, status)`` when the run completes, before its metadata is final
+        (a :class:`~reprise.run._lifecycle.RunFinished` listener in the form of a function).
 
         Hooks run in the order they were added (the git commit's is added by
         :meth:`setup_run`). A hook that raises does not stop the others: its error is logged,
         and the first one is raised by :meth:`complete_run` once the run is recorded (the run
         keeps its status)."""
-        self._completion_hooks.append(hook)
+        self.listeners.add(hook)
 
     def annotate(self, **fields: Any) -> None:
         """Add fields to the run's metadata (written now and at completion)."""
-        self._set_metadata(**fields)
-        assert self._metadata is not None
-        self.require_run_dir().write_metadata(self._metadata)
-
-    def _set_metadata(self, **fields: Any) -> None:
-        meta = self._metadata
-        if meta is None:
+        if self.record is None:
             raise RunSetupError("the run is not set up yet")
-        for k, v in fields.items():
-            setattr(meta, k, v)
+        self.record.set(**fields)
+        self.record.write()
 
     def __enter__(self) -> RunContext:
         if not self.is_setup:
@@ -482,50 +440,20 @@ def _utf8_path(path: Path, what: str) -> Path:
     return path
 
 
-def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
-    """Completion hook: commit the run's outcomes to ``run/<run_id>``, once. A failure to commit
-    is recorded in the metadata and logged; it does not change the run's status."""
+def wire_standard_listeners(ctx: RunContext) -> None:
+    """Add the listeners every run has, once: its telemetry (outer: started first, finished
+    last) and, with outcomes on, the outcome commit. Runners wire them before their own;
+    :meth:`RunContext.setup_run` wires them when no runner did."""
+    if ctx._standard_wired:
+        return
+    ctx._standard_wired = True
+    from reprise.observability._listener import TelemetryListener
+    from reprise.run._commit import CommitOutcomes
+
+    ctx.listeners.add(TelemetryListener(ctx.observability_settings), outer=True)
     repo = ctx.outcome_repository
-    run_dir = ctx.require_run_dir()
-    if repo is None:
-        return
-    lines = [f"run {run_dir.run_id}: {status.value} in {ctx.duration_s:.3f}s", "", f"root: {ctx.root_component_id}"]
-    if ctx.previous_run_id:
-        lines.append(f"previous run: {ctx.previous_run_id}")
-        if ctx.start_hierarchy_path is not None:  # a resume of a run killed after its last node has none
-            lines.append(f"start path: {ctx.start_hierarchy_path}")
-    if ctx.error_msg:
-        lines.append(f"error: {ctx.error_msg}")
-    if ctx.commit_note:
-        lines += ["", ctx.commit_note]
-    logger = ctx.telemetry.logger if ctx.telemetry is not None else None
-    try:
-        if ctx.outcome_paths is not None:
-            files = listed_outcome_files(run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files)
-        else:
-            files = collect_outcome_files(
-                run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
-            )
-        done = repo.commit_run(
-            run_dir.run_id,
-            files,
-            message="\n".join(lines),
-            parent_run_id=ctx.previous_run_id,
-            reused=ctx.reused_outcome_paths,
-        )
-    except (RepriseError, OSError) as exc:
-        message = exc.message if isinstance(exc, RepriseError) else str(exc)
-        ctx._set_metadata(outcome_commit_error=message)
-        if logger is not None:
-            logger.error("outcome commit failed", error=message)
-        return
-    for f, problem in done.refused:
-        # Nodes that declare such a file fail: only a run an older version recorded names one.
-        if logger is not None:
-            logger.warning("outcome file left out of the commit", path=f.node_path, file=f.repo_path, error=problem)
-    ctx._set_metadata(
-        outcome_commit=done.commit, outcome_branch=repo.branch(run_dir.run_id), outcome_repo=str(repo.path)
-    )
+    if repo is not None:
+        ctx.listeners.add(CommitOutcomes(repo))
 
 
 def _is_cancellation(exc: BaseException) -> bool:

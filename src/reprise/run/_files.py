@@ -31,8 +31,8 @@ __all__ = [
 def dump_json(data: Any) -> bytes:
     """The bytes reprise writes for a JSON document: indented, UTF-8, trailing newline.
 
-    pydantic-core's encoder: about 8x faster than ``json.dumps`` with ``indent`` (which falls back
-    to the pure-Python encoder), and it is on every node's hot path."""
+    pydantic-core's encoder: ``json.dumps`` with ``indent`` falls back to the pure-Python encoder,
+    and this is on every node's path."""
     try:
         return pydantic_core.to_json(data, indent=2, fallback=str) + b"\n"
     except pydantic_core.PydanticSerializationError as exc:

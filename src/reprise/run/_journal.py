@@ -29,7 +29,8 @@ JOURNAL_FILE = "journal.jsonl"
 
 
 class NodeJournal:
-    """The append-only journal of one run's node starts."""
+    """The append-only journal of one run's node starts: a run listener
+    (:class:`~reprise.run._lifecycle.ElementStarted` and ``RunFinished``), wired by the runner."""
 
     __slots__ = ("_fd", "path")
 
@@ -49,6 +50,14 @@ class NodeJournal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def element_started(self, *, path: str, started_at: str, input: Any) -> None:
+        """Listener: a node started."""
+        self.started(path, started_at, input)
+
+    def run_finished(self, **_: Any) -> None:
+        """Listener: the run ended; the journal is closed."""
+        self.close()
 
 
 def read_journal(run_dir: Path | str, problems: list[RunFileError] | None = None) -> dict[str, dict[str, Any]]:

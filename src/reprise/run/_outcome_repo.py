@@ -7,9 +7,12 @@ files nodes declared as outcomes. A re-run's commit has the earlier run's commit
 keeps the outcomes it reused, so ``git diff run/A run/B`` shows what changed.
 
 All of reprise's git access is here, on GitPython: :meth:`OutcomeRepository.open` gives a
-``git.Repo`` whose command wrapper (``repo.git``) runs every command (refs, diffs, ``show``,
-``fast-import``). GitPython's object model reads SHA-1 objects only, so it is not used. Every
-``Repo`` is closed when its block ends: an open one keeps ``git cat-file`` processes alive.
+``git.Repo`` whose command wrapper (``repo.git``) runs the commands that read (refs, diffs,
+``show``); the commit runs ``fast-import`` through the same command wrapper made for the
+repository directly (``git.Git``), because a ``git.Repo`` parses the repository's configuration
+when it is made and the commit needs none of its object model. GitPython's object model reads
+SHA-1 objects only, so it is not used. Every ``Repo`` is closed when its block ends: an open one
+keeps ``git cat-file`` processes alive.
 
 A run's outcomes are committed once, when it completes, by one ``git fast-import`` fed the files
 the run wrote; it creates ``run/<run_id>`` at the end of its input. No working tree is checked
@@ -17,13 +20,15 @@ out and no shared index is used, and a branch is never moved (fast-import refuse
 so many processes commit to one repository at the same time without ``index.lock`` failures or
 lost commits. Commits carry the configured author (default ``reprise``), never the machine's git
 identity, and git reads no global or system configuration. Each commit is one pack; folding
-packs is git's job: ``git gc --auto`` after each commit (which folds them in the background once
-there are many), ``reprise gc`` (:meth:`OutcomeRepository.gc`) to do it now.
+packs is git's job: ``git gc --auto`` once a commit leaves more packs than ``gc.autoPackLimit``
+(it folds them in the background), ``reprise gc`` (:meth:`OutcomeRepository.gc`) to do it now.
 """
 
 from __future__ import annotations
 
+import configparser
 import fcntl
+import functools
 import os
 import tempfile
 import time
@@ -150,7 +155,7 @@ class OutcomeRepository:
     def head_of(self, run_id: str) -> str | None:
         """The commit at the tip of ``run/<run_id>``, or ``None``."""
         with self.open() as repo:
-            return _tip(repo, run_id)
+            return _tip(repo.git, run_id)
 
     def changed_files(self, run_a: str, run_b: str) -> list[tuple[str, str]]:
         """``(status, path)`` for every file that differs between two runs' branches
@@ -159,7 +164,7 @@ class OutcomeRepository:
 
         with self.open(create=False) as repo:
             for rid in (run_a, run_b):
-                if _tip(repo, rid) is None:
+                if _tip(repo.git, rid) is None:
                     raise RunSetupError(f"no outcome branch for run {rid} in {self.path}", run_id=rid)
             try:
                 out: str = repo.git.diff(
@@ -204,28 +209,29 @@ class OutcomeRepository:
         if refused:
             left_out = {id(f) for f, _ in refused}
             files = [f for f in files if id(f) not in left_out]
-        with self.open() as repo:
-            parent = _tip(repo, parent_run_id) if parent_run_id is not None else None
+        self._create()
+        command = git.Git(self.path)
+        command.update_environment(**self._env())
+        parent = _tip(command, parent_run_id) if parent_run_id is not None else None
+        try:
+            parent_files: set[str] = set()
+            if parent is not None:
+                listing: str = command.ls_tree("-r", "-z", "--name-only", parent)
+                parent_files = {name for name in listing.split("\0") if name}
+            with tempfile.TemporaryFile() as stream:
+                last_mark = self._write_stream(stream, run_id, files, message, parent, parent_files, reused)
+                stream.seek(0)
+                # unpackLimit=0: keep the commit's pack as it is; below the limit git would
+                # start a second process to turn a small one into loose objects.
+                out: str = command(c="fastimport.unpackLimit=0").fast_import("--quiet", "--done", istream=stream)
+        except git.GitCommandError as exc:
+            raise RunSetupError(
+                f"cannot commit outcomes of {run_id} in {self.path}: {_stderr(exc)}", run_id=run_id
+            ) from exc
+        if _too_many_packs(self.path):
             try:
-                parent_files: set[str] = set()
-                if parent is not None:
-                    listing: str = repo.git.ls_tree("-r", "-z", "--name-only", parent)
-                    parent_files = {name for name in listing.split("\0") if name}
-                with tempfile.TemporaryFile() as stream:
-                    last_mark = self._write_stream(stream, run_id, files, message, parent, parent_files, reused)
-                    stream.seek(0)
-                    # unpackLimit=0: keep the commit's pack as it is; below the limit git would
-                    # start a second process to turn a small one into loose objects.
-                    command = repo.git(c="fastimport.unpackLimit=0")
-                    out: str = command.fast_import("--quiet", "--done", istream=stream)
-            except git.GitCommandError as exc:
-                raise RunSetupError(
-                    f"cannot commit outcomes of {run_id} in {self.path}: {_stderr(exc)}", run_id=run_id
-                ) from exc
-            try:
-                # What git commands that write do: fold the packs once there are many (in the
-                # background, detached), and return at once otherwise.
-                repo.git.gc("--auto", "--quiet")
+                # What git commands that write do: fold the packs (in the background, detached).
+                command.gc("--auto", "--quiet")
             except git.GitCommandError:
                 pass  # the commit is made; folding is tried again after the next one
         commit = out.strip().rsplit("\n", 1)[-1]
@@ -302,14 +308,43 @@ class OutcomeRepository:
         return {"repository": str(self.path), "before": before, "after": after}
 
 
-def _tip(repo: git.Repo, run_id: str) -> str | None:
+def _tip(command: git.Git, run_id: str) -> str | None:
     import git
 
     try:
-        out: str = repo.git.rev_parse("--verify", "-q", f"refs/heads/{OutcomeRepository.branch(run_id)}^{{commit}}")
+        out: str = command.rev_parse("--verify", "-q", f"refs/heads/{OutcomeRepository.branch(run_id)}^{{commit}}")
     except git.GitCommandError:
         return None
     return out.strip() or None
+
+
+def _too_many_packs(path: Path) -> bool:
+    """Whether ``git gc --auto`` would fold packs in the repository at ``path``: more of them than
+    ``gc.autoPackLimit`` (git's own test, with its default of 50), so that no git process is
+    started after a commit when it would return at once. Commits write packs, never loose
+    objects, so packs are what grows. Packs marked ``.keep``, which git does not count, are
+    counted: that only starts git when it has nothing to do."""
+    git_dir = path / ".git" if (path / ".git").is_dir() else path  # bare or not
+    try:
+        stat = os.stat(git_dir / "config")
+        auto, limit = _gc_limits(str(git_dir / "config"), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        if auto <= 0 or limit <= 0:
+            return False  # automatic gc turned off
+        names = os.listdir(git_dir / "objects" / "pack")
+    except (OSError, ValueError, configparser.Error):
+        return True  # let git look (and say what is wrong)
+    return sum(name.endswith(".pack") for name in names) > limit
+
+
+@functools.lru_cache(maxsize=64)
+def _gc_limits(config: str, stamp: tuple[int, int, int]) -> tuple[int, int]:
+    """``gc.auto`` and ``gc.autoPackLimit`` of the repository configuration file ``config``, or
+    git's defaults; read again when the file changes (``stamp``: its inode, size and time). Only
+    that file: git reads no global or system configuration for reprise's commands."""
+    import git
+
+    reader = git.GitConfigParser(config, read_only=True)
+    return int(reader.get_value("gc", "auto", 6700)), int(reader.get_value("gc", "autoPackLimit", 50))
 
 
 def _count_objects(repo: git.Repo) -> dict[str, int]:

@@ -5,6 +5,9 @@ For each element, in order: reuse (a re-run's elements before its start path), i
 ``outcome.json``, ``result.json``, each atomic). Containers run their children in order;
 parallel blocks and concurrent loops run in task groups, where the first failure cancels the
 rest.
+
+The run's other side effects are its listeners (:mod:`reprise.run._lifecycle`), told as each
+node starts and finishes: the journal, the outcome ledger, whatever the runner wired.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +38,6 @@ from reprise.errors import NodeExecutionError, NodeInputError, RepriseError, Tem
 from reprise.run._current import enter_scope, exit_scope
 from reprise.run._directory import INPUT_FILE, OUTCOME_FILE, RESULT_FILE, RunDirectory
 from reprise.run._files import dump_json, json_problem, write_bytes_atomic, write_new_dir
-from reprise.run._journal import NodeJournal
-from reprise.run._reused import OUTCOMES_FILE, outcomes_document, write_trace_file
 from reprise.run._status import ElementStatus
 from reprise.runners._frame import Frame
 from reprise.runners._node_context import ExecutorNodeContext
@@ -50,10 +50,6 @@ __all__ = ["Executor"]
 
 _CANCELLED = anyio.get_cancelled_exc_class
 
-
-# Outcomes kept in memory for ``.trace/outcomes.json``: each at most this big, this much in all.
-_KEEP_OUTCOME_BYTES = 4096
-_KEEP_OUTCOMES_TOTAL = 16 * 1024 * 1024
 
 _SECOND: tuple[int, str] = (-1, "")
 
@@ -127,16 +123,7 @@ class Executor:
         self.counts: dict[str, int] = {"executed": 0, "reused": 0, "failed": 0}
         self.failed_path: str | None = None
         self._base = str(self.run_dir.path)
-        self._journal: NodeJournal | None = None  # open while run_root runs
-        #: Nodes whose ``outcome.json`` this run holds, in the order they finished: what the
-        #: outcome repository commits (no walk over the run directory at the end).
-        if ctx.outcome_paths is None:
-            ctx.outcome_paths = []
-        self._outcome_paths: list[str] = ctx.outcome_paths
-        self._kept_bytes = 0
-        #: Nodes that completed with a directory of their own and declared outcome files (with
-        #: the run's executed outcomes, its ``.trace/outcomes.json``).
-        self._declared_nodes: list[str] = []
+        self.listeners = ctx.listeners
 
     async def run_root(self) -> Any:
         """Execute the root component; returns its outcome."""
@@ -145,36 +132,9 @@ class Executor:
         path = HierarchyPath(self.index.root_id)
         frame = top.child(path.name)
         root_span = self.tel.root_span if self.tel is not None else None
-        self._journal = journal = NodeJournal(self.run_dir.trace_dir)
-        try:
-            return await self._container_element(
-                root, path, path.name, frame, root.component_type, root_span, in_loop=False
-            )
-        finally:
-            journal.close()
-            self._write_records()
-
-    def _write_records(self) -> None:
-        """Write what later re-runs and readers use instead of reading every node's files:
-        ``.trace/reused.json`` (a re-run) and then ``.trace/outcomes.json``. A failure to write
-        them costs those readers time (they read the node files), not the run: it is logged."""
-        try:
-            if self.reuse is not None:
-                self.reuse.write_record()
-            # The nodes that completed with a directory of their own: those the run holds an
-            # outcome of, but did not reuse.
-            reused = self.ctx.reused_outcome_paths
-            held = [p for p in self._outcome_paths if p not in reused] if reused else self._outcome_paths
-            declared = self._declared_nodes
-            outcome_bytes: Mapping[str, bytes] = self.ctx.outcome_bytes
-            if self.reuse is not None and self.reuse.copied:
-                held = held + self.reuse.copied
-                declared = declared + self.reuse.copied_declared
-                outcome_bytes = ChainMap(self.ctx.outcome_bytes, self.reuse.copied_bytes)
-            write_trace_file(self._base, OUTCOMES_FILE, outcomes_document(held, outcome_bytes, declared))
-        except OSError as exc:
-            if self.tel is not None:
-                self.tel.logger.warning("could not record the run's outcomes for re-runs", error=str(exc))
+        return await self._container_element(
+            root, path, path.name, frame, root.component_type, root_span, in_loop=False
+        )
 
     # -- containers ------------------------------------------------------------------------
     async def _run_body(
@@ -242,10 +202,10 @@ class Executor:
                 j += 1
         finally:
             if done:
-                texts = [d[0] for d in done]
                 self.counts["reused"] += len(done)
-                self._outcome_paths.extend(texts)
-                self.ctx.reused_outcome_paths.update(texts)
+                finished = self.listeners.element_finished
+                for text, _, _ in done:
+                    finished(text, ElementStatus.COMPLETED, None, reused=True)
                 if self.tel is not None:
                     self.tel.reused_nodes(span, plan.previous.run_id, done)
         return j
@@ -523,9 +483,7 @@ class Executor:
             reused = self.reuse.reuse_node(path, node, node_dir)
             if reused is not None:
                 self.counts["reused"] += 1
-                text = str(path)
-                self._outcome_paths.append(text)
-                self.ctx.reused_outcome_paths.add(text)
+                self.listeners.element_finished(str(path), ElementStatus.COMPLETED, None, reused=True)
                 if tel is not None:
                     tel.reused_node(path, node.kind, parent_span, reused[1])
                 return reused[0]
@@ -547,8 +505,7 @@ class Executor:
             _check_value(inp, "input", path, NodeInputError)
             input_data = inp.model_dump(mode="json") if inp is not None else None
             input_json = dump_json(input_data)
-            if self._journal is not None:
-                self._journal.started(str(path), started_at, input_data)
+            self.listeners.element_started(str(path), started_at, input_data)
             nctx = ExecutorNodeContext(path, self.ctx, node_dir, span, frame, input_json)
             scope = enter_scope(nctx)  # reprise.log()/alert() called by the node name this node
             max_attempts = settings.retries + 1
@@ -630,26 +587,21 @@ class Executor:
             }
             if error is not None:
                 record["error"] = _error_info(error)
+            declares_files = False
             if nctx is not None and nctx.result_fields:
                 record.update(nctx.result_fields)
-                if outcome_json is not None and "outcome_files" in nctx.result_fields:
-                    self._declared_nodes.append(str(path))
+                declares_files = "outcome_files" in nctx.result_fields
             files = [] if input_json is None else [(INPUT_FILE, input_json)]
             if outcome_json is not None:
                 files.append((OUTCOME_FILE, outcome_json))
-                text = str(path)
-                self._outcome_paths.append(text)
-                # Kept for outcomes.json, so it need not read the file back; only small ones,
-                # and a bounded total: a long loop must not hold every outcome twice.
-                if len(outcome_json) <= _KEEP_OUTCOME_BYTES and self._kept_bytes < _KEEP_OUTCOMES_TOTAL:
-                    self.ctx.outcome_bytes[text] = outcome_json
-                    self._kept_bytes += len(outcome_json)
             files.append((RESULT_FILE, dump_json(record)))
             if nctx is not None and nctx.dir_made:
                 for name, data in files[1:]:  # input.json was written with the directory
                     write_bytes_atomic(f"{node_dir}/{name}", data)
             else:
                 write_new_dir(node_dir, files)
+            # Told once the node's directory is in place: a listener may read it.
+            self.listeners.element_finished(str(path), status, outcome_json, declares_files=declares_files)
             if tel is not None:
                 tel.node_finished(path, node.kind, status.value, duration, attempts)
                 if span is not None:

@@ -9,6 +9,10 @@
 ``failed`` or ``cancelled``) and returns a :class:`RunResult`. A failing node fails the run and
 raises :class:`~reprise.errors.RunFailedError` carrying the node's path; a cancelled run
 (Ctrl-C, an enclosing cancel scope) is recorded as ``cancelled`` and the cancellation goes on.
+
+The runner wires the run's listeners (:mod:`reprise.run._lifecycle`): the standard ones
+(telemetry, outcome commit) before the run is set up, then the node journal and the outcome
+ledger; the executor tells them as nodes start and finish, ``complete_run`` as the run ends.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import anyio
 from reprise.dsl._container import AgentDefinition, Container, FlowDefinition
 from reprise.dsl._definition import DefinitionIndex, validate_definition
 from reprise.errors import DefinitionError, RepriseError, RunFailedError
-from reprise.run._context import RunContext
+from reprise.run._context import RunContext, wire_standard_listeners
 from reprise.run._current import enter_scope, exit_scope
 from reprise.run._files import write_bytes_atomic
+from reprise.run._journal import NodeJournal
 from reprise.run._status import RunStatus
 from reprise.runners._executor import Executor
+from reprise.runners._outcomes import OutcomeLedger
 from reprise.runners._result import RunResult
 
 if TYPE_CHECKING:
@@ -57,6 +63,7 @@ class ComponentRunner(Generic[C]):
         """Set up the run now (optional: :meth:`run` does it when needed). Re-run requests are
         checked here, before the run directory is made."""
         self._reuse = self._prepare()
+        wire_standard_listeners(self.run_context)
         self.run_context.setup_run(run_id_prefix)
         self._record_setup()
 
@@ -80,6 +87,8 @@ class ComponentRunner(Generic[C]):
         write_bytes_atomic(run_dir.trace_dir / DEFINITION_FILE, self.index.outline_json())
         if self._reuse is not None:
             self._reuse.attach(ctx)
+        ctx.listeners.add(NodeJournal(run_dir.trace_dir), inner=True)
+        ctx.listeners.add(OutcomeLedger(ctx, self._reuse), inner=True)
 
     async def run(self) -> RunResult:
         """Execute the definition; see the module docstring."""
@@ -90,6 +99,7 @@ class ComponentRunner(Generic[C]):
             )
         if not ctx.is_setup:
             self._reuse = self._prepare()
+            wire_standard_listeners(ctx)
             ctx.setup_run()
             self._record_setup()
         elif not self._prepared:
