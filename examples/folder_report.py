@@ -327,10 +327,20 @@ def report_path(result: RunResult) -> Path:
     return result.run_dir.joinpath(*REPORT_NODE.parts, "report.md")
 
 
+def _reprise(command: str, result: RunResult) -> str:
+    """The ``reprise`` command line that does ``command`` on ``result``'s run root."""
+    root = result.run_dir.parent
+    option = "" if root.resolve() == Path("runs").resolve() else f" --run-root {root}"
+    return f"reprise {command}{option}"
+
+
 def _print_result(result: RunResult) -> None:
     print(f"run directory: {result.run_dir}")
     print(f"status:        {result.status.value}")
     print(f"report:        {report_path(result)}")
+    print(f"show:          {_reprise(f'show {result.run_id}', result)}")
+    print(f"trace:         {_reprise(f'trace {result.run_id}', result)}")
+    print(f"view:          {_reprise(f'view {result.run_id} --open', result)}")
 
 
 def node_origins(result: RunResult) -> dict[str, bool]:
@@ -356,7 +366,7 @@ def _print_rerun(result: RunResult) -> None:
         print(f"  > {path}")
     meta = json.loads((result.run_dir / ".trace" / "metadata.json").read_text())
     if meta.get("outcome_repo"):
-        print(f"compare outcomes: git -C {meta['outcome_repo']} diff run/{result.previous_run_id} run/{result.run_id}")
+        print(f"compare outcomes: {_reprise(f'diff {result.previous_run_id} {result.run_id}', result)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -289,7 +289,7 @@ def test_all_is_the_public_api(module_name: str) -> None:
 
 
 def test_every_other_module_is_private() -> None:
-    public = set(PUBLIC) | {"reprise.cli.__main__", "reprise.view.__main__", "reprise._version"}
+    public = set(PUBLIC) | {"reprise.cli.__main__", "reprise._version"}
     for info in pkgutil.walk_packages(reprise.__path__, "reprise."):
         parts = info.name.split(".")
         if info.name in public or any(p.startswith("_") for p in parts[1:]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -24,3 +25,8 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     first, second = proc.stdout.splitlines()
     assert first.startswith("completed 2 files, 5 words ")
     assert second == "3 nodes reused, 1 executed"
+    # As the README says, the command imports the file (its __main__ block does not run) and runs it.
+    command = [sys.executable, "-m", "reprise.cli", "run", "example.py:agent", "--input", "folder=notes", "--json"]
+    cli = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["data"]["outcome"] == "2 files, 5 words"

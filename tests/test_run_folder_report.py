@@ -167,3 +167,17 @@ def test_demo_rerun_lists_the_reused_nodes(tmp_path: Path) -> None:
     assert "folder_report.analyse.list" in reused
     assert all(p.startswith(("folder_report.analyse.overall", "folder_report.report")) for p in executed)
     assert len(executed) == 4
+
+
+def test_the_demo_says_how_to_look_at_its_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    assert folder_report.main(["--run-root", str(runs), "--then-rerun-from", "folder_report.analyse.overall"]) == 0
+    printed = capsys.readouterr().out
+    commands = [line.split(":", 1)[-1].strip() for line in printed.splitlines() if "reprise " in line]
+    kinds = sorted({c.split()[1] for c in commands})
+    assert kinds == ["diff", "show", "trace", "view"], printed
+    # Each one works as printed (--open aside: no browser here).
+    for command in commands:
+        args = [a for a in command.split()[1:] if a != "--open"]
+        proc = subprocess.run([sys.executable, "-m", "reprise.cli", *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (command, proc.stderr)

@@ -35,6 +35,7 @@ from reprise.run._journal import InFlight, in_flight
 from reprise.run._reading import read_run_jsonl, read_run_object
 from reprise.run._reused import ReusedNodes, linked_run_id
 from reprise.run._status import RunStatus
+from reprise.run._usage import cost_of, input_output_tokens
 from reprise.tracking import ALERTS_FILE, AlertLevel, parse_instant, read_alerts, read_metrics
 
 __all__ = ["Api", "ElementInfo", "OutcomeChange", "default_run_root"]
@@ -148,9 +149,11 @@ class Api:
         root: str | None = None,
         tags: Mapping[str, str] | None = None,
         limit: int | None = None,
+        experiments: bool = True,
     ) -> list[RunInfo]:
-        """The runs, newest first (a dead ``running`` run reads ``crashed``)."""
-        return self.index.runs(status=status, root=root, tags=tags, limit=limit)
+        """The runs, newest first (a dead ``running`` run reads ``crashed``); without
+        ``experiments``, those an experiment made are left out."""
+        return self.index.runs(status=status, root=root, tags=tags, limit=limit, experiments=experiments)
 
     def run(self, run_id: str) -> RunInfo:
         """One run; :class:`~reprise.errors.RunSetupError` if there is no such run."""
@@ -448,12 +451,8 @@ def _element(
     elif error:
         info.error = str(error)
     if is_node:
-        usage = result.get("usage")
-        if isinstance(usage, Mapping):
-            info.input_tokens = _num(usage.get("input_tokens"))
-            info.output_tokens = _num(usage.get("output_tokens"))
-        cost = _num(result.get("cost_usd"))
-        info.cost = cost if cost is not None else _num(result.get("cost"))
+        info.input_tokens, info.output_tokens = input_output_tokens(result)
+        info.cost = cost_of(result)
     return info
 
 
@@ -471,7 +470,7 @@ def _status_of(children: list[ElementInfo], missing: str) -> str:
 def _sum_usage(element: ElementInfo) -> tuple[float | None, float | None, float | None]:
     """Fill composites with the sums of the executed nodes below them."""
     if element.element_type == "node" or not element.children:
-        if element.reused:
+        if element.reused:  # it cost nothing in this run (reprise.run._usage)
             return None, None, None
         return element.input_tokens, element.output_tokens, element.cost
     totals: list[float | None] = [None, None, None]

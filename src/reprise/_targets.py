@@ -18,6 +18,7 @@ lock per process serialises the loading itself.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import re
@@ -68,13 +69,27 @@ def is_file_reference(module: str) -> bool:
 
 
 def attribute(module: ModuleType, attr: str, ref: str) -> Container:
-    """The (possibly dotted) attribute ``attr`` of ``module``, checked to be a definition."""
+    """The (possibly dotted) attribute ``attr`` of ``module``, checked to be a definition.
+
+    A missing name is reported against the module or file as ``ref`` wrote it (never the name a
+    file was loaded under), with the closest names it does have."""
+    where = ref.rpartition(":")[0]
     obj: Any = module
+    parent: Any = module
+    seen: list[str] = []
     for part in attr.split("."):
         try:
-            obj = getattr(obj, part)
+            obj, parent = getattr(obj, part), obj
         except AttributeError:
-            raise TargetError(f"{ref}: module {module.__name__!r} has no attribute {attr!r}") from None
+            owner = f"{where}:{'.'.join(seen)}" if seen else where
+            hint = _did_you_mean(part, obj, owner)
+            raise TargetError(f"{ref}: {owner} has no attribute {part!r}{hint}") from None
+        seen.append(part)
+    runnable = isinstance(obj, (AgentDefinition, FlowDefinition)) or (callable(obj) and not isinstance(obj, type))
+    if not runnable:
+        owner = f"{where}:{'.'.join(seen[:-1])}" if len(seen) > 1 else where
+        hint = _did_you_mean(None, parent, owner)
+        raise TargetError(f"{ref} is a {type(obj).__name__}, not a flow, an agent or a function{hint}")
     return as_container(obj, ref)
 
 
@@ -88,6 +103,20 @@ def as_container(obj: Any, ref: str) -> Container:
         except DefinitionError as exc:
             raise TargetError(f"{ref}: {exc.message}") from None
     raise TargetError(f"{ref} is a {type(obj).__name__}, not a flow, an agent or a function")
+
+
+def _did_you_mean(name: str | None, owner: object, label: str) -> str:
+    """``"; did you mean 'review'?"``: the definitions (else other public names) of ``owner``
+    closest to ``name``; with none close (or no name), the definitions ``owner`` has."""
+    names = [n for n in dir(owner) if not n.startswith("_")]
+    definitions = [n for n in names if isinstance(getattr(owner, n, None), (AgentDefinition, FlowDefinition))]
+    if name is not None:
+        close = difflib.get_close_matches(name, definitions, n=3) or difflib.get_close_matches(name, names, n=3)
+        if close:
+            return "; did you mean " + " or ".join(repr(n) for n in close) + "?"
+    if definitions:
+        return f"; the definitions in {label}: " + ", ".join(definitions[:10])
+    return ""
 
 
 def load_file_module(path: Path) -> ModuleType:

@@ -218,6 +218,26 @@ def log(metrics: Mapping[str, Any], step: int | None = None, *, run: RunContext 
     return step
 
 
+def record_measurement(node: NodeContext, name: str, value: float, attributes: Mapping[str, Any]) -> None:
+    """Keep a ``ctx.metric`` value in ``.trace/user_metrics.jsonl`` beside the ``reprise.log``
+    lines, so one reader (``reprise metrics``, :meth:`reprise.Api.metrics`) shows both.
+    Called by ``ctx.metric``; not part of the public API (not in ``__all__``).
+
+    The line has ``"step": null`` (a measurement takes no step of the run's ``reprise.log``
+    sequence) and the value's ``attributes``; the histogram point is the telemetry's business."""
+    ctx = node.run
+    record: dict[str, Any] = {
+        "timestamp": _now_iso(),
+        "run_id": ctx.require_run_dir().run_id,
+        "step": None,
+        "hierarchy_path": str(node.path),
+        "metrics": {name: value},
+    }
+    if attributes:
+        record["attributes"] = dict(attributes)
+    _append_line(ctx.require_run_dir().trace_dir / USER_METRICS_FILE, record)
+
+
 def _logger(tel: Any, node: NodeContext | None) -> Any:
     return node.logger if node is not None else tel.logger
 

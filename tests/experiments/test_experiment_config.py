@@ -174,8 +174,8 @@ def run_in_process(project: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -
         ),
         (
             ("configs/simulation.yaml", CONFIG.replace("examples.my_agent:run", "examples.my_agent:rnu")),
-            "configs/simulation.yaml: runner.target: target examples.my_agent:rnu: module 'examples.my_agent' "
-            "has no attribute 'rnu'",
+            "configs/simulation.yaml: runner.target: target examples.my_agent:rnu: examples.my_agent "
+            "has no attribute 'rnu'; did you mean 'run'?",
         ),
         (
             ("inputs/generated.yaml", GENERATED.replace("persona: expert_user", "persona: expert_user\n    tone: x")),

@@ -78,6 +78,8 @@ async def test_non_zero_exit_fails_fast_with_stderr(make_context: Callable[..., 
     assert info.value.path == "f.cmd"
     assert "exited with 2" in str(info.value) and "broken thing" in str(info.value)
     run_dir = info.value.result.run_dir  # type: ignore[attr-defined]
+    # Where it ran: by default the node's own directory in the run.
+    assert f"in {run_dir / 'f' / 'cmd'}" in str(info.value)
     result = json.loads((run_dir / "f" / "cmd" / "result.json").read_text())
     assert result["returncode"] == 2 and result["status"] == "failed"
     assert not (run_dir / "f" / "after" / "result.json").exists()

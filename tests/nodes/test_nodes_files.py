@@ -396,6 +396,7 @@ def test_contents_with_limits(project: Path) -> None:
 
 def test_gitignore_off_extra_ignores_and_max_files(project: Path) -> None:
     everything = analyze_folder(project, FolderAnalysisOptions(respect_gitignore=False))
+    assert analyze_folder(str(project)) == analyze_folder(project)  # a str works as well as a Path
     assert "debug.log" in {f.path for f in everything.files}
     assert "build/out.bin" in {f.path for f in everything.files}
     assert ".git/config" not in {f.path for f in everything.files}  # .git is always skipped

@@ -129,7 +129,7 @@ def test_cli_lists_ten_thousand_runs(big_root: tuple[Path, dict[str, str]]) -> N
     RunIndex(root).sync()
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "reprise.cli", "runs", "--json", "--run-root", str(root)],
+        [sys.executable, "-m", "reprise.cli", "runs", "--all", "--experiments", "--json", "--run-root", str(root)],
         capture_output=True,
         text=True,
         timeout=120,

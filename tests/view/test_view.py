@@ -1,5 +1,5 @@
 """The HTML view: the data read from real run directories and experiment folders, the page's
-escaping and content policy, and ``python -m reprise.view``. The browser tests are in
+escaping and content policy, and ``reprise view``. The browser tests are in
 test_view_browser.py."""
 
 from __future__ import annotations
@@ -486,24 +486,22 @@ def test_not_an_experiment_folder(tmp_path: Path) -> None:
 # -- the command and the module's surface ----------------------------------------------------------
 
 
-def test_python_m_reprise_view(tmp_path: Path) -> None:
+def test_reprise_view_command(tmp_path: Path) -> None:
     run_dir = run_demo(tmp_path)
     out = tmp_path / "out" / "page.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "reprise.view", str(run_dir), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+    def view_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "reprise.cli", "view", *args, "--run-root", str(run_dir.parent)]
+        return subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
+
+    done = view_cmd(run_dir.name, "-o", str(out))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(out)
+    assert done.stdout.strip() == f"wrote {out}"
     assert _model(out.read_text(), "reprise-run")["run"]["run_id"] == run_dir.name
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "reprise.view", str(tmp_path)], capture_output=True, text=True, check=False, cwd=tmp_path
-    )
-    assert bad.returncode == 1
-    assert "not a run directory" in bad.stderr
+    bad = view_cmd("run_20990101_000000_000000")
+    assert bad.returncode == 2
+    assert "run_20990101_000000_000000" in bad.stderr
 
 
 def test_all_names_public_api() -> None:
@@ -540,11 +538,10 @@ def test_run_view_data_has_metric_series_histograms_and_alerts(tmp_path: Path) -
     model = build_run_view_data(run_dir).model
     # reprise.log: numeric values by step; text values are not charted.
     assert model["metrics"]["series"] == {"loss": [[0, 10.0], [2, 9.0], [4, 8.0], [6, 7.0], [8, 6.0]]}
-    (hist,) = model["metrics"]["histograms"]
-    assert (hist["name"], hist["path"], hist["count"], hist["sum"], hist["min"], hist["max"]) == (
-        "width", "m.logged", 5, 10.0, 0.0, 4.0,
-    )  # fmt: skip
-    assert sum(hist["buckets"]) == 5 and len(hist["buckets"]) == len(hist["bounds"]) + 1
+    # ctx.metric: each value is kept in user_metrics.jsonl too (no step), so it is charted in the
+    # order recorded and its histogram is not shown a second time.
+    assert model["metrics"]["values"] == {"width": [[1.0, 0.0], [2.0, 1.0], [3.0, 2.0], [4.0, 3.0], [5.0, 4.0]]}
+    assert model["metrics"]["histograms"] == []
     (alert,) = model["alerts"]
     assert (alert["level"], alert["title"], alert["text"], alert["path"]) == ("error", "Halfway", "loss=5", "m.logged")
 
@@ -610,6 +607,7 @@ def test_values_without_a_step_are_charted_in_order(tmp_path: Path) -> None:
         for value in (0.5, 0.25):
             f.write(json.dumps({"timestamp": "2025-01-01T00:00:00Z", "step": None, "metrics": {"width": value}}) + "\n")
     metrics = build_run_view_data(run_dir).model["metrics"]
-    assert metrics["values"] == {"width": [[1.0, 0.5], [2.0, 0.25]]}
+    # The run's own two ctx.metric values first, then the two lines added.
+    assert metrics["values"] == {"width": [[1.0, 0.0], [2.0, 1.0], [3.0, 0.5], [4.0, 0.25]]}
     assert metrics["histograms"] == []
     assert list(metrics["series"]) == ["loss"]

@@ -6,7 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli._common import EXIT_OK, Output, UsageError, add_common, format_table, note_skipped, run_root_of
+from reprise.cli._common import (
+    EXIT_OK,
+    Output,
+    UsageError,
+    add_common,
+    add_level,
+    format_table,
+    level_name,
+    note_skipped,
+    run_root_of,
+)
 from reprise.errors import RunFileError
 
 __all__ = ["register"]
@@ -23,7 +33,7 @@ def register(subparsers: Any) -> None:
         "the newest alert seen.",
     )
     p.add_argument("--run", metavar="RUN_ID", help="only this run's alerts")
-    p.add_argument("--level", choices=("info", "warn", "error"), help="only alerts at or above this level")
+    add_level(p, "alerts")
     p.add_argument("--since", metavar="TIMESTAMP", help="only alerts after this instant (ISO 8601)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N alerts (the newest)")
     add_common(p)
@@ -31,8 +41,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "metrics",
-        help="metrics a run logged with reprise.log",
-        description="List the metrics a run logged (reprise.log), in order.",
+        help="metrics a run recorded with reprise.log or ctx.metric",
+        description="List the metrics a run recorded, in order: reprise.log lines (with their step) and "
+        "ctx.metric values (no step; their attributes in braces). Numbers are rounded to 4 significant "
+        "digits; --json gives them exactly.",
     )
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--name", metavar="METRIC", help="only lines holding this metric")
@@ -45,8 +57,10 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
 
     problems: list[RunFileError] = []
     try:
+        # Every alert is at least "debug": no filter.
+        level = None if args.level == "debug" else args.level
         alerts = Api(run_root_of(args)).alerts(
-            since=args.since, level=args.level, run=args.run, limit=args.limit, problems=problems
+            since=args.since, level=level, run=args.run, limit=args.limit, problems=problems
         )
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
@@ -58,7 +72,7 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
         rows = [
             [
                 a["timestamp"],
-                str(a.get("level", "")).upper(),
+                level_name(a.get("level")),
                 a.get("run_id", ""),
                 a.get("hierarchy_path") or "-",
                 str(a.get("title", "")) + (f": {a['text']}" if a.get("text") else ""),
@@ -69,6 +83,14 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
 
     out.emit(alerts, text)
     return EXIT_OK
+
+
+def _rounded(value: Any) -> str:
+    """A value as people read it: a float to 4 significant digits (``0.3142``, ``1.235e+06``),
+    anything else as JSON."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value, default=str)
 
 
 def _metrics(args: argparse.Namespace, out: Output) -> int:
@@ -85,8 +107,12 @@ def _metrics(args: argparse.Namespace, out: Output) -> int:
         for line in lines:
             metrics = line.get("metrics") or {}
             shown = {args.name: metrics.get(args.name)} if args.name else metrics
-            values = "  ".join(f"{k}={json.dumps(v, default=str)}" for k, v in shown.items())
-            rows.append([str(line.get("step", "")), line.get("hierarchy_path") or "-", values])
+            values = "  ".join(f"{k}={_rounded(v)}" for k, v in shown.items())
+            attributes = line.get("attributes")
+            if isinstance(attributes, dict) and attributes:
+                values += "  {" + ", ".join(f"{k}={_rounded(v)}" for k, v in attributes.items()) + "}"
+            step = line.get("step")
+            rows.append(["-" if step is None else str(step), line.get("hierarchy_path") or "-", values])
         return format_table(["STEP", "NODE", "METRICS"], rows)
 
     out.emit(lines, text)

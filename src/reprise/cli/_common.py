@@ -31,7 +31,10 @@ __all__ = [
     "EXIT_RUN_FAILED",
     "Output",
     "UsageError",
+    "LEVELS",
     "add_common",
+    "add_level",
+    "level_name",
     "check_run_root",
     "format_duration",
     "format_table",
@@ -54,6 +57,31 @@ Handler = Callable[[argparse.Namespace, "Output"], int]
 
 class UsageError(RepriseError):
     """The command line asks for something that cannot be done as written."""
+
+
+#: The level names of ``logs`` and ``alerts``, least serious first (``warn`` is read as ``warning``).
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def _level(text: str) -> str:
+    name = text.strip().lower()
+    return "warning" if name == "warn" else name
+
+
+def add_level(parser: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--level`` (``debug``, ``info``, ``warning`` or ``warn``, ``error``): one set of names
+    for every command that filters by level."""
+    parser.add_argument(
+        "--level",
+        type=_level,
+        choices=LEVELS,
+        help=f"only {what} at or above this level: {', '.join(LEVELS)} ('warn' works too)",
+    )
+
+
+def level_name(level: object) -> str:
+    """A stored level as the commands print it (``warn`` and ``WARNING`` read ``warning``)."""
+    return _level(str(level)) if level is not None else "-"
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
@@ -147,7 +175,8 @@ class Output:
     def fail(self, exc: BaseException, data: Any = None) -> None:
         """Report an error: one line on stderr, and an ``ok: false`` envelope with ``--json``."""
         message = str(exc) or type(exc).__name__
-        self.stderr.write(f"reprise {self.command}: error: {_one_line(message)}\n")
+        prog = f"reprise {self.command}" if self.command else "reprise"
+        self.stderr.write(f"{prog}: error: {_one_line(message)}\n")
         if self.json and not self.emitted:
             error: dict[str, Any] = {"type": type(exc).__name__, "message": _one_line(message)}
             if isinstance(exc, RepriseError):

@@ -276,8 +276,10 @@ def _execute(
 def _leave_abandoned_threads(out: Output) -> None:
     """After Ctrl-C, sync nodes still sleeping or blocked in worker threads were abandoned by the
     cancelled run (which is already recorded). Python would wait for them before exiting, for
-    as long as they take: exit now instead."""
+    as long as they take: exit now instead, saying which nodes they were running."""
     import threading
+
+    from reprise.dsl._node import NODE_THREAD_PREFIX
 
     busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     busy = [t for t in busy if t.name != "reprise-alert-webhook"]
@@ -286,7 +288,9 @@ def _leave_abandoned_threads(out: Output) -> None:
     from reprise.tracking import wait_for_webhooks
 
     wait_for_webhooks(timeout=5.0)  # alerts raised before Ctrl-C still go out
-    out.note(f"leaving {len(busy)} abandoned worker thread(s) behind")
+    nodes = sorted(t.name.removeprefix(NODE_THREAD_PREFIX) for t in busy if t.name.startswith(NODE_THREAD_PREFIX))
+    running = f", still running {', '.join(nodes)}" if nodes else ""
+    out.note(f"leaving {len(busy)} abandoned worker thread(s) behind{running}")
     for stream in (out.stdout, out.stderr):
         try:
             stream.flush()

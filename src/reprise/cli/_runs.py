@@ -11,8 +11,10 @@ from reprise.cli._common import (
     Output,
     UsageError,
     add_common,
+    add_level,
     format_duration,
     format_table,
+    level_name,
     note_skipped,
     run_root_of,
 )
@@ -36,7 +38,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag"
     )
-    p.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+    count = p.add_mutually_exclusive_group()
+    count.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (default 20)")
+    count.add_argument("--all", action="store_true", help="every run (no --limit)")
+    p.add_argument(
+        "--experiments",
+        action="store_true",
+        help="also list the runs experiments made (hidden by default; --tag experiment=NAME shows one's)",
+    )
     p.add_argument("--rebuild-index", action="store_true", help="rebuild the index from the run directories first")
     add_common(p)
     p.set_defaults(handler=_runs)
@@ -50,9 +59,18 @@ def register(subparsers: Any) -> None:
     add_common(p)
     p.set_defaults(handler=_show)
 
-    p = subparsers.add_parser("trace", help="a run's span tree", description="Show the spans of a run as a tree.")
+    p = subparsers.add_parser(
+        "trace",
+        help="a run's span tree",
+        description="Show the spans of a run as a tree, children in start order. --json lists every span.",
+    )
     p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--ascii", action="store_true", help="draw the tree with ASCII characters only")
+    p.add_argument(
+        "--ascii",
+        action="store_true",
+        help="draw the tree with ASCII characters only (chosen by itself where the terminal cannot show the box "
+        "characters)",
+    )
     p.add_argument(
         "--max-children", type=int, default=100, metavar="N", help="show at most N children per span (default 100)"
     )
@@ -63,7 +81,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("logs", help="a run's structured logs", description="Show a run's log lines.")
     p.add_argument("run_id", metavar="RUN_ID")
     p.add_argument("--node", metavar="PATH", help="only lines of this element and the elements below it")
-    p.add_argument("--level", choices=("debug", "info", "warning", "error"), help="only lines at or above this level")
+    add_level(p, "lines")
     add_common(p)
     p.set_defaults(handler=_logs)
 
@@ -106,7 +124,20 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("--limit must be >= 0")
     if args.rebuild_index:
         api.index.rebuild()
-    runs = api.runs(status=args.status, root=args.root, tags=_tags(args.tags), limit=args.limit)
+    from reprise.run._index import EXPERIMENT_TAG
+
+    tags = _tags(args.tags)
+    limit = None if args.all else args.limit
+    # One more than asked, to tell whether there are more.
+    runs = api.runs(
+        status=args.status,
+        root=args.root,
+        tags=tags,
+        limit=None if limit is None else limit + 1,
+        experiments=args.experiments or EXPERIMENT_TAG in tags,
+    )
+    more = limit is not None and len(runs) > limit
+    runs = runs[:limit]
     note_skipped(out, api.index.unreadable)
 
     def text() -> str:
@@ -117,15 +148,18 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
                 r.run_id,
                 r.status.value,
                 r.root_component_id,
+                r.tags.get(EXPERIMENT_TAG, ""),
                 _stamp(r.started_at),
                 format_duration(r.duration_s),
                 r.previous_run_id or "",
             ]
             for r in runs
         ]
-        return format_table(["RUN ID", "STATUS", "ROOT", "STARTED (UTC)", "DURATION", "FROM"], rows)
+        return format_table(["RUN ID", "STATUS", "ROOT", "EXPERIMENT", "STARTED (UTC)", "DURATION", "FROM"], rows)
 
     out.emit([r.to_json() for r in runs], text)
+    if more and not out.json:
+        out.note(f"(the newest {limit} shown: --limit N or --all for more)")
     return EXIT_OK
 
 
@@ -165,6 +199,8 @@ def _show(args: argparse.Namespace, out: Output) -> int:
             usage += f"; tokens in {_n(totals['input_tokens'])} out {_n(totals['output_tokens'])}"
         if totals["cost"] is not None:
             usage += f"; cost ${totals['cost']:.4f}"
+        if totals["reused"] and (totals["cost"] is not None or totals["input_tokens"] is not None):
+            usage += " (executed nodes only: reused ones cost nothing this time)"
         head.append(usage)
         rows: list[list[str]] = []
         _tree_rows(tree.to_json(), "", "", rows)
@@ -232,8 +268,18 @@ def _trace(args: argparse.Namespace, out: Output) -> int:
     if args.max_children < 1:
         raise UsageError("--max-children must be at least 1")
     max_children = None if args.all else args.max_children
-    out.emit(data, lambda: render_trace_tree(spans, ascii=args.ascii, max_children=max_children) or "(no spans)")
+    ascii_only = args.ascii or not _can_draw_boxes(out.stdout)
+    out.emit(data, lambda: render_trace_tree(spans, ascii=ascii_only, max_children=max_children) or "(no spans)")
     return EXIT_OK
+
+
+def _can_draw_boxes(stream: Any) -> bool:
+    """Whether ``stream``'s encoding has the box-drawing characters of the tree."""
+    try:
+        "└├│".encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 # -- logs ----------------------------------------------------------------------------------------
@@ -254,7 +300,7 @@ def _logs(args: argparse.Namespace, out: Output) -> int:
                 if k not in _LOG_NOISE
             )
             rendered.append(
-                f"{item.get('timestamp', '-')}  {item.get('level', '-')!s:<7}  {item.get('hierarchy_path', '-')}  "
+                f"{item.get('timestamp', '-')}  {level_name(item.get('level')):<7}  {item.get('hierarchy_path', '-')}  "
                 f"{item.get('event', '')}" + (f"  {extra}" if extra else "")
             )
         return "\n".join(rendered) if rendered else "(no log lines)"

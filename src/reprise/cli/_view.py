@@ -10,6 +10,7 @@ from typing import Any
 
 from reprise.cli._common import EXIT_OK, Output, UsageError, add_common, note_skipped, run_root_of
 from reprise.errors import RunFileError
+from reprise.view import DEFAULT_MAX_RUN_VIEWS
 
 __all__ = ["register"]
 
@@ -48,6 +49,13 @@ def register(subparsers: Any) -> None:
         nargs="+",
         metavar="RUN",
         help="compare two or more runs: metric curves overlaid, configs side by side, outcomes that differ",
+    )
+    p.add_argument(
+        "--max-run-views",
+        type=int,
+        default=DEFAULT_MAX_RUN_VIEWS,
+        metavar="N",
+        help=f"run pages an experiment's view writes at most, failed runs first (default {DEFAULT_MAX_RUN_VIEWS})",
     )
     p.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
@@ -109,7 +117,7 @@ def _view(args: argparse.Namespace, out: Output) -> int:
         base = Path(args.experiments_dir or os.environ.get("REPRISE_EXPERIMENTS_DIR") or "experiments").absolute()
         folder = ExperimentFolder.find(base, args.experiment)
         target = Path(args.output) if args.output else base / f"{folder.path.name}.html"
-        written = write_experiment_view(folder.path, target, run_root)
+        written = write_experiment_view(folder.path, target, run_root, max_run_views=args.max_run_views)
         data = {"experiment": folder.path.name, "experiment_dir": str(folder.path), "path": str(written.absolute())}
     if args.open:
         import webbrowser

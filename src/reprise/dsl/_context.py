@@ -99,7 +99,7 @@ class NodeContext(Protocol):
         ...
 
     def metric(self, name: str, value: float, **attributes: Any) -> None:
-        """Record a value of the user metric ``name``."""
+        """Record a value of the user metric ``name`` (a histogram point, and a line ``reprise metrics`` shows)."""
         ...
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> int:

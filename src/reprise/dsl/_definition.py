@@ -60,8 +60,16 @@ class DefinitionIndex:
         return self.elements.get(definition_path(path))
 
     def suggest(self, path: str, n: int = 3) -> list[str]:
-        """The valid paths closest to ``path``, for error messages."""
-        return difflib.get_close_matches(definition_path(path), list(self.elements), n=n, cutoff=0.4)
+        """The valid paths closest to ``path``, for error messages, as concrete paths that can be
+        pasted back: a loop's ``*`` takes the index ``path`` gave there, in order (``0`` where it
+        gave none)."""
+        close = difflib.get_close_matches(definition_path(path), list(self.elements), n=n, cutoff=0.4)
+        typed = [p for p in path.split(".") if p.isdigit()]
+        out = []
+        for suggestion in close:
+            indexes = iter(typed)
+            out.append(".".join(next(indexes, "0") if p == "*" else p for p in suggestion.split(".")))
+        return out
 
     def outline(self) -> dict[str, dict[str, str]]:
         """Each element's type (and node kind), by definition path: what a later re-run checks

@@ -18,6 +18,7 @@ A function may also take the node's context by declaring a parameter named ``ctx
 from __future__ import annotations
 
 import inspect
+import threading
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,11 @@ from reprise.errors import DefinitionError
 if TYPE_CHECKING:
     from reprise.dsl._context import NodeContext
 
-__all__ = ["FunctionNode", "Node", "NodeSettings", "node"]
+__all__ = ["NODE_THREAD_PREFIX", "FunctionNode", "Node", "NodeSettings", "node"]
+
+#: How a worker thread running a sync node is named while it runs: the prefix, then the node's
+#: hierarchy path.
+NODE_THREAD_PREFIX = "reprise node "
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -225,6 +230,17 @@ class FunctionNode(Node):
             kwargs[sig.ctx_param] = ctx
         return self.fn(**kwargs)
 
+    def _call_in_thread(self, input: BaseModel | None, ctx: NodeContext) -> Any:
+        # The worker thread carries the node's path while it runs, so a thread left behind by a
+        # cancelled run can say which node it is still running.
+        thread = threading.current_thread()
+        name = thread.name
+        thread.name = f"{NODE_THREAD_PREFIX}{ctx.path}"
+        try:
+            return self._call(input, ctx)
+        finally:
+            thread.name = name
+
     async def run(self, input: BaseModel | None, ctx: NodeContext) -> Any:
         if self._is_async:
             return await self._call(input, ctx)
@@ -233,7 +249,7 @@ class FunctionNode(Node):
 
             # A thread cannot be interrupted: on timeout or cancellation the node stops waiting
             # for it (and fails or is cancelled) while the thread runs to its end unobserved.
-            return await anyio.to_thread.run_sync(self._call, input, ctx, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(self._call_in_thread, input, ctx, abandon_on_cancel=True)
         result = self._call(input, ctx)
         if inspect.isawaitable(result):
             return await result

@@ -216,7 +216,7 @@ class CommandNode(ModelOutcomeNode):
                 start_new_session=True,
             )
         except OSError as exc:
-            raise NodeExecutionError(f"cannot start {args[0]!r}: {exc.strerror or exc}") from None
+            raise NodeExecutionError(f"cannot start {args[0]!r} in {cwd}: {exc.strerror or exc}") from None
         ctx.logger.info("command started", args=shown, cwd=str(cwd), pid=process.pid)
         timed_out = False
         try:
@@ -260,11 +260,13 @@ class CommandNode(ModelOutcomeNode):
         ctx.logger.info("command finished", returncode=returncode, duration_s=round(duration, 3), timed_out=timed_out)
         if timed_out:
             raise NodeExecutionError(
-                f"command {shown[0]!r} timed out after {self.timeout}s; its process group was killed"
+                f"command {shown[0]!r} (in {cwd}) timed out after {self.timeout}s; its process group was killed"
                 + _stderr_tail(result.stderr)
             )
         if self.check and returncode != 0:
-            raise NodeExecutionError(f"command {shown[0]!r} exited with {returncode}" + _stderr_tail(result.stderr))
+            raise NodeExecutionError(
+                f"command {shown[0]!r} exited with {returncode} in {cwd}" + _stderr_tail(result.stderr)
+            )
         return result
 
     def __repr__(self) -> str:

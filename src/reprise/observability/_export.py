@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace as trace_api
@@ -78,6 +79,19 @@ _NOT_ATTRIBUTES = frozenset({"event", "trace_id", "span_id", "timestamp", "level
 _RENAMED = {"run_id": "reprise.run_id", "hierarchy_path": "reprise.hierarchy_path", "exception": "exception.stacktrace"}
 
 
+def _timestamp_ns(iso: Any) -> int | None:
+    """Nanoseconds since the epoch of an ISO 8601 timestamp (``...Z``), ``None`` if not one."""
+    if not isinstance(iso, str):
+        return None
+    try:
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1_000
+
+
 def _attribute(value: Any) -> Any:
     if isinstance(value, (str, bool, int, float)):
         return value
@@ -110,7 +124,8 @@ class LiveLogs:
         level = str(event.get("level", method))
         self._logger.emit(
             LogRecord(
-                timestamp=time.time_ns(),
+                # When it was logged (a replayed run's lines are old), else now.
+                timestamp=_timestamp_ns(event.get("timestamp")) or time.time_ns(),
                 context=context,
                 severity_text=level.upper(),
                 severity_number=SeverityNumber(_SEVERITY.get(level, 9)),

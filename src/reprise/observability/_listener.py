@@ -31,4 +31,6 @@ class TelemetryListener:
 
     def run_finished(self, *, run: RunContext, status: RunStatus, error_msg: str | None) -> None:
         if self.telemetry is not None:
-            self.telemetry.finish(status, error_msg)
+            # The root span ends when the run's record says it ended (one duration everywhere).
+            duration = run.record.elapsed() if run.record is not None else None
+            self.telemetry.finish(status, error_msg, duration_s=duration)

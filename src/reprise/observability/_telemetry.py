@@ -647,8 +647,18 @@ class RunTelemetry:
         instrument.record(value, dict(attributes))
 
     # -- completion ------------------------------------------------------------------------
-    def finish(self, status: str, error_msg: str | None, *, before_close: Callable[[], None] | None = None) -> None:
+    def finish(
+        self,
+        status: str,
+        error_msg: str | None,
+        *,
+        before_close: Callable[[], None] | None = None,
+        duration_s: float | None = None,
+    ) -> None:
         """End the root span, write metrics, close every file. Idempotent.
+
+        ``duration_s``: the run's duration as its context fixed it; the root span ends that long
+        after it started, so the trace shows the run's one duration.
 
         ``before_close`` is called once the trace and metrics are written, while the log is
         still open (the run's outcome commit is waited for there), and the ``run finished`` log
@@ -663,7 +673,7 @@ class RunTelemetry:
             fields["error"] = error_msg
         try:
             try:
-                self._finish_trace_and_metrics(status, error_msg)
+                self._finish_trace_and_metrics(status, error_msg, duration_s)
                 if before_close is not None:
                     before_close()
             finally:
@@ -675,13 +685,14 @@ class RunTelemetry:
                 self._log_sink.close()
             self._shutdown_providers()
 
-    def _finish_trace_and_metrics(self, status: str, error_msg: str | None) -> None:
+    def _finish_trace_and_metrics(self, status: str, error_msg: str | None, duration_s: float | None) -> None:
         root = self.root_span
         if root is not None:
             root.set_attribute("reprise.status", status)
             if status == "failed":
                 root.set_status(Status(StatusCode.ERROR, error_msg or "failed"))
-            root.end()
+            start = getattr(root, "start_time", None)
+            root.end(None if duration_s is None or start is None else start + round(duration_s * 1e9))
             if self._listeners is not None:
                 self._notify_end(root, status)
         if self._metric_reader is not None:

@@ -244,6 +244,7 @@ class RunContext:
         assert record is not None and record.run_dir is run_dir
         self.status = status
         self.error_msg = error_msg
+        record.stop()  # the run's one duration, before the commit and the trace are finished
         recorded = False
 
         def listener_failed(name: str, exc: Exception) -> None:

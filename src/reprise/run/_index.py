@@ -34,9 +34,12 @@ from reprise.run._directory import METADATA_FILE, RUN_ID_PATTERN, RunDirectory, 
 from reprise.run._reading import read_run_json
 from reprise.run._status import RunStatus, process_alive
 
-__all__ = ["INDEX_FILE", "RunIndex", "RunInfo", "record_run"]
+__all__ = ["EXPERIMENT_TAG", "INDEX_FILE", "RunIndex", "RunInfo", "record_run"]
 
 INDEX_FILE = ".index.sqlite"
+#: The tag an experiment puts on each run it makes (its value: the experiment's name). Listings
+#: leave those runs out unless asked, so a hundred-input experiment does not bury the others.
+EXPERIMENT_TAG = "experiment"
 T = TypeVar("T")
 #: Bump when the table changes: an index with another version is dropped and rebuilt.
 SCHEMA_VERSION = 1
@@ -406,10 +409,12 @@ class RunIndex:
         root: str | None = None,
         tags: Mapping[str, str] | None = None,
         limit: int | None = None,
+        experiments: bool = True,
         sync: bool = True,
     ) -> list[RunInfo]:
         """The runs under the run root, newest first, filtered by status (``crashed`` included),
-        root component id and tags (every given tag must match).
+        root component id and tags (every given tag must match); without ``experiments``, the
+        runs an experiment made (those tagged :data:`EXPERIMENT_TAG`) are left out.
 
         If the index cannot be used at all (a read-only run root, a file system without the
         locks SQLite needs), the run directories are read directly: slower, same answer."""
@@ -428,6 +433,8 @@ class RunIndex:
         if root is not None:
             clauses.append("root_component_id = ?")
             params.append(root)
+        if not experiments:
+            clauses.append(f"json_extract(tags, '$.{EXPERIMENT_TAG}') IS NULL")
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY started_ts DESC, run_id DESC"
@@ -452,6 +459,8 @@ class RunIndex:
                 continue
             if tags and any(info.tags.get(k) != v for k, v in tags.items()):
                 continue
+            if not experiments and EXPERIMENT_TAG in info.tags:
+                continue  # read without the index: not filtered yet
             out.append(info)
             if limit is not None and len(out) >= limit:
                 break

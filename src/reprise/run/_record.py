@@ -9,7 +9,7 @@ record holds.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reprise._version import __version__
@@ -34,12 +34,13 @@ class MetadataRecord:
         record.finish(RunStatus.COMPLETED)                              # final: written once more
     """
 
-    __slots__ = ("_started", "metadata", "run_dir")
+    __slots__ = ("_duration", "_started", "metadata", "run_dir")
 
     def __init__(self, run_dir: RunDirectory, metadata: RunMetadata) -> None:
         self.run_dir = run_dir
         self.metadata = metadata
         self._started: float | None = None
+        self._duration: float | None = None
 
     @classmethod
     def start(
@@ -79,8 +80,19 @@ class MetadataRecord:
         return cls(run_dir, run_dir.read_metadata())
 
     def elapsed(self) -> float | None:
-        """Seconds since :meth:`start` (``None`` for a record :meth:`load` read)."""
+        """Seconds since :meth:`start`, or the run's duration once :meth:`stop` fixed it
+        (``None`` for a record :meth:`load` read)."""
+        if self._duration is not None:
+            return self._duration
         return None if self._started is None else time.perf_counter() - self._started
+
+    def stop(self) -> float | None:
+        """Fix the run's duration now, when it completes and before its outcomes are committed
+        and its trace finished: the one figure the metadata, the commit message, the trace's
+        root span and every reader show. Later calls return the same figure."""
+        if self._duration is None and self._started is not None:
+            self._duration = round(time.perf_counter() - self._started, 6)
+        return self._duration
 
     def set(self, **fields: Any) -> None:
         """Set fields of the record (extra ones are kept), without writing it."""
@@ -105,7 +117,12 @@ class MetadataRecord:
         meta = self.metadata
         meta.status = status
         meta.error_msg = error_msg
-        meta.ended_at = ended_at or now_iso()
         elapsed = self.elapsed()
         meta.duration_s = duration_s if duration_s is not None or elapsed is None else round(elapsed, 6)
+        if ended_at is None and self._duration is not None:
+            # The end the duration says, so ended_at - started_at is the run's duration.
+            started = datetime.fromisoformat(meta.started_at.replace("Z", "+00:00"))
+            ended_at = (started + timedelta(seconds=self._duration)).isoformat(timespec="microseconds")
+            ended_at = ended_at.replace("+00:00", "Z")
+        meta.ended_at = ended_at or now_iso()
         self.write()

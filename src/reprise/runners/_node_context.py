@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 __all__ = ["ExecutorNodeContext"]
 
 
+#: Names of the metrics the AI model node records on every call; they stay histograms only.
+_INSTRUMENTATION_PREFIXES = ("gen_ai.", "ai.cost_usd")
+
+
 class ExecutorNodeContext:
     """Handed to a node that takes a ``ctx`` parameter; implements the DSL's ``NodeContext``."""
 
@@ -180,16 +184,25 @@ class ExecutorNodeContext:
         return repo_path
 
     def metric(self, name: str, value: float, **attributes: Any) -> None:
-        """Record a value of the user metric ``name`` (exported to ``.trace/metrics.jsonl``).
+        """Record a value of the user metric ``name``: a histogram point (exported to
+        ``.trace/metrics.jsonl``) and a line in ``.trace/user_metrics.jsonl``, where
+        ``reprise metrics`` shows it beside the ``reprise.log`` lines.
 
-        Values are tagged with the node's *definition* path (loop indexes as ``*``), so a loop of
-        10,000 iterations makes one metric series, not 10,000."""
+        Histogram points are tagged with the node's *definition* path (loop indexes as ``*``),
+        so a loop of 10,000 iterations makes one metric series, not 10,000."""
+        from reprise.tracking import record_measurement
+
         tel = self.run.telemetry
         if tel is not None:
             from reprise.dsl._definition import definition_path
 
             attrs = {"reprise.definition_path": definition_path(self.path), **attributes}
             tel.user_metric(name, value, attrs, path=str(self.path))
+        # After the telemetry accepted it: a refused name or value is an error, never a line.
+        # The AI model node's per-call figures (OpenTelemetry's gen_ai conventions) are for
+        # backends; `reprise metrics` shows what the flow's author recorded.
+        if not name.startswith(_INSTRUMENTATION_PREFIXES):
+            record_measurement(self, name, value, attributes)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> int:
         """Record user metrics at ``step`` (see :func:`reprise.log`); returns the step."""

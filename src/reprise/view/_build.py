@@ -30,6 +30,7 @@ from reprise.run._journal import InFlight, in_flight
 from reprise.run._reading import read_run_json, read_run_jsonl, read_run_object, run_file_error
 from reprise.run._reused import ReusedNodes
 from reprise.run._status import RunStatus
+from reprise.run._usage import cost_of, tokens_of
 from reprise.view._metrics import read_run_alerts, read_run_metrics
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "RunViewData", "build_run_view_data", "cost_of", "tokens_of"]
@@ -125,72 +126,6 @@ def _epoch_ms(iso: Any) -> float | None:
 
 def _index_key(name: str) -> tuple[int, str]:
     return (int(name), "") if name.isdigit() else (-1, name)
-
-
-# -- tokens and cost ------------------------------------------------------------------------
-
-_TOKEN_TOTALS = ("total_tokens", "total", "tokens")
-_TOKEN_PARTS = ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens")
-_COST_KEYS = ("total", "total_cost", "usd", "total_usd", "amount", "cost")
-
-
-def tokens_of(result: Mapping[str, Any]) -> float | None:
-    """The token count a ``result.json`` records, if any.
-
-    Reads ``tokens`` (a number or a mapping like ``usage``) and ``usage``: its ``total_tokens``
-    (or ``total``), else the sum of ``input_tokens``/``output_tokens`` (or ``prompt_``/
-    ``completion_tokens``). A list of such mappings (one per model call) is summed."""
-    for key in ("tokens", "usage"):
-        found = _token_count(result.get(key))
-        if found is not None:
-            return found
-    return None
-
-
-def _token_count(value: Any) -> float | None:
-    number = _num(value)
-    if number is not None:
-        return number
-    if isinstance(value, Mapping):
-        for key in _TOKEN_TOTALS:
-            number = _num(value.get(key))
-            if number is not None:
-                return number
-        parts = [n for n in (_num(value.get(k)) for k in _TOKEN_PARTS) if n is not None]
-        return sum(parts) if parts else None
-    if isinstance(value, list):
-        counts = [n for n in (_token_count(v) for v in value) if n is not None]
-        return sum(counts) if counts else None
-    return None
-
-
-def cost_of(result: Mapping[str, Any]) -> float | None:
-    """The cost a ``result.json`` records, if any: ``cost`` (a number, or a mapping with
-    ``total``/``total_cost``/``usd``/``total_usd``/``amount``), else ``cost_usd``, else a
-    ``cost`` inside ``usage``."""
-    for value in (result.get("cost"), result.get("cost_usd")):
-        found = _cost_amount(value)
-        if found is not None:
-            return found
-    usage = result.get("usage")
-    if isinstance(usage, Mapping):
-        return _cost_amount(usage.get("cost"))
-    return None
-
-
-def _cost_amount(value: Any) -> float | None:
-    number = _num(value)
-    if number is not None:
-        return number
-    if isinstance(value, Mapping):
-        for key in _COST_KEYS:
-            number = _num(value.get(key))
-            if number is not None:
-                return number
-    if isinstance(value, list):
-        amounts = [n for n in (_cost_amount(v) for v in value) if n is not None]
-        return sum(amounts) if amounts else None
-    return None
 
 
 # -- the trace ------------------------------------------------------------------------------
@@ -587,19 +522,27 @@ class _Builder:
             i = stack.pop()
             order.append(i)
             stack.extend(self.elements[i].get("ch", []))
+        # What each element adds to its parent's tokens and cost: a reused node shows its own
+        # figures but adds nothing (reprise.run._usage: totals count what executed in this run).
+        counted: dict[int, dict[str, float]] = {}
         for i in reversed(order):
             e = self.elements[i]
-            kids = [self.elements[c] for c in e.get("ch", []) if self.elements[c]["t"] != "span"]
+            kid_ids = [c for c in e.get("ch", []) if self.elements[c]["t"] != "span"]
+            kids = [self.elements[c] for c in kid_ids]
             if e["t"] == "node":
                 e["nn"], e["nf"], e["nr"] = 1, int(e["s"] == "failed"), int(bool(e.get("r")))
+                counted[i] = {} if e.get("r") else {k: e[k] for k in ("tk", "c") if k in e}
             else:
                 e["nn"] = sum(k.get("nn", 0) for k in kids)
                 e["nf"] = sum(k.get("nf", 0) for k in kids)
                 e["nr"] = sum(k.get("nr", 0) for k in kids)
+                sums: dict[str, float] = {}
                 for key in ("tk", "c"):
-                    values = [k[key] for k in kids if key in k]
+                    values = [counted[c][key] for c in kid_ids if key in counted.get(c, {})]
                     if values:
-                        e[key] = sum(values)
+                        sums[key] = sum(values)
+                        e[key] = sums[key]
+                counted[i] = sums
                 if not e["s"]:
                     statuses = [k["s"] for k in kids if k["s"]]
                     if statuses:

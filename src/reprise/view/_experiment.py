@@ -20,7 +20,8 @@ from typing import Any
 
 from reprise.errors import RepriseError
 from reprise.experiments._folder import INPUTS_FILE
-from reprise.view._build import _clip, _num, _read_json, cost_of, tokens_of
+from reprise.run._usage import cost_of, tokens_of
+from reprise.view._build import _clip, _num, _read_json
 
 __all__ = ["SUCCESS_STATUSES", "build_experiment_view_data"]
 

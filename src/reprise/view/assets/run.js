@@ -94,6 +94,8 @@
     if (RUN.reused) add("reused", String(RUN.reused));
     add("tokens", fmtTokens(RUN.tokens));
     add("cost", fmtCost(RUN.cost));
+    // The totals of `reprise show`: nodes that executed in this run.
+    if (RUN.reused && (RUN.tokens != null || RUN.cost != null)) meta.push(h("span", { text: "(reused nodes not counted)" }));
     add("host", RUN.host);
     if (M.alerts && M.alerts.length) add("alerts", String(M.alerts.length));
     for (const [k, v] of Object.entries(RUN.tags || {})) add(k, String(v));
@@ -459,8 +461,8 @@
       ["nodes", String(RUN.nodes)],
       ["failed", RUN.failed ? String(RUN.failed) : "0"],
       ["reused", RUN.reused ? String(RUN.reused) : "0"],
-      ["tokens", fmtTokens(RUN.tokens)],
-      ["cost", fmtCost(RUN.cost)],
+      ["tokens", fmtTokens(RUN.tokens) + (RUN.reused && RUN.tokens != null ? " (reused nodes not counted)" : "")],
+      ["cost", fmtCost(RUN.cost) + (RUN.reused && RUN.cost != null ? " (reused nodes not counted)" : "")],
       ["re-run of", RUN.previous_run_id ? runRef(RUN.previous_run_id) : ""],
       ["start path", RUN.start_hierarchy_path],
       ["reprise", RUN.version],
