@@ -14,6 +14,7 @@ or by hand, as a context manager that records ``completed``, ``failed`` or ``can
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from reprise.dsl.definition import DefinitionIndex
 from reprise.dsl.node import validation_summary
 from reprise.dsl.paths import HierarchyPath, validate_id
 from reprise.errors import DefinitionError, RepriseError, RunSetupError, StaticInputError
+from reprise.run._names import check_project, check_run_name, generate_run_name
 from reprise.run.current import enter_scope, exit_scope
 from reprise.run.directory import (
     INITIAL_INPUTS_FILE,
@@ -39,7 +41,7 @@ from reprise.run.directory import (
     pid_info,
 )
 from reprise.run.files import json_problem, read_json, write_json_atomic
-from reprise.run.index import record_run
+from reprise.run.index import RunIndex, record_run
 from reprise.run.outcome_repo import (
     COMMITTED_FILE,
     OutcomeFile,
@@ -87,6 +89,11 @@ class RunContext:
             (cheap; the re-run then depends on that run's directory). ``"copy"``: a directory of
             hard links to its files and its own ``result.json`` (self-contained: to archive or
             ship a run). See docs/reruns.md.
+        name: the run's name, unique within its project under the run root; default: a fresh
+            one such as ``hungry-brownie-557``.
+        project: the project the run belongs to (default: the root component id).
+        config: the run's configuration (hyperparameters, settings): a mapping, a dataclass or
+            a pydantic model, stored as JSON in the metadata and the run index.
     """
 
     def __init__(
@@ -102,6 +109,9 @@ class RunContext:
         tags: Mapping[str, str] | None = None,
         outcome_repo: OutcomeSettings | bool = True,
         reused_nodes: str = "link",
+        name: str | None = None,
+        project: str | None = None,
+        config: Mapping[str, Any] | BaseModel | Any = None,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
@@ -119,6 +129,11 @@ class RunContext:
         self.reused_nodes = reused_nodes
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
+        #: The project (``None``: the root component id) and name; the name is drawn by
+        #: :meth:`setup_run` when none is given.
+        self.project = check_project(project) if project is not None else None
+        self.name = check_run_name(name) if name is not None else None
+        self.config = _config_json(config)
 
         self.run_dir: RunDirectory | None = None
         self.telemetry: RunTelemetry | None = None
@@ -184,6 +199,7 @@ class RunContext:
             # Fails early, before a directory is made, if the previous run does not exist.
             RunDirectory.find(self.run_root, self.previous_run_id)
         initial_inputs = self._initial_inputs_json()  # refused before a directory is made
+        self.name = self._free_name()
         run_dir = RunDirectory.create(self.run_root, run_id_prefix, rerun=self.is_rerun)
         self.run_dir = run_dir
         self._started = time.perf_counter()
@@ -200,6 +216,9 @@ class RunContext:
             start_hierarchy_path=str(self.start_hierarchy_path) if self.start_hierarchy_path else None,
             reprise_version=__version__,
             tags=self.tags,
+            name=self.name,
+            project=self.project,
+            config=self.config,
         )
         run_dir.write_metadata(self._metadata)
         record_run(run_dir, self._metadata)  # the run root's index; never fails the run
@@ -217,6 +236,25 @@ class RunContext:
         if self.outcome_settings.enabled:
             self._completion_hooks.append(_commit_outcomes)
         return run_dir
+
+    def _free_name(self) -> str:
+        """The run's name: the one given, refused if a run of the project already has it; else
+        a fresh one no run of the project has."""
+        project = self.project or self.root_component_id
+        index = RunIndex(self.run_root) if self.run_root.is_dir() else None
+        if self.name is not None:
+            if index is not None and index.name_taken(project, self.name):
+                taken = index.runs(project=project, name=self.name, limit=1)[0].run_id
+                raise RunSetupError(
+                    f"a run named {self.name!r} already exists in project {project!r} ({taken}): "
+                    "names are unique within a project"
+                )
+            return self.name
+        for _ in range(20):
+            name = generate_run_name()
+            if index is None or not index.name_taken(project, name, sync=False):
+                return name
+        raise RunSetupError(f"could not draw a free run name in project {project!r}")  # pragma: no cover
 
     @property
     def outcome_repository(self) -> OutcomeRepository | None:
@@ -501,6 +539,35 @@ def _utf8_path(path: Path, what: str) -> Path:
     return path
 
 
+def _config_json(config: Any) -> dict[str, Any] | None:
+    """A run's config as the JSON object its metadata holds; a :class:`RunSetupError` naming
+    the key whose value JSON cannot hold as it is."""
+    if config is None:
+        return None
+    if isinstance(config, BaseModel):
+        data = config.model_dump(mode="json")
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        data = dataclasses.asdict(config)
+    elif isinstance(config, Mapping):
+        data = dict(config)
+    else:
+        raise RunSetupError(
+            f"a run's config must be a mapping, a dataclass or a pydantic model, got {type(config).__name__}"
+        )
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise RunSetupError(f"config key {key!r}: keys must be strings")
+        problem = json_problem(value)
+        if problem is not None:
+            where, what = problem
+            raise RunSetupError(f"config[{key!r}]{where}: {what}")
+    try:
+        result: dict[str, Any] = _jsonable(data)
+    except PydanticSerializationError as exc:
+        raise RunSetupError(f"the config cannot be written as JSON: {exc}") from None
+    return result
+
+
 def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     """Completion hook: commit the run's outcomes to ``run/<run_id>``. A failure to commit is
     recorded in the metadata and logged; it does not change the run's status.
@@ -524,9 +591,7 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     stream, ctx.outcome_stream = ctx.outcome_stream, None
     try:
         if ctx.outcome_paths is not None:
-            files = listed_outcome_files(
-                run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes
-            )
+            files = listed_outcome_files(run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes)
         else:
             files = collect_outcome_files(
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
