@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from reprise.run.reused import ReusedNodes, linked_run_id
 from reprise.run.status import RunStatus
 from reprise.tracking import ALERTS_FILE, AlertLevel, parse_instant, read_alerts, read_metrics
 
-__all__ = ["Api", "ElementInfo", "OutcomeChange", "default_run_root"]
+__all__ = ["Api", "ElementInfo", "OutcomeChange", "RunRecord", "default_run_root"]
 
 _LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 _SKIP_TOP = {".trace", "static_inputs"}
@@ -133,6 +133,35 @@ class OutcomeChange:
         return out
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord(RunInfo):
+    """A run as :meth:`Api.runs` returns it: its listing (``run_id``, ``name``, ``project``,
+    ``config``, ``status``...) and what it recorded, read on demand::
+
+        for run in Api().runs("cifar10-hparam-search"):
+            errors = [a for a in run.alerts() if a["level"] == "error"]
+            print(run.name, run.config["learning_rate"], len(errors))
+    """
+
+    @classmethod
+    def of(cls, info: RunInfo) -> RunRecord:
+        """The record of ``info``."""
+        return cls(**{name: getattr(info, name) for name in _INFO_FIELDS})
+
+    def alerts(
+        self, *, since: str | datetime | float | None = None, level: AlertLevel | str | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's alerts strictly after ``since``, at or above ``level``, newest first."""
+        return Api(self.run_root).alerts(since=since, level=level, run=self.run_id)
+
+    def metrics(self, name: str | None = None) -> list[dict[str, Any]]:
+        """What the run logged with ``reprise.log``, in order (only lines holding ``name``)."""
+        return Api(self.run_root).metrics(self.run_id, name=name)
+
+
+_INFO_FIELDS = tuple(f.name for f in fields(RunInfo))
+
+
 class Api:
     """Read access to the runs under one run root (see the module docstring)."""
 
@@ -143,22 +172,34 @@ class Api:
     # -- runs ------------------------------------------------------------------------------
     def runs(
         self,
+        project: str | None = None,
         *,
         status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         root: str | None = None,
         tags: Mapping[str, str] | None = None,
         limit: int | None = None,
-    ) -> list[RunInfo]:
-        """The runs, newest first (a dead ``running`` run reads ``crashed``)."""
-        return self.index.runs(status=status, root=root, tags=tags, limit=limit)
+        name: str | None = None,
+    ) -> list[RunRecord]:
+        """The runs (of ``project``, if given), newest first (a dead ``running`` run reads
+        ``crashed``)."""
+        infos = self.index.runs(status=status, root=root, tags=tags, limit=limit, project=project, name=name)
+        return [RunRecord.of(info) for info in infos]
 
-    def run(self, run_id: str) -> RunInfo:
-        """One run; :class:`~reprise.errors.RunSetupError` if there is no such run."""
-        return self.index.get(run_id)
+    def resolve(self, run: str, *, project: str | None = None) -> str:
+        """The id of the run ``run`` names: a run id, a run name, ``latest`` (also ``-1``;
+        ``-2`` the run before...), or a unique prefix of a run id or name; of ``project`` if
+        given. :class:`~reprise.errors.RunSetupError` for an unknown or ambiguous reference
+        (the candidates listed)."""
+        return self.index.resolve(run, project=project).run_id
 
-    def run_dir(self, run_id: str) -> RunDirectory:
-        """The directory of run ``run_id`` (checked to exist)."""
-        return RunDirectory.find(self.run_root, run_id)
+    def run(self, run: str, *, project: str | None = None) -> RunRecord:
+        """One run (``run`` as :meth:`resolve` takes it); :class:`~reprise.errors.RunSetupError`
+        if there is no such run."""
+        return RunRecord.of(self.index.resolve(run, project=project))
+
+    def run_dir(self, run: str) -> RunDirectory:
+        """The directory of the run ``run`` names (see :meth:`resolve`)."""
+        return RunDirectory.find(self.run_root, self.resolve(run))
 
     def metadata(self, run_id: str) -> dict[str, Any]:
         """The run's whole ``.trace/metadata.json`` (extra fields included), with ``status``
@@ -200,21 +241,26 @@ class Api:
 
     def alerts(
         self,
+        project: str | None = None,
         *,
         since: str | datetime | float | None = None,
         level: AlertLevel | str | None = None,
         run: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Alerts strictly after ``since``, at or above ``level``, of one run or of every run;
-        newest first. ``since`` is an instant: ``...Z``, ``...+02:00`` and naive (UTC)
-        timestamps all compare correctly."""
+        """Alerts strictly after ``since``, at or above ``level``, of one run (a reference as
+        :meth:`resolve` takes it, within ``project`` if given), of every run of ``project``, or
+        of every run; newest first. ``since`` is an instant: ``...Z``, ``...+02:00`` and naive
+        (UTC) timestamps all compare correctly::
+
+            api.alerts("cifar10-hparam-search", run="run-lr0.001-bs64", since=last_check)
+        """
         after = parse_instant(since) if since is not None else None
         min_level = AlertLevel.parse(level) if level is not None else None
         if run is not None:
-            dirs = [self.run_dir(run).path]
+            dirs = [self.run_root / self.resolve(run, project=project)]
         else:
-            dirs = [info.run_dir for info in self.index.runs()]
+            dirs = [info.run_dir for info in self.index.runs(project=project)]
         threshold = after.timestamp() if after is not None else None
         found: list[tuple[datetime, dict[str, Any]]] = []
         for directory in dirs:
@@ -269,6 +315,7 @@ class Api:
         (``values`` also reads each changed ``outcome.json`` before and after)."""
         from reprise.run.outcome_repo import OutcomeRepository
 
+        run_a, run_b = self.resolve(run_a), self.resolve(run_b)
         repos = []
         for run_id in (run_a, run_b):
             meta = self.run_dir(run_id).read_metadata()
