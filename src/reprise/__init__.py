@@ -9,6 +9,7 @@
                                          initial_inputs={"n": 21})).run_sync()
 """
 
+from reprise._active_run import Run, active_run, finish, init
 from reprise._version import __version__
 from reprise.api import Api
 from reprise.dsl import (
@@ -67,6 +68,7 @@ __all__ = [
     "RunCancelledError",
     "RunContext",
     "RunDirectory",
+    "Run",
     "RunFailedError",
     "RunResult",
     "RunSetupError",
@@ -76,7 +78,10 @@ __all__ = [
     "TemplateError",
     "Var",
     "__version__",
+    "active_run",
     "alert",
+    "finish",
+    "init",
     "log",
     "node",
 ]
