@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, format_table, run_root_of
+from reprise.cli.common import EXIT_OK, RUN_HELP, Output, UsageError, add_common, format_table, resolve_run, run_root_of
 
 __all__ = ["register"]
 
@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
         "2025-06-15T14:30:00 (taken as UTC) name the same instant. To poll, pass the timestamp of "
         "the newest alert seen.",
     )
-    p.add_argument("--run", metavar="RUN_ID", help="only this run's alerts")
+    p.add_argument("--run", metavar="RUN", help=f"only this run's alerts: {RUN_HELP}")
     p.add_argument("--level", choices=("info", "warn", "error"), help="only alerts at or above this level")
     p.add_argument("--since", metavar="TIMESTAMP", help="only alerts after this instant (ISO 8601)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N alerts (the newest)")
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         help="metrics a run logged with reprise.log",
         description="List the metrics a run logged (reprise.log), in order.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     p.add_argument("--name", metavar="METRIC", help="only lines holding this metric")
     add_common(p)
     p.set_defaults(handler=_metrics)
@@ -42,8 +42,9 @@ def register(subparsers: Any) -> None:
 def _alerts(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
+    run = resolve_run(args, args.run) if args.run is not None else None
     try:
-        alerts = Api(run_root_of(args)).alerts(since=args.since, level=args.level, run=args.run, limit=args.limit)
+        alerts = Api(run_root_of(args)).alerts(since=args.since, level=args.level, run=run, limit=args.limit)
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
 
@@ -69,7 +70,7 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
 def _metrics(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
-    lines = Api(run_root_of(args)).metrics(args.run_id, name=args.name)
+    lines = Api(run_root_of(args)).metrics(resolve_run(args, args.run_id), name=args.name)
 
     def text() -> str:
         if not lines:

@@ -6,7 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, format_duration, format_table, run_root_of
+from reprise.cli.common import (
+    EXIT_OK,
+    RUN_HELP,
+    Output,
+    UsageError,
+    add_common,
+    format_duration,
+    format_table,
+    resolve_run,
+    run_root_of,
+)
 
 __all__ = ["register"]
 
@@ -36,18 +46,18 @@ def register(subparsers: Any) -> None:
         help="a run's element tree: status, duration, reuse, tokens and cost",
         description="Show a run and its element tree from the result.json files in its directory.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     add_common(p)
     p.set_defaults(handler=_show)
 
     p = subparsers.add_parser("trace", help="a run's span tree", description="Show the spans of a run as a tree.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     p.add_argument("--ascii", action="store_true", help="draw the tree with ASCII characters only")
     add_common(p)
     p.set_defaults(handler=_trace)
 
     p = subparsers.add_parser("logs", help="a run's structured logs", description="Show a run's log lines.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     p.add_argument("--node", metavar="PATH", help="only lines of this element and the elements below it")
     p.add_argument("--level", choices=("debug", "info", "warning", "error"), help="only lines at or above this level")
     add_common(p)
@@ -58,8 +68,8 @@ def register(subparsers: Any) -> None:
         help="which outcomes changed between two runs",
         description="Compare two runs' outcome branches in the git outcome repository.",
     )
-    p.add_argument("run_a", metavar="RUN_A")
-    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("run_a", metavar="RUN_A", help=RUN_HELP)
+    p.add_argument("run_b", metavar="RUN_B", help=RUN_HELP)
     p.add_argument("--values", action="store_true", help="also show each changed outcome before and after")
     add_common(p)
     p.set_defaults(handler=_diff)
@@ -117,9 +127,10 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
 # -- show ----------------------------------------------------------------------------------------
 def _show(args: argparse.Namespace, out: Output) -> int:
     api = _api(args)
-    info = api.run(args.run_id)
-    meta = api.metadata(args.run_id)
-    tree = api.elements(args.run_id)
+    run_id = resolve_run(args, args.run_id)
+    info = api.run(run_id)
+    meta = api.metadata(run_id)
+    tree = api.elements(run_id)
     nodes = [e for e in tree.walk() if e.element_type == "node"]
     totals = {
         "nodes": len(nodes),
@@ -191,11 +202,11 @@ def _tree_rows(element: dict[str, Any], prefix: str, connector: str, rows: list[
 def _trace(args: argparse.Namespace, out: Output) -> int:
     from reprise.observability.view import read_spans, render_trace_tree
 
-    run = _api(args).run_dir(args.run_id)
+    run = _api(args).run_dir(resolve_run(args, args.run_id))
     try:
         spans = read_spans(run.path)
     except FileNotFoundError:
-        raise UsageError(f"run {args.run_id} has no trace (tracing was off)") from None
+        raise UsageError(f"run {run.run_id} has no trace (tracing was off)") from None
     data = [
         {
             "trace_id": s.trace_id,
@@ -220,7 +231,7 @@ _LOG_NOISE = {"timestamp", "level", "event", "run_id", "hierarchy_path", "trace_
 
 
 def _logs(args: argparse.Namespace, out: Output) -> int:
-    lines = _api(args).logs(args.run_id, node=args.node, level=args.level)
+    lines = _api(args).logs(resolve_run(args, args.run_id), node=args.node, level=args.level)
 
     def text() -> str:
         rendered = []
@@ -242,11 +253,12 @@ def _logs(args: argparse.Namespace, out: Output) -> int:
 
 # -- diff ----------------------------------------------------------------------------------------
 def _diff(args: argparse.Namespace, out: Output) -> int:
-    changes = _api(args).diff(args.run_a, args.run_b, values=args.values)
+    run_a, run_b = resolve_run(args, args.run_a), resolve_run(args, args.run_b)
+    changes = _api(args).diff(run_a, run_b, values=args.values)
 
     def text() -> str:
         if not changes:
-            return f"no outcome changed between {args.run_a} and {args.run_b}"
+            return f"no outcome changed between {run_a} and {run_b}"
         lines = []
         for c in changes:
             lines.append(f"{c.status}  {c.hierarchy_path or c.path}" + ("" if c.hierarchy_path else "  (file)"))

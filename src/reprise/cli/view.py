@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reprise.cli.common import EXIT_OK, Output, UsageError, add_common, run_root_of
+from reprise.cli.common import EXIT_OK, RUN_HELP, Output, UsageError, add_common, resolve_run, run_root_of
 
 __all__ = ["register"]
 
@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
         "to <run root>/.views/<RUN_ID>.html unless -o says otherwise; views in one folder link the runs "
         "of a lineage to each other.",
     )
-    p.add_argument("run_id", metavar="RUN_ID", nargs="?", help="the run to show")
+    p.add_argument("run_id", metavar="RUN", nargs="?", help=f"the run to show: {RUN_HELP}")
     p.add_argument("--experiment", metavar="NAME", help="show an experiment (its name, folder name or folder path)")
     p.add_argument(
         "--experiments-dir",
@@ -36,13 +36,13 @@ def register(subparsers: Any) -> None:
 
 def _view(args: argparse.Namespace, out: Output) -> int:
     if (args.run_id is None) == (args.experiment is None):
-        raise UsageError("give either RUN_ID or --experiment NAME")
+        raise UsageError("give either RUN or --experiment NAME")
     run_root = run_root_of(args)
     if args.run_id is not None:
         from reprise.api import Api
         from reprise.view import write_run_view
 
-        run = Api(run_root).run_dir(args.run_id)
+        run = Api(run_root).run_dir(resolve_run(args, args.run_id))
         target = Path(args.output) if args.output else run_root / ".views" / f"{run.run_id}.html"
         written = write_run_view(run.path, target)
         data: dict[str, Any] = {"run_id": run.run_id, "path": str(written.absolute())}
