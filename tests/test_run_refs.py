@@ -65,9 +65,7 @@ def test_every_form_of_reference(tmp_path: Path, runs: dict[str, str]) -> None:
         ("  ", r"no run given"),
     ],
 )
-def test_unknown_and_ambiguous_references_say_so(
-    tmp_path: Path, runs: dict[str, str], ref: str, message: str
-) -> None:
+def test_unknown_and_ambiguous_references_say_so(tmp_path: Path, runs: dict[str, str], ref: str, message: str) -> None:
     with pytest.raises(RunSetupError, match=message):
         RunIndex(tmp_path / "runs").resolve(ref)
 
