@@ -213,6 +213,7 @@ def init(
     tags: Mapping[str, str] | None = None,
     webhook_url: str | None = None,
     webhook_level: AlertLevel | str = AlertLevel.WARN,
+    webhook_format: str | None = None,
     outcome_repo: OutcomeSettings | bool = True,
     observability_settings: ObservabilitySettings | None = None,
 ) -> Run:
@@ -228,6 +229,8 @@ def init(
         tags: free-form labels stored in the metadata.
         webhook_url: POST alerts at or above ``webhook_level`` there (Slack, Discord or any
             JSON endpoint); never written to the run. Default: ``$REPRISE_ALERT_WEBHOOK``.
+            ``webhook_format`` (``slack``, ``discord``, ``generic``) overrides the format told
+            from the URL's host.
         outcome_repo: commit the run's outcome to git (see :class:`RunContext`).
         observability_settings: tracing/metrics/logging settings (see :class:`RunContext`).
 
@@ -253,10 +256,12 @@ def init(
     )
     if webhook_url is not None:
         try:
-            level = AlertLevel.parse(webhook_level)
+            settings = AlertSettings(
+                webhook_url=webhook_url, min_level=AlertLevel.parse(webhook_level), format=webhook_format
+            )
         except ValueError as exc:
             raise RunSetupError(f"reprise.init(): {exc}") from None
-        set_alert_settings(ctx, AlertSettings(webhook_url=webhook_url, min_level=level))
+        set_alert_settings(ctx, settings)
     with _LOCK:
         previous = _ACTIVE
         if previous is not None:
