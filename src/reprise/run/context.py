@@ -591,7 +591,9 @@ def _commit_outcomes(ctx: RunContext, status: RunStatus) -> None:
     stream, ctx.outcome_stream = ctx.outcome_stream, None
     try:
         if ctx.outcome_paths is not None:
-            files = listed_outcome_files(run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes)
+            files = listed_outcome_files(
+                run_dir.path, ctx.outcome_paths, ctx.declared_outcome_files, ctx.outcome_bytes
+            )
         else:
             files = collect_outcome_files(
                 run_dir.path, ctx.declared_outcome_files, with_order=repo.settings.commit_per_node
