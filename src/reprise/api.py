@@ -209,6 +209,26 @@ class Api:
         data["status"] = run.status().value
         return data
 
+    def summary(self, run: str) -> dict[str, Any]:
+        """What ``reprise show RUN --json`` prints in ``data``: the run's listing (``run``),
+        its whole metadata, totals over its nodes (executed, reused, failed, tokens, cost) and
+        its element tree."""
+        run_id = self.resolve(run)
+        info = self.run(run_id)
+        tree = self.elements(run_id)
+        nodes = [e for e in tree.walk() if e.element_type == "node"]
+        tree_json = tree.to_json()
+        totals = {
+            "nodes": len(nodes),
+            "executed": sum(1 for e in nodes if not e.reused and e.status == "completed"),
+            "reused": sum(1 for e in nodes if e.reused),
+            "failed": sum(1 for e in nodes if e.status == "failed"),
+            "input_tokens": tree_json["input_tokens"],
+            "output_tokens": tree_json["output_tokens"],
+            "cost": tree.cost,
+        }
+        return {"run": info.to_json(), "metadata": self.metadata(run_id), "totals": totals, "tree": tree_json}
+
     # -- the element tree ------------------------------------------------------------------
     def elements(self, run_id: str) -> ElementInfo:
         """The run's element tree, from the ``result.json`` files in its directory."""

@@ -127,21 +127,9 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
 # -- show ----------------------------------------------------------------------------------------
 def _show(args: argparse.Namespace, out: Output) -> int:
     api = _api(args)
-    run_id = resolve_run(args, args.run_id)
-    info = api.run(run_id)
-    meta = api.metadata(run_id)
-    tree = api.elements(run_id)
-    nodes = [e for e in tree.walk() if e.element_type == "node"]
-    totals = {
-        "nodes": len(nodes),
-        "executed": sum(1 for e in nodes if not e.reused and e.status == "completed"),
-        "reused": sum(1 for e in nodes if e.reused),
-        "failed": sum(1 for e in nodes if e.status == "failed"),
-        "input_tokens": tree.to_json()["input_tokens"],
-        "output_tokens": tree.to_json()["output_tokens"],
-        "cost": tree.cost,
-    }
-    data = {"run": info.to_json(), "metadata": meta, "totals": totals, "tree": tree.to_json()}
+    data = api.summary(resolve_run(args, args.run_id))
+    info = api.run(data["run"]["run_id"])
+    totals = data["totals"]
 
     def text() -> str:
         head = [
@@ -161,7 +149,7 @@ def _show(args: argparse.Namespace, out: Output) -> int:
             usage += f"; cost ${totals['cost']:.4f}"
         head.append(usage)
         rows: list[list[str]] = []
-        _tree_rows(tree.to_json(), "", "", rows)
+        _tree_rows(data["tree"], "", "", rows)
         table = format_table(["ELEMENT", "TYPE", "STATUS", "DURATION", "TOKENS", "COST", "NOTE"], rows)
         return "\n".join(head) + "\n\n" + table
 
