@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "reprise.cli.alerts",  # alerts, metrics
     "reprise.cli.view",  # view
     "reprise.cli.experiment",  # experiment (run, resume, compare)
+    "reprise.cli.mcp",  # mcp
 )
 
 
