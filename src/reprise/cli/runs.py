@@ -110,6 +110,7 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
         rows = [
             [
                 r.run_id,
+                r.name or "-",
                 r.status.value,
                 r.root_component_id,
                 _stamp(r.started_at),
@@ -118,7 +119,7 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
             ]
             for r in runs
         ]
-        return format_table(["RUN ID", "STATUS", "ROOT", "STARTED (UTC)", "DURATION", "FROM"], rows)
+        return format_table(["RUN ID", "NAME", "STATUS", "ROOT", "STARTED (UTC)", "DURATION", "FROM"], rows)
 
     out.emit([r.to_json() for r in runs], text)
     return EXIT_OK
