@@ -116,3 +116,16 @@ def test_cli_subprocess_latest(tmp_path: Path, runs: dict[str, str]) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "no run 'nope' under" in proc.stderr and "reprise runs" in proc.stderr
+
+
+def test_project_option_scopes_runs_and_alerts(
+    tmp_path: Path, runs: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = ["--run-root", str(tmp_path / "runs")]
+    code, env = _cli(capsys, "runs", "--project", "other", *root)
+    assert code == 0 and [r["run_id"] for r in env["data"]] == [runs["other/calm-fig-1"]]
+    # 'calm-fig-1' names a run in two projects: --project says which.
+    code, env = _cli(capsys, "alerts", "--project", "sweep", "--run", "calm-fig-1", *root)
+    assert code == 0 and [a["run_id"] for a in env["data"]] == [runs["sweep/calm-fig-1"]]
+    code, env = _cli(capsys, "alerts", "--project", "sweep", *root)
+    assert len(env["data"]) == 3

@@ -22,6 +22,7 @@ def register(subparsers: Any) -> None:
         "the newest alert seen.",
     )
     p.add_argument("--run", metavar="RUN", help=f"only this run's alerts: {RUN_HELP}")
+    p.add_argument("--project", metavar="NAME", help="only alerts of this project's runs (and --run within it)")
     p.add_argument("--level", choices=("info", "warn", "error"), help="only alerts at or above this level")
     p.add_argument("--since", metavar="TIMESTAMP", help="only alerts after this instant (ISO 8601)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N alerts (the newest)")
@@ -42,9 +43,10 @@ def register(subparsers: Any) -> None:
 def _alerts(args: argparse.Namespace, out: Output) -> int:
     from reprise.api import Api
 
-    run = resolve_run(args, args.run) if args.run is not None else None
+    api = Api(run_root_of(args))
+    run = api.resolve(args.run, project=args.project) if args.run is not None else None
     try:
-        alerts = Api(run_root_of(args)).alerts(since=args.since, level=args.level, run=run, limit=args.limit)
+        alerts = api.alerts(args.project, since=args.since, level=args.level, run=run, limit=args.limit)
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
 

@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--status", action="append", choices=_STATUSES, help="only runs with this status (repeatable)")
     p.add_argument("--root", metavar="ID", help="only runs of this root component")
+    p.add_argument("--project", metavar="NAME", help="only runs of this project (reprise.init(project=...))")
     p.add_argument(
         "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag"
     )
@@ -102,7 +103,7 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("--limit must be >= 0")
     if args.rebuild_index:
         api.index.rebuild()
-    runs = api.runs(status=args.status, root=args.root, tags=_tags(args.tags), limit=args.limit)
+    runs = api.runs(args.project, status=args.status, root=args.root, tags=_tags(args.tags), limit=args.limit)
 
     def text() -> str:
         if not runs:
