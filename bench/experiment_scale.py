@@ -63,7 +63,7 @@ def run_mode(mode: str, items: int, parallel: int, git: bool, root: Path) -> dic
     if mode == "dask":
         from distributed import Client
 
-        from reprise.experiments.dask_executor import DaskExecutor
+        from reprise.experiments._dask_executor import DaskExecutor
 
         # Scheduler and workers in their own processes (as on a real cluster), so this process's
         # memory is the experiment client's alone.

@@ -7,10 +7,9 @@ Two views of a ``chain-N`` run with defaults:
 2. A cost breakdown measured without a profiler: each piece of per-node work timed alone in a
    tight loop (span start/end + OTLP/JSON line, the three atomic writes, JSON encoding, input
    validation, timestamps, ...), in µs per node, next to the whole run's µs per node. That says
-   how much removing or changing each piece can save. Element spans are timed on both paths:
-   the lean span (``LeanSpan``: what defaults and ``reprise run`` use) and the SDK span (taken
-   when a span processor, live trace export or ``forward_to_global`` also receives spans), raw
-   and through ``RunTelemetry.start_span``/``end_span`` as the executor calls them.
+   how much removing or changing each piece can save. Element spans (SDK spans of the run's
+   provider) are timed raw and through ``RunTelemetry.start_span``/``end_span`` as the executor
+   calls them.
 """
 
 from __future__ import annotations
@@ -31,8 +30,8 @@ from typing import Any
 import anyio
 
 from reprise import FlowDefinition, FlowRunner, Initial, ObservabilitySettings, Ref, RunContext
-from reprise.dsl.paths import HierarchyPath
-from reprise.run.files import dump_json, write_bytes_atomic
+from reprise.dsl._paths import HierarchyPath
+from reprise.run._files import dump_json, write_bytes_atomic
 
 
 async def inc(x: int) -> int:
@@ -100,11 +99,11 @@ def telemetry_span_us(project: Path, settings: ObservabilitySettings) -> float:
 def breakdown(project: Path) -> list[tuple[str, float]]:
     """Each piece of a node's bookkeeping, timed alone (µs per node)."""
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from reprise.observability.lean import LeanSpanWriter
-    from reprise.observability.otlp_json import SpanLineEncoder
-    from reprise.observability.telemetry import JsonlSink, SpanFileProcessor
-    from reprise.runners.executor import _iso
+    from reprise.observability._otlp_json import SpanLineEncoder
+    from reprise.observability._telemetry import JsonlSink, TraceFileExporter
+    from reprise.runners._executor import _iso
 
     out: list[tuple[str, float]] = []
     d = project / "pieces"
@@ -152,23 +151,9 @@ def breakdown(project: Path) -> list[tuple[str, float]]:
         s.set_attribute("reprise.attempts", 1)
         s.end()
 
-    # The lean span: what element spans are with the defaults (and under `reprise run`).
-    lean = LeanSpanWriter(sink, encoder, provider.resource, tracer.instrumentation_info)  # type: ignore[attr-defined]
-    lean_root = lean.start_span("run x", None, dict(attrs))
-
-    def lean_span() -> None:
-        s = lean.start_span("node root.n5", lean_root, dict(attrs))
-        s.end_with({"reprise.status": "completed", "reprise.attempts": 1})
-
-    out.append(("LEAN span (defaults) start+2 attrs+end + OTLP/JSON line + append", per_call_us(lean_span)))
-    lean_finished = lean.start_span("node root.n5", lean_root, dict(attrs))
-    lean_finished.end_with({"reprise.status": "completed", "reprise.attempts": 1})
-    out.append(("  of which: LeanSpan._line() alone", per_call_us(lean_finished._line)))
-
-    # The SDK span: what element spans are when anything else also receives them.
     out.append(("SDK span start+2 attrs+end (no processor)", per_call_us(span_no_export)))
-    provider.add_span_processor(SpanFileProcessor(sink, encoder))
-    out.append(("SDK span (processor/export set) + OTLP/JSON encode + append line", per_call_us(span_no_export)))
+    provider.add_span_processor(SimpleSpanProcessor(TraceFileExporter(sink, encoder)))
+    out.append(("SDK span + SimpleSpanProcessor + OTLP/JSON encode + append line", per_call_us(span_no_export)))
     finished = tracer.start_span("node root.n5", attributes=attrs)
     finished.end()
     out.append(("  of which: encoder.line(span) alone", per_call_us(lambda: encoder.line((finished,)))))  # type: ignore[arg-type]
@@ -180,12 +165,12 @@ def breakdown(project: Path) -> list[tuple[str, float]]:
     runs = project / "telemetry"
     runs.mkdir()
     for label, settings in (
-        ("LEAN (defaults)", ObservabilitySettings()),
+        ("defaults", ObservabilitySettings()),
         (
-            "LEAN + a no-op element listener (reprise run with progress)",
+            "a no-op element listener (reprise run with progress)",
             ObservabilitySettings(element_listeners=[_NoOpListener()]),
         ),
-        ("SDK (a no-op span processor set)", ObservabilitySettings(span_processors=[SpanProcessor()])),
+        ("a no-op span processor added", ObservabilitySettings(span_processors=[SpanProcessor()])),
     ):
         out.append((f"RunTelemetry.start_span+end_span, {label}", telemetry_span_us(runs, settings)))
 

@@ -258,7 +258,7 @@ async def bench_git(report: Report, runs: Runs, n_runs: int) -> None:
     """Commit the outcomes of a finished run (10 and 1,000 outcome files) to the outcome repo:
     exactly what the completion hook does (collect the files, then ``commit_run``)."""
     try:
-        from reprise.run.outcome_repo import OutcomeRepository, OutcomeSettings, collect_outcome_files
+        from reprise.run._outcome_repo import OutcomeRepository, OutcomeSettings, collect_outcome_files
     except ImportError as exc:
         report.error("git-commit", "pending", f"the git outcome repository is not there yet: {exc}")
         return
@@ -275,7 +275,8 @@ async def _time_commits(runs: Runs, n: int, n_runs: int, repo_cls: Any, settings
     result = await runs.run(chain(n), runs.context("git-off"))
     run_dir = Path(result.run_dir)
     repo = repo_cls(runs.project / "runs" / "outcome" / "bench", settings_cls())
-    repo.ensure()
+    with repo.open():
+        pass  # created before the timing starts
     counter = iter(range(10**6))
 
     async def commit(_: Any) -> None:

@@ -10,8 +10,8 @@
 """
 
 from reprise._active_run import Run, active_run, finish, init
+from reprise._api import Api
 from reprise._version import __version__
-from reprise.api import Api
 from reprise.dsl import (
     AgentDefinition,
     Computed,
@@ -25,6 +25,7 @@ from reprise.dsl import (
     Ref,
     Template,
     Var,
+    entrypoint,
     node,
 )
 from reprise.errors import (
@@ -35,6 +36,7 @@ from reprise.errors import (
     RerunError,
     RunCancelledError,
     RunFailedError,
+    RunFileError,
     RunSetupError,
     StaticInputError,
     TemplateError,
@@ -70,6 +72,7 @@ __all__ = [
     "RunDirectory",
     "Run",
     "RunFailedError",
+    "RunFileError",
     "RunResult",
     "RunSetupError",
     "RunStatus",
@@ -80,6 +83,7 @@ __all__ = [
     "__version__",
     "active_run",
     "alert",
+    "entrypoint",
     "finish",
     "init",
     "log",

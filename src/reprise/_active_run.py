@@ -43,15 +43,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from reprise.errors import RepriseError, RunSetupError
-from reprise.run.context import RunContext
-from reprise.run.current import set_process_scope
-from reprise.run.files import dump_json, write_bytes_atomic
-from reprise.run.status import RunStatus
+from reprise.run._context import RunContext
+from reprise.run._current import set_process_scope
+from reprise.run._files import dump_json, write_bytes_atomic
+from reprise.run._status import RunStatus
 from reprise.tracking import AlertLevel, AlertSettings, alert, log, read_metrics, set_alert_settings
 
 if TYPE_CHECKING:
-    from reprise.observability.settings import ObservabilitySettings
-    from reprise.run.outcome_repo import OutcomeSettings
+    from reprise.observability import ObservabilitySettings
+    from reprise.run import OutcomeSettings
 
 __all__ = ["Run", "active_run", "finish", "init"]
 

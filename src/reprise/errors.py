@@ -11,6 +11,7 @@ where a problem is::
     │   │                      initial inputs JSON cannot hold, ...)
     │   ├── StaticInputError   a static input names an unknown node or does not validate
     │   └── RerunError         a re-run cannot start from the requested path
+    ├── RunFileError           a file of a run directory is unreadable or not what reprise wrote
     ├── NodeInputError         a node's input could not be built or did not validate
     ├── NodeExecutionError     a node raised, timed out or returned an invalid outcome
     ├── TargetError            a MODULE:OBJECT reference names no flow or agent definition
@@ -28,6 +29,7 @@ __all__ = [
     "RerunError",
     "RunCancelledError",
     "RunFailedError",
+    "RunFileError",
     "RunSetupError",
     "StaticInputError",
     "TargetError",
@@ -93,6 +95,18 @@ class StaticInputError(RunSetupError):
 
 class RerunError(RunSetupError):
     """A re-run cannot start from the requested hierarchy path."""
+
+
+class RunFileError(RepriseError):
+    """A file of a run directory cannot be read, is not JSON, or is not what reprise wrote there
+    (a truncated ``metadata.json``, a binary ``trace.jsonl``...). ``file`` is its path;
+    ``run_id`` the run it belongs to, when it lies in a run directory."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, run_id: str | None = None, file: str | None = None
+    ) -> None:
+        super().__init__(message, path=path, run_id=run_id)
+        self.file = file
 
 
 class NodeInputError(RepriseError):

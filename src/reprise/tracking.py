@@ -42,12 +42,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprise.errors import RepriseError
-from reprise.run.current import current_scope, enter_scope, exit_scope, running_in
+from reprise.errors import RepriseError, RunFileError
+from reprise.run._current import current_scope, enter_scope, exit_scope, running_in
+from reprise.run._reading import read_run_jsonl
 
 if TYPE_CHECKING:
-    from reprise.run.context import RunContext
-    from reprise.runners.node_context import ExecutorNodeContext as NodeContext
+    from reprise.run._context import RunContext
+    from reprise.runners._node_context import ExecutorNodeContext as NodeContext
 
 __all__ = [
     "ALERTS_FILE",
@@ -115,7 +116,7 @@ def current_run() -> RunContext | None:
 
 
 def _split(scope: RunContext | NodeContext) -> tuple[RunContext, NodeContext | None]:
-    from reprise.run.context import RunContext
+    from reprise.run._context import RunContext
 
     if isinstance(scope, RunContext):
         return scope, None
@@ -472,21 +473,11 @@ def parse_instant(value: str | datetime | float | int) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def _lines(path: Path, problems: list[RunFileError] | None) -> Iterator[dict[str, Any]]:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        yield from read_run_jsonl(path, problems)
     except FileNotFoundError:
         return
-    for raw in data.splitlines():
-        if not raw.strip():
-            continue
-        try:
-            item = json.loads(raw)
-        except ValueError:
-            continue  # a line cut by a crash mid-write: skip it, keep the rest
-        if isinstance(item, dict):
-            yield item
 
 
 def read_alerts(
@@ -494,12 +485,14 @@ def read_alerts(
     *,
     since: datetime | None = None,
     level: AlertLevel | None = None,
+    problems: list[RunFileError] | None = None,
 ) -> list[dict[str, Any]]:
     """The alerts in ``run_dir/.trace/alerts.jsonl`` strictly after ``since`` (an aware
-    datetime) and at or above ``level``, oldest first."""
+    datetime) and at or above ``level``, oldest first. Bad lines: see
+    :func:`~reprise.run._reading.read_run_jsonl`."""
     out: list[dict[str, Any]] = []
     min_rank = level.rank if level is not None else 0
-    for item in _read_jsonl(Path(run_dir) / ".trace" / ALERTS_FILE):
+    for item in _lines(Path(run_dir) / ".trace" / ALERTS_FILE, problems):
         try:
             lvl = AlertLevel.parse(item.get("level", "info"))
             moment = parse_instant(item["timestamp"])
@@ -511,10 +504,13 @@ def read_alerts(
     return out
 
 
-def read_metrics(run_dir: Path, *, name: str | None = None) -> list[dict[str, Any]]:
+def read_metrics(
+    run_dir: Path, *, name: str | None = None, problems: list[RunFileError] | None = None
+) -> list[dict[str, Any]]:
     """The lines of ``run_dir/.trace/user_metrics.jsonl`` (only those holding ``name``, if
-    given), in the order they were logged."""
-    lines = list(_read_jsonl(Path(run_dir) / ".trace" / USER_METRICS_FILE))
+    given), in the order they were logged. Bad lines: see
+    :func:`~reprise.run._reading.read_run_jsonl`."""
+    lines = list(_lines(Path(run_dir) / ".trace" / USER_METRICS_FILE, problems))
     if name is None:
         return lines
     return [line for line in lines if isinstance(line.get("metrics"), dict) and name in line["metrics"]]

@@ -17,19 +17,20 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from reprise.cli.common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError
+from reprise.cli._common import EXIT_ERROR, EXIT_OK, EXIT_RUN_CANCELLED, Output, UsageError, check_run_root
 from reprise.errors import RepriseError
 
-__all__ = ["COMMAND_MODULES", "build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 #: The modules that add sub-commands, in the order ``reprise --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
-    "reprise.cli.execute",  # run, rerun, resume
-    "reprise.cli.runs",  # runs, show, trace, logs, diff
-    "reprise.cli.alerts",  # alerts, metrics
-    "reprise.cli.view",  # view
-    "reprise.cli.experiment",  # experiment (run, resume, compare)
-    "reprise.cli.mcp",  # mcp
+    "reprise.cli._execute",  # run, rerun, resume
+    "reprise.cli._runs",  # runs, show, trace, logs, diff
+    "reprise.cli._gc",  # gc
+    "reprise.cli._alerts",  # alerts, metrics
+    "reprise.cli._view",  # view
+    "reprise.cli._experiment",  # experiment (run, resume, compare, parse)
+    "reprise.cli._mcp",  # mcp
 )
 
 
@@ -61,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``reprise`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit
     code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from reprise.cli._experiment import default_action
+
+    argv = default_action(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -71,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     out = Output(args.command, args)
     try:
+        check_run_root(args)
         code: int = args.handler(args, out)
         return code
     except RepriseError as exc:

@@ -1,9 +1,9 @@
 """What to run: nodes, flows, agents, hierarchy paths and value sources."""
 
-from reprise.dsl.container import AgentDefinition, Container, FlowDefinition
-from reprise.dsl.context import NodeContext
-from reprise.dsl.definition import DefinitionIndex, definition_path, validate_definition
-from reprise.dsl.elements import (
+from reprise.dsl._container import AgentDefinition, Container, FlowDefinition
+from reprise.dsl._context import NodeContext
+from reprise.dsl._definition import DefinitionIndex, definition_path, validate_definition
+from reprise.dsl._elements import (
     ConditionalElement,
     ContainerElement,
     Element,
@@ -11,13 +11,15 @@ from reprise.dsl.elements import (
     NodeElement,
     ParallelElement,
 )
-from reprise.dsl.node import FunctionNode, Node, NodeSettings, node
-from reprise.dsl.paths import HierarchyPath
-from reprise.dsl.scope import Scope
-from reprise.dsl.sources import MISSING, Computed, Initial, Ref, Source, Var
-from reprise.dsl.template import Template, compile_value, render
+from reprise.dsl._entrypoint import INPUT_KEY, EntryPoint, entrypoint, function_flow
+from reprise.dsl._node import FunctionNode, Node, NodeSettings, node
+from reprise.dsl._paths import HierarchyPath
+from reprise.dsl._scope import Scope
+from reprise.dsl._sources import MISSING, Computed, Initial, Ref, Source, Var
+from reprise.dsl._template import Template, compile_value, render
 
 __all__ = [
+    "INPUT_KEY",
     "MISSING",
     "AgentDefinition",
     "Computed",
@@ -26,6 +28,7 @@ __all__ = [
     "ContainerElement",
     "DefinitionIndex",
     "Element",
+    "EntryPoint",
     "FlowDefinition",
     "ForEachElement",
     "FunctionNode",
@@ -43,6 +46,8 @@ __all__ = [
     "Var",
     "compile_value",
     "definition_path",
+    "entrypoint",
+    "function_flow",
     "node",
     "render",
     "validate_definition",

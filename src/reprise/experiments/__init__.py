@@ -17,31 +17,65 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from reprise.experiments.compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
-from reprise.experiments.errors import ExperimentError, ExperimentInputError, ItemTimeoutError, WorkerCrashedError
-from reprise.experiments.executor import ExecutorSession, ItemExecutor, SessionOptions
-from reprise.experiments.experiment import Experiment
-from reprise.experiments.folder import ExperimentFolder
-from reprise.experiments.inputs import ExperimentInput, load_inputs
-from reprise.experiments.item import ItemJob, ItemResult, RunRecord
-from reprise.experiments.local import LocalExecutor
-from reprise.experiments.progress import BarProgress, LineProgress, Progress
-from reprise.experiments.summary import ExperimentSummary
+from reprise.experiments._compare import ExperimentComparison, InputChange, compare_experiments, format_comparison
+from reprise.experiments._config import (
+    DEFAULT_CONFIG,
+    DEFAULT_INPUTS,
+    ExperimentConfig,
+    OutputConfig,
+    ReplayArgsConfig,
+    RunnerConfig,
+    load_config,
+)
+from reprise.experiments._errors import (
+    ExperimentConfigError,
+    ExperimentError,
+    ExperimentInputError,
+    ItemTimeoutError,
+    WorkerCrashedError,
+)
+from reprise.experiments._executor import ExecutorSession, ItemExecutor, SessionOptions
+from reprise.experiments._experiment import Experiment
+from reprise.experiments._folder import ExperimentFolder
+from reprise.experiments._generate import (
+    DEFAULT_TEMPLATES,
+    GenerationConfig,
+    ModelConfig,
+    PersonaConfig,
+    generate_inputs,
+)
+from reprise.experiments._inputs import ExperimentInput, GeneratedInput, load_inputs
+from reprise.experiments._item import ItemJob, ItemResult, RunRecord
+from reprise.experiments._local import LocalExecutor
+from reprise.experiments._progress import BarProgress, LineProgress, Progress
+from reprise.experiments._replay import ArgumentRecorder, ArgumentReplay
+from reprise.experiments._report import TraceSummaryLine, write_report
+from reprise.experiments._summary import ExperimentSummary
+from reprise.experiments._target import import_target
 
 if TYPE_CHECKING:
-    from reprise.experiments.dask_executor import DaskExecutor
+    from reprise.experiments._dask_executor import DaskExecutor
 
 __all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_INPUTS",
+    "DEFAULT_TEMPLATES",
+    "ArgumentRecorder",
+    "ArgumentReplay",
     "BarProgress",
     "DaskExecutor",
     "ExecutorSession",
     "Experiment",
     "ExperimentComparison",
+    "ExperimentConfig",
+    "ExperimentConfigError",
     "ExperimentError",
     "ExperimentFolder",
     "ExperimentInput",
     "ExperimentInputError",
     "ExperimentSummary",
+    "GeneratedInput",
+    "GenerationConfig",
     "InputChange",
     "ItemExecutor",
     "ItemJob",
@@ -49,19 +83,29 @@ __all__ = [
     "ItemTimeoutError",
     "LineProgress",
     "LocalExecutor",
+    "ModelConfig",
+    "OutputConfig",
+    "PersonaConfig",
     "Progress",
+    "ReplayArgsConfig",
     "RunRecord",
+    "RunnerConfig",
     "SessionOptions",
+    "TraceSummaryLine",
     "WorkerCrashedError",
     "compare_experiments",
     "format_comparison",
+    "generate_inputs",
+    "import_target",
+    "load_config",
     "load_inputs",
+    "write_report",
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name == "DaskExecutor":
-        from reprise.experiments.dask_executor import DaskExecutor
+        from reprise.experiments._dask_executor import DaskExecutor
 
         return DaskExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

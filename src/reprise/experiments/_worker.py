@@ -77,7 +77,7 @@ def _run_job(job: Any, out: IO[bytes]) -> Any:
     import anyio
 
     from reprise.errors import RunCancelledError
-    from reprise.experiments.item import lost_result, run_item
+    from reprise.experiments._item import lost_result, run_item
 
     holder: list[Any] = []
     t0 = time.perf_counter()

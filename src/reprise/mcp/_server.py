@@ -26,8 +26,8 @@ from typing import Any, ParamSpec, TypeVar
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from reprise._api import Api
 from reprise._version import __version__
-from reprise.api import Api
 from reprise.errors import RepriseError
 
 __all__ = ["MUTATING_TOOLS", "build_server"]
@@ -140,7 +140,7 @@ def build_server(
     def get_experiment(name: str) -> dict[str, Any]:
         """One experiment by name (its latest folder), folder name or path: name, folder, path,
         summary."""
-        from reprise.experiments.folder import ExperimentFolder
+        from reprise.experiments import ExperimentFolder
 
         return _experiment_json(ExperimentFolder.find(experiments, name))
 
@@ -194,8 +194,8 @@ def build_server(
 
 
 def _experiment_folders(base: Path) -> list[Any]:
-    from reprise.experiments.errors import ExperimentError
-    from reprise.experiments.folder import FOLDER_PATTERN, ExperimentFolder
+    from reprise.experiments import ExperimentError, ExperimentFolder
+    from reprise.experiments._folder import FOLDER_PATTERN
 
     folders = []
     for path in base.iterdir() if base.is_dir() else ():

@@ -8,10 +8,10 @@ Importing this package imports no model SDK: ``openai`` and ``anthropic`` load w
 :class:`AIModelNode` makes its first call.
 """
 
-from reprise.nodes.ai_model import AIModelNode, PromptVariables
-from reprise.nodes.command import CommandNode, CommandResult
-from reprise.nodes.credentials import Credentials, resolve_credentials
-from reprise.nodes.file_ops import (
+from reprise.nodes._ai_model import AIModelNode, PromptVariables
+from reprise.nodes._command import CommandNode, CommandResult
+from reprise.nodes._credentials import Credentials, resolve_credentials
+from reprise.nodes._file_ops import (
     CreateFile,
     DeleteFile,
     DiffFile,
@@ -23,24 +23,25 @@ from reprise.nodes.file_ops import (
     PatchFile,
     UpdateFile,
 )
-from reprise.nodes.folder_analyzer import (
+from reprise.nodes._folder_analyzer import (
     ExtensionStats,
     FileInfo,
     FolderAnalysis,
     FolderAnalysisOptions,
     FolderAnalyzerNode,
+    IgnoreRules,
+    SkippedPath,
     analyze_folder,
 )
-from reprise.nodes.gitignore import IgnoreRules
-from reprise.nodes.human_input import (
+from reprise.nodes._human_input import (
     HumanInputNode,
     InputHandler,
     InputRequest,
     TerminalInputHandler,
     terminal_input_handler,
 )
-from reprise.nodes.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
-from reprise.nodes.providers import (
+from reprise.nodes._pricing import DEFAULT_PRICES, ModelPrice, PriceTable, register_price
+from reprise.nodes._providers import (
     AnthropicMessagesProvider,
     ModelProvider,
     ModelRequest,
@@ -69,6 +70,7 @@ __all__ = [
     "FolderAnalyzerNode",
     "HumanInputNode",
     "IgnoreRules",
+    "SkippedPath",
     "InputHandler",
     "InputRequest",
     "ModelPrice",

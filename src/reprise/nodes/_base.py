@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reprise.dsl.node import Node
+from reprise.dsl._node import Node
 
 __all__ = ["ModelOutcomeNode"]
 

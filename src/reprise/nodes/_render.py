@@ -1,7 +1,7 @@
 """Rendering of built-in node settings that are templates.
 
 A setting given as a string may be a template (``"Summarize $var{text}"``); it is rendered with
-:func:`reprise.dsl.template.render` against the node's scope, extended with the node's input
+:func:`reprise.dsl._template.render` against the node's scope, extended with the node's input
 fields as variables, so ``inputs={"text": Ref("load")}`` makes ``$var{text}`` available.
 """
 
@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from reprise.dsl.sources import MISSING
+from reprise.dsl._sources import MISSING
 
 if TYPE_CHECKING:
-    from reprise.dsl.context import NodeContext
-    from reprise.dsl.scope import Scope
+    from reprise.dsl._context import NodeContext
+    from reprise.dsl._scope import Scope
 
 __all__ = ["NodeScope", "input_variables", "render_in", "render_setting", "render_text"]
 
 
 class NodeScope:
-    """A :class:`~reprise.dsl.scope.Scope` that adds a node's input fields as variables on top
+    """A :class:`~reprise.dsl._scope.Scope` that adds a node's input fields as variables on top
     of the scope the node runs in (input fields shadow loop variables of the same name)."""
 
     __slots__ = ("_base", "_variables")
@@ -77,7 +77,7 @@ def render_in(value: Any, scope: Scope | None, path: str, variables: Mapping[str
         return value
     try:
         # Imported by name so this module type-checks whether or not the template module exists.
-        template = importlib.import_module("reprise.dsl.template")
+        template = importlib.import_module("reprise.dsl._template")
     except ImportError:  # pragma: no cover - the template language ships with reprise
         return value
     if not template.is_template(value):

@@ -1,10 +1,9 @@
-"""What we see: per-run OpenTelemetry providers, OTLP/JSON files in ``.trace/``, logs, the viewer.
+"""What we see: per-run OpenTelemetry providers, OTLP/JSON files in ``.trace/``, logs, live export.
 
-See ``docs/observability.md``. The trace viewer is :func:`render_trace_tree` (and
-``python -m reprise.observability RUN_DIR``); :func:`read_spans` reads a run's spans back.
+See ``docs/observability.md``. Reading a run's trace back is :mod:`reprise.run`'s
+(:func:`reprise.run.read_spans`, :func:`reprise.run.render_trace_tree`, ``reprise trace RUN``).
 """
 
-from reprise.observability.settings import ElementListener, ObservabilitySettings
-from reprise.observability.view import SpanRecord, read_spans, render_trace_tree
+from reprise.observability._settings import ElementListener, ObservabilitySettings
 
-__all__ = ["ElementListener", "ObservabilitySettings", "SpanRecord", "read_spans", "render_trace_tree"]
+__all__ = ["ElementListener", "ObservabilitySettings"]

@@ -12,7 +12,7 @@ import re
 import secrets
 
 from reprise.errors import RunSetupError
-from reprise.run.directory import RUN_ID_PATTERN
+from reprise.run._directory import RUN_ID_PATTERN
 
 __all__ = ["check_run_name", "check_project", "generate_run_name", "is_relative_ref"]
 

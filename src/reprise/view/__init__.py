@@ -6,36 +6,49 @@
 
     write_run_view(Path("runs/run_20250101_120000_abcdef"), Path("run.html"))
     write_experiment_view(Path("experiments/triage_20250101_120000"), Path("triage.html"), Path("runs"))
+    write_runs_view(Path("runs"), Path("runs.html"), metrics=["loss"])
+    write_compare_view(Path("runs"), ["run_20250101_120000_abcdef", "run_20250102_090000_123abc"], Path("c.html"))
 
 Each page is one HTML file with its CSS, JavaScript and data inline: it opens from disk, offline,
 and loads nothing from a network. An experiment's page links to one run page per run, written in
-the folder ``<page stem>_runs/`` beside it. From a shell: ``python -m reprise.view RUN_DIR``.
+the folder ``<page stem>_runs/`` beside it; the runs and compare pages link to run pages written
+beside them. From a shell: ``reprise view``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reprise.run.directory import METADATA_FILE, RUN_ID_PATTERN
-from reprise.run.files import write_bytes_atomic
-from reprise.view.build import DEFAULT_MAX_VALUE_BYTES, RunViewData, build_run_view_data, cost_of, tokens_of
-from reprise.view.experiment import SUCCESS_STATUSES, build_experiment_view_data
-from reprise.view.page import embed_json, render_page
+from reprise._api import Api
+from reprise.errors import RunFileError
+from reprise.run._directory import METADATA_FILE, RUN_ID_PATTERN
+from reprise.run._files import write_bytes_atomic
+from reprise.view._build import DEFAULT_MAX_VALUE_BYTES, RunViewData, build_run_view_data, cost_of, tokens_of
+from reprise.view._experiment import SUCCESS_STATUSES, build_experiment_view_data
+from reprise.view._page import embed_json, render_page
+from reprise.view._runs import build_compare_view_data, build_runs_view_data
 
 __all__ = [
     "DEFAULT_MAX_RUN_VIEWS",
     "RunViewData",
+    "build_compare_view_data",
     "build_experiment_view_data",
     "build_run_view_data",
+    "build_runs_view_data",
     "cost_of",
     "embed_json",
+    "render_compare_view",
     "render_experiment_view",
     "render_run_view",
+    "render_runs_view",
     "tokens_of",
+    "write_compare_view",
     "write_experiment_view",
     "write_run_view",
+    "write_runs_view",
 ]
 
 #: Run pages an experiment view writes by default (failed runs first). Each page carries its
@@ -77,13 +90,17 @@ def write_run_view(
     *,
     back: tuple[str, str] | None = None,
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+    problems: list[RunFileError] | None = None,
 ) -> Path:
     """Write the view of the run at ``run_dir`` to ``out`` (atomically) and return ``out``.
 
-    Runs of its lineage whose views sit beside ``out`` as ``<run_id>.html`` are linked.
+    Runs of its lineage whose views sit beside ``out`` as ``<run_id>.html`` are linked. Run
+    files (or lines of them) that could not be read are left out, and added to ``problems``.
     Raises :class:`~reprise.errors.RunSetupError` if ``run_dir`` is not a run directory."""
     out = Path(out)
     data = build_run_view_data(Path(run_dir), max_value_bytes=max_value_bytes)
+    if problems is not None:
+        problems.extend(data.problems)
     links: dict[str, str] = {}
     for entry in data.model["lineage"]:
         run_id = entry["run_id"]
@@ -130,24 +147,97 @@ def write_experiment_view(
     data = build_experiment_view_data(experiment_dir)
     runs_dir = out.parent / f"{out.stem}_runs"
     rows = sorted(data["runs"], key=lambda r: r["s"] in SUCCESS_STATUSES)  # failed first, stable
-    hrefs: dict[str, str] = {}
     back = (f"../{out.name}", f"experiment {data['name']}")
-    for row in rows:
-        run_id = row["id"]
+    hrefs = _write_run_pages([row["id"] for row in rows], run_root, runs_dir, out, back, max_run_views)
+    page = render_experiment_view(experiment_dir, run_hrefs=hrefs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out, page.encode())
+    return out
+
+
+def _write_run_pages(
+    run_ids: list[str], run_root: Path, folder: Path, out: Path, back: tuple[str, str] | None, limit: int | None
+) -> dict[str, str]:
+    """Write the page of each run (at most ``limit``) to ``folder/<run_id>.html``, unless one
+    newer than the run's metadata is there; return run id -> its href from the page ``out``."""
+    hrefs: dict[str, str] = {}
+    for run_id in run_ids:
         if run_id in hrefs or not RUN_ID_PATTERN.match(run_id):
-            # Run ids come from a data file: only real run ids name a file, so none escapes.
+            # Run ids come from data files: only real run ids name a file, so none escapes.
             continue
-        if max_run_views is not None and len(hrefs) >= max_run_views:
+        if limit is not None and len(hrefs) >= limit:
             break
         run_dir = run_root / run_id
         metadata = run_dir / ".trace" / METADATA_FILE
         if not metadata.is_file():
             continue
-        target = runs_dir / f"{run_id}.html"
+        target = folder / f"{run_id}.html"
         if not (target.is_file() and target.stat().st_mtime >= metadata.stat().st_mtime):
             write_run_view(run_dir, target, back=back)
-        hrefs[run_id] = f"{runs_dir.name}/{run_id}.html"
-    page = render_experiment_view(experiment_dir, run_hrefs=hrefs)
+        hrefs[run_id] = Path(os.path.relpath(target, out.parent)).as_posix()
+    return hrefs
+
+
+def _pages_dir(out: Path, pages_dir: Path | None, label: str) -> tuple[Path, tuple[str, str] | None]:
+    """Where the run pages of ``out`` go, and their link back to it: none when they go to a
+    folder of their own choosing (``reprise view``'s ``.views/``), which other pages share."""
+    if pages_dir is not None:
+        return Path(pages_dir), None
+    return out.parent / f"{out.stem}_runs", (f"../{out.name}", label)
+
+
+def render_runs_view(
+    run_root: Path, *, metrics: Sequence[str] = (), limit: int | None = None, hrefs: Mapping[str, str] | None = None
+) -> str:
+    """The HTML of the runs page of ``run_root`` (see :func:`build_runs_view_data`)."""
+    data = build_runs_view_data(Path(run_root), metrics=metrics, limit=limit, hrefs=hrefs)
+    return render_page(title=f"reprise runs in {data['run_root']}", data={"reprise-runs": data}, script="runs.js")
+
+
+def write_runs_view(
+    run_root: Path,
+    out: Path,
+    *,
+    metrics: Sequence[str] = (),
+    limit: int | None = None,
+    max_run_views: int | None = DEFAULT_MAX_RUN_VIEWS,
+    pages_dir: Path | None = None,
+) -> Path:
+    """Write the runs page of ``run_root`` to ``out`` and the page of each listed run (the
+    newest ``max_run_views``; ``0``: none) to ``pages_dir`` (default ``<out stem>_runs/`` beside
+    ``out``); return ``out``.
+
+    ``metrics`` names the ``reprise.log`` metrics shown as columns (their latest value);
+    ``limit`` keeps the newest runs only."""
+    run_root, out = Path(run_root), Path(out)
+    listed = [info.run_id for info in Api(run_root).runs(limit=limit)]
+    folder, back = _pages_dir(out, pages_dir, "runs")
+    hrefs = _write_run_pages(listed, run_root, folder, out, back, max_run_views)
+    page = render_runs_view(run_root, metrics=metrics, limit=limit, hrefs=hrefs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out, page.encode())
+    return out
+
+
+def render_compare_view(run_root: Path, run_ids: Sequence[str], *, hrefs: Mapping[str, str] | None = None) -> str:
+    """The HTML of the compare page of ``run_ids`` (see :func:`build_compare_view_data`)."""
+    data = build_compare_view_data(Path(run_root), run_ids, hrefs=hrefs)
+    title = "reprise compare " + " vs ".join(r["name"] or r["id"] for r in data["runs"])
+    return render_page(title=title, data={"reprise-compare": data}, script="compare.js")
+
+
+def write_compare_view(run_root: Path, run_ids: Sequence[str], out: Path, *, pages_dir: Path | None = None) -> Path:
+    """Write the compare page of ``run_ids`` (two or more runs under ``run_root``) to ``out``
+    and the page of each run to ``pages_dir`` (default ``<out stem>_runs/`` beside ``out``);
+    return ``out``.
+
+    Raises :class:`~reprise.errors.RepriseError` for fewer than two runs or an unknown run."""
+    run_root, out = Path(run_root), Path(out)
+    api = Api(run_root)
+    resolved = [api.run_dir(run_id).run_id for run_id in run_ids]
+    folder, back = _pages_dir(out, pages_dir, "compare")
+    hrefs = _write_run_pages(resolved, run_root, folder, out, back, None)
+    page = render_compare_view(run_root, resolved, hrefs=hrefs)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, page.encode())
     return out

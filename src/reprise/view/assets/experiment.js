@@ -120,14 +120,44 @@
 
   body.appendChild(h("div", { class: "charts" }, [successChart(), durationChart()]));
 
+  // -- errors by type -------------------------------------------------------------------------
+  const INPUTS = X.inputs || {};
+  const errorType = (r) => r.et || (r.em ? "error" : r.s);
+  const groups = new Map();
+  for (const r of counted) {
+    if (ok(r)) continue;
+    const type = errorType(r);
+    const g = groups.get(type) || { type: type, n: 0, inputs: new Set(), example: r };
+    g.n += 1;
+    g.inputs.add(r.in);
+    groups.set(type, g);
+  }
+  if (groups.size) {
+    const sorted = Array.from(groups.values()).sort((a, b) => b.n - a.n);
+    body.appendChild(h("div", { class: "chart", id: "error-groups" }, [
+      h("h3", { text: "Errors by type" }),
+      h("table", { class: "runs-table" }, [
+        h("thead", null, [h("tr", null, [h("th", { text: "type" }), h("th", { class: "num", text: "runs" }), h("th", { class: "num", text: "inputs" }), h("th", { text: "example" })])]),
+        h("tbody", null, sorted.map((g) => h("tr", { class: "error-group", "data-type": g.type }, [
+          h("td", null, [h("a", { href: "#", class: "mono", text: g.type, onclick: (ev) => { ev.preventDefault(); filter = "type:" + g.type; refresh(); } })]),
+          h("td", { class: "num", text: String(g.n) }),
+          h("td", { class: "num", text: String(g.inputs.size) }),
+          h("td", { class: "err", text: (g.example.ep ? g.example.ep + ": " : "") + (g.example.em || "") }),
+        ]))),
+      ]),
+    ]));
+  }
+
   // -- the runs table -------------------------------------------------------------------------
   const columns = [
     ["Input", (r) => r.in],
+    ["Input text", (r) => INPUTS[r.in] || ""],
     ["Iter", (r) => (r.it === null ? -1 : r.it)],
     ["Status", (r) => r.s],
     ["Duration", (r) => (r.d === null ? -1 : r.d)],
     ["Cost", (r) => (r.c === null ? -1 : r.c)],
     ["Tokens", (r) => (r.tk === null ? -1 : r.tk)],
+    ["Outcome", (r) => r.o || ""],
     ["Run · error", (r) => r.id],
   ];
   let filter = "all";
@@ -143,7 +173,7 @@
     filterButton("all", "All"), filterButton("ok", "Succeeded"), filterButton("failed", "Failed"), searchBox, countHint,
   ]));
   const headCells = columns.map(([label], k) => h("div", {
-    text: label, class: k >= 3 && k <= 5 ? "num" : null, title: "sort by " + label.toLowerCase(),
+    text: label, class: k >= 4 && k <= 6 ? "num" : null, title: "sort by " + label.toLowerCase(),
     onclick: () => { sortDir = sortKey === k ? -sortDir : 1; sortKey = k; refresh(); },
   }));
   const spacer = h("div", { style: "position:relative" });
@@ -154,14 +184,15 @@
   if (Object.keys(S).length) body.appendChild(h("details", null, [h("summary", { text: "summary.json" }), h("pre", { class: "config", text: JSON.stringify(S, null, 2) })]));
 
   function refresh() {
-    shown = runs.filter((r) => (filter === "all" || (filter === "ok") === ok(r)) &&
+    const byType = filter.startsWith("type:") ? filter.slice(5) : null;
+    shown = runs.filter((r) => (filter === "all" || (byType !== null ? !ok(r) && errorType(r) === byType : (filter === "ok") === ok(r))) &&
       (!query || r.in.toLowerCase().includes(query) || r.id.toLowerCase().includes(query)));
     if (sortKey >= 0) {
       const key = columns[sortKey][1];
       shown.sort((a, b) => { const x = key(a), y = key(b); return (x < y ? -1 : x > y ? 1 : 0) * sortDir; });
     }
     for (const [name, button] of Object.entries(buttons)) button.classList.toggle("on", name === filter);
-    countHint.textContent = shown.length + " of " + runs.length + " runs";
+    countHint.textContent = shown.length + " of " + runs.length + " runs" + (byType !== null ? " (" + byType + ")" : "");
     // As tall as its rows, up to a screenful; beyond that the rows scroll (and stay virtual).
     runsBox.style.height = Math.max(120, Math.min(480, 30 + shown.length * ROW)) + "px";
     rowsEl.scrollTop = 0;
@@ -175,13 +206,16 @@
     const err = r.et || r.em
       ? h("span", { class: "err", text: "  " + (r.et || "error") + (r.ep ? " at " + r.ep : "") + ": " + (r.em || "") })
       : null;
-    return h("div", { class: "rrow rgrid" + (ok(r) ? "" : " failed"), style: "top:" + k * ROW + "px", "data-run": r.id, "data-status": r.s, title: r.o ? "outcome: " + r.o : null }, [
+    const text = INPUTS[r.in] || "";
+    return h("div", { class: "rrow rgrid" + (ok(r) ? "" : " failed"), style: "top:" + k * ROW + "px", "data-run": r.id, "data-status": r.s }, [
       h("div", { text: r.in, title: r.pe ? "persona: " + r.pe : null }),
+      h("div", { class: "input-text", text: text, title: text }),
       h("div", { class: "num", text: r.it === null ? "" : String(r.it) }),
       h("div", { class: "st-" + r.s, text: r.s }),
       h("div", { class: "num", text: fmtDuration(r.d) }),
       h("div", { class: "num", text: fmtCost(r.c) }),
       h("div", { class: "num", text: fmtTokens(r.tk) }),
+      h("div", { class: "outcome-cell mono", text: r.o || "", title: r.o || "" }),
       h("div", null, [runCell, err]),
     ]);
   }

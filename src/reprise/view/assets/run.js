@@ -57,6 +57,7 @@
   const hint = h("span", { class: "hint" });
   const toolbar = h("div", { class: "toolbar" }, [
     search,
+    h("button", { text: "Summary", id: "show-summary", title: "the run's summary, metrics and alerts", onclick: () => showSummary(true) }),
     h("button", { text: "Next failure", id: "next-failure", onclick: nextFailure, disabled: failures.length ? null : "disabled" }),
     h("button", { text: "Expand all", onclick: () => setAll(1) }),
     h("button", { text: "Collapse all", onclick: () => setAll(0) }),
@@ -94,6 +95,7 @@
     add("tokens", fmtTokens(RUN.tokens));
     add("cost", fmtCost(RUN.cost));
     add("host", RUN.host);
+    if (M.alerts && M.alerts.length) add("alerts", String(M.alerts.length));
     for (const [k, v] of Object.entries(RUN.tags || {})) add(k, String(v));
     const title = h("h1", null, [
       M.back ? h("a", { href: M.back.href, text: "← " + M.back.label, id: "back" }) : null,
@@ -133,9 +135,14 @@
   function drawAxis() {
     axis.replaceChildren();
     const span = W1 - W0;
-    const step = niceStep(span, 5);
+    // As many ticks as fit: at least 60 px apart, none cut at the right edge, so labels never
+    // overlap however narrow the window.
+    const width = axis.clientWidth || 400;
+    const step = niceStep(span, Math.max(1, Math.floor(width / 60)));
     for (let t = Math.ceil(W0 / step) * step; t <= W1 + 1e-9; t += step) {
-      axis.appendChild(h("div", { class: "tick", style: "left:" + ((t - W0) / span) * 100 + "%", text: fmtMs(t) }));
+      const x = ((t - W0) / span) * width;
+      if (x > width - 50) break;
+      axis.appendChild(h("div", { class: "tick", style: "left:" + x + "px", text: fmtMs(t) }));
     }
   }
 
@@ -258,6 +265,32 @@
     if (doReveal) reveal(i);
     renderRows();
     showDetails(i);
+    setHash(E[i].p);
+  }
+
+  // The selection lives in the URL's hash (run.html#agent.flow1.node3), both ways: selecting
+  // writes it (replacing the history entry: arrow keys do not fill the history), and a changed
+  // hash (a pasted link, a link in an alert) selects. So a link shows what its sender saw.
+  function setHash(path) {
+    const hash = path ? "#" + encodeURIComponent(path) : "";
+    if (location.hash === hash || (!hash && !location.hash)) return;
+    try { history.replaceState(null, "", hash || location.pathname + location.search); }
+    catch (e) { location.replace(hash || "#"); }
+  }
+
+  function fromHash() {
+    let wanted = "";
+    try { wanted = decodeURIComponent(location.hash.slice(1)); } catch (e) { wanted = location.hash.slice(1); }
+    if (!wanted) { if (selected >= 0) showSummary(false); return; }
+    const e = E.find((x) => x.p === wanted);
+    if (e && e.i !== selected) select(e.i, true);
+  }
+
+  function showSummary(writeHash) {
+    selected = -1;
+    renderRows();
+    showRunSummary();
+    if (writeHash) setHash("");
   }
 
   function onKey(ev) {
@@ -371,14 +404,26 @@
       if (e.ch) facts.push(["children", String(e.ch.length)]);
     }
     parts.push(kvTable(facts));
+    if (e.t !== "span") {
+      // Re-running from here: what `reprise rerun` takes (every element path is a start path).
+      const command = "reprise rerun " + RUN.run_id + " --from " + shellWord(e.p);
+      parts.push(h("div", { class: "rerun" }, [h("code", { id: "rerun-command", text: command }), copyButton(command)]));
+    }
     if (d.error) {
       parts.push(...section("Error", h("div", { class: "error-box" }, [
         h("div", { class: "err-head", text: (d.error.type ? d.error.type + ": " : "") + d.error.message }),
         d.error.traceback ? h("pre", { class: "error traceback", text: d.error.traceback }) : null,
       ])));
     }
+    if (d.chat && d.chat.length) {
+      // An AI model node's conversation: what it sent (request.json) and the answer.
+      parts.push(...section("Messages", h("div", { class: "chat" }, d.chat.map((m) => h("div", { class: "msg " + m.role }, [
+        h("div", { class: "role", text: m.role }),
+        h("pre", { text: m.text }),
+      ])))));
+    }
     if (d.input !== undefined) parts.push(...section("Input", h("pre", { class: "input", text: d.input })));
-    if (d.outcome !== undefined) parts.push(...section("Outcome", h("pre", { class: "outcome", text: d.outcome })));
+    if (d.outcome !== undefined) parts.push(...section("Outcome", outcomeView(d.outcome, "outcome")));
     else if (isNode && e.s === "completed" && !e.r) parts.push(...section("Outcome", h("div", { class: "kind", text: "no outcome.json" })));
     if (d.logs && d.logs.length) {
       const lines = d.logs.map((l) => h("div", { class: "lv-" + l.level }, [
@@ -398,7 +443,9 @@
       parts.push(...section("Span events", h("div", null, evs)));
     }
     if (d.files && d.files.length) {
-      parts.push(...section("Files", kvTable(d.files.map(([name, size]) => [name, size.toLocaleString() + " bytes"]))));
+      const files = kvTable(d.files.map(([name, size]) => [name, name.endsWith("/") ? "folder" : size.toLocaleString() + " bytes"]));
+      files.classList.add("files");
+      parts.push(...section("Files", files));
     }
     if (d.fields) parts.push(...section("Other result fields", h("pre", { class: "fields", text: d.fields })));
     detailsEl.dataset.selected = e.p;
@@ -425,7 +472,26 @@
       ]));
       parts.push(...section("Failed", h("div", null, list)));
     }
+    if (M.alerts && M.alerts.length) {
+      parts.push(...section("Alerts (" + M.alerts.length + ")", alertList(M.alerts.slice().reverse(), true)));
+    }
+    const metrics = M.metrics || {};
+    const names = Object.keys(metrics.series || {});
+    if (names.length) {
+      parts.push(...section("Metrics (reprise.log)", h("div", { class: "metric-charts", id: "metric-charts" },
+        names.map((name) => lineChart(name, [{ label: "", points: metrics.series[name] }])))));
+    }
+    const values = Object.keys(metrics.values || {});
+    if (values.length) {
+      parts.push(...section("Node metrics (ctx.metric)", h("div", { class: "metric-charts", id: "node-metric-values" },
+        values.map((name) => lineChart(name, [{ label: "", points: metrics.values[name] }], "value #")))));
+    }
+    if (metrics.histograms && metrics.histograms.length) {
+      parts.push(...section("Node metrics (ctx.metric)", h("div", { class: "metric-charts", id: "node-metric-charts" },
+        metrics.histograms.map(histogramChart))));
+    }
     parts.push(h("p", { class: "empty", text: "Select an element to see its input, outcome, error and logs." }));
+    delete detailsEl.dataset.selected;
     detailsEl.replaceChildren(...parts);
   }
 
@@ -435,11 +501,8 @@
   renderRows();
   drawOverview();
   showRunSummary();
-  window.addEventListener("resize", () => { drawOverview(); scheduleRender(); });
-  const wanted = decodeURIComponent(location.hash.slice(1));
-  if (wanted) {
-    const e = E.find((x) => x.p === wanted);
-    if (e) select(e.i, true);
-  }
+  window.addEventListener("resize", () => { drawOverview(); drawAxis(); scheduleRender(); });
+  window.addEventListener("hashchange", fromHash);
+  fromHash();
   document.body.dataset.ready = "true";
 })();
