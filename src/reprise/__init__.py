@@ -9,6 +9,7 @@
                                          initial_inputs={"n": 21})).run_sync()
 """
 
+from reprise._active_run import Run, active_run, finish, init
 from reprise._api import Api
 from reprise._version import __version__
 from reprise.dsl import (
@@ -69,6 +70,7 @@ __all__ = [
     "RunCancelledError",
     "RunContext",
     "RunDirectory",
+    "Run",
     "RunFailedError",
     "RunFileError",
     "RunResult",
@@ -79,8 +81,11 @@ __all__ = [
     "TemplateError",
     "Var",
     "__version__",
+    "active_run",
     "alert",
     "entrypoint",
+    "finish",
+    "init",
     "log",
     "node",
 ]

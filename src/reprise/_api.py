@@ -23,7 +23,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from reprise.run._status import RunStatus
 from reprise.run._usage import cost_of, input_output_tokens
 from reprise.tracking import ALERTS_FILE, AlertLevel, parse_instant, read_alerts, read_metrics
 
-__all__ = ["Api", "ElementInfo", "OutcomeChange", "default_run_root"]
+__all__ = ["Api", "ElementInfo", "OutcomeChange", "TrackedRun", "default_run_root"]
 
 _LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 _SKIP_TOP = {".trace", "static_inputs"}
@@ -134,6 +134,35 @@ class OutcomeChange:
         return out
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackedRun(RunInfo):
+    """A run as :meth:`Api.runs` returns it: its listing (``run_id``, ``name``, ``project``,
+    ``config``, ``status``...) and what it recorded, read on demand::
+
+        for run in Api().runs("cifar10-hparam-search"):
+            errors = [a for a in run.alerts() if a["level"] == "error"]
+            print(run.name, run.config["learning_rate"], len(errors))
+    """
+
+    @classmethod
+    def of(cls, info: RunInfo) -> TrackedRun:
+        """The record of ``info``."""
+        return cls(**{name: getattr(info, name) for name in _INFO_FIELDS})
+
+    def alerts(
+        self, *, since: str | datetime | float | None = None, level: AlertLevel | str | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's alerts strictly after ``since``, at or above ``level``, newest first."""
+        return Api(self.run_root).alerts(since=since, level=level, run=self.run_id)
+
+    def metrics(self, name: str | None = None) -> list[dict[str, Any]]:
+        """What the run logged with ``reprise.log``, in order (only lines holding ``name``)."""
+        return Api(self.run_root).metrics(self.run_id, name=name)
+
+
+_INFO_FIELDS = tuple(f.name for f in fields(RunInfo))
+
+
 class Api:
     """Read access to the runs under one run root (see the module docstring)."""
 
@@ -144,24 +173,37 @@ class Api:
     # -- runs ------------------------------------------------------------------------------
     def runs(
         self,
+        project: str | None = None,
         *,
         status: RunStatus | str | Iterable[RunStatus | str] | None = None,
         root: str | None = None,
         tags: Mapping[str, str] | None = None,
         limit: int | None = None,
+        name: str | None = None,
         experiments: bool = True,
-    ) -> list[RunInfo]:
-        """The runs, newest first (a dead ``running`` run reads ``crashed``); without
-        ``experiments``, those an experiment made are left out."""
-        return self.index.runs(status=status, root=root, tags=tags, limit=limit, experiments=experiments)
+    ) -> list[TrackedRun]:
+        """The runs (of ``project``, if given), newest first (a dead ``running`` run reads
+        ``crashed``); without ``experiments``, those an experiment made are left out."""
+        infos = self.index.runs(
+            status=status, root=root, tags=tags, limit=limit, project=project, name=name, experiments=experiments
+        )
+        return [TrackedRun.of(info) for info in infos]
 
-    def run(self, run_id: str) -> RunInfo:
-        """One run; :class:`~reprise.errors.RunSetupError` if there is no such run."""
-        return self.index.get(run_id)
+    def resolve(self, run: str, *, project: str | None = None) -> str:
+        """The id of the run ``run`` names: a run id, a run name, ``latest`` (also ``-1``;
+        ``-2`` the run before...), or a unique prefix of a run id or name; of ``project`` if
+        given. :class:`~reprise.errors.RunSetupError` for an unknown or ambiguous reference
+        (the candidates listed)."""
+        return self.index.resolve(run, project=project).run_id
 
-    def run_dir(self, run_id: str) -> RunDirectory:
-        """The directory of run ``run_id`` (checked to exist)."""
-        return RunDirectory.find(self.run_root, run_id)
+    def run(self, run: str, *, project: str | None = None) -> TrackedRun:
+        """One run (``run`` as :meth:`resolve` takes it); :class:`~reprise.errors.RunSetupError`
+        if there is no such run."""
+        return TrackedRun.of(self.index.resolve(run, project=project))
+
+    def run_dir(self, run: str) -> RunDirectory:
+        """The directory of the run ``run`` names (see :meth:`resolve`)."""
+        return RunDirectory.find(self.run_root, self.resolve(run))
 
     def metadata(self, run_id: str) -> dict[str, Any]:
         """The run's whole ``.trace/metadata.json`` (extra fields included), with ``status``
@@ -170,6 +212,26 @@ class Api:
         data = run.read_metadata().model_dump(mode="json")
         data["status"] = run.status().value
         return data
+
+    def summary(self, run: str, *, problems: list[RunFileError] | None = None) -> dict[str, Any]:
+        """What ``reprise show RUN --json`` prints in ``data``: the run's listing (``run``),
+        its whole metadata, totals over its nodes (executed, reused, failed, tokens, cost) and
+        its element tree (unreadable files: as in :meth:`elements`)."""
+        run_id = self.resolve(run)
+        info = self.run(run_id)
+        tree = self.elements(run_id, problems=problems)
+        nodes = [e for e in tree.walk() if e.element_type == "node"]
+        tree_json = tree.to_json()
+        totals = {
+            "nodes": len(nodes),
+            "executed": sum(1 for e in nodes if not e.reused and e.status == "completed"),
+            "reused": sum(1 for e in nodes if e.reused),
+            "failed": sum(1 for e in nodes if e.status == "failed"),
+            "input_tokens": tree_json["input_tokens"],
+            "output_tokens": tree_json["output_tokens"],
+            "cost": tree.cost,
+        }
+        return {"run": info.to_json(), "metadata": self.metadata(run_id), "totals": totals, "tree": tree_json}
 
     # -- the element tree ------------------------------------------------------------------
     def elements(self, run_id: str, *, problems: list[RunFileError] | None = None) -> ElementInfo:
@@ -211,6 +273,7 @@ class Api:
 
     def alerts(
         self,
+        project: str | None = None,
         *,
         since: str | datetime | float | None = None,
         level: AlertLevel | str | None = None,
@@ -218,15 +281,20 @@ class Api:
         limit: int | None = None,
         problems: list[RunFileError] | None = None,
     ) -> list[dict[str, Any]]:
-        """Alerts strictly after ``since``, at or above ``level``, of one run or of every run;
-        newest first. ``since`` is an instant: ``...Z``, ``...+02:00`` and naive (UTC)
-        timestamps all compare correctly. Bad lines: as in :meth:`metrics`."""
+        """Alerts strictly after ``since``, at or above ``level``, of one run (a reference as
+        :meth:`resolve` takes it, within ``project`` if given), of every run of ``project``, or
+        of every run; newest first. ``since`` is an instant: ``...Z``, ``...+02:00`` and naive
+        (UTC) timestamps all compare correctly::
+
+            api.alerts("cifar10-hparam-search", run="run-lr0.001-bs64", since=last_check)
+
+        Bad lines: as in :meth:`metrics`."""
         after = parse_instant(since) if since is not None else None
         min_level = AlertLevel.parse(level) if level is not None else None
         if run is not None:
-            dirs = [self.run_dir(run).path]
+            dirs = [self.run_root / self.resolve(run, project=project)]
         else:
-            dirs = [info.run_dir for info in self.index.runs()]
+            dirs = [info.run_dir for info in self.index.runs(project=project)]
         threshold = after.timestamp() if after is not None else None
         found: list[tuple[datetime, dict[str, Any]]] = []
         for directory in dirs:
@@ -283,6 +351,7 @@ class Api:
         (``values`` also reads each changed ``outcome.json`` before and after)."""
         from reprise.run._outcome_repo import OutcomeRepository
 
+        run_a, run_b = self.resolve(run_a), self.resolve(run_b)
         repos = []
         for run_id in (run_a, run_b):
             meta = self.run_dir(run_id).read_metadata()

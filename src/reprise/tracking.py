@@ -55,6 +55,7 @@ __all__ = [
     "USER_METRICS_FILE",
     "AlertLevel",
     "AlertSettings",
+    "WEBHOOK_FORMATS",
     "alert",
     "current_run",
     "enter_scope",
@@ -66,10 +67,13 @@ __all__ = [
     "running_in",
     "set_alert_settings",
     "wait_for_webhooks",
+    "webhook_format",
+    "webhook_payload",
 ]
 
 USER_METRICS_FILE = "user_metrics.jsonl"
 ALERTS_FILE = "alerts.jsonl"
+
 
 class AlertLevel(StrEnum):
     """How serious an alert is. ``ERROR``: stop and change approach; ``WARN``: something
@@ -290,19 +294,27 @@ class AlertSettings:
     """Where alerts are pushed as they happen.
 
     Args:
-        webhook_url: an ``http(s)://`` URL that receives a JSON POST per alert: ``{"text":
-            "[WARN] title: text", "alert": {...the stored record...}}`` (``text`` makes it a
-            valid Slack or Mattermost incoming-webhook message). It is never written to the run.
+        webhook_url: an ``http(s)://`` URL that receives a JSON POST per alert, in the format
+            its target expects (see :func:`webhook_payload`). It is never written to the run.
         min_level: alerts below this level are not posted.
         timeout_s: how long one POST may take.
+        format: ``"slack"``, ``"discord"`` or ``"generic"``; ``None`` (the default) tells
+            from the URL's host (:func:`webhook_format`). Set it for a relay or proxy whose
+            host says nothing.
 
-    :meth:`from_env` reads ``REPRISE_ALERT_WEBHOOK`` and ``REPRISE_ALERT_WEBHOOK_LEVEL``
-    (default ``warn``); :func:`set_alert_settings` gives one run its own settings.
+    :meth:`from_env` reads ``REPRISE_ALERT_WEBHOOK``, ``REPRISE_ALERT_WEBHOOK_LEVEL`` (default
+    ``warn``) and ``REPRISE_ALERT_WEBHOOK_FORMAT``; :func:`set_alert_settings` gives one run its
+    own settings.
     """
 
     webhook_url: str | None = None
     min_level: AlertLevel = AlertLevel.WARN
     timeout_s: float = 5.0
+    format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format is not None and self.format not in WEBHOOK_FORMATS:
+            raise ValueError(f"unknown webhook format {self.format!r}: use {', '.join(WEBHOOK_FORMATS)}")
 
     @classmethod
     def from_env(cls) -> AlertSettings:
@@ -313,7 +325,79 @@ class AlertSettings:
             level = AlertLevel.parse(raw_level) if raw_level else AlertLevel.WARN
         except ValueError:
             level = AlertLevel.WARN
-        return cls(webhook_url=url, min_level=level)
+        fmt = (os.environ.get("REPRISE_ALERT_WEBHOOK_FORMAT") or "").strip().lower() or None
+        return cls(webhook_url=url, min_level=level, format=fmt if fmt in WEBHOOK_FORMATS else None)
+
+
+#: The bodies :func:`webhook_payload` can make.
+WEBHOOK_FORMATS = ("slack", "discord", "generic")
+_SLACK_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
+_DISCORD_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
+
+
+def webhook_format(url: str) -> str:
+    """The format the target of ``url`` expects, from its host: ``slack`` for Slack incoming
+    webhooks (``hooks.slack.com``), ``discord`` for Discord webhooks (``discord.com``,
+    ``discordapp.com``), else ``generic``."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host in _SLACK_HOSTS:
+        return "slack"
+    if host in _DISCORD_HOSTS:
+        return "discord"
+    return "generic"
+
+
+_EMOJI = {"info": ":information_source:", "warn": ":warning:", "error": ":rotating_light:"}
+_COLOURS = {"info": 0x3498DB, "warn": 0xF1C40F, "error": 0xE74C3C}
+
+
+def _slack_escape(text: str) -> str:
+    # The three characters Slack's mrkdwn reserves (its "escaping text" rules).
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def webhook_payload(record: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """The JSON body posted for the alert ``record`` in format ``fmt``:
+
+    * ``slack``: ``{"text": "[WARN] title: text", "blocks": [...]}``: a section with the
+      title and text, and a context line with the level, run and node.
+    * ``discord``: ``{"content": "[WARN] title: text", "embeds": [{title, description, color,
+      timestamp, fields: level, run, node}], "allowed_mentions": {"parse": []}}`` (an alert's
+      text never pings anyone).
+    * ``generic``: ``{"text": "[WARN] title: text", "alert": {...the stored record...}}``
+      (``text`` also makes it a valid Mattermost or Rocket.Chat message).
+
+    Text is cut to each service's limits."""
+    level = str(record.get("level", "info"))
+    title = str(record.get("title", ""))
+    body = str(record.get("text", ""))
+    line = f"[{level.upper()}] {title}" + (f": {body}" if body else "")
+    node = record.get("hierarchy_path") or "-"
+    if fmt == "slack":
+        text = f"{_EMOJI.get(level, '')} *{_slack_escape(title)}*" + (f"\n{_slack_escape(body)}" if body else "")
+        context = f"level `{level}` | run `{record.get('run_id')}` | node `{node}` | {record.get('timestamp')}"
+        return {
+            "text": _slack_escape(line)[:3000],
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": _slack_escape(context)[:3000]}]},
+            ],
+        }
+    if fmt == "discord":
+        fields = [("level", level), ("run", str(record.get("run_id"))), ("node", str(node))]
+        embed: dict[str, Any] = {
+            "title": title[:256],
+            "color": _COLOURS.get(level, 0),
+            "fields": [{"name": name, "value": value[:1024], "inline": True} for name, value in fields],
+        }
+        if body:
+            embed["description"] = body[:4096]
+        if record.get("timestamp"):
+            embed["timestamp"] = record["timestamp"]
+        return {"content": line[:2000], "embeds": [embed], "allowed_mentions": {"parse": []}}
+    return {"text": line, "alert": dict(record)}
 
 
 _RUN_SETTINGS: weakref.WeakKeyDictionary[RunContext, AlertSettings] = weakref.WeakKeyDictionary()
@@ -333,23 +417,23 @@ def _maybe_post(ctx: RunContext, record: Mapping[str, Any]) -> None:
         return
     # A non-daemon thread: the POST neither blocks the event loop nor is cut off when a short
     # script exits right after alerting (the interpreter waits for it, at most timeout_s).
+    fmt = settings.format or webhook_format(url)
     thread = threading.Thread(
-        target=_post, args=(url, dict(record), settings.timeout_s, ctx), name="reprise-alert-webhook"
+        target=_post, args=(url, dict(record), fmt, settings.timeout_s, ctx), name="reprise-alert-webhook"
     )
     with _PENDING_LOCK:
         _PENDING.add(thread)
     thread.start()
 
 
-def _post(url: str, record: dict[str, Any], timeout_s: float, ctx: RunContext) -> None:
+def _post(url: str, record: dict[str, Any], fmt: str, timeout_s: float, ctx: RunContext) -> None:
     import urllib.error
     import urllib.request
 
     try:
         if not url.startswith(("http://", "https://")):
             raise ValueError("the webhook URL must start with http:// or https://")
-        text = f"[{record['level'].upper()}] {record['title']}" + (f": {record['text']}" if record["text"] else "")
-        body = json.dumps({"text": text, "alert": record}, default=str).encode()
+        body = json.dumps(webhook_payload(record, fmt), default=str).encode()
         request = urllib.request.Request(
             url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "reprise"}
         )

@@ -277,7 +277,7 @@ def test_errors_are_one_line_and_exit_2(project: Path) -> None:
     ok = run_json(project, "run", "cli_flows:flow", "--input", "n=1")
     cases = [
         (("show", "run_20200101_000000_abcdef"), "show", "no run 'run_20200101_000000_abcdef'"),
-        (("show", "not-a-run"), "show", "is not a run id"),
+        (("show", "not-a-run"), "show", "no run 'not-a-run'"),
         (("run", "no_such_module:flow"), "run", "no module named 'no_such_module'"),
         (("run", "cli_flows:missing"), "run", "has no attribute 'missing'"),
         (("run", "cli_flows:greeting"), "run", "is a Greeting, not a flow, an agent or a function"),

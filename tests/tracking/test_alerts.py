@@ -26,6 +26,7 @@ from reprise.tracking import (
     parse_instant,
     set_alert_settings,
     wait_for_webhooks,
+    webhook_format,
 )
 
 
@@ -366,3 +367,74 @@ def test_a_failing_webhook_never_fails_the_run(tmp_path: Path, failure: str) -> 
     ]
     assert len(failures) == 3
     assert "SECRET-TOKEN-123" not in _all_text(result.run_dir)
+
+
+# -- each target's own format -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "fmt"),
+    [
+        ("https://hooks.slack.com/services/T000/B000/XXXX", "slack"),
+        ("https://HOOKS.SLACK.COM/services/T000/B000/XXXX", "slack"),
+        ("https://discord.com/api/webhooks/123/abc", "discord"),
+        ("https://discordapp.com/api/webhooks/123/abc", "discord"),
+        ("https://ptb.discord.com/api/webhooks/123/abc", "discord"),
+        ("https://hooks.slack.com.evil.example/services/x", "generic"),
+        ("https://mattermost.example/hooks/xyz", "generic"),
+        ("http://127.0.0.1:9999/hook", "generic"),
+    ],
+)
+def test_webhook_format_from_the_host(url: str, fmt: str) -> None:
+    assert webhook_format(url) == fmt
+
+
+def _alert_with(settings: AlertSettings, tmp_path: Path) -> str:
+    ctx = _context(tmp_path)
+    ctx.setup_run()
+    set_alert_settings(ctx, settings)
+    reprise.alert("Loss <diverged> & stopped", "loss=12.5 at step 40; @everyone lower the lr", level="error", run=ctx)
+    ctx.complete_run()
+    assert wait_for_webhooks(timeout=10)
+    return ctx.run_id
+
+
+def test_slack_gets_text_and_blocks(tmp_path: Path, receiver: _Receiver) -> None:
+    run_id = _alert_with(AlertSettings(webhook_url=receiver.url, format="slack"), tmp_path)
+    (body,) = receiver.bodies
+    assert set(body) == {"text", "blocks"}
+    assert body["text"] == "[ERROR] Loss &lt;diverged&gt; &amp; stopped: loss=12.5 at step 40; @everyone lower the lr"
+    section, context = body["blocks"]
+    assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
+    assert section["text"]["text"] == (
+        ":rotating_light: *Loss &lt;diverged&gt; &amp; stopped*\nloss=12.5 at step 40; @everyone lower the lr"
+    )
+    assert context["type"] == "context" and run_id in context["elements"][0]["text"]
+
+
+def test_discord_gets_content_and_an_embed(tmp_path: Path, receiver: _Receiver) -> None:
+    run_id = _alert_with(AlertSettings(webhook_url=receiver.url, format="discord"), tmp_path)
+    (body,) = receiver.bodies
+    assert set(body) == {"content", "embeds", "allowed_mentions"}
+    assert body["content"] == "[ERROR] Loss <diverged> & stopped: loss=12.5 at step 40; @everyone lower the lr"
+    assert body["allowed_mentions"] == {"parse": []}  # the alert's text pings no one
+    (embed,) = body["embeds"]
+    assert embed["title"] == "Loss <diverged> & stopped"
+    assert embed["description"] == "loss=12.5 at step 40; @everyone lower the lr"
+    assert embed["color"] == 0xE74C3C and embed["timestamp"].endswith("Z")
+    assert {f["name"]: f["value"] for f in embed["fields"]} == {"level": "error", "run": run_id, "node": "-"}
+
+
+def test_format_from_init_and_environment(tmp_path: Path, receiver: _Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    with reprise.init("hooks", run_root=tmp_path / "runs", outcome_repo=False, webhook_url=receiver.url,
+                      webhook_format="discord") as run:  # fmt: skip
+        run.alert("from init", level="warn")
+    monkeypatch.setenv("REPRISE_ALERT_WEBHOOK", receiver.url)
+    monkeypatch.setenv("REPRISE_ALERT_WEBHOOK_FORMAT", "slack")
+    with reprise.init("hooks", run_root=tmp_path / "runs", outcome_repo=False) as run:
+        run.alert("from the environment", level="warn")
+    assert wait_for_webhooks(timeout=10)
+    formats = sorted(sorted(b) for b in receiver.bodies)  # two threads: either may post first
+    assert formats == [["allowed_mentions", "content", "embeds"], ["blocks", "text"]]
+    with pytest.raises(RepriseError, match="unknown webhook format 'teams'"):
+        reprise.init("hooks", run_root=tmp_path / "runs", webhook_url=receiver.url, webhook_format="teams")

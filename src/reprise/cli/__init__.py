@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "reprise.cli._view",  # view
     "reprise.cli._export",  # export
     "reprise.cli._experiment",  # experiment (run, resume, compare, parse)
+    "reprise.cli._mcp",  # mcp
 )
 
 

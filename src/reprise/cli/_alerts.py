@@ -8,6 +8,7 @@ from typing import Any
 
 from reprise.cli._common import (
     EXIT_OK,
+    RUN_HELP,
     Output,
     UsageError,
     add_common,
@@ -15,6 +16,7 @@ from reprise.cli._common import (
     format_table,
     level_name,
     note_skipped,
+    resolve_run,
     run_root_of,
 )
 from reprise.errors import RunFileError
@@ -32,7 +34,8 @@ def register(subparsers: Any) -> None:
         "2025-06-15T14:30:00 (taken as UTC) name the same instant. To poll, pass the timestamp of "
         "the newest alert seen.",
     )
-    p.add_argument("--run", metavar="RUN_ID", help="only this run's alerts")
+    p.add_argument("--run", metavar="RUN", help=f"only this run's alerts: {RUN_HELP}")
+    p.add_argument("--project", metavar="NAME", help="only alerts of this project's runs (and --run within it)")
     add_level(p, "alerts")
     p.add_argument("--since", metavar="TIMESTAMP", help="only alerts after this instant (ISO 8601)")
     p.add_argument("--limit", type=int, metavar="N", help="at most N alerts (the newest)")
@@ -46,7 +49,7 @@ def register(subparsers: Any) -> None:
         "ctx.metric values (no step; their attributes in braces). Numbers are rounded to 4 significant "
         "digits; --json gives them exactly.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     p.add_argument("--name", metavar="METRIC", help="only lines holding this metric")
     add_common(p)
     p.set_defaults(handler=_metrics)
@@ -56,11 +59,13 @@ def _alerts(args: argparse.Namespace, out: Output) -> int:
     from reprise._api import Api
 
     problems: list[RunFileError] = []
+    api = Api(run_root_of(args))
+    run = api.resolve(args.run, project=args.project) if args.run is not None else None
     try:
         # Every alert is at least "debug": no filter.
         level = None if args.level == "debug" else args.level
-        alerts = Api(run_root_of(args)).alerts(
-            since=args.since, level=level, run=args.run, limit=args.limit, problems=problems
+        alerts = api.alerts(
+            args.project, since=args.since, level=level, run=run, limit=args.limit, problems=problems
         )
     except ValueError as exc:
         raise UsageError(f"--since: {exc}") from None
@@ -97,7 +102,7 @@ def _metrics(args: argparse.Namespace, out: Output) -> int:
     from reprise._api import Api
 
     problems: list[RunFileError] = []
-    lines = Api(run_root_of(args)).metrics(args.run_id, name=args.name, problems=problems)
+    lines = Api(run_root_of(args)).metrics(resolve_run(args, args.run_id), name=args.name, problems=problems)
     note_skipped(out, problems)
 
     def text() -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_RUN_CANCELLED",
     "EXIT_RUN_FAILED",
+    "RUN_HELP",
     "Output",
     "UsageError",
     "LEVELS",
@@ -40,6 +41,7 @@ __all__ = [
     "format_table",
     "note_skipped",
     "query_of",
+    "resolve_run",
     "run_root_of",
 ]
 
@@ -110,6 +112,19 @@ def run_root_of(args: argparse.Namespace) -> Path:
     """The run root the command works on, absolute."""
     raw = getattr(args, "run_root", None) or os.environ.get("REPRISE_RUN_ROOT") or "runs"
     return Path(raw).absolute()
+
+
+#: The help of every RUN argument: what :func:`resolve_run` reads.
+RUN_HELP = "a run id, a run name, 'latest' (also -1; -2 the run before), or the start of one run's id or name"
+
+
+def resolve_run(args: argparse.Namespace, ref: str) -> str:
+    """The id of the run that the RUN argument ``ref`` names under the command's run root (see
+    :meth:`reprise.run._index.RunIndex.resolve`): every command taking a run reads it this way.
+    An unknown or ambiguous reference is a :class:`~reprise.errors.RunSetupError` saying so."""
+    from reprise.run._index import RunIndex
+
+    return RunIndex(run_root_of(args)).resolve(ref).run_id
 
 
 def check_run_root(args: argparse.Namespace) -> None:

@@ -19,11 +19,13 @@ from reprise.cli._common import (
     EXIT_OK,
     EXIT_RUN_CANCELLED,
     EXIT_RUN_FAILED,
+    RUN_HELP,
     Output,
     UsageError,
     add_common,
     add_progress,
     format_duration,
+    resolve_run,
     run_root_of,
 )
 from reprise.cli._progress import RunProgress
@@ -49,12 +51,12 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "rerun",
         help="re-run a run from a hierarchy path, reusing everything before it",
-        description="Start a new run that reuses the results of RUN_ID before HIERARCHY_PATH and "
+        description="Start a new run that reuses the results of RUN before HIERARCHY_PATH and "
         "executes that element and everything after it again.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     p.add_argument("--from", dest="start_path", metavar="HIERARCHY_PATH", required=True, help="e.g. agent.flow1.node3")
-    p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN_ID ran)")
+    p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN ran)")
     _reused_nodes_option(p)
     _run_options(p)
     p.set_defaults(handler=_rerun)
@@ -62,10 +64,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "resume",
         help="continue a failed, cancelled or crashed run where it stopped",
-        description="Start a new run that reuses every element RUN_ID completed and executes the rest.",
+        description="Start a new run that reuses every element RUN completed and executes the rest.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
-    p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN_ID ran)")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
+    p.add_argument("--target", metavar="MODULE:OBJECT", help="what to run (default: what RUN ran)")
     _reused_nodes_option(p)
     _run_options(p)
     p.set_defaults(handler=_rerun)
@@ -73,11 +75,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "materialize",
         help="make a re-run stand alone: its linked reused nodes become directories of their own",
-        description="Replace each reused node of RUN_ID that is a link into an earlier run by its own "
+        description="Replace each reused node of RUN that is a link into an earlier run by its own "
         "directory (hard links to the same files, result.json marked reused), as --reused-nodes copy "
         "makes them; afterwards the earlier runs can be deleted. Nothing to do is not an error.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     add_common(p)
     p.set_defaults(handler=_materialize)
 
@@ -86,12 +88,13 @@ def _materialize(args: argparse.Namespace, out: Output) -> int:
     from reprise.run._directory import RunDirectory
     from reprise.runners._reuse import materialize_reused
 
-    run = RunDirectory.find(run_root_of(args), args.run_id)
+    run = RunDirectory.find(run_root_of(args), resolve_run(args, args.run_id))
     done = materialize_reused(run.path)
     out.emit(
-        {"run_id": args.run_id, "materialized": done},
-        lambda: f"{args.run_id}: {len(done)} reused node(s) made into directories"
-        + "".join(f"\n  {path}" for path in done),
+        {"run_id": run.run_id, "materialized": done},
+        lambda: (
+            f"{run.run_id}: {len(done)} reused node(s) made into directories" + "".join(f"\n  {path}" for path in done)
+        ),
     )
     return EXIT_OK
 
@@ -165,19 +168,18 @@ def _run(args: argparse.Namespace, out: Output) -> int:
 def _rerun(args: argparse.Namespace, out: Output) -> int:
     from reprise._api import Api
 
-    meta = Api(run_root_of(args)).run_dir(args.run_id).read_metadata()
+    run_id = resolve_run(args, args.run_id)
+    meta = Api(run_root_of(args)).run_dir(run_id).read_metadata()
     target = args.target or meta.tags.get(TARGET_TAG)
     if not target:
         raise UsageError(
-            f"run {args.run_id} does not record what it ran (it was not started with 'reprise run'): "
+            f"run {run_id} does not record what it ran (it was not started with 'reprise run'): "
             "pass --target MODULE:OBJECT"
         )
     project_root = Path(args.project_root or meta.tags.get(PROJECT_TAG) or ".").resolve()
     definition, _ = load_target(target, project_root)
     start = getattr(args, "start_path", None)
-    return _execute(
-        args, out, definition, meta.root_component_id, target, project_root, previous=args.run_id, start=start
-    )
+    return _execute(args, out, definition, meta.root_component_id, target, project_root, previous=run_id, start=start)
 
 
 def _execute(

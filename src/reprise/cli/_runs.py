@@ -8,6 +8,7 @@ from typing import Any
 
 from reprise.cli._common import (
     EXIT_OK,
+    RUN_HELP,
     Output,
     UsageError,
     add_common,
@@ -16,6 +17,7 @@ from reprise.cli._common import (
     format_table,
     level_name,
     note_skipped,
+    resolve_run,
     run_root_of,
 )
 from reprise.errors import RunFileError
@@ -35,6 +37,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--status", action="append", choices=_STATUSES, help="only runs with this status (repeatable)")
     p.add_argument("--root", metavar="ID", help="only runs of this root component")
+    p.add_argument("--project", metavar="NAME", help="only runs of this project (reprise.init(project=...))")
     p.add_argument(
         "--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag"
     )
@@ -55,7 +58,7 @@ def register(subparsers: Any) -> None:
         help="a run's element tree: status, duration, reuse, tokens and cost",
         description="Show a run and its element tree from the result.json files in its directory.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     add_common(p)
     p.set_defaults(handler=_show)
 
@@ -64,7 +67,7 @@ def register(subparsers: Any) -> None:
         help="a run's span tree",
         description="Show the spans of a run as a tree, children in start order. --json lists every span.",
     )
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     p.add_argument(
         "--ascii",
         action="store_true",
@@ -79,7 +82,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_trace)
 
     p = subparsers.add_parser("logs", help="a run's structured logs", description="Show a run's log lines.")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN", help=RUN_HELP)
     p.add_argument("--node", metavar="PATH", help="only lines of this element and the elements below it")
     add_level(p, "lines")
     add_common(p)
@@ -90,8 +93,8 @@ def register(subparsers: Any) -> None:
         help="which outcomes changed between two runs",
         description="Compare two runs' outcome branches in the git outcome repository.",
     )
-    p.add_argument("run_a", metavar="RUN_A")
-    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("run_a", metavar="RUN_A", help=RUN_HELP)
+    p.add_argument("run_b", metavar="RUN_B", help=RUN_HELP)
     p.add_argument("--values", action="store_true", help="also show each changed outcome before and after")
     add_common(p)
     p.set_defaults(handler=_diff)
@@ -130,6 +133,7 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
     limit = None if args.all else args.limit
     # One more than asked, to tell whether there are more.
     runs = api.runs(
+        args.project,
         status=args.status,
         root=args.root,
         tags=tags,
@@ -146,6 +150,7 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
         rows = [
             [
                 r.run_id,
+                r.name or "-",
                 r.status.value,
                 r.root_component_id,
                 r.tags.get(EXPERIMENT_TAG, ""),
@@ -155,7 +160,8 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
             ]
             for r in runs
         ]
-        return format_table(["RUN ID", "STATUS", "ROOT", "EXPERIMENT", "STARTED (UTC)", "DURATION", "FROM"], rows)
+        columns = ["RUN ID", "NAME", "STATUS", "ROOT", "EXPERIMENT", "STARTED (UTC)", "DURATION", "FROM"]
+        return format_table(columns, rows)
 
     out.emit([r.to_json() for r in runs], text)
     if more and not out.json:
@@ -166,22 +172,11 @@ def _runs(args: argparse.Namespace, out: Output) -> int:
 # -- show ----------------------------------------------------------------------------------------
 def _show(args: argparse.Namespace, out: Output) -> int:
     api = _api(args)
-    info = api.run(args.run_id)
-    meta = api.metadata(args.run_id)
     problems: list[RunFileError] = []
-    tree = api.elements(args.run_id, problems=problems)
+    data = api.summary(resolve_run(args, args.run_id), problems=problems)
     note_skipped(out, problems)
-    nodes = [e for e in tree.walk() if e.element_type == "node"]
-    totals = {
-        "nodes": len(nodes),
-        "executed": sum(1 for e in nodes if not e.reused and e.status == "completed"),
-        "reused": sum(1 for e in nodes if e.reused),
-        "failed": sum(1 for e in nodes if e.status == "failed"),
-        "input_tokens": tree.to_json()["input_tokens"],
-        "output_tokens": tree.to_json()["output_tokens"],
-        "cost": tree.cost,
-    }
-    data = {"run": info.to_json(), "metadata": meta, "totals": totals, "tree": tree.to_json()}
+    info = api.run(data["run"]["run_id"])
+    totals = data["totals"]
 
     def text() -> str:
         head = [
@@ -203,7 +198,7 @@ def _show(args: argparse.Namespace, out: Output) -> int:
             usage += " (executed nodes only: reused ones cost nothing this time)"
         head.append(usage)
         rows: list[list[str]] = []
-        _tree_rows(tree.to_json(), "", "", rows)
+        _tree_rows(data["tree"], "", "", rows)
         table = format_table(["ELEMENT", "TYPE", "STATUS", "DURATION", "TOKENS", "COST", "NOTE"], rows)
         return "\n".join(head) + "\n\n" + table
 
@@ -244,9 +239,9 @@ def _tree_rows(element: dict[str, Any], prefix: str, connector: str, rows: list[
 def _trace(args: argparse.Namespace, out: Output) -> int:
     from reprise.run._trace import read_spans, render_trace_tree
 
-    run = _api(args).run_dir(args.run_id)
+    run = _api(args).run_dir(resolve_run(args, args.run_id))
     if not (run.trace_dir / "trace.jsonl").is_file():
-        raise UsageError(f"run {args.run_id} has no trace (tracing was off)")
+        raise UsageError(f"run {run.run_id} has no trace (tracing was off)")
     problems: list[RunFileError] = []
     spans = read_spans(run.path, problems)
     note_skipped(out, problems)
@@ -288,7 +283,7 @@ _LOG_NOISE = {"timestamp", "level", "event", "run_id", "hierarchy_path", "trace_
 
 def _logs(args: argparse.Namespace, out: Output) -> int:
     problems: list[RunFileError] = []
-    lines = _api(args).logs(args.run_id, node=args.node, level=args.level, problems=problems)
+    lines = _api(args).logs(resolve_run(args, args.run_id), node=args.node, level=args.level, problems=problems)
     note_skipped(out, problems)
 
     def text() -> str:
@@ -311,11 +306,12 @@ def _logs(args: argparse.Namespace, out: Output) -> int:
 
 # -- diff ----------------------------------------------------------------------------------------
 def _diff(args: argparse.Namespace, out: Output) -> int:
-    changes = _api(args).diff(args.run_a, args.run_b, values=args.values)
+    run_a, run_b = resolve_run(args, args.run_a), resolve_run(args, args.run_b)
+    changes = _api(args).diff(run_a, run_b, values=args.values)
 
     def text() -> str:
         if not changes:
-            return f"no outcome changed between {args.run_a} and {args.run_b}"
+            return f"no outcome changed between {run_a} and {run_b}"
         lines = []
         for c in changes:
             lines.append(f"{c.status}  {c.hierarchy_path or c.path}" + ("" if c.hierarchy_path else "  (file)"))

@@ -19,6 +19,7 @@ the standard ones (telemetry, outcome commit) when nobody did. The run's record
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +36,9 @@ from reprise.errors import DefinitionError, RunSetupError, StaticInputError
 from reprise.run._current import enter_scope, exit_scope
 from reprise.run._directory import INITIAL_INPUTS_FILE, STATIC_INPUTS_FILE, RunDirectory
 from reprise.run._files import json_problem, read_json, write_json_atomic
+from reprise.run._index import RunIndex
 from reprise.run._lifecycle import CompletionHook, RunListeners
+from reprise.run._names import check_project, check_run_name, generate_run_name
 from reprise.run._outcome_repo import OutcomeFile, OutcomeRepository, OutcomeSettings
 from reprise.run._record import MetadataRecord
 from reprise.run._status import RunStatus
@@ -77,6 +80,11 @@ class RunContext:
         model_rate_limit: the :class:`~reprise.nodes.RateLimit` of AI model nodes that set none.
         model_calls_dir: where the rate limiters' state and the response cache live (default
             ``<run_root>/.model-calls``); runs that share it share both.
+        name: the run's name, unique within its project under the run root; default: a fresh
+            one such as ``hungry-brownie-557``.
+        project: the project the run belongs to (default: the root component id).
+        config: the run's configuration (hyperparameters, settings): a mapping, a dataclass or
+            a pydantic model, stored as JSON in the metadata and the run index.
     """
 
     def __init__(
@@ -96,6 +104,9 @@ class RunContext:
         model_cache: bool | str = False,
         model_rate_limit: RateLimit | None = None,
         model_calls_dir: Path | str | None = None,
+        name: str | None = None,
+        project: str | None = None,
+        config: Mapping[str, Any] | BaseModel | Any = None,
     ) -> None:
         self.root_component_id = validate_id(root_component_id)
         self.project_root = _utf8_path(Path(project_root).resolve(), "project root")
@@ -120,6 +131,11 @@ class RunContext:
         self._model_calls_dir = Path(model_calls_dir).resolve() if model_calls_dir is not None else None
         self.initial_inputs: dict[str, Any] = dict(initial_inputs or {})
         self.tags: dict[str, str] = dict(tags or {})
+        #: The project (``None``: the root component id) and name; the name is drawn by
+        #: :meth:`setup_run` when none is given.
+        self.project = check_project(project) if project is not None else None
+        self.name = check_run_name(name) if name is not None else None
+        self.config = _config_json(config)
         #: Text appended to the message of the run's outcome commit (why these outcomes changed).
         self.commit_note = commit_note
 
@@ -193,6 +209,7 @@ class RunContext:
             # Fails early, before a directory is made, if the previous run does not exist.
             RunDirectory.find(self.run_root, self.previous_run_id)
         initial_inputs = self._initial_inputs_json()  # refused before a directory is made
+        self.name = self._free_name()
         run_dir = RunDirectory.create(self.run_root, run_id_prefix, rerun=self.is_rerun)
         self.run_dir = run_dir
         self.record = MetadataRecord.start(
@@ -201,6 +218,9 @@ class RunContext:
             previous_run_id=self.previous_run_id,
             start_hierarchy_path=str(self.start_hierarchy_path) if self.start_hierarchy_path else None,
             tags=self.tags,
+            name=self.name,
+            project=self.project,
+            config=self.config,
         )
         self.status = RunStatus.RUNNING
         write_json_atomic(run_dir.static_inputs_dir / INITIAL_INPUTS_FILE, initial_inputs)
@@ -220,6 +240,25 @@ class RunContext:
         ``RunFinished`` (see :mod:`reprise.run._lifecycle`). Listeners are told in the order
         they were added."""
         self.listeners.add(listener)
+
+    def _free_name(self) -> str:
+        """The run's name: the one given, refused if a run of the project already has it; else
+        a fresh one no run of the project has."""
+        project = self.project or self.root_component_id
+        index = RunIndex(self.run_root) if self.run_root.is_dir() else None
+        if self.name is not None:
+            if index is not None and index.name_taken(project, self.name):
+                taken = index.runs(project=project, name=self.name, limit=1)[0].run_id
+                raise RunSetupError(
+                    f"a run named {self.name!r} already exists in project {project!r} ({taken}): "
+                    "names are unique within a project"
+                )
+            return self.name
+        for _ in range(20):
+            name = generate_run_name()
+            if index is None or not index.name_taken(project, name, sync=False):
+                return name
+        raise RunSetupError(f"could not draw a free run name in project {project!r}")  # pragma: no cover
 
     @property
     def outcome_repository(self) -> OutcomeRepository | None:
@@ -461,6 +500,35 @@ def _utf8_path(path: Path, what: str) -> Path:
     except UnicodeEncodeError:
         raise RunSetupError(f"the {what} {path!r} is not valid UTF-8: a run records its paths as JSON") from None
     return path
+
+
+def _config_json(config: Any) -> dict[str, Any] | None:
+    """A run's config as the JSON object its metadata holds; a :class:`RunSetupError` naming
+    the key whose value JSON cannot hold as it is."""
+    if config is None:
+        return None
+    if isinstance(config, BaseModel):
+        data = config.model_dump(mode="json")
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        data = dataclasses.asdict(config)
+    elif isinstance(config, Mapping):
+        data = dict(config)
+    else:
+        raise RunSetupError(
+            f"a run's config must be a mapping, a dataclass or a pydantic model, got {type(config).__name__}"
+        )
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise RunSetupError(f"config key {key!r}: keys must be strings")
+        problem = json_problem(value)
+        if problem is not None:
+            where, what = problem
+            raise RunSetupError(f"config[{key!r}]{where}: {what}")
+    try:
+        result: dict[str, Any] = _jsonable(data)
+    except PydanticSerializationError as exc:
+        raise RunSetupError(f"the config cannot be written as JSON: {exc}") from None
+    return result
 
 
 def wire_standard_listeners(ctx: RunContext) -> None:

@@ -4,6 +4,9 @@ when no run is passed.
 Set by the runner for a run's duration, by the executor around each node and by
 ``with RunContext(...)``; task groups and worker threads inherit it, so parallel branches and
 sync nodes see the right run, and two runs in one process never see each other's.
+
+Below it lies the run of the process, set by ``reprise.init()`` for a script that is not a flow:
+the current run wherever no run or node is current in the task (any thread of the script).
 """
 
 from __future__ import annotations
@@ -19,14 +22,20 @@ if TYPE_CHECKING:
 
     RunScope: TypeAlias = RunContext | ExecutorNodeContext
 
-__all__ = ["current_scope", "enter_scope", "exit_scope", "running_in"]
+__all__ = ["current_scope", "enter_scope", "exit_scope", "running_in", "set_process_scope"]
 
 _CURRENT: ContextVar[RunScope | None] = ContextVar("reprise_current_run", default=None)
+_PROCESS: list[RunContext | None] = [None]
 
 
 def current_scope() -> RunScope | None:
-    """The current run or node, or ``None`` outside a run."""
-    return _CURRENT.get()
+    """The current run or node of the task, else the run of the process, else ``None``."""
+    return _CURRENT.get() or _PROCESS[0]
+
+
+def set_process_scope(run: RunContext | None) -> None:
+    """Make ``run`` the run of the process (``None``: no longer any)."""
+    _PROCESS[0] = run
 
 
 @contextmanager

@@ -4,7 +4,8 @@
 
     <run_root>/<run_id>/
     ├── .trace/
-    │   ├── metadata.json        run id, root component, status, times, pid, host, lineage
+    │   ├── metadata.json        run id, name, project, config, root component, status, times,
+    │   │                        pid, host, lineage
     │   ├── trace.jsonl          OTLP/JSON spans, one ExportTraceServiceRequest a line
     │   ├── metrics.jsonl        OTLP/JSON metrics
     │   └── logs.jsonl           structured logs, one JSON object a line
@@ -82,6 +83,19 @@ class RunMetadata(BaseModel):
     start_hierarchy_path: str | None = None
     reprise_version: str
     tags: dict[str, str] = {}
+    #: The run's name, unique within its project (``hungry-brownie-557``); ``None`` for runs
+    #: recorded before runs had names.
+    name: str | None = None
+    #: The project the run belongs to (``reprise.init(project=...)``); ``None`` means the root
+    #: component id (see :attr:`project_name`).
+    project: str | None = None
+    #: The run's configuration (``reprise.init(config=...)``): JSON data.
+    config: dict[str, Any] | None = None
+
+    @property
+    def project_name(self) -> str:
+        """The project of the run: the one given, else the root component id."""
+        return self.project or self.root_component_id
 
 
 class RunDirectory:

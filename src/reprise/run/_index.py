@@ -29,8 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reprise.errors import RepriseError, RunFileError
+from reprise.errors import RepriseError, RunFileError, RunSetupError
 from reprise.run._directory import METADATA_FILE, RUN_ID_PATTERN, RunDirectory, RunMetadata
+from reprise.run._names import is_relative_ref
 from reprise.run._reading import read_run_json
 from reprise.run._status import RunStatus, process_alive
 
@@ -42,7 +43,7 @@ INDEX_FILE = ".index.sqlite"
 EXPERIMENT_TAG = "experiment"
 T = TypeVar("T")
 #: Bump when the table changes: an index with another version is dropped and rebuilt.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,20 +61,24 @@ CREATE TABLE IF NOT EXISTS runs (
     previous_run_id TEXT,
     start_hierarchy_path TEXT,
     tags TEXT NOT NULL DEFAULT '{}',
+    name TEXT,
+    project TEXT NOT NULL,
+    config TEXT,
     meta_mtime_ns INTEGER,
     meta_size INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_ts);
+CREATE INDEX IF NOT EXISTS runs_by_name ON runs (project, name);
 """
 
 _COLUMNS = (
     "run_id, root_component_id, status, started_at, started_ts, ended_at, duration_s, error_msg, pid, "
-    "pid_start, host, previous_run_id, start_hierarchy_path, tags, meta_mtime_ns, meta_size"
+    "pid_start, host, previous_run_id, start_hierarchy_path, tags, name, project, config, meta_mtime_ns, meta_size"
 )
-_UPSERT = f"INSERT OR REPLACE INTO runs ({_COLUMNS}) VALUES ({','.join('?' * 16)})"
+_UPSERT = f"INSERT OR REPLACE INTO runs ({_COLUMNS}) VALUES ({','.join('?' * 19)})"
 _SELECT = (
     "SELECT run_id, root_component_id, status, started_at, ended_at, duration_s, error_msg, pid, pid_start, "
-    "host, previous_run_id, start_hierarchy_path, tags FROM runs"
+    "host, previous_run_id, start_hierarchy_path, tags, name, project, config FROM runs"
 )
 
 
@@ -91,6 +96,12 @@ class RunInfo:
     previous_run_id: str | None = None
     start_hierarchy_path: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    #: The run's name, unique within its project (``None`` for runs from before names).
+    name: str | None = None
+    #: The run's project: the one it was given, else its root component id.
+    project: str = ""
+    #: The run's configuration (JSON data), if it was given one.
+    config: dict[str, Any] | None = None
     #: The run root the run lives under.
     run_root: Path
 
@@ -104,6 +115,8 @@ class RunInfo:
         """A JSON-ready dict (the ``data`` rows of ``reprise runs --json``)."""
         return {
             "run_id": self.run_id,
+            "name": self.name,
+            "project": self.project,
             "root_component_id": self.root_component_id,
             "status": self.status.value,
             "started_at": self.started_at,
@@ -113,6 +126,7 @@ class RunInfo:
             "previous_run_id": self.previous_run_id,
             "start_hierarchy_path": self.start_hierarchy_path,
             "tags": dict(self.tags),
+            "config": self.config,
             "run_dir": os.path.join(self.run_root, self.run_id),
         }
 
@@ -142,6 +156,9 @@ def _row(meta: RunMetadata, st: os.stat_result) -> tuple[Any, ...]:
         meta.previous_run_id,
         meta.start_hierarchy_path,
         json.dumps(meta.tags, sort_keys=True) if meta.tags else "{}",
+        meta.name,
+        meta.project_name,
+        json.dumps(meta.config) if meta.config is not None else None,
         st.st_mtime_ns,
         st.st_size,
     )
@@ -411,10 +428,13 @@ class RunIndex:
         limit: int | None = None,
         experiments: bool = True,
         sync: bool = True,
+        project: str | None = None,
+        name: str | None = None,
     ) -> list[RunInfo]:
         """The runs under the run root, newest first, filtered by status (``crashed`` included),
-        root component id and tags (every given tag must match); without ``experiments``, the
-        runs an experiment made (those tagged :data:`EXPERIMENT_TAG`) are left out.
+        root component id, tags (every given tag must match), project and name; without
+        ``experiments``, the runs an experiment made (those tagged :data:`EXPERIMENT_TAG`) are
+        left out.
 
         If the index cannot be used at all (a read-only run root, a file system without the
         locks SQLite needs), the run directories are read directly: slower, same answer."""
@@ -430,9 +450,10 @@ class RunIndex:
                 stored.add(RunStatus.RUNNING.value)
             clauses.append(f"status IN ({','.join('?' * len(stored))})")
             params += sorted(stored)
-        if root is not None:
-            clauses.append("root_component_id = ?")
-            params.append(root)
+        for column, value in (("root_component_id", root), ("project", project), ("name", name)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
         if not experiments:
             clauses.append(f"json_extract(tags, '$.{EXPERIMENT_TAG}') IS NULL")
         if clauses:
@@ -451,7 +472,7 @@ class RunIndex:
         try:
             rows = self._with_index(query)
         except (sqlite3.Error, OSError):
-            rows = self._rows_without_index(wanted, root)
+            rows = self._rows_without_index(root, project, name)
         out: list[RunInfo] = []
         for row in rows:
             info = self._info(row)
@@ -466,13 +487,65 @@ class RunIndex:
                 break
         return out
 
-    def _rows_without_index(self, wanted: set[RunStatus] | None, root: str | None) -> list[tuple[Any, ...]]:
+    def _rows_without_index(self, root: str | None, project: str | None, name: str | None) -> list[tuple[Any, ...]]:
         upserts, _ = self._scan({})
         # Full rows are (run_id, root, status, started_at, started_ts, ended_at, duration_s,
-        # error_msg, pid, pid_start, host, previous_run_id, start_path, tags, mtime, size);
-        # _info takes the _SELECT columns, which drop started_ts, mtime and size.
+        # error_msg, pid, pid_start, host, previous_run_id, start_path, tags, name, project,
+        # config, mtime, size); _info takes the _SELECT columns, which drop started_ts, mtime
+        # and size.
         upserts.sort(key=lambda r: (r[4] or 0.0, r[0]), reverse=True)
-        return [r[:4] + r[5:14] for r in upserts if root is None or r[1] == root]
+        return [
+            r[:4] + r[5:17]
+            for r in upserts
+            if (root is None or r[1] == root)
+            and (project is None or r[15] == project)
+            and (name is None or r[14] == name)
+        ]
+
+    def name_taken(self, project: str, name: str, *, sync: bool = True) -> bool:
+        """Whether a run of ``project`` under the run root is named ``name``. ``sync=False``
+        trusts the index as it is (runs record themselves there when they start)."""
+        return bool(self.runs(project=project, name=name, limit=1, sync=sync))
+
+    def resolve(self, ref: str, *, project: str | None = None) -> RunInfo:
+        """The run that ``ref`` names, of ``project`` if given: what every command taking a RUN
+        argument accepts.
+
+        In this order: a run id; ``latest`` (also ``-1``), ``-2`` the run before it, and so
+        on (newest first, as ``reprise runs`` lists them); a run name; a prefix of exactly one
+        run's id or name. An unknown reference, or a prefix of several runs (they are listed),
+        is a :class:`~reprise.errors.RunSetupError` saying so."""
+        text = ref.strip() if isinstance(ref, str) else ""
+        if not text:
+            raise RunSetupError(f"no run given: expected a run id, a run name, 'latest' or -N, got {ref!r}")
+        where = f"under {self.run_root}" + (f" in project {project!r}" if project is not None else "")
+        if RUN_ID_PATTERN.match(text) and (self.run_root / text / ".trace" / METADATA_FILE).is_file():
+            info = self.get(text)
+            if project is None or info.project == project:
+                return info
+            raise RunSetupError(f"run {text} is in project {info.project!r}, not {project!r}", run_id=text)
+        runs = self.runs(project=project)
+        if is_relative_ref(text):
+            back = 1 if text == "latest" else -int(text)
+            if back < 1:
+                raise RunSetupError(f"{text!r}: count runs back from -1 (the newest), -2 (the one before)...")
+            if back > len(runs):
+                raise RunSetupError(f"{text!r}: there are only {len(runs)} run(s) {where}")
+            return runs[back - 1]
+        named = [r for r in runs if r.name == text]
+        if len(named) == 1:
+            return named[0]
+        candidates = named or [r for r in runs if r.run_id.startswith(text) or (r.name or "").startswith(text)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise RunSetupError(
+                f"no run {text!r} {where}: not a run id, a run name, 'latest'/-N, or the start of one "
+                "('reprise runs' lists them)"
+            )
+        shown = ", ".join(f"{r.name} ({r.run_id}, {r.project})" if r.name else r.run_id for r in candidates[:10])
+        more = f" and {len(candidates) - 10} more" if len(candidates) > 10 else ""
+        raise RunSetupError(f"{text!r} is ambiguous {where}: it could be {shown}{more}; give more of it")
 
     def get(self, run_id: str) -> RunInfo:
         """One run, read from its directory (and re-indexed); :class:`RunSetupError` if absent."""
@@ -494,6 +567,9 @@ class RunIndex:
             previous_run_id=meta.previous_run_id,
             start_hierarchy_path=meta.start_hierarchy_path,
             tags=dict(meta.tags),
+            name=meta.name,
+            project=meta.project_name,
+            config=meta.config,
             run_root=run_dir.path.parent,
         )
 
@@ -512,6 +588,9 @@ class RunIndex:
             prev,
             start,
             tags,
+            name,
+            project,
+            config,
         ) = row
         run_status = RunStatus(status)
         if run_status is RunStatus.RUNNING and not process_alive(pid, host, pid_start):
@@ -527,6 +606,9 @@ class RunIndex:
             previous_run_id=prev,
             start_hierarchy_path=start,
             tags=json.loads(tags) if tags != "{}" else {},
+            name=name,
+            project=project,
+            config=json.loads(config) if config is not None else None,
             run_root=self.run_root,
         )
 

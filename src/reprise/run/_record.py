@@ -53,6 +53,9 @@ class MetadataRecord:
         previous_run_id: str | None = None,
         start_hierarchy_path: str | None = None,
         tags: dict[str, str] | None = None,
+        name: str | None = None,
+        project: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> MetadataRecord:
         """Write the first record of a run made now, by this process."""
         pid, pid_start = pid_info()
@@ -68,6 +71,9 @@ class MetadataRecord:
             start_hierarchy_path=start_hierarchy_path,
             reprise_version=__version__,
             tags=dict(tags or {}),
+            name=name,
+            project=project,
+            config=config,
         )
         record = cls(run_dir, metadata)
         record._started = time.perf_counter()
